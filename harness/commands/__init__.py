@@ -1,0 +1,1 @@
+"""Sub-commands of `iwsft`; see harness/cli.py."""
