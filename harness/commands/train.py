@@ -1,0 +1,39 @@
+"""`iwsft train RECIPE [key=value ...]`."""
+
+from __future__ import annotations
+
+HELP = "Train SFT / iw-SFT / per-step iw-SFT from a YAML recipe (key=value overrides any recipe key)"
+
+
+def add_arguments(p):
+    p.add_argument("recipe", nargs="?", help="YAML recipe, e.g. recipes/tiny/iw-sft.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value pairs, e.g. max_steps=2 output_dir=/tmp/run")
+    p.add_argument("--help-keys", action="store_true", help="list every recipe key with its documentation")
+    p.add_argument("--check", action="store_true", help="validate the recipe and print it; train nothing")
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from harness.errors import UserError
+    from harness.recipe import field_docs, load_recipe
+
+    console = Console()
+    if args.help_keys:
+        for key, doc in field_docs().items():
+            console.print(f"[bold]{key}[/]: {doc}")
+        return 0
+    if args.recipe is None:
+        raise UserError("give a recipe, e.g. `iwsft train recipes/tiny/iw-sft.yaml` (or --help-keys to list keys)")
+    recipe = None if args.recipe == "-" else args.recipe
+    cfg = load_recipe(recipe, args.overrides)
+    if args.check:
+        import yaml
+
+        console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        console.print(f"[green]ok[/]: {args.recipe}")
+        return 0
+    from harness.trainer import train
+
+    train(cfg, console)
+    return 0

@@ -1,0 +1,178 @@
+"""Curated training data: loading, the s1 text format, label masks, block size, SFT(Q) oversampling.
+
+One example's text (method.md §2), through the tokenizer's own chat template (its default system
+prompt, no system message passed):
+
+    {chat template for the user turn, with the generation prompt}
+    <|im_start|>think\n{thinking}\n<|im_start|>answer\nAnswer: {attempt}<|im_end|>\n
+
+The loss covers everything from the think prefix to the final end-of-turn (and its newline). The
+prompt and the completion are tokenised separately and concatenated, exactly as evaluation builds
+its prompt (template ids + think prefix ids), so training and evaluation see the same token ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import UserError
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    loss_mask: list[bool]     # True on tokens that carry loss (the completion)
+    source_index: int         # row of the source dataset
+    truncated: bool = False
+
+
+@dataclass
+class PreparedData:
+    examples: list[Example]
+    n_rows: int
+    n_truncated: int
+    n_dropped: int
+    fingerprint: str          # hash of the token ids and masks: keys the reference cache
+
+    def summary(self) -> dict:
+        lengths = [len(e.input_ids) for e in self.examples]
+        return {
+            "rows": self.n_rows,
+            "examples": len(self.examples),
+            "truncated": self.n_truncated,
+            "dropped": self.n_dropped,
+            "tokens": int(sum(lengths)),
+            "max_len": max(lengths) if lengths else 0,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def load_rows(dataset: str, split: str = "train") -> list[dict]:
+    """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (users have the hub)."""
+    path = Path(dataset)
+    if path.suffix in (".jsonl", ".json", ".parquet") or path.exists():
+        if not path.is_file():
+            raise UserError(f"dataset file {path} does not exist; give a .jsonl/.parquet path or a hub id")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        return read_jsonl(path) if path.suffix == ".jsonl" else _read_json(path)
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(dataset, split=split))
+    except Exception as e:  # offline, gated, missing: one line with the fix
+        raise UserError(
+            f"could not load dataset {dataset!r} from the hub ({type(e).__name__}); "
+            "check the id and your network/token, or point `dataset` at a local .jsonl/.parquet file"
+        ) from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{n} is not a JSON object; each line must be {{\"column\": value, ...}}")
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path} must hold a JSON list of rows (or use .jsonl)")
+    return data
+
+
+def quality_oversample(rows: list[dict], score_column: str, percentiles: list[float]) -> list[int]:
+    """SFT(Q): indices of rows at or above each percentile cutoff of the score, concatenated, so
+    with the default (90, 95, 98) the top 2% appear three times, 95-98 twice and 90-95 once."""
+    scores = np.array([float(r[score_column]) for r in rows])
+    out: list[int] = []
+    for p in percentiles:
+        cut = np.percentile(scores, p)
+        out.extend(int(i) for i in np.nonzero(scores >= cut)[0])
+    return out
+
+
+def format_texts(tokenizer, question: str, thinking: str, attempt: str, think_prefix: str, answer_prefix: str):
+    """(prompt_text, completion_text) of one example in the s1 format."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    body = f"{think_prefix}\n{thinking.strip()}\n{answer_prefix}\nAnswer: {attempt.strip()}"
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": body}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise UserError("the tokenizer's chat template renders the user turn differently with and without the "
+                        "assistant turn; this harness needs a ChatML-style template (e.g. Qwen, SmolLM)")
+    return prompt, full[len(prompt):]
+
+
+def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
+    """Tokenise rows into examples per the recipe `cfg` (a TrainConfig)."""
+    if not rows:
+        raise UserError(f"dataset {cfg.dataset} is empty; point `dataset` at a file or hub id with rows")
+    needed = [cfg.question_column, cfg.thinking_column, cfg.answer_column] + ([cfg.score_column] if cfg.score_column else [])
+    missing = [c for c in needed if c not in rows[0]]
+    if missing:
+        raise UserError(
+            f"dataset {cfg.dataset} has no column(s) {missing}; it has {sorted(rows[0])[:12]}; "
+            "set question_column / thinking_column / answer_column in the recipe"
+        )
+    order = quality_oversample(rows, cfg.score_column, cfg.quality_percentiles) if cfg.score_column else range(len(rows))
+    examples, n_trunc, n_drop = [], 0, 0
+    cache: dict[int, Example | None] = {}
+    for idx in order:
+        if idx not in cache:
+            r = rows[idx]
+            prompt, completion = format_texts(
+                tokenizer, str(r[cfg.question_column]), str(r[cfg.thinking_column] or ""),
+                str(r[cfg.answer_column] or ""), cfg.think_prefix, cfg.answer_prefix,
+            )
+            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            if len(p_ids) + 1 >= cfg.block_size:
+                raise UserError(
+                    f"block_size {cfg.block_size} is shorter than the prompt of row {idx} ({len(p_ids)} tokens) "
+                    "plus one response token; raise block_size"
+                )
+            ids, mask, truncated = p_ids + c_ids, [False] * len(p_ids) + [True] * len(c_ids), False
+            if len(ids) > cfg.block_size:
+                truncated = True
+                ids, mask = ids[: cfg.block_size], mask[: cfg.block_size]
+            cache[idx] = None if (truncated and cfg.truncation == "drop") else Example(ids, mask, idx, truncated)
+            n_trunc += truncated
+            n_drop += truncated and cfg.truncation == "drop"
+        if cache[idx] is not None:
+            examples.append(cache[idx])
+    if not examples:
+        raise UserError(f"every example of {cfg.dataset} is longer than block_size {cfg.block_size} and truncation=drop; "
+                        "raise block_size or use truncation=truncate")
+    return PreparedData(examples, len(rows), n_trunc, n_drop, fingerprint(examples))
+
+
+def fingerprint(examples: list[Example]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(np.asarray(e.input_ids, dtype=np.int64).tobytes())
+        h.update(np.packbits(np.asarray(e.loss_mask, dtype=bool)).tobytes())
+        h.update(b"|")
+    return h.hexdigest()

@@ -1,0 +1,357 @@
+"""The training loop: SFT, iw-SFT and per-step iw-SFT on accelerate (one process or FSDP).
+
+Per optimizer step:
+    for each micro-batch of this process:
+        policy log-probs (float32 log-softmax)          -> harness.batching.batch_logprobs
+        q log-probs: lag 0 = the same tensor detached, or a no-grad forward of the q copy
+        reference log-probs: from the on-disk cache (computed once before step 0)
+        loss = iw_objective(...) / grad_accum ; backward
+    clip grad norm, AdamW step, cosine schedule step, q source update, log, maybe checkpoint
+
+The data order is a pure function of (seed, step), so resuming from a checkpoint continues with
+exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from harness.batching import Batch, batch_logprobs, collate
+from harness.errors import UserError
+from harness.io import atomic_write_text, ensure_writable_dir
+from harness.objective import iw_objective, weight_diagnostics
+from harness.qsource import make_q_source
+from harness.recipe import TrainConfig
+from harness import refcache
+
+# Keys that may change between a run and its resumption (they do not change what is trained).
+RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
+
+
+class DataOrder:
+    """Example indices of step s: an endless stream of per-epoch permutations seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self._perms = n, seed, {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
+        return self._perms[epoch]
+
+    def step_indices(self, step: int, global_batch: int) -> list[int]:
+        return [self._perm(k // self.n)[k % self.n] for k in range(step * global_batch, (step + 1) * global_batch)]
+
+
+def micro_batches(indices: list[int], micro: int, rank: int, world: int) -> list[list[int]]:
+    chunks = [indices[i : i + micro] for i in range(0, len(indices), micro)]
+    return chunks[rank::world]
+
+
+def total_steps(cfg: TrainConfig, n_examples: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * n_examples / cfg.global_batch_size))
+
+
+def _peak_flops(cfg: TrainConfig, device) -> float | None:
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if "H100" in name or "H200" in name:
+            return 790e12   # measured dense bf16 rate of the lent H100/H200 (device tool notes)
+    return None
+
+
+def _peak_mem_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # KiB on Linux -> GiB
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    root = out / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = cfg.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+    if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
+        raise UserError(
+            f"{out} holds a run with different settings ({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff[:3])}); "
+            "use a new output_dir, or delete the old run to start over"
+        )
+
+
+def _load_weights(model, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    sd = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        sd.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    bad = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if bad or unexpected:
+        raise UserError(f"checkpoint {folder} does not match the model ({len(bad)} missing, {len(unexpected)} unexpected keys); "
+                        "delete it to restart, or check the recipe's model")
+    model.tie_weights()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, console=None):
+        from accelerate import Accelerator
+        from rich.console import Console
+
+        self.cfg = cfg
+        self.out = ensure_writable_dir(Path(cfg.output_dir))
+        _check_resumable(self.out, cfg)
+        self.console = console or Console()
+        use_cuda = torch.cuda.is_available()
+        mixed = "bf16" if (use_cuda and cfg.dtype == "auto") else "no"
+        self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
+        world = self.acc.num_processes
+        if cfg.global_batch_size % (cfg.micro_batch_size * world):
+            raise UserError(f"global_batch_size {cfg.global_batch_size} is not divisible by micro_batch_size x processes "
+                            f"({cfg.micro_batch_size} x {world})")
+        self.grad_accum = cfg.global_batch_size // (cfg.micro_batch_size * world)
+        if world > 1 and cfg.q_source != "lag0":
+            raise UserError(f"q_source={cfg.q_source} keeps an unsharded copy of the model and runs in one process only; "
+                            "use q_source=lag0 (the released code's choice) for multi-GPU runs")
+        self.spec = cfg.weight_spec()
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _load(self):
+        from harness.models import load_model, load_tokenizer, resolve_model
+        from harness.sft_data import load_rows, prepare
+
+        cfg = self.cfg
+        rows = load_rows(cfg.dataset, cfg.dataset_split)
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.data = prepare(rows, self.tokenizer, cfg)
+        s = self.data.summary()
+        self.console.print(f"data: {s['rows']} rows -> {s['examples']} examples, {s['tokens']} tokens, "
+                           f"max {s['max_len']}; over block_size {cfg.block_size}: {s['truncated']} "
+                           f"({'dropped' if cfg.truncation == 'drop' else 'right-truncated'})")
+        dtype = "bfloat16" if cfg.dtype == "bf16" else "float32"
+        self.model_name = str(resolve_model(cfg.model).path)
+        model = load_model(cfg.model, dtype=dtype, device=None)
+        model.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        return model
+
+    def _batch(self, ids: list[int]) -> Batch:
+        return collate([self.data.examples[i] for i in ids], ids, self.pad_id).to(self.acc.device)
+
+    def _ref_for(self, batch: Batch, ref: dict[int, torch.Tensor]) -> torch.Tensor:
+        out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
+        for row, i in enumerate(batch.example_ids):
+            out[row, : batch.lengths[row] - 1] = ref[i]
+        return out.to(self.acc.device)
+
+    def _reference_cache(self, model, order: DataOrder) -> dict[int, torch.Tensor]:
+        cfg = self.cfg
+        meta = {
+            "model": refcache.model_identity(self.acc.unwrap_model(model), self.model_name),
+            "data": self.data.fingerprint,
+            "block_size": cfg.block_size,
+            "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision],
+        }
+        root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
+        path = root / f"{refcache.cache_key(meta)}.safetensors"
+        if path.is_file():
+            self.console.print(f"reference log-probs: cached {path}")
+            return refcache.load_cache(path, meta)
+        # Same micro-batches as the first epoch of training, so step 0 sees bitwise-equal values.
+        t0, ref, step = time.time(), {}, 0
+        n = len(self.data.examples)
+        steps_epoch0 = math.ceil(n / cfg.global_batch_size)
+        with torch.no_grad(), self.acc.autocast():
+            for step in range(steps_epoch0):
+                for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                        self.acc.process_index, self.acc.num_processes):
+                    b = self._batch(mb)
+                    lp = batch_logprobs(model, b).float().cpu()
+                    for row, i in enumerate(b.example_ids):
+                        ref.setdefault(i, lp[row, : b.lengths[row] - 1].clone())
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            merged = {}
+            for part in gather_object([ref]):
+                for k, v in part.items():
+                    merged.setdefault(k, v)
+            ref = merged
+        if self.acc.is_main_process:
+            refcache.save_cache(path, ref, meta)
+        self.acc.wait_for_everyone()
+        self.console.print(f"reference log-probs: computed for {len(ref)} examples in {time.time() - t0:.1f}s -> {path}")
+        return ref
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _save(self, model, folder: Path, state: dict | None) -> None:
+        """Write to a temp folder and rename: a run killed mid-save leaves the previous one intact."""
+        sd = self.acc.get_state_dict(model)
+        if not self.acc.is_main_process:
+            return
+        tmp = folder.parent / f".{folder.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
+        if state is not None:
+            torch.save(state, tmp / "trainer_state.pt")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+
+    def _prune(self) -> None:
+        root = self.out / "checkpoints"
+        done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file())
+        for p in done[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg, acc = self.cfg, self.acc
+        final = self.out / "final"
+        if (final / "iwsft_train.json").is_file():
+            self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
+            return final
+        from transformers import get_cosine_schedule_with_warmup
+
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        torch.manual_seed(cfg.seed)
+        model = self._load()
+        if acc.is_main_process:
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        order = DataOrder(len(self.data.examples), cfg.seed)
+        steps = total_steps(cfg, len(self.data.examples))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                weight_decay=cfg.weight_decay)
+        sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
+        model, opt = acc.prepare(model, opt)
+        ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
+        q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
+
+        start = 0
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is not None:
+            state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+            _load_weights(acc.unwrap_model(model), ckpt)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            q_source.load_state_dict(state["q_source"])
+            start = state["step"]
+            self.console.print(f"[yellow]resuming[/] from {ckpt} (step {start}/{steps})")
+        metrics_path = self.out / "metrics.jsonl"
+        if acc.is_main_process:   # drop rows logged after the checkpoint we resume from
+            rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
+            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] < start))
+        tb = self._tensorboard()
+        n_params = sum(p.numel() for p in acc.unwrap_model(model).parameters())
+        peak = _peak_flops(cfg, acc.device)
+        self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
+                           f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
+                           f"{n_params / 1e6:.1f}M params on {acc.device}")
+
+        for step in range(start, steps):
+            t0 = time.perf_counter()
+            mbs = micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                acc.process_index, acc.num_processes)
+            loss_sum, weights, logw, n_tok = 0.0, [], [], 0
+            for j, mb in enumerate(mbs):
+                b = self._batch(mb)
+                ctx = acc.no_sync(model) if j < len(mbs) - 1 else contextlib.nullcontext()
+                with ctx, acc.autocast():
+                    pol = batch_logprobs(model, b)
+                    q = q_source.logprobs(pol, lambda m: batch_logprobs(m, b)) if self.spec.level != "none" else None
+                    r = self._ref_for(b, ref) if self.spec.level != "none" else None
+                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
+                    acc.backward(out.loss / self.grad_accum)
+                loss_sum += float(out.loss.detach()) / self.grad_accum
+                weights.append(out.seq_weights.float().cpu())
+                logw.append(out.log_weights.float().cpu())
+                n_tok += b.n_tokens
+            gnorm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            q_source.update(acc.unwrap_model(model), step + 1)
+            dt = time.perf_counter() - t0
+
+            if step % cfg.log_every == 0 or step == steps - 1:
+                w_all, lw_all = torch.cat(weights), torch.cat(logw)
+                if acc.num_processes > 1:
+                    w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
+                    n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
+                    loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
+                d = weight_diagnostics(w_all, lw_all)
+                tps = n_tok / dt
+                row = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "w_mean": d["w_mean"], "w_max": d["w_max"],
+                       "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
+                       "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
+                       "mfu": (6 * n_params * tps / peak) if peak else None, "peak_mem_gb": _peak_mem_gb(acc.device),
+                       "step_time_s": dt}
+                if acc.is_main_process:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    if tb is not None:
+                        for k, v in row.items():
+                            if isinstance(v, (int, float)) and k != "step":
+                                tb.add_scalar(k, v, step)
+                    mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
+                    self.console.print(
+                        f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f}  "
+                        f"w {d['w_mean']:.4f} (max {d['w_max']:.3f}, ess {d['ess_frac']:.2f})  "
+                        f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
+                    )
+            done = step + 1
+            if cfg.save_every and done % cfg.save_every == 0 and done < steps:
+                state = {"step": done, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "q_source": q_source.state_dict()}
+                self._save(model, self.out / "checkpoints" / f"step-{done:06d}", state)
+                if acc.is_main_process:
+                    self._prune()
+        self._save(model, final, None)
+        acc.wait_for_everyone()
+        if tb is not None:
+            tb.close()
+        self.console.print(f"[green]saved[/] {final}")
+        return final
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.acc.is_main_process):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("tensorboard=true needs the tensorboard package: pip install 'iwsft-harness[tensorboard]'") from None
+        return SummaryWriter(str(self.out / "tb"))
+
+
+def train(cfg: TrainConfig, console=None) -> Path:
+    return Trainer(cfg, console).run()

@@ -1,0 +1,212 @@
+"""The trainer on a tiny random model (real tokenizer): loss, weights, reference cache, resume, errors."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.cli import main
+from harness.recipe import load_recipe
+from harness.trainer import train
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from harness.models import load_tokenizer, tiny_random_model
+
+    d = tmp_path_factory.mktemp("tiny")
+    tok = load_tokenizer("smollm2-135m")
+    tiny_random_model(tok, hidden=32, layers=2).save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    rows = [{"question": f"What is {a} + {b}?", "deepseek_thinking_trajectory": f"{a} plus {b} is {a + b}.",
+             "deepseek_attempt": f"\\boxed{{{a + b}}}", "score": a * 10 + b}
+            for a in range(4) for b in range(3)]
+    (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def _cfg(tiny_dir, tmp_path, name="run", **kw):
+    base = dict(model=str(tiny_dir / "model"), dataset=str(tiny_dir / "data.jsonl"), block_size=96,
+                global_batch_size=4, micro_batch_size=2, learning_rate=3e-3, warmup_ratio=0.0, max_steps=6,
+                output_dir=str(tmp_path / name), ref_cache_dir=str(tmp_path / "ref"), seed=1)
+    base.update(kw)
+    return load_recipe(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in base.items()])
+
+
+def _metrics(run_dir):
+    return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _params(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_sft_loss_falls(tiny_dir, tmp_path):
+    out = train(_cfg(tiny_dir, tmp_path, max_steps=8))
+    m = _metrics(tmp_path / "run")
+    assert len(m) == 8 and m[-1]["loss"] < m[0]["loss"] - 0.5
+    for key in ("step", "loss", "lr", "grad_norm", "w_mean", "w_max", "ess", "tokens_per_s", "mfu", "peak_mem_gb"):
+        assert key in m[0]
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("weighting", ["iw-sft", "per-step", "iw-sft-paper"])
+def test_weights_exactly_one_at_step0(tiny_dir, tmp_path, weighting):
+    train(_cfg(tiny_dir, tmp_path, weighting=weighting, max_steps=3))
+    m = _metrics(tmp_path / "run")
+    assert m[0]["w_mean"] == 1.0 and m[0]["w_max"] == 1.0 and m[0]["logw_p95"] == 0.0
+    assert m[-1]["w_mean"] != 1.0     # the weights do move once the policy leaves pi_ref
+
+
+def test_iw_sft_with_unit_weights_reproduces_sft(tiny_dir, tmp_path):
+    sft = train(_cfg(tiny_dir, tmp_path, "sft", max_steps=3))
+    iw = train(_cfg(tiny_dir, tmp_path, "iw1", weighting="iw-sft", weighting_overrides={"w_clip": [1, 1]}, max_steps=3))
+    a, b = _params(sft), _params(iw)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("q_source", ["periodic", "ema"])
+def test_lagged_q_sources_train(tiny_dir, tmp_path, q_source):
+    train(_cfg(tiny_dir, tmp_path, weighting="iw-sft", q_source=q_source, q_every=2, max_steps=3))
+    assert _metrics(tmp_path / "run")[0]["w_mean"] == 1.0
+
+
+def test_cached_reference_equals_on_the_fly(tiny_dir, tmp_path):
+    from harness.batching import batch_logprobs, collate
+    from harness.models import load_model, load_tokenizer
+    from harness.refcache import load_cache
+    from harness.sft_data import load_rows, prepare
+
+    cfg = _cfg(tiny_dir, tmp_path, weighting="iw-sft", max_steps=1)
+    train(cfg)
+    (cache_file,) = (tmp_path / "ref").glob("*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(cache_file), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    cached = load_cache(cache_file, meta)
+    tok = load_tokenizer(cfg.model)
+    data = prepare(load_rows(cfg.dataset), tok, cfg)
+    model = load_model(cfg.model)
+    ids = [0, 5, 7]
+    with torch.no_grad():
+        b = collate([data.examples[i] for i in ids], ids, tok.pad_token_id)
+        fresh = batch_logprobs(model, b)
+    assert len(cached) == len(data.examples)
+    for row, i in enumerate(ids):
+        torch.testing.assert_close(cached[i], fresh[row, : b.lengths[row] - 1], rtol=0, atol=1e-5)
+
+
+def _run_cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, **kw)
+
+
+def test_kill_and_resume_matches_uninterrupted(tiny_dir, tmp_path):
+    common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+              "micro_batch_size=2", "learning_rate=3e-3", "max_steps=6", "save_every=2", "weighting=iw-sft",
+              f"ref_cache_dir={tmp_path / 'ref'}", "seed=3"]
+    full = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'full'}"])
+    assert full.returncode == 0, full.stderr[-2000:]
+    # Start again elsewhere, kill it once the first checkpoint exists, then re-run the same command.
+    cmd = [sys.executable, "-m", "harness", "train", "-", *common, f"output_dir={tmp_path / 'killed'}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoints" / "step-000002" / "trainer_state.pt").exists():
+        assert time.time() < deadline and proc.poll() is None, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "killed" / "final").exists()
+    resumed = _run_cli(cmd[3:])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    a, b = _params(tmp_path / "full" / "final"), _params(tmp_path / "killed" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    steps = [r["step"] for r in _metrics(tmp_path / "killed")]
+    assert steps == sorted(set(steps)) == list(range(6))
+
+
+def test_every_shipped_recipe_validates():
+    recipes = sorted(p for p in Path(__file__).parents[1].joinpath("recipes").rglob("*.yaml") if not p.name.startswith("accelerate"))
+    assert len(recipes) >= 6
+    for r in recipes:
+        cfg = load_recipe(r)
+        assert cfg.weight_spec() is not None
+        text = r.read_text()
+        assert "iwsft train" in text or "accelerate launch" in text, f"{r} carries no launch command"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["learning_rat=1e-5"], "unknown recipe key 'learning_rat'.*did you mean 'learning_rate'"),
+        (["question_column=prompt"], "has no column"),
+        (["block_size=8"], "block_size 8 is shorter than the prompt"),
+        (["weighting=iw_sft"], "weighting 'iw_sft' is not one of"),
+        (["global_batch_size=3"], "not a multiple of micro_batch_size"),
+    ],
+)
+def test_bad_input_exit_2_one_line(tiny_dir, tmp_path, overrides, message):
+    import re
+
+    out = tmp_path / "bad"
+    r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}",
+                  "micro_batch_size=2", f"output_dir={out}", *overrides])
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and re.search(message, r.stderr), r.stderr
+    assert not (out / "config.yaml").exists() and not (out / "final").exists()
+
+
+def test_empty_dataset_and_unwritable_dir(tiny_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={empty}", f"output_dir={tmp_path / 'o'}"])
+    assert r.returncode == 2 and "is empty" in r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", f"output_dir={blocker / 'x'}"])
+    assert r.returncode == 2 and "cannot create output directory" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n{not json\n')
+    r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={bad}", f"output_dir={tmp_path / 'o2'}"])
+    assert r.returncode == 2 and "bad.jsonl:2 is not valid JSON" in r.stderr
+
+
+def test_reference_cache_from_another_model_is_refused(tiny_dir, tmp_path):
+    from harness.models import load_tokenizer, tiny_random_model
+
+    other = tmp_path / "other"
+    tok = load_tokenizer(str(tiny_dir / "model"))
+    tiny_random_model(tok, hidden=32, layers=2, seed=9).save_pretrained(other)
+    tok.save_pretrained(other)
+    train(_cfg(tiny_dir, tmp_path, "a", weighting="iw-sft", max_steps=1))
+    train(_cfg(tiny_dir, tmp_path, "b", weighting="iw-sft", max_steps=1, model=str(other)))
+    files = sorted((tmp_path / "ref").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    assert len(files) == 2
+    files[0].replace(files[1])      # model b's cache slot now holds model a's log-probs
+    r = _run_cli(["train", "-", f"model={other}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+                  "micro_batch_size=2", "max_steps=1", "weighting=iw-sft", "seed=1", "warmup_ratio=0.0", "learning_rate=3e-3",
+                  f"ref_cache_dir={tmp_path / 'ref'}", f"output_dir={tmp_path / 'c'}"])
+    assert r.returncode == 2 and "computed for another reference model" in r.stderr, r.stderr[-1500:]
+
+
+def test_quality_oversampling_counts(tiny_dir, tmp_path):
+    from harness.sft_data import load_rows, quality_oversample
+
+    rows = [{"score": s} for s in range(100)]
+    idx = quality_oversample(rows, "score", [90, 95, 98])
+    counts = {i: idx.count(i) for i in set(idx)}
+    assert counts[99] == 3 and counts[96] == 2 and counts[91] == 1 and 50 not in counts
+
+
+def test_train_cli_check_and_help_keys(capsys):
+    assert main(["train", "--help-keys"]) == 0
+    assert "block_size" in capsys.readouterr().out
