@@ -1,0 +1,126 @@
+"""`iwsft grade`: grade a JSONL of generated responses offline and deterministically.
+
+Each input row needs "response" (the full generated text, thinking + answer) and "gold". Each output
+row is the input row plus "correct" (bool) and "extracted" (string, or null when the response states
+no answer). The output is written atomically: on any error no output file is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from harness.errors import UserError
+
+HELP = "Grade generated responses (JSONL with response/gold) offline, without an LLM judge."
+
+
+def add_arguments(parser) -> None:
+    from harness.grading import BENCHMARK_KINDS
+    from harness.grading.extract import DEFAULT_DELIMITER
+    parser.add_argument("--benchmark", required=True, metavar="{" + ",".join(BENCHMARK_KINDS) + "}",
+                        help="selects the grader: integer (aime24, arith), math (math500), choice (gpqa_diamond)")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="JSONL, one row per response with 'response' and 'gold'")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="JSONL to write: input rows plus 'correct' and 'extracted'")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per item (default: 10)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="grading processes (default: CPU count, at most 8)")
+    parser.add_argument("--answer-delimiter", default=DEFAULT_DELIMITER,
+                        help="the answer is read after the last occurrence of this string "
+                             f"(default: {DEFAULT_DELIMITER!r}; use '</think>' for models that close "
+                             "their thinking that way)")
+
+
+def read_rows(path: Path) -> list[tuple[int, dict]]:
+    """Rows of a grading input file; UserError naming the file and line for anything malformed."""
+    if not path.exists():
+        raise UserError(f"input file {path} does not exist; pass the JSONL of generated responses")
+    if not path.is_file():
+        raise UserError(f"input {path} is not a file; pass the JSONL of generated responses")
+    rows: list[tuple[int, dict]] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object with 'response' and 'gold'")
+            for key in ("response", "gold"):
+                if key not in row:
+                    raise UserError(f"{path}:{lineno}: missing key {key!r}; every row needs 'response' and 'gold'")
+            if not isinstance(row["response"], str):
+                raise UserError(f"{path}:{lineno}: 'response' must be a string (use \"\" for an empty generation)")
+            rows.append((lineno, row))
+    if not rows:
+        raise UserError(f"input file {path} has no rows; generate responses first")
+    return rows
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """Write rows to a temporary file beside `path`, then os.replace it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from harness.grading import check_gold, grade_many_detailed, kind_of
+
+    kind_of(args.benchmark)
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout must be positive seconds, got {args.timeout}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.input.resolve() == args.output.resolve():
+        raise UserError("--output is the same file as --input; write the graded rows to a new file")
+    numbered = read_rows(args.input)
+    for lineno, row in numbered:
+        try:
+            check_gold(args.benchmark, row["gold"])
+        except UserError as e:
+            raise UserError(f"{args.input}:{lineno}: {e}") from None
+    rows = [row for _, row in numbered]
+
+    results = grade_many_detailed(args.benchmark, [(r["response"], str(r["gold"])) for r in rows],
+                                  timeout_s=args.timeout, workers=args.workers,
+                                  answer_delimiter=args.answer_delimiter)
+    out_rows = []
+    for row, (verdict, _) in zip(rows, results):
+        out = {k: v for k, v in row.items() if k not in ("correct", "extracted")}
+        out["correct"] = verdict.correct
+        out["extracted"] = verdict.extracted
+        out_rows.append(out)
+    write_jsonl_atomic(args.output, out_rows)
+
+    n = len(rows)
+    n_correct = sum(v.correct for v, _ in results)
+    n_unextracted = sum(v.extracted is None for v, _ in results)
+    n_timeout = sum(status == "timeout" for _, status in results)
+    n_error = sum(status.startswith("error") for _, status in results)
+    extra = (f" timeouts={n_timeout}" if n_timeout else "") + (f" errors={n_error}" if n_error else "")
+    Console(soft_wrap=True, highlight=False).print(
+        f"[bold]{args.benchmark}[/bold]: n={n} correct={n_correct} accuracy={n_correct / n:.1%} "
+        f"unextracted={n_unextracted}{extra} -> {escape(str(args.output))}", markup=True)
+    return 0
