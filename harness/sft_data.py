@@ -7,8 +7,8 @@ prompt, no system message passed):
     <|im_start|>think\n{thinking}\n<|im_start|>answer\nAnswer: {attempt}<|im_end|>\n
 
 The loss covers everything from the think prefix to the final end-of-turn (and its newline). The
-prompt and the completion are tokenised separately and concatenated, exactly as evaluation builds
-its prompt (template ids + think prefix ids), so training and evaluation see the same token ids.
+prompt, the think prefix and the rest are tokenised separately and concatenated, exactly as
+evaluation builds its prompt (template ids + think prefix ids), so both see the same token ids.
 """
 
 from __future__ import annotations
@@ -111,12 +111,17 @@ def quality_oversample(rows: list[dict], score_column: str, percentiles: list[fl
     return out
 
 
-def format_texts(tokenizer, question: str, thinking: str, attempt: str, think_prefix: str, answer_prefix: str):
-    """(prompt_text, completion_text) of one example in the s1 format."""
+def format_texts(tokenizer, question: str, thinking: str, attempt: str, think_prefix: str, answer_prefix: str,
+                 verbatim: str | None = None):
+    """(prompt_text, completion_text) of one example in the s1 format; with `verbatim`, the
+    completion is the think prefix followed by that sampled text unchanged."""
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
     )
-    body = f"{think_prefix}\n{thinking.strip()}\n{answer_prefix}\nAnswer: {attempt.strip()}"
+    if verbatim is not None:
+        body = think_prefix + verbatim
+    else:
+        body = f"{think_prefix}\n{thinking.strip()}\n{answer_prefix}\nAnswer: {attempt.strip()}"
     full = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}, {"role": "assistant", "content": body}], tokenize=False
     )
@@ -130,12 +135,13 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
     """Tokenise rows into examples per the recipe `cfg` (a TrainConfig)."""
     if not rows:
         raise UserError(f"dataset {cfg.dataset} is empty; point `dataset` at a file or hub id with rows")
-    needed = [cfg.question_column, cfg.thinking_column, cfg.answer_column] + ([cfg.score_column] if cfg.score_column else [])
+    text_cols = [cfg.completion_column] if cfg.completion_column else [cfg.thinking_column, cfg.answer_column]
+    needed = [cfg.question_column, *text_cols] + ([cfg.score_column] if cfg.score_column else [])
     missing = [c for c in needed if c not in rows[0]]
     if missing:
         raise UserError(
             f"dataset {cfg.dataset} has no column(s) {missing}; it has {sorted(rows[0])[:12]}; "
-            "set question_column / thinking_column / answer_column in the recipe"
+            "set question_column / thinking_column / answer_column (or completion_column) in the recipe"
         )
     order = quality_oversample(rows, cfg.score_column, cfg.quality_percentiles) if cfg.score_column else range(len(rows))
     examples, n_trunc, n_drop = [], 0, 0
@@ -143,12 +149,20 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
     for idx in order:
         if idx not in cache:
             r = rows[idx]
-            prompt, completion = format_texts(
-                tokenizer, str(r[cfg.question_column]), str(r[cfg.thinking_column] or ""),
-                str(r[cfg.answer_column] or ""), cfg.think_prefix, cfg.answer_prefix,
-            )
+            if cfg.completion_column:
+                prompt, completion = format_texts(tokenizer, str(r[cfg.question_column]), "", "", cfg.think_prefix,
+                                                  cfg.answer_prefix, verbatim=str(r[cfg.completion_column]))
+            else:
+                prompt, completion = format_texts(
+                    tokenizer, str(r[cfg.question_column]), str(r[cfg.thinking_column] or ""),
+                    str(r[cfg.answer_column] or ""), cfg.think_prefix, cfg.answer_prefix,
+                )
             p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            # The think prefix is tokenised on its own, as evaluation appends it to the prompt, so a
+            # sampled continuation ("think" + "er") is not merged into a token the model never produced.
+            head = cfg.think_prefix if completion.startswith(cfg.think_prefix) else ""
+            c_ids = (tokenizer(head, add_special_tokens=False)["input_ids"] if head else []) + \
+                tokenizer(completion[len(head):], add_special_tokens=False)["input_ids"]
             if len(p_ids) + 1 >= cfg.block_size:
                 raise UserError(
                     f"block_size {cfg.block_size} is shorter than the prompt of row {idx} ({len(p_ids)} tokens) "

@@ -1,0 +1,18 @@
+"""`iwsft reproduce-table1`: train the Table 1 recipes, evaluate, report (the `just reproduce-table1` job)."""
+
+from __future__ import annotations
+
+HELP = "Train SFT / iw-SFT / per-step iw-SFT, evaluate them and the base model, print Table 1 beside the paper's"
+
+
+def add_arguments(p):
+    p.add_argument("--preset", default="tiny", help="evaluation suite in evals/: tiny (CPU laptop) or paper (8 x H100)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat training with N seeds; report mean and spread")
+    p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt, figures)")
+
+
+def run(args) -> int:
+    from harness.pipeline import reproduce_table1
+
+    reproduce_table1(args.preset, seeds=args.seeds, out=args.out)
+    return 0

@@ -1,0 +1,76 @@
+"""Report rendering from fixed sample files (golden output) and the paired statistics."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.report import build_table, markdown
+from harness.runs import find_runs, load_run
+from harness.stats import mcnemar_exact, paired_compare, wilson
+
+DATA = Path(__file__).parent / "data"
+
+
+def _write_run(root: Path, model: str, bench: str, correct: dict[str, bool], thinking: int = 20) -> Path:
+    d = root / model / bench / "abc123"
+    d.mkdir(parents=True)
+    rows = [{"problem_id": pid, "sample_index": 0, "response": "r", "thinking_tokens": thinking, "correct": ok,
+             "extracted": "1" if ok else None, "finish_reason": "stop"} for pid, ok in correct.items()]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    n, c = len(rows), sum(correct.values())
+    (d / "metrics.json").write_text(json.dumps({"benchmark": bench, "n": n, "accuracy": c / n, "ci95": list(wilson(c, n)),
+                                                "samples_per_problem": 1, "thinking_tokens_mean": thinking,
+                                                "unextracted": n - c, "truncated": 0,
+                                                "problem_ids": list(correct), "subset": {"limit": None, "ids": None}}))
+    return d
+
+
+A = {"q1": True, "q2": True, "q3": False, "q4": False, "q5": True}
+B = {"q1": True, "q2": False, "q3": True, "q4": True, "q5": True}
+
+
+def test_paired_hand_computed():
+    p = paired_compare({k: float(v) for k, v in A.items()}, {k: float(v) for k, v in B.items()})
+    assert (p.n, p.only_a, p.only_b, p.both, p.neither) == (5, 1, 2, 2, 0)
+    assert p.diff == pytest.approx(0.2)
+    # Exact McNemar: discordant 1 vs 2 -> p = 2 * P(X <= 1 | n=3, 1/2) = 2 * 4/8 = 1.
+    assert p.p_mcnemar == pytest.approx(1.0)
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(3, 3) == 1.0
+    lo, hi = p.diff_ci95
+    assert lo <= 0.2 <= hi
+
+
+def test_wilson_matches_reference_values():
+    lo, hi = wilson(18, 30)   # 60% on 30 AIME problems: about +/- 17 points
+    assert lo == pytest.approx(0.4232, abs=1e-3) and hi == pytest.approx(0.7541, abs=1e-3)
+    assert wilson(0, 10)[0] == 0.0
+
+
+def test_table_golden_markdown(tmp_path):
+    runs = {
+        "base": [{"arith": load_run(_write_run(tmp_path, "base", "arith", A))}],
+        "iw-sft": [{"arith": load_run(_write_run(tmp_path, "iw", "arith", B, thinking=30))}],
+    }
+    report = build_table(runs, [["base", "iw-sft"]], ["Grader: offline."], "Golden")
+    got = markdown(report)
+    golden = DATA / "golden_table1.md"
+    assert got == golden.read_text()   # regenerate deliberately (and review) when the format changes
+    assert report["rows"][0]["benchmarks"]["arith"]["n"] == 5
+
+
+def test_compare_command(tmp_path, capsys):
+    _write_run(tmp_path / "a", "m", "arith", A)
+    _write_run(tmp_path / "b", "m", "arith", B)
+    assert main(["compare", f"A={tmp_path / 'a' / 'm'}", f"B={tmp_path / 'b' / 'm'}", "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "McNemar" in out and "+20.0" in out
+    rep = json.loads((tmp_path / "rep" / "compare.json").read_text())
+    assert rep["benchmarks"]["arith"]["agreement"]["A"]["B"] == 2
+    assert find_runs(tmp_path / "a" / "m")["arith"].scores["q3"] == 0.0
+
+
+def test_compare_missing_path_is_exit_2(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nope"), str(tmp_path)]) == 2
