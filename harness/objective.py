@@ -141,19 +141,49 @@ class ObjectiveOutput:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    """log softmax(logits)[target] with a float32 log-softmax computed chunk by chunk, forward AND
+    backward: autograd keeps only the logits (in their own dtype) and one float32 log-sum-exp per
+    position, never a [tokens x vocab] float32 copy (which is 2x the bf16 logits at 150k vocab)."""
+
+    @staticmethod
+    def forward(ctx, flat, tgt, chunk_size):
+        n = flat.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=flat.device)
+        lse = torch.empty(n, dtype=torch.float32, device=flat.device)
+        for s in range(0, n, chunk_size):
+            piece = flat[s : s + chunk_size].float()
+            lse[s : s + chunk_size] = torch.logsumexp(piece, dim=-1)
+            out[s : s + chunk_size] = piece.gather(-1, tgt[s : s + chunk_size, None]).squeeze(-1) - lse[s : s + chunk_size]
+        ctx.save_for_backward(flat, tgt, lse)
+        ctx.chunk_size = chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        flat, tgt, lse = ctx.saved_tensors
+        grad = torch.empty_like(flat)
+        cs = ctx.chunk_size
+        for s in range(0, flat.shape[0], cs):
+            g_out = grad_out[s : s + cs, None].float()
+            # d/dlogits [logit_y - lse] = onehot(y) - softmax
+            g = torch.exp(flat[s : s + cs].float() - lse[s : s + cs, None]).mul_(-g_out)
+            g.scatter_add_(-1, tgt[s : s + cs, None], g_out)
+            grad[s : s + cs] = g.to(flat.dtype)
+        return grad, None, None
+
+
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
     """log softmax(logits)[target] in float32, chunked over positions so a [tokens x vocab] float32
-    tensor is never materialised whole. logits[..., t, :] scores targets[..., t] (caller shifts).
-    Policy, q and reference must all go through this one function (method.md: numerics)."""
+    tensor is never materialised whole (see _ChunkedTokenLogprobs). logits[..., t, :] scores
+    targets[..., t] (caller shifts; negative targets are treated as 0 and must be masked by the
+    caller). Policy, q and reference must all go through this one function (method.md: numerics)."""
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
-    tgt = targets.reshape(-1)
-    out = []
-    for s in range(0, flat.shape[0], chunk_size):
-        piece = flat[s : s + chunk_size].float()
-        picked = piece.gather(-1, tgt[s : s + chunk_size, None].clamp_min(0)).squeeze(-1)
-        out.append(picked - torch.logsumexp(piece, dim=-1))
-    return torch.cat(out).reshape(lead) if out else flat.new_zeros(lead, dtype=torch.float32)
+    tgt = targets.reshape(-1).clamp_min(0)
+    if flat.shape[0] == 0:
+        return flat.new_zeros(lead, dtype=torch.float32)
+    return _ChunkedTokenLogprobs.apply(flat, tgt, chunk_size).reshape(lead)
 
 
 def _sequence_ids(mask: torch.Tensor, seq_index: torch.Tensor | None) -> tuple[torch.Tensor, int]:
