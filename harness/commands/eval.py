@@ -1,0 +1,105 @@
+"""`iwsft eval`: offline evaluation of a checkpoint on AIME24, MATH500 and GPQA Diamond."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.errors import UserError
+
+HELP = "evaluate a model on AIME24 / MATH500 / GPQA Diamond (s1 protocol, resumable)"
+
+
+def _thinking_budget(text: str):
+    t = text.strip().lower()
+    if t == "auto":
+        return "auto"
+    if t in ("none", "off"):
+        return None
+    try:
+        v = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count, 'auto' or 'none', not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be >= 1 (or 'none' for no cap)")
+    return v
+
+
+def _csv_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True,
+                   help="local HF checkpoint dir, hub id, or the alias smollm2-135m")
+    p.add_argument("--benchmarks", type=_csv_list, default=["aime24", "math500", "gpqa_diamond"],
+                   help="comma-separated (default: aime24,math500,gpqa_diamond)")
+    p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto",
+                   help="generation backend; auto = vLLM when installed with a GPU, else HF")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--ids", type=_csv_list, nargs="+", default=None, metavar="ID",
+                   help="problem ids (comma or space separated); with several benchmarks write BENCHMARK:ID")
+    p.add_argument("--max-new-tokens", type=int, default=32768,
+                   help="s1's total budget per request (max_gen_toks, 32768); like s1, the 'auto' cap and "
+                        "the answer's room count the prompt inside it")
+    p.add_argument("--thinking-budget", type=_thinking_budget, default="auto",
+                   help="thinking cap in tokens, 'auto' (s1: total - longest prompt of the benchmark - "
+                        "len(close) - 100) or 'none'")
+    p.add_argument("--answer-budget", type=int, default=None,
+                   help="max answer tokens after thinking (default: what is left of the total)")
+    p.add_argument("--wait", type=int, default=0,
+                   help="times to suppress the end of thinking and append 'Wait' (budget forcing)")
+    p.add_argument("--budget-mode", choices=["independent", "s1-compat"], default="independent",
+                   help="independent: exact cap per request; s1-compat: s1's round loop (cap can be exceeded)")
+    p.add_argument("--delimiters", default="s1",
+                   help="thinking/answer delimiters preset: s1 (<|im_start|>think/answer) or think-tags")
+    p.add_argument("--samples", type=int, default=1, help="samples per problem (K); K>1 needs --temperature > 0")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (s1)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gpqa-csv", default=None, metavar="PATH",
+                   help="local GPQA Diamond CSV (dataset columns); default $IWSFT_GPQA_CSV, else the hub")
+    p.add_argument("--benchmark-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra option for benchmark loaders, repeatable (e.g. arith_level=add2)")
+    p.add_argument("--system", default=None, help="system message (default: the chat template's own)")
+    p.add_argument("--out", default="runs/eval", help="output root (default runs/eval)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (float32 on hf, the checkpoint's on vllm) | float32 | bfloat16 | float16; "
+                        "s1 used float32 on vLLM")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism")
+    p.add_argument("--batch-size", type=int, default=None, help="requests per backend call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args):
+    from harness.evaluate import EvalConfig
+
+    ids = None
+    if args.ids is not None:
+        ids = [i for group in args.ids for i in group]
+        if not ids:
+            raise UserError("--ids given without any id")
+    options = {}
+    for item in args.benchmark_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--benchmark-option expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    if args.tensor_parallel_size < 1:
+        raise UserError("--tensor-parallel-size must be >= 1")
+    return EvalConfig(
+        model=args.model, benchmarks=list(args.benchmarks), backend=args.backend, limit=args.limit,
+        ids=ids, max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget,
+        answer_budget=args.answer_budget, budget_mode=args.budget_mode, delimiters=args.delimiters,
+        wait=args.wait, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+        seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
+        tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
+        system=args.system, progress=not args.no_progress,
+    )
+
+
+def run(args) -> int:
+    from harness.evaluate import run_eval
+
+    results = run_eval(config_from_args(args))
+    ran = [m for m in results.values() if "skipped" not in m]
+    return 0 if ran else 2

@@ -1,0 +1,247 @@
+"""Benchmark registry: packaged data and checksums, ids, limits, GPQA from a made-up CSV."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from harness.benchmarks import (
+    Benchmark,
+    BenchmarkUnavailable,
+    Problem,
+    get_benchmark,
+    load_benchmark,
+    names,
+)
+from harness.benchmarks import gpqa_diamond
+from harness.errors import UserError
+
+GPQA_COLUMNS = [
+    "Pre-Revision Question", "Pre-Revision Correct Answer", "Pre-Revision Incorrect Answer 1",
+    "Pre-Revision Incorrect Answer 2", "Pre-Revision Incorrect Answer 3", "Pre-Revision Explanation",
+    "Self-reported question-writing time (minutes)", "Question", "Correct Answer",
+    "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3", "Explanation", "Revision Comments (from Question Writer)",
+    "Subdomain", "Writer's Difficulty Estimate", "Extra Revised Question", "Extra Revised Explanation",
+    "Extra Revised Correct Answer", "Extra Revised Incorrect Answer 1", "Extra Revised Incorrect Answer 2",
+    "Extra Revised Incorrect Answer 3", "Non-Expert Validator Accuracy", "Majority Non-Expert Vals Incorrect",
+    "Expert Validator Accuracy", "Record ID", "High-level domain", "Question Writer", "Canary String",
+]
+CANARY = "MADE-UP-CANARY zq7 do not publish"
+
+# Made-up questions in GPQA's format (the real ones must never appear in this repository).
+FAKE_GPQA = [
+    dict(rid="recFAKE0001", q="Zorblax quiz one: which made-up particle glows teal under quasilight?",
+         correct="The flumpton boson", wrong=["The gribble quark", "A snorkel lepton", "Plain dust"]),
+    # Two options differ only in letter case: the gold must be found by position.
+    dict(rid="recFAKE0002", q="Zorblax quiz two: which spelling does the imaginary journal demand?",
+         correct="Xyloid", wrong=["xyloid", "XYLOIDAL", "Xylo-id"]),
+    dict(rid="recFAKE0003", q="Zorblax quiz three: how many wobbles make one imaginary grand wobble?",
+         correct="Seventeen wobbles", wrong=["Three wobbles", "Ninety wobbles", "No wobbles at all"]),
+]
+
+
+def write_fake_gpqa_csv(path: Path, records=FAKE_GPQA) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=GPQA_COLUMNS)
+        w.writeheader()
+        for r in records:
+            row = {c: "" for c in GPQA_COLUMNS}
+            row.update({
+                "Question": r["q"], "Correct Answer": r["correct"],
+                "Incorrect Answer 1": r["wrong"][0], "Incorrect Answer 2": r["wrong"][1],
+                "Incorrect Answer 3": r["wrong"][2], "Record ID": r["rid"],
+                "High-level domain": "Physics", "Subdomain": "Imaginary physics",
+                "Explanation": "made-up explanation", "Canary String": CANARY,
+            })
+            w.writerow(row)
+    return path
+
+
+def secret_texts(records=FAKE_GPQA) -> list[str]:
+    """Every made-up question stem and option text: none may appear in outputs."""
+    out = []
+    for r in records:
+        out += [r["q"], r["correct"], *r["wrong"]]
+    return out + [CANARY]
+
+
+# ---------------------------------------------------------------- packaged data
+
+
+def _sources_sha256() -> dict[str, str]:
+    text = resources.files("harness").joinpath("data", "SOURCES.md").read_text(encoding="utf-8")
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"\|\s*([\w.]+\.jsonl)\s*\|.*\|\s*([0-9a-f]{64})\s*\|\s*$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_packaged_files_match_sources_checksums():
+    expected = _sources_sha256()
+    assert set(expected) == {"aime24.jsonl", "math500.jsonl"}
+    for name, sha in expected.items():
+        data = resources.files("harness").joinpath("data", name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sha, name
+
+
+def test_registry_lists_benchmarks():
+    assert {"aime24", "math500", "gpqa_diamond"} <= set(names())
+    assert get_benchmark("gpqa_diamond").public is False
+    assert get_benchmark("aime24").public and get_benchmark("math500").public
+    with pytest.raises(UserError, match="unknown benchmark"):
+        get_benchmark("nope")
+
+
+def test_aime24_rows_ids_and_golds():
+    probs = load_benchmark("aime24")
+    assert len(probs) == 30
+    assert len({p.id for p in probs}) == 30
+    assert probs[0].id == "60" and probs[0].gold == "204"
+    assert all(p.gold.isdigit() and 0 <= int(p.gold) <= 999 for p in probs)
+    padded = [p for p in probs if p.meta["answer_raw"] != p.gold]
+    assert len(padded) == 7 and all(int(p.meta["answer_raw"]) == int(p.gold) for p in padded)
+    assert "Aya" in probs[0].question and all(p.question.strip() for p in probs)
+
+
+def test_math500_rows_ids():
+    probs = load_benchmark("math500")
+    assert len(probs) == 500 and len({p.id for p in probs}) == 500
+    assert probs[0].id == "test/precalculus/807.json"
+    assert probs[0].gold == r"\left( 3, \frac{\pi}{2} \right)"
+    assert probs[0].question.startswith("Convert the point $(0,3)$")
+
+
+def test_limit_and_ids():
+    assert [p.id for p in load_benchmark("aime24", limit=3)] == ["60", "61", "62"]
+    assert load_benchmark("aime24", limit=0) == []
+    got = load_benchmark("math500", ids=["test/precalculus/807.json"])
+    assert [p.id for p in got] == ["test/precalculus/807.json"]
+    got = load_benchmark("aime24", ids=["65", "61", "65"])
+    assert [p.id for p in got] == ["65", "61"]          # order given, duplicates dropped
+    with pytest.raises(UserError, match=r"unknown problem id\(s\) for aime24: 7, nope"):
+        load_benchmark("aime24", ids=["61", "7", "nope"])
+    with pytest.raises(UserError):
+        load_benchmark("aime24", limit=-1)
+
+
+def test_problem_repr_hides_question():
+    p = Problem(id="x", question="SECRET-QUESTION-TEXT", gold="A")
+    assert "SECRET-QUESTION-TEXT" not in repr(p)
+
+
+def test_registry_accepts_new_benchmark_module(tmp_path, monkeypatch):
+    """Adding a benchmark is one module defining BENCHMARK: the registry discovers it."""
+    import sys
+
+    import harness.benchmarks as pkg
+    from harness.benchmarks import _core
+
+    (tmp_path / "zz_tmp_bench.py").write_text(
+        "from harness.benchmarks import Benchmark, Problem\n"
+        "BENCHMARK = Benchmark(name='zz_tmp', description='t', grader='arith',\n"
+        "    load=lambda o: [Problem(id=str(i), question=f'{i}+{i}=?', gold=str(2*i)) for i in range(5)])\n"
+    )
+    # A module placed beside the built-in ones (here: on the package path) is all it takes.
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+    monkeypatch.setattr(_core, "_DISCOVERED", False)
+    monkeypatch.setattr(_core, "_REGISTRY", {})
+    monkeypatch.delitem(sys.modules, "harness.benchmarks.zz_tmp_bench", raising=False)
+    assert {"zz_tmp", "aime24", "math500", "gpqa_diamond"} <= set(names())
+    assert [p.gold for p in load_benchmark("zz_tmp", limit=2)] == ["0", "2"]
+    assert isinstance(get_benchmark("zz_tmp"), Benchmark)
+    sys.modules.pop("harness.benchmarks.zz_tmp_bench", None)
+
+
+# ---------------------------------------------------------------- GPQA
+
+
+def test_gpqa_from_csv_deterministic_and_gold_by_position(tmp_path, capsys):
+    csv_path = write_fake_gpqa_csv(tmp_path / "gpqa.csv")
+    a = load_benchmark("gpqa_diamond", gpqa_csv=str(csv_path))
+    b = load_benchmark("gpqa_diamond", gpqa_csv=str(csv_path))
+    assert [p.id for p in a] == ["recFAKE0001", "recFAKE0002", "recFAKE0003"]
+    assert [(p.question, p.gold, p.meta) for p in a] == [(p.question, p.gold, p.meta) for p in b]
+    for p, rec in zip(a, FAKE_GPQA):
+        order = p.meta["option_order"]
+        assert sorted(order) == [0, 1, 2, 3]
+        assert p.meta["gold_index"] == order.index(0)
+        assert p.gold == "ABCD"[order.index(0)]
+        options = [rec["correct"], *rec["wrong"]]
+        # The prompt shows option order[k] at letter k, in s1's format.
+        for k, letter in enumerate("ABCD"):
+            assert f"\n{letter}) {options[order[k]]}" in p.question
+        assert p.question.startswith("Answer the following multiple choice question.")
+        assert "'Answer: $LETTER'" in p.question
+        assert rec["q"] in p.question
+        assert CANARY not in p.question and CANARY not in str(p.meta)
+        assert not any(t in str(p.meta) for t in options + [rec["q"]])
+    # The case-only pair: gold is where the correct option sits, not where "xyloid" sits.
+    p2 = a[1]
+    gold_line = next(l for l in p2.question.splitlines() if l.startswith(f"{p2.gold}) "))
+    assert gold_line == f"{p2.gold}) Xyloid"
+    # Golds are not all "A" across records, so the permutation really shuffles (for these ids).
+    assert len({tuple(p.meta["option_order"]) for p in a}) > 1
+    out = capsys.readouterr()
+    assert not any(t in out.out + out.err for t in secret_texts())
+
+
+def test_gpqa_option_order_stable():
+    # Pinned: a change here silently reshuffles every GPQA run (and invalidates resumable samples).
+    assert gpqa_diamond.option_order("recFAKE0001") == gpqa_diamond.option_order("recFAKE0001")
+    pinned = {rid: gpqa_diamond.option_order(rid) for rid in ("recA", "recB")}
+    assert pinned == {rid: sorted(range(4), key=lambda i: hashlib.sha256(
+        f"gpqa_diamond:{rid}:{i}".encode()).hexdigest()) for rid in ("recA", "recB")}
+
+
+def test_gpqa_env_var_and_ids(tmp_path, monkeypatch):
+    csv_path = write_fake_gpqa_csv(tmp_path / "gpqa.csv")
+    monkeypatch.setenv("IWSFT_GPQA_CSV", str(csv_path))
+    got = load_benchmark("gpqa_diamond", ids=["recFAKE0003"])
+    assert [p.id for p in got] == ["recFAKE0003"]
+    with pytest.raises(UserError, match="recNOPE"):
+        load_benchmark("gpqa_diamond", ids=["recNOPE"])
+
+
+def test_gpqa_unavailable_is_one_line(monkeypatch):
+    monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
+
+    def fail():
+        raise BenchmarkUnavailable(gpqa_diamond.UNAVAILABLE + " (hub load failed: GatedRepoError)")
+
+    monkeypatch.setattr(gpqa_diamond, "_rows_from_hub", fail)
+    with pytest.raises(BenchmarkUnavailable) as ei:
+        load_benchmark("gpqa_diamond")
+    msg = str(ei.value)
+    assert "\n" not in msg and "--gpqa-csv" in msg and "IWSFT_GPQA_CSV" in msg and "token" in msg.lower()
+    assert isinstance(ei.value, UserError)
+
+
+def test_gpqa_hub_failure_maps_to_unavailable(monkeypatch):
+    import datasets
+
+    def boom(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    with pytest.raises(BenchmarkUnavailable, match="hub load failed: ConnectionError"):
+        load_benchmark("gpqa_diamond")
+
+
+def test_gpqa_bad_csv(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_benchmark("gpqa_diamond", gpqa_csv=str(tmp_path / "missing.csv"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Question,Record ID\nq,r\n", encoding="utf-8")
+    with pytest.raises(UserError, match="Correct Answer"):
+        load_benchmark("gpqa_diamond", gpqa_csv=str(bad))
+    dup = write_fake_gpqa_csv(tmp_path / "dup.csv", [FAKE_GPQA[0], FAKE_GPQA[0]])
+    with pytest.raises(UserError, match="duplicate Record ID"):
+        load_benchmark("gpqa_diamond", gpqa_csv=str(dup))
