@@ -112,8 +112,10 @@ def render(report: dict, console: Console) -> None:
                        f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}")
         console.print(pt)
     console.print("[bold]Deviations from the paper's protocol[/]")
+    from rich.markup import escape
+
     for d in report["deviations"]:
-        console.print(f"  • {d}")
+        console.print(f"  • {escape(d)}")
 
 
 def markdown(report: dict) -> str:

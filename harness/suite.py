@@ -38,6 +38,9 @@ class Suite:
     paired: list[list[str]] = field(default_factory=list)
     budget_sweep: dict | None = None
 
+    def __post_init__(self):
+        self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
+
     def recipe_path(self, name: str) -> Path:
         p = Path(self.recipes[name])
         return p if p.is_absolute() else ROOT / p

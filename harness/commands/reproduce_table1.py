@@ -9,10 +9,13 @@ def add_arguments(p):
     p.add_argument("--preset", default="tiny", help="evaluation suite in evals/: tiny (CPU laptop) or paper (8 x H100)")
     p.add_argument("--seeds", type=int, default=1, help="repeat training with N seeds; report mean and spread")
     p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt, figures)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most N problems per benchmark (smoke runs)")
+    p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe key applied to every recipe, e.g. max_steps=2 (repeatable; smoke runs)")
 
 
 def run(args) -> int:
     from harness.pipeline import reproduce_table1
 
-    reproduce_table1(args.preset, seeds=args.seeds, out=args.out)
+    reproduce_table1(args.preset, seeds=args.seeds, out=args.out, limit=args.limit, train_overrides=args.train_override)
     return 0

@@ -1,0 +1,51 @@
+"""The tiny preset end to end (reduced: 2 training steps, 3 problems per benchmark), as `just
+reproduce-table1` runs it, plus Figure 2 and `iwsft table1` on the results."""
+
+import json
+
+import pytest
+
+from harness.cli import main
+
+
+@pytest.mark.slow
+def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)          # recipes write runs/ relative to the working directory
+    monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")    # no hub here: GPQA is skipped with its one-line reason
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", "max_steps=2",
+               "--out", "rep"])
+    assert rc == 0
+    report = json.loads((tmp_path / "rep" / "table1.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["base", "s1.1-sft", "iw-sft", "iw-sft-per-step"]
+    arith = report["rows"][0]["benchmarks"]["arith"]
+    assert arith["n"] == 3 and 0 <= arith["ci95"][0] <= arith["accuracy"] <= arith["ci95"][1] <= 1
+    assert {p["benchmark"] for p in report["paired"]} >= {"arith", "aime24", "math500"}
+    assert any("gpqa_diamond: skipped" in d for d in report["deviations"])
+    assert any("offline checker" in d for d in report["deviations"])
+    for f in ("table1.md", "table1.txt", "figure1.png", "figure1.json", "arith_steps.png"):
+        assert (tmp_path / "rep" / f).is_file(), f
+    for name in ("s1.1-sft", "iw-sft", "iw-sft-per-step"):
+        m = [json.loads(l) for l in (tmp_path / "runs" / "tiny" / name / "metrics.jsonl").read_text().splitlines()]
+        assert m[0]["w_mean"] == 1.0 and len(m) == 2
+    out = capsys.readouterr().out
+    assert "Paired comparisons" in out and "Deviations" in out
+
+    # Re-running reuses finished training and samples.
+    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", "max_steps=2", "--out", "rep"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing") == 3
+
+    # Figure 2 on the trained checkpoints, one cheap cell.
+    import harness.suite as suite_mod
+
+    sw = tmp_path / "sweep.yaml"
+    text = suite_mod.suite_path("tiny").read_text()
+    sw.write_text(text.replace("limit: 60", "limit: 2"))
+    assert main(["budget-sweep", f"iw=runs/tiny/iw-sft/final", "--preset", str(sw), "--out", "rep"]) == 0
+    fig2 = json.loads((tmp_path / "rep" / "figure2.json").read_text())
+    pts = fig2["models"]["iw"]["arith"]
+    assert len(pts) == 4 and all(p["n"] == 2 for p in pts)
+    assert (tmp_path / "rep" / "figure2.png").is_file()
