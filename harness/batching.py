@@ -50,3 +50,9 @@ def batch_logprobs(model, batch: Batch) -> torch.Tensor:
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     lp = token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
     return lp * batch.attention_mask[:, 1:].to(lp.dtype)
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing (transformers >= 5 renamed gradient_checkpointing_enable)."""
+    fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    fn()

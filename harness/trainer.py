@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.batching import Batch, batch_logprobs, collate
+from harness.batching import Batch, batch_logprobs, collate, enable_checkpointing
 from harness.errors import UserError
 from harness.io import atomic_write_text, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
@@ -156,7 +156,7 @@ class Trainer:
         model = load_model(cfg.model, dtype=dtype, device=None)
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_checkpointing(model)
         model.train()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return model

@@ -1,0 +1,179 @@
+"""Training-step benchmark: what iw-SFT costs over SFT, per layout, at real model shapes.
+
+Variants (one optimizer step each, random-init Qwen2.5 shapes, the trainer's code path:
+`batch_logprobs` + `iw_objective`, fp32 master weights with bf16 autocast on GPU):
+
+- sft             policy forward/backward, w = 1
+- iw-cached       + reference log-probs from a cached tensor, q = the policy's own detached
+                  log-probs (lag 0): what the recipes run
+- iw-periodic     + a resident q copy, one no-grad forward per step (Algorithm 1, lag Q)
+- naive-ref       the released code's layout: a resident reference model, forward every step
+- naive-ref-q     the paper's Algorithm 1 done naively: resident reference AND resident q
+
+Prints a rich table and writes JSON (device, versions, date) for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from harness.batching import Batch, batch_logprobs, enable_checkpointing
+from harness.objective import iw_objective, preset
+
+SHAPES = {
+    # name: (hidden, layers, heads, kv_heads, intermediate) of Qwen2.5 (vocab 151936, tied for <=1.5B)
+    "tiny": (64, 2, 4, 2, 128),
+    "0.5B": (896, 24, 14, 2, 4864),
+    "1.5B": (1536, 28, 12, 2, 8960),
+    "7B": (3584, 28, 28, 4, 18944),
+}
+VARIANTS = ("sft", "iw-cached", "iw-periodic", "naive-ref", "naive-ref-q")
+
+
+def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    h, L, nh, kv, inter = SHAPES[shape]
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=h, num_hidden_layers=L, num_attention_heads=nh,
+                      num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=131072,
+                      tie_word_embeddings=shape in ("tiny", "0.5B", "1.5B"), attn_implementation="sdpa")
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg)
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        enable_checkpointing(model)
+    model.train()
+    return model
+
+
+def _batch(seq_len: int, vocab: int, device, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (1, seq_len), generator=g)
+    att = torch.ones_like(ids)
+    mask = torch.ones(1, seq_len - 1, dtype=torch.bool)
+    mask[:, : seq_len // 10] = False          # a prompt that carries no loss
+    return Batch(ids, att, mask, [0], [seq_len]).to(device)
+
+
+def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast) -> dict:
+    device = batch.input_ids.device
+    spec = preset("sft" if variant == "sft" else "iw-sft")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    ref_model = q_model = None
+    if variant in ("naive-ref", "naive-ref-q"):
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    if variant in ("iw-periodic", "naive-ref-q"):
+        q_model = copy.deepcopy(model).eval().requires_grad_(False)
+    with torch.no_grad(), autocast():
+        cached_ref = batch_logprobs(model, batch).detach() if variant in ("iw-cached", "iw-periodic") else None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times, w0 = [], None
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with autocast():
+            pol = batch_logprobs(model, batch)
+            q = ref = None
+            if variant != "sft":
+                if q_model is not None:
+                    with torch.no_grad():
+                        q = batch_logprobs(q_model, batch)
+                else:
+                    q = pol.detach()
+                if ref_model is not None:
+                    with torch.no_grad():
+                        ref = batch_logprobs(ref_model, batch)
+                else:
+                    ref = cached_ref
+            out = iw_objective(pol, q, ref, batch.loss_mask, spec, batch_id=i)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i == 0:
+            w0 = float(out.seq_weights[0])
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    del opt, ref_model, q_model
+    return {"step_time_s": statistics.median(times), "peak_mem_gib": peak, "w_step0": w0}
+
+
+def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
+                     vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    use_bf16 = device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    rows = []
+    for shape in shapes:
+        for T in seq_lens:
+            base = None
+            for variant in variants:
+                torch.manual_seed(0)
+                model = make_model(shape, vocab, device)
+                n_params = sum(p.numel() for p in model.parameters())
+                batch = _batch(T, vocab, device)
+                try:
+                    r = run_variant(variant, model, batch, steps, warmup, autocast)
+                    r["status"] = "ok"
+                except torch.OutOfMemoryError:
+                    r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}
+                del model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if r["step_time_s"]:
+                    r["tokens_per_s"] = T / r["step_time_s"]
+                    r["mfu"] = 6 * n_params * T / r["step_time_s"] / (peak_tflops * 1e12)
+                if variant == "sft":
+                    base = r
+                if base and base.get("step_time_s") and r.get("step_time_s"):
+                    r["time_vs_sft"] = r["step_time_s"] / base["step_time_s"]
+                    if base.get("peak_mem_gib"):
+                        r["mem_vs_sft"] = r["peak_mem_gib"] / base["peak_mem_gib"]
+                rows.append({"shape": shape, "params": n_params, "seq_len": T, "variant": variant, **r})
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                     "python": platform.python_version()},
+        "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
+                     "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
+                     "gradient_checkpointing": True, "attention": "sdpa", "micro_batch": 1},
+        "rows": rows,
+    }
+
+
+def print_table(result: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"One training step on {result['device']} ({result['settings']['precision']})", title_justify="left")
+    for col in ("shape", "seq", "variant", "step s", "tok/s", "MFU", "peak GiB", "time/SFT", "mem/SFT", "w step 0"):
+        t.add_column(col, justify="left" if col in ("shape", "variant") else "right")
+    f = lambda x, fmt: "-" if x is None else format(x, fmt)
+    for r in result["rows"]:
+        t.add_row(r["shape"], str(r["seq_len"]), r["variant"] + ("" if r["status"] == "ok" else f" ({r['status']})"),
+                  f(r.get("step_time_s"), ".3f"), f(r.get("tokens_per_s"), ",.0f"), f(r.get("mfu"), ".1%"),
+                  f(r.get("peak_mem_gib"), ".1f"), f(r.get("time_vs_sft"), ".3f"), f(r.get("mem_vs_sft"), ".3f"),
+                  f(r.get("w_step0"), ".4f"))
+    console.print(t)
+
+
+def write(result: dict, path: Path) -> None:
+    from harness.io import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")

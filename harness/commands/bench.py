@@ -1,0 +1,41 @@
+"""`iwsft bench`: the training-step benchmark (issue: iw-SFT at the cost of SFT)."""
+
+from __future__ import annotations
+
+HELP = "Benchmark one training step of SFT vs iw-SFT layouts at Qwen2.5 shapes (GPU; --shapes tiny runs on CPU)"
+
+
+def add_arguments(p):
+    p.add_argument("--shapes", default="0.5B,1.5B", help="comma list of tiny, 0.5B, 1.5B, 7B")
+    p.add_argument("--seq-lens", default="4096,8192,16384,32768", help="comma list of sequence lengths")
+    p.add_argument("--variants", default="sft,iw-cached,iw-periodic,naive-ref,naive-ref-q")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per cell (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 peak for MFU (measured H100/H200 rate)")
+    p.add_argument("--vocab", type=int, default=151936)
+    p.add_argument("--out", default="reports/bench/train_step.json")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from harness.bench import SHAPES, VARIANTS, bench_train_step, print_table, write
+    from harness.errors import UserError
+
+    shapes = [s for s in args.shapes.split(",") if s]
+    variants = [v for v in args.variants.split(",") if v]
+    bad = [s for s in shapes if s not in SHAPES] + [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise UserError(f"unknown shape/variant {bad}; shapes: {', '.join(SHAPES)}; variants: {', '.join(VARIANTS)}")
+    try:
+        seq_lens = [int(x) for x in args.seq_lens.split(",") if x]
+    except ValueError:
+        raise UserError(f"--seq-lens must be integers, got {args.seq_lens!r}") from None
+    result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,
+                              peak_tflops=args.peak_tflops)
+    print_table(result, Console())
+    write(result, Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
