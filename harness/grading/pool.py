@@ -8,8 +8,8 @@ multiplication). So graders call math-verify with its timeouts disabled and we e
   runs other threads, e.g. vLLM's). At most `workers` items are in flight, so a submitted item starts at once and its
   deadline is submit time + timeout. When an item passes its deadline it is reported as timed out,
   the pool is killed (its worker may be stuck forever), the other in-flight items are re-queued and
-  a fresh pool is started. A worker that dies (crash, OOM kill) marks its items as errors after one
-  retry. The result order and values do not depend on timing, except for genuine timeouts.
+  a fresh pool is started. A worker that dies (crash, OOM kill) sends its in-flight items back for
+  one retry each, run alone; an item whose lone retry dies again is graded as an error. The result order and values do not depend on timing, except for genuine timeouts.
 - In-process path (`workers=1` or few items): each call runs under a SIGALRM interval timer when
   we are in the main thread of a POSIX process; the timer fires between Python bytecodes, so a hang
   inside one C call is NOT interrupted there. Use the pool for untrusted output.
@@ -167,6 +167,10 @@ def map_with_timeout(fn: Callable, arg_tuples: Sequence[tuple], *, timeout_s: fl
             try:
                 while pending and len(inflight) < workers:
                     i = pending[0]
+                    # An item retried after a worker death runs alone, so that only the item that
+                    # really kills its worker is charged with it, never a bystander.
+                    if inflight and (retries.get(i) or any(retries.get(j) for j, _ in inflight.values())):
+                        break
                     inflight[pool.submit(fn, *arg_tuples[i])] = (i, time.monotonic() + limit)
                     pending.popleft()
             except BrokenProcessPool:  # a worker died while idle: start over with a fresh pool
