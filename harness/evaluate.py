@@ -55,6 +55,7 @@ from harness.benchmarks import (
     select,
 )
 from harness.errors import UserError
+from harness.stats import wilson
 from harness.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 
 # Bump when the runner's behaviour changes what a (settings -> samples) directory holds.
@@ -268,17 +269,7 @@ class SampleStore:
 
 # ------------------------------------------------------------------------------------ metrics
 
-Z95 = 1.959963984540054
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+wilson_interval = wilson   # one implementation, in harness.stats
 
 
 def bootstrap_interval(per_problem: Sequence[float], *, resamples: int = 2000, seed: int = 0,

@@ -17,7 +17,7 @@ Z95 = 1.959963984540054
 def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a proportion (well-behaved at 0% and 100%, unlike the normal one)."""
     if n == 0:
-        return (0.0, 0.0)
+        return (0.0, 1.0)     # no problems: no information
     p = correct / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
