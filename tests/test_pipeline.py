@@ -49,3 +49,19 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     pts = fig2["models"]["iw"]["arith"]
     assert len(pts) == 4 and all(p["n"] == 2 for p in pts)
     assert (tmp_path / "rep" / "figure2.png").is_file()
+
+
+@pytest.mark.slow
+def test_table1_for_existing_checkpoints(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    rc = main(["table1", "--checkpoints", "base=smollm2-135m", "again=smollm2-135m", "--preset", "tiny",
+               "--limit", "1", "--out", "rep"])
+    assert rc == 0
+    report = json.loads((tmp_path / "rep" / "table1.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["base", "again"]
+    # The same model twice: identical greedy outputs, so the paired test sees no discordant problem.
+    assert all(p["only_a"] == p["only_b"] == 0 for p in report["paired"])
+    assert main(["table1", "--checkpoints", "no-equals-sign"]) == 2

@@ -18,13 +18,16 @@ def run(args) -> int:
     from pathlib import Path
 
     from harness.errors import UserError
-    from harness.pipeline import _eval
+    from rich.console import Console
+
+    from harness.pipeline import _eval, available_benchmarks
     from harness.report import build_table, write_report
     from harness.suite import load_suite
 
     suite = load_suite(args.preset)
     if args.backend:
         suite.backend = args.backend
+    suite.benchmarks = available_benchmarks(suite, Console())   # a gated benchmark is probed once
     models = {}
     for item in args.checkpoints:
         name, sep, path = item.partition("=")
