@@ -211,8 +211,6 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
                 if r is not None:
                     seed_runs[bench] = r
             runs.setdefault(name, []).append(seed_runs)
-    if seeds > 1:   # the base model is one model: repeat its row so per-seed pairs line up
-        runs["base"] = runs["base"] * seeds
 
     curve = None
     if suite.step_curve:

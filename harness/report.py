@@ -56,7 +56,10 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
         if a not in models or b not in models:
             continue
         for bench in benches:
-            for seed, (ra, rb) in enumerate(zip(models[a], models[b])):
+            la, lb = models[a], models[b]
+            n = max(len(la), len(lb))     # one untrained base row pairs with every seed of a trained row
+            la, lb = (la * n if len(la) == 1 else la), (lb * n if len(lb) == 1 else lb)
+            for seed, (ra, rb) in enumerate(zip(la, lb)):
                 if bench in ra and bench in rb:
                     p = paired_compare(ra[bench].scores, rb[bench].scores, seed=seed)
                     comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p.to_dict()})
