@@ -32,7 +32,7 @@ from harness.io import atomic_write_text, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
 from harness.qsource import make_q_source
 from harness.recipe import TrainConfig
-from harness import refcache
+from harness import checkpoint, refcache
 
 # Keys that may change between a run and its resumption (they do not change what is trained).
 RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
@@ -101,21 +101,6 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
         )
 
 
-def _load_weights(model, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    sd = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        sd.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    bad = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
-    if bad or unexpected:
-        raise UserError(f"checkpoint {folder} does not match the model ({len(bad)} missing, {len(unexpected)} unexpected keys); "
-                        "delete it to restart, or check the recipe's model")
-    model.tie_weights()
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, console=None):
         from accelerate import Accelerator
@@ -124,10 +109,13 @@ class Trainer:
         self.cfg = cfg
         self.out = ensure_writable_dir(Path(cfg.output_dir))
         _check_resumable(self.out, cfg)
-        self.console = console or Console()
         use_cuda = torch.cuda.is_available()
         mixed = "bf16" if (use_cuda and cfg.dtype == "auto") else "no"
         self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
+        # One voice: other ranks print nothing (their numbers are gathered into rank 0's lines).
+        self.console = console or Console()
+        if not self.acc.is_main_process:
+            self.console = Console(quiet=True)
         world = self.acc.num_processes
         if cfg.global_batch_size % (cfg.micro_batch_size * world):
             raise UserError(f"global_batch_size {cfg.global_batch_size} is not divisible by micro_batch_size x processes "
@@ -173,7 +161,7 @@ class Trainer:
     def _reference_cache(self, model, order: DataOrder) -> dict[int, torch.Tensor]:
         cfg = self.cfg
         meta = {
-            "model": refcache.model_identity(self.acc.unwrap_model(model), self.model_name),
+            "model": self.model_id,
             "data": self.data.fingerprint,
             "block_size": cfg.block_size,
             "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision],
@@ -210,20 +198,26 @@ class Trainer:
         return ref
 
     # -- checkpoints --------------------------------------------------------------------------------
-    def _save(self, model, folder: Path, state: dict | None) -> None:
-        """Write to a temp folder and rename: a run killed mid-save leaves the previous one intact."""
-        sd = self.acc.get_state_dict(model)
-        if not self.acc.is_main_process:
-            return
+    def _save(self, model, folder: Path, opt=None, state: dict | None = None) -> None:
+        """Collective. Write to a temp folder and rename: a run killed mid-save leaves the previous one intact."""
+        acc = self.acc
         tmp = folder.parent / f".{folder.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
-        if state is not None:
-            torch.save(state, tmp / "trainer_state.pt")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        sd = acc.get_state_dict(model)                    # full weights on rank 0 (gathered under FSDP)
+        if opt is not None:
+            checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
+        if acc.is_main_process:
+            acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
+            if state is not None:
+                torch.save(state, tmp / "trainer_state.pt")   # last: its presence marks a complete checkpoint
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        acc.wait_for_everyone()
 
     def _prune(self) -> None:
         root = self.out / "checkpoints"
@@ -238,6 +232,7 @@ class Trainer:
         if (final / "iwsft_train.json").is_file():
             self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
             return final
+        from accelerate.utils import broadcast_object_list
         from transformers import get_cosine_schedule_with_warmup
 
         from transformers.utils import logging as hf_logging
@@ -252,6 +247,11 @@ class Trainer:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                 weight_decay=cfg.weight_decay)
         sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
+        # Before sharding: under FSDP the wrapped parameters are per-rank shards (and, with
+        # cpu_ram_efficient_loading, only rank 0 holds real weights), so identity and size come from here.
+        n_params = sum(p.numel() for p in model.parameters())
+        self.model_id = broadcast_object_list(
+            [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
         model, opt = acc.prepare(model, opt)
         ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
@@ -260,8 +260,8 @@ class Trainer:
         ckpt = latest_checkpoint(self.out)
         if ckpt is not None:
             state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-            _load_weights(acc.unwrap_model(model), ckpt)
-            opt.load_state_dict(state["optimizer"])
+            checkpoint.load_model_weights(model, ckpt, acc.is_main_process, acc.num_processes)
+            checkpoint.load_optimizer(model, opt.optimizer, ckpt / "optimizer")
             sched.load_state_dict(state["scheduler"])
             q_source.load_state_dict(state["q_source"])
             start = state["step"]
@@ -271,7 +271,6 @@ class Trainer:
             rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
             atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] < start))
         tb = self._tensorboard()
-        n_params = sum(p.numel() for p in acc.unwrap_model(model).parameters())
         peak = _peak_flops(cfg, acc.device)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
@@ -331,13 +330,11 @@ class Trainer:
                     )
             done = step + 1
             if cfg.save_every and done % cfg.save_every == 0 and done < steps:
-                state = {"step": done, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "q_source": q_source.state_dict()}
-                self._save(model, self.out / "checkpoints" / f"step-{done:06d}", state)
+                state = {"step": done, "scheduler": sched.state_dict(), "q_source": q_source.state_dict()}
+                self._save(model, self.out / "checkpoints" / f"step-{done:06d}", opt, state)
                 if acc.is_main_process:
                     self._prune()
-        self._save(model, final, None)
-        acc.wait_for_everyone()
+        self._save(model, final)
         if tb is not None:
             tb.close()
         self.console.print(f"[green]saved[/] {final}")

@@ -1,6 +1,8 @@
 """The trainer on a tiny random model (real tokenizer): loss, weights, reference cache, resume, errors."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -132,6 +134,42 @@ def test_kill_and_resume_matches_uninterrupted(tiny_dir, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     steps = [r["step"] for r in _metrics(tmp_path / "killed")]
     assert steps == sorted(set(steps)) == list(range(6))
+
+
+def _torchrun(args, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}   # 2 ranks x 1 thread on 2 cores: no spin-wait collapse
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "-m", "harness", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
+    """The multi-process path (DDP over gloo here; FSDP on GPUs shares every line but the wrapping):
+    rank-split micro-batches, gathered reference cache and weights, sharded optimizer checkpoints."""
+    common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+              "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
+              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5"]
+    one = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'one'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(["train", "-", *common, f"output_dir={tmp_path / 'two'}"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "1 x 2 accum x 2 proc" in two.stdout and two.stdout.count("saved") == 1   # rank 1 prints nothing
+    assert _metrics(tmp_path / "two")[0]["w_mean"] == 1.0
+    a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "two" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-000003" / "optimizer").iterdir())
+    assert ".metadata" in shards and sum(s.endswith(".distcp") for s in shards) == 2
+    # Resume under two processes from the step-3 checkpoint: the same final weights.
+    first = b
+    shutil.rmtree(tmp_path / "two" / "final")
+    again = _torchrun(["train", "-", *common, f"output_dir={tmp_path / 'two'}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stdout and "(step 3/6)" in again.stdout
+    b = _params(tmp_path / "two" / "final")
+    for k in first:
+        torch.testing.assert_close(first[k], b[k], rtol=0, atol=1e-6)
+    assert [r["step"] for r in _metrics(tmp_path / "two")] == list(range(6))
 
 
 def test_every_shipped_recipe_validates():
