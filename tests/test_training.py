@@ -74,6 +74,19 @@ def test_iw_sft_with_unit_weights_reproduces_sft(tiny_dir, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_tensorboard_option_logs_the_metrics(tiny_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(_cfg(tiny_dir, tmp_path, weighting="iw-sft", max_steps=3, tensorboard=True))
+    ea = EventAccumulator(str(tmp_path / "run" / "tb"))
+    ea.Reload()
+    assert {"loss", "w_mean", "ess", "tokens_per_s", "grad_norm"} <= set(ea.Tags()["scalars"])
+    m = _metrics(tmp_path / "run")
+    assert [e.step for e in ea.Scalars("loss")] == [0, 1, 2]
+    assert [e.value for e in ea.Scalars("w_mean")][0] == 1.0
+    assert ea.Scalars("loss")[-1].value == pytest.approx(m[-1]["loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("q_source", ["periodic", "ema"])
 def test_lagged_q_sources_train(tiny_dir, tmp_path, q_source):
     train(_cfg(tiny_dir, tmp_path, weighting="iw-sft", q_source=q_source, q_every=2, max_steps=3))
