@@ -244,15 +244,22 @@ class Trainer:
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         order = DataOrder(len(self.data.examples), cfg.seed)
         steps = total_steps(cfg, len(self.data.examples))
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                weight_decay=cfg.weight_decay)
-        sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
         # Before sharding: under FSDP the wrapped parameters are per-rank shards (and, with
         # cpu_ram_efficient_loading, only rank 0 holds real weights), so identity and size come from here.
         n_params = sum(p.numel() for p in model.parameters())
         self.model_id = broadcast_object_list(
             [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
-        model, opt = acc.prepare(model, opt)
+
+        def adamw(m):
+            return torch.optim.AdamW(m.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                     weight_decay=cfg.weight_decay)
+
+        if getattr(acc, "is_fsdp2", False):   # FSDP2: accelerate remaps the optimizer; both go in together
+            model, opt = acc.prepare(model, adamw(model))
+        else:                                 # FSDP1 replaces the parameters: build the optimizer on the wrapped model
+            model = acc.prepare(model)
+            opt = acc.prepare(adamw(model))
+        sched = get_cosine_schedule_with_warmup(opt.optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
         ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
 
