@@ -18,3 +18,21 @@ def test_bench_tiny_cpu(tmp_path, capsys):
 
 def test_bench_rejects_unknown_shape(capsys):
     assert main(["bench", "--shapes", "3B"]) == 2
+
+
+def test_bench_generation_tiny_cpu(tmp_path):
+    """Forced run: the Waits are really injected, the cap closes the thinking, and the token totals match."""
+    out = tmp_path / "generation.json"
+    assert main(["bench-gen", "--shape", "tiny", "--prompts", "4", "--prompt-len", "24", "--new-tokens", "60",
+                 "--answer-tokens", "12", "--waits", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    plain, forced = res["rows"]
+    assert plain["generated_tokens"] == 4 * 60 and plain["rounds"] == 1
+    assert forced["waits_used_mean"] == 2 and forced["hit_cap_frac"] == 1.0 and forced["rounds"] == 4
+    assert forced["thinking_tokens_mean"] == 48 and forced["answer_tokens_mean"] == 12
+    assert 0.9 * plain["generated_tokens"] <= forced["generated_tokens"] <= plain["generated_tokens"]
+    assert forced["time_per_token_vs_plain"] > 0
+
+
+def test_bench_generation_rejects_bad_sizes():
+    assert main(["bench-gen", "--shape", "tiny", "--new-tokens", "10", "--answer-tokens", "10"]) == 2

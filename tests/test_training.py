@@ -149,6 +149,32 @@ def test_kill_and_resume_matches_uninterrupted(tiny_dir, tmp_path):
     assert steps == sorted(set(steps)) == list(range(6))
 
 
+AMP_SCRIPT = """
+import torch
+from accelerate import Accelerator
+from transformers import LlamaConfig, LlamaForCausalLM
+from harness.trainer import drop_fp32_output_wrapper
+acc = Accelerator(mixed_precision="bf16", cpu=True)
+m = acc.prepare(LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=4, num_key_value_heads=2)))
+ids = torch.randint(0, 300, (1, 8))
+with acc.autocast():
+    before = m(input_ids=ids).logits
+removed = drop_fp32_output_wrapper(acc.unwrap_model(m))
+with acc.autocast():
+    after = m(input_ids=ids).logits
+print(before.dtype, removed, after.dtype, torch.equal(before, after.float()))
+"""
+
+
+def test_mixed_precision_keeps_logits_in_bf16():
+    """accelerate's bf16 patch casts the model's outputs to float32 ([tokens x vocab] at 2x the memory);
+    the trainer removes it (own process: accelerate's state is one per process)."""
+    r = subprocess.run([sys.executable, "-c", AMP_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["torch.float32", "True", "torch.bfloat16", "True"]
+
+
 def _torchrun(args, nproc=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}   # 2 ranks x 1 thread on 2 cores: no spin-wait collapse
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

@@ -116,13 +116,8 @@ class HFBackend:
         alive = list(range(B))  # batch row -> original row, for the rows still in the batch
 
         while True:
-            tokens = []
-            keep = []
-            for b, r in enumerate(alive):
-                tok = rows[r].choose(logits[b])
-                tokens.append(tok)
-                if not rows[r].push(tok):
-                    keep.append(b)
+            tokens = _choose_all(rows, alive, logits)
+            keep = [b for b, r in enumerate(alive) if not rows[r].push(tokens[b])]
             self.tokens_generated += len(alive)
             if not keep:
                 break
@@ -141,6 +136,34 @@ class HFBackend:
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [r.completion() for r in rows]
+
+
+def _choose_all(rows: list["_Row"], alive: list[int], logits) -> list[int]:
+    """Next token of every alive row. Greedy rows share one masked argmax and one device sync (a
+    per-row argmax costs a sync per row per step, which dominates small-model decoding on a GPU);
+    sampling rows keep their own generator, so a request's stream does not depend on its batch."""
+    import torch
+
+    out: list[int | None] = [None] * len(alive)
+    greedy = [b for b, r in enumerate(alive) if rows[r].gp.temperature <= 0]
+    if greedy:
+        lg = (logits if len(greedy) == len(alive) else logits[greedy]).float()
+        masked: dict[tuple[int, ...], list[int]] = {}     # stop ids -> rows still under min_tokens
+        for j, b in enumerate(greedy):
+            row = rows[alive[b]]
+            if len(row.ids) < row.gp.min_tokens and row.all_stop:
+                masked.setdefault(tuple(row.all_stop), []).append(j)
+        if masked:
+            lg = lg.clone() if lg.data_ptr() == logits.data_ptr() else lg
+            for stop, js in masked.items():
+                r_idx = torch.tensor(js, device=lg.device).unsqueeze(1)
+                lg[r_idx, torch.tensor(stop, device=lg.device).unsqueeze(0)] = float("-inf")
+        for j, tok in enumerate(torch.argmax(lg, dim=-1).tolist()):
+            out[greedy[j]] = int(tok)
+    for b, r in enumerate(alive):
+        if out[b] is None:
+            out[b] = rows[r].choose(logits[b])
+    return out  # type: ignore[return-value]
 
 
 def _select_cache_rows(cache: Any, idx) -> None:
