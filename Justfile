@@ -22,3 +22,7 @@ setup:
 # Figure 2: accuracy vs average thinking tokens (default: the tiny preset's trained checkpoints).
 budget-sweep *checkpoints: setup
     python -m harness budget-sweep {{checkpoints}}
+
+# Performance measurements on one H100, one part per call (train-0.5B, train-1.5B, extra, gen): docs/performance.md.
+bench-gpu part out="reports/bench":
+    bash scripts/gpu_bench.sh {{part}} {{out}}

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from harness.batching import Batch, batch_logprobs, enable_checkpointing
-from harness.objective import iw_objective, preset
+from harness.objective import iw_objective, preset, token_logprobs
 
 SHAPES = {
     # name: (hidden, layers, heads, kv_heads, intermediate) of Qwen2.5 (vocab 151936, tied for <=1.5B)
@@ -107,11 +107,57 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     del opt, ref_model, q_model
-    return {"step_time_s": statistics.median(times), "peak_mem_gib": peak, "w_step0": w0}
+    out = {"step_time_s": statistics.median(times), "peak_mem_gib": peak, "w_step0": w0}
+    if variant == "iw-cached":
+        out.update(_reference_cost(model, batch, steps, autocast))
+        out.update(_fast_vs_simple(model, batch, cached_ref, autocast))
+    return out
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reference_cost(model, batch: Batch, steps: int, autocast) -> dict:
+    """The reference cache costs one no-grad forward per example, once: as a fraction of one
+    epoch (one training step per example at micro-batch 1) it is forward time / step time."""
+    device = batch.input_ids.device
+    times = []
+    with torch.no_grad(), autocast():
+        for _ in range(max(steps, 2)):
+            _sync(device)
+            t0 = time.perf_counter()
+            batch_logprobs(model, batch)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    return {"ref_forward_s": statistics.median(times[1:])}
+
+
+def _fast_vs_simple(model, batch: Batch, ref: torch.Tensor, autocast) -> dict:
+    """The weights of the fast path (chunked float32 log-softmax) against the textbook one
+    (log_softmax of the whole float32 logits) on the same batch, after the timed steps moved the
+    policy away from the reference (so the weights are not trivially 1)."""
+    spec = preset("iw-sft")
+    try:
+        with torch.no_grad(), autocast():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
+            tgt = batch.input_ids[:, 1:]
+            fast = token_logprobs(logits, tgt)
+            simple = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
+            del logits
+            wf = iw_objective(fast, fast, ref, batch.loss_mask, spec).seq_weights
+            ws = iw_objective(simple, simple, ref, batch.loss_mask, spec).seq_weights
+        return {"fast_vs_simple_max_abs_logprob": float((fast - simple)[batch.loss_mask].abs().max()),
+                "fast_vs_simple_max_abs_weight": float((wf - ws).abs().max()), "weight_after_steps": float(wf[0])}
+    except torch.OutOfMemoryError:      # the simple path needs the whole float32 logits
+        return {"fast_vs_simple_max_abs_weight": None, "fast_vs_simple_note": "simple path out of memory"}
 
 
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
-                     vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None) -> dict:
+                     vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None,
+                     gradient_checkpointing: bool = True, on_row=None) -> dict:
+    """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_bf16 = device.type == "cuda"
 
@@ -119,12 +165,22 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     rows = []
+    result = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                     "python": platform.python_version()},
+        "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
+                     "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
+                     "gradient_checkpointing": gradient_checkpointing, "attention": "sdpa", "micro_batch": 1},
+        "rows": rows,
+    }
     for shape in shapes:
         for T in seq_lens:
             base = None
             for variant in variants:
                 torch.manual_seed(0)
-                model = make_model(shape, vocab, device)
+                model = make_model(shape, vocab, device, gradient_checkpointing)
                 n_params = sum(p.numel() for p in model.parameters())
                 batch = _batch(T, vocab, device)
                 try:
@@ -138,6 +194,8 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 if r["step_time_s"]:
                     r["tokens_per_s"] = T / r["step_time_s"]
                     r["mfu"] = 6 * n_params * T / r["step_time_s"] / (peak_tflops * 1e12)
+                if r.get("ref_forward_s") and r.get("step_time_s"):
+                    r["ref_cache_epoch_fraction"] = r["ref_forward_s"] / r["step_time_s"]
                 if variant == "sft":
                     base = r
                 if base and base.get("step_time_s") and r.get("step_time_s"):
@@ -145,30 +203,27 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                     if base.get("peak_mem_gib"):
                         r["mem_vs_sft"] = r["peak_mem_gib"] / base["peak_mem_gib"]
                 rows.append({"shape": shape, "params": n_params, "seq_len": T, "variant": variant, **r})
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                     "python": platform.python_version()},
-        "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
-                     "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
-                     "gradient_checkpointing": True, "attention": "sdpa", "micro_batch": 1},
-        "rows": rows,
-    }
+                if on_row is not None:
+                    on_row(result)
+    return result
 
 
 def print_table(result: dict, console) -> None:
     from rich.table import Table
 
     t = Table(title=f"One training step on {result['device']} ({result['settings']['precision']})", title_justify="left")
-    for col in ("shape", "seq", "variant", "step s", "tok/s", "MFU", "peak GiB", "time/SFT", "mem/SFT", "w step 0"):
+    # time/mem x SFT: ratio to the SFT row; w0: weight at step 0 (must be 1); ref/ep: reference cache
+    # cost as a fraction of one epoch; dw: max |weight fast path - weight textbook path|
+    for col in ("shape", "seq", "variant", "s/step", "tok/s", "MFU", "GiB", "time xSFT", "mem xSFT", "w0",
+                "ref/ep", "dw"):
         t.add_column(col, justify="left" if col in ("shape", "variant") else "right")
     f = lambda x, fmt: "-" if x is None else format(x, fmt)
     for r in result["rows"]:
         t.add_row(r["shape"], str(r["seq_len"]), r["variant"] + ("" if r["status"] == "ok" else f" ({r['status']})"),
                   f(r.get("step_time_s"), ".3f"), f(r.get("tokens_per_s"), ",.0f"), f(r.get("mfu"), ".1%"),
                   f(r.get("peak_mem_gib"), ".1f"), f(r.get("time_vs_sft"), ".3f"), f(r.get("mem_vs_sft"), ".3f"),
-                  f(r.get("w_step0"), ".4f"))
+                  f(r.get("w_step0"), ".4f"), f(r.get("ref_cache_epoch_fraction"), ".2f"),
+                  f(r.get("fast_vs_simple_max_abs_weight"), ".1e"))
     console.print(t)
 
 

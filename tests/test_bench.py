@@ -14,6 +14,9 @@ def test_bench_tiny_cpu(tmp_path, capsys):
     for r in res["rows"]:
         assert r["status"] == "ok" and r["step_time_s"] > 0 and r["w_step0"] == 1.0
     assert res["versions"]["torch"] and res["settings"]["micro_batch"] == 1
+    iw = next(r for r in res["rows"] if r["variant"] == "iw-cached")
+    assert iw["fast_vs_simple_max_abs_weight"] < 1e-5 and iw["weight_after_steps"] != 1.0   # a real check, not 1 vs 1
+    assert 0 < iw["ref_cache_epoch_fraction"] < 1.5
 
 
 def test_bench_rejects_unknown_shape(capsys):
