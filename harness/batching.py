@@ -10,25 +10,41 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.errors import UserError
 from harness.objective import token_logprobs
 from harness.sft_data import Example
 
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor        # [B, L] right-padded
+    input_ids: torch.Tensor        # [B, L] right-padded (packed: [1, sum of lengths])
     attention_mask: torch.Tensor   # [B, L]
     loss_mask: torch.Tensor        # [B, L-1] True where the target token (position t+1) carries loss
     example_ids: list[int]         # indices into PreparedData.examples
     lengths: list[int]
+    position_ids: torch.Tensor | None = None   # packed only: positions restart at 0 for every example
+    seq_index: torch.Tensor | None = None      # packed only: [B, L-1] example slot of each target token
 
     def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device),
-                     self.example_ids, self.lengths)
+                     self.example_ids, self.lengths, move(self.position_ids), move(self.seq_index))
 
     @property
     def n_tokens(self) -> int:
         return int(sum(self.lengths))
+
+    @property
+    def packed(self) -> bool:
+        return self.position_ids is not None
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(row, start, length) of each example, in example_ids order; its own next-token log-probs
+        are lp[row, start : start + length - 1]."""
+        if not self.packed:
+            return [(i, 0, n) for i, n in enumerate(self.lengths)]
+        starts = [sum(self.lengths[:j]) for j in range(len(self.lengths))]
+        return [(0, s, n) for s, n in zip(starts, self.lengths)]
 
 
 def collate(examples: list[Example], example_ids: list[int], pad_id: int) -> Batch:
@@ -45,9 +61,37 @@ def collate(examples: list[Example], example_ids: list[int], pad_id: int) -> Bat
     return Batch(ids, att, lmask[:, 1:], list(example_ids), [len(e.input_ids) for e in examples])
 
 
+def collate_packed(examples: list[Example], example_ids: list[int]) -> Batch:
+    """The examples end to end in one row, no padding. Positions restart at 0 for each example, and
+    transformers (>= 5) turns such position ids, given without an attention mask, into attention that
+    stays inside each example (a block-diagonal causal mask; varlen kernels under flash attention).
+    The target of an example's last token is the next example's first token: a prompt token, so the
+    loss mask is already False there."""
+    ids = torch.tensor([t for e in examples for t in e.input_ids], dtype=torch.long)[None]
+    lmask = torch.tensor([m for e in examples for m in e.loss_mask], dtype=torch.bool)[None]
+    pos = torch.cat([torch.arange(len(e.input_ids)) for e in examples])[None]
+    slot = torch.cat([torch.full((len(e.input_ids),), j) for j, e in enumerate(examples)])[None]
+    if any(e.loss_mask[0] for e in examples):
+        raise UserError("packing needs every example to start with a prompt token (no loss on token 0); set packing=false")
+    return Batch(ids, torch.ones_like(ids), lmask[:, 1:], list(example_ids), [len(e.input_ids) for e in examples],
+                 position_ids=pos, seq_index=slot[:, 1:])
+
+
+def packing_supported() -> bool:
+    """Packed rows rely on transformers deriving per-example attention from position ids."""
+    try:
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def batch_logprobs(model, batch: Batch) -> torch.Tensor:
     """[B, L-1] float32 log-probs of each next token under `model` (0 where padded)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    if batch.packed:   # no attention mask: transformers reads the example boundaries from position_ids
+        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+    else:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     lp = token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
     return lp * batch.attention_mask[:, 1:].to(lp.dtype)
 

@@ -78,6 +78,10 @@ class TrainConfig:
     """Stop after this many optimizer steps (overrides num_epochs for the schedule's length)."""
     micro_batch_size: int = 1
     """Sequences per forward pass per process (padding is handled exactly)."""
+    packing: bool = False
+    """Put a micro-batch's sequences end to end in one row instead of padding them (same examples,
+    same loss; no compute spent on padding). Attention stays inside each example through position
+    ids (needs transformers >= 5). Pays with micro_batch_size > 1 and unequal lengths."""
     global_batch_size: int = 8
     """Sequences per optimizer step across all processes; = micro_batch * grad_accum * processes."""
     seed: int = 42
@@ -163,6 +167,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
     if cfg.num_epochs <= 0:
         raise UserError(f"num_epochs must be > 0 (got {cfg.num_epochs})")
+    if cfg.packing:
+        from harness.batching import packing_supported
+
+        if not packing_supported():
+            raise UserError("packing=true needs transformers >= 5 (position-id packed attention); "
+                            "upgrade transformers or set packing=false")
     return cfg
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.batching import Batch, batch_logprobs, collate, enable_checkpointing
+from harness.batching import Batch, batch_logprobs, collate, collate_packed, enable_checkpointing
 from harness.errors import UserError
 from harness.io import atomic_write_text, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
@@ -164,12 +164,14 @@ class Trainer:
         return model
 
     def _batch(self, ids: list[int]) -> Batch:
-        return collate([self.data.examples[i] for i in ids], ids, self.pad_id).to(self.acc.device)
+        examples = [self.data.examples[i] for i in ids]
+        b = collate_packed(examples, ids) if self.cfg.packing else collate(examples, ids, self.pad_id)
+        return b.to(self.acc.device)
 
     def _ref_for(self, batch: Batch, ref: dict[int, torch.Tensor]) -> torch.Tensor:
         out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
-        for row, i in enumerate(batch.example_ids):
-            out[row, : batch.lengths[row] - 1] = ref[i]
+        for i, (row, start, n) in zip(batch.example_ids, batch.spans()):
+            out[row, start : start + n - 1] = ref[i]
         return out.to(self.acc.device)
 
     def _reference_cache(self, model, order: DataOrder) -> dict[int, torch.Tensor]:
@@ -178,7 +180,8 @@ class Trainer:
             "model": self.model_id,
             "data": self.data.fingerprint,
             "block_size": cfg.block_size,
-            "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision],
+            "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
+                      + (["packed"] if cfg.packing else []),
         }
         root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
         path = root / f"{refcache.cache_key(meta)}.safetensors"
@@ -195,8 +198,8 @@ class Trainer:
                                         self.acc.process_index, self.acc.num_processes):
                     b = self._batch(mb)
                     lp = batch_logprobs(model, b).float().cpu()
-                    for row, i in enumerate(b.example_ids):
-                        ref.setdefault(i, lp[row, : b.lengths[row] - 1].clone())
+                    for i, (row, start, n) in zip(b.example_ids, b.spans()):
+                        ref.setdefault(i, lp[row, start : start + n - 1].clone())
         if self.acc.num_processes > 1:
             from accelerate.utils import gather_object
 
@@ -310,7 +313,7 @@ class Trainer:
                     pol = batch_logprobs(model, b)
                     q = q_source.logprobs(pol, lambda m: batch_logprobs(m, b)) if self.spec.level != "none" else None
                     r = self._ref_for(b, ref) if self.spec.level != "none" else None
-                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
+                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
                     acc.backward(out.loss / self.grad_accum)
                 loss_sum += float(out.loss.detach()) / self.grad_accum
                 weights.append(out.seq_weights.float().cpu())

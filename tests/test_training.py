@@ -87,6 +87,45 @@ def test_tensorboard_option_logs_the_metrics(tiny_dir, tmp_path):
     assert ea.Scalars("loss")[-1].value == pytest.approx(m[-1]["loss"], rel=1e-6)
 
 
+@pytest.mark.parametrize("weighting", ["sft", "iw-sft"])
+def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
+    """Packed rows (no padding) see the same examples with the same attention: same parameters."""
+    padded = train(_cfg(tiny_dir, tmp_path, "padded", weighting=weighting, max_steps=4))
+    packed = train(_cfg(tiny_dir, tmp_path, "packed", weighting=weighting, max_steps=4, packing=True))
+    m = _metrics(tmp_path / "packed")
+    assert m[0]["w_mean"] == 1.0 and m[0]["logw_p95"] == 0.0           # cached ref, packed layout
+    assert [r["tokens"] for r in m] == [r["tokens"] for r in _metrics(tmp_path / "padded")]
+    a, b = _params(padded), _params(packed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
+
+
+def test_packed_logprobs_equal_padded(tiny_dir):
+    from harness.batching import batch_logprobs, collate, collate_packed
+    from harness.models import load_tokenizer
+    from harness.recipe import load_recipe
+    from harness.sft_data import load_rows, prepare
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(str(tiny_dir / "model"))
+    cfg = load_recipe(None, [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96"])
+    data = prepare(load_rows(cfg.dataset), tok, cfg)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir / "model").eval()
+    ids = [0, 5, 7]
+    ex = [data.examples[i] for i in ids]
+    with torch.no_grad():
+        pad = collate(ex, ids, tok.pad_token_id)
+        pk = collate_packed(ex, ids)
+        lp_pad, lp_pk = batch_logprobs(model, pad), batch_logprobs(model, pk)
+    assert pk.input_ids.shape == (1, sum(len(e.input_ids) for e in ex)) and int(pk.loss_mask.sum()) == int(pad.loss_mask.sum())
+    for (r1, s1, n1), (r2, s2, n2) in zip(pad.spans(), pk.spans()):
+        assert n1 == n2
+        torch.testing.assert_close(lp_pad[r1, s1 : s1 + n1 - 1], lp_pk[r2, s2 : s2 + n2 - 1], rtol=0, atol=1e-5)
+    # every loss-carrying target lies inside its own example
+    assert all(int(pk.seq_index[0, t]) == int(pk.seq_index[0, t - 1]) or not pk.loss_mask[0, t]
+               for t in range(1, pk.loss_mask.shape[1]))
+
+
 @pytest.mark.parametrize("q_source", ["periodic", "ema"])
 def test_lagged_q_sources_train(tiny_dir, tmp_path, q_source):
     train(_cfg(tiny_dir, tmp_path, weighting="iw-sft", q_source=q_source, q_every=2, max_steps=3))
