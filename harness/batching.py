@@ -86,13 +86,25 @@ def packing_supported() -> bool:
     return True
 
 
-def batch_logprobs(model, batch: Batch) -> torch.Tensor:
-    """[B, L-1] float32 log-probs of each next token under `model` (0 where padded)."""
+def batch_logprobs(model, batch: Batch, fused_head: bool = False) -> torch.Tensor:
+    """[B, L-1] float32 log-probs of each next token under `model` (0 where padded).
+
+    fused_head: the model returns hidden states and harness.fused_head computes the log-probs
+    without materialising the logits (same numbers; see that module)."""
+    kwargs = dict(input_ids=batch.input_ids, use_cache=False)
     if batch.packed:   # no attention mask: transformers reads the example boundaries from position_ids
-        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+        kwargs["position_ids"] = batch.position_ids
     else:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    lp = token_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
+        kwargs["attention_mask"] = batch.attention_mask
+    targets = batch.input_ids[:, 1:]
+    if fused_head:
+        from harness.fused_head import fused_token_logprobs, head_passthrough
+
+        with head_passthrough(model) as weight:
+            hidden = model(**kwargs).logits
+        lp = fused_token_logprobs(hidden[:, :-1], weight, targets)
+    else:
+        lp = token_logprobs(model(**kwargs).logits[:, :-1], targets)
     return lp * batch.attention_mask[:, 1:].to(lp.dtype)
 
 

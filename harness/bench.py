@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from harness.batching import Batch, batch_logprobs, enable_checkpointing
-from harness.objective import iw_objective, preset, token_logprobs
+from harness.objective import iw_objective, preset
 
 SHAPES = {
     # name: (hidden, layers, heads, kv_heads, intermediate) of Qwen2.5 (vocab 151936, tied for <=1.5B)
@@ -63,7 +63,8 @@ def _batch(seq_len: int, vocab: int, device, seed: int = 0) -> Batch:
     return Batch(ids, att, mask, [0], [seq_len]).to(device)
 
 
-def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast) -> dict:
+def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast, fused_head: bool = False) -> dict:
+    lp = lambda m: batch_logprobs(m, batch, fused_head)
     device = batch.input_ids.device
     spec = preset("sft" if variant == "sft" else "iw-sft")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -73,7 +74,7 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
     if variant in ("iw-periodic", "naive-ref-q"):
         q_model = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.no_grad(), autocast():
-        cached_ref = batch_logprobs(model, batch).detach() if variant in ("iw-cached", "iw-periodic") else None
+        cached_ref = lp(model).detach() if variant in ("iw-cached", "iw-periodic") else None
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -81,17 +82,17 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         with autocast():
-            pol = batch_logprobs(model, batch)
+            pol = lp(model)
             q = ref = None
             if variant != "sft":
                 if q_model is not None:
                     with torch.no_grad():
-                        q = batch_logprobs(q_model, batch)
+                        q = lp(q_model)
                 else:
                     q = pol.detach()
                 if ref_model is not None:
                     with torch.no_grad():
-                        ref = batch_logprobs(ref_model, batch)
+                        ref = lp(ref_model)
                 else:
                     ref = cached_ref
             out = iw_objective(pol, q, ref, batch.loss_mask, spec, batch_id=i)
@@ -109,8 +110,8 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
     del opt, ref_model, q_model
     out = {"step_time_s": statistics.median(times), "peak_mem_gib": peak, "w_step0": w0}
     if variant == "iw-cached":
-        out.update(_reference_cost(model, batch, steps, autocast))
-        out.update(_fast_vs_simple(model, batch, cached_ref, autocast))
+        out.update(_reference_cost(lp, model, batch, steps, autocast))
+        out.update(_fast_vs_simple(lp, model, batch, cached_ref, autocast))
     return out
 
 
@@ -119,7 +120,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _reference_cost(model, batch: Batch, steps: int, autocast) -> dict:
+def _reference_cost(lp, model, batch: Batch, steps: int, autocast) -> dict:
     """The reference cache costs one no-grad forward per example, once: as a fraction of one
     epoch (one training step per example at micro-batch 1) it is forward time / step time."""
     device = batch.input_ids.device
@@ -128,22 +129,22 @@ def _reference_cost(model, batch: Batch, steps: int, autocast) -> dict:
         for _ in range(max(steps, 2)):
             _sync(device)
             t0 = time.perf_counter()
-            batch_logprobs(model, batch)
+            lp(model)
             _sync(device)
             times.append(time.perf_counter() - t0)
     return {"ref_forward_s": statistics.median(times[1:])}
 
 
-def _fast_vs_simple(model, batch: Batch, ref: torch.Tensor, autocast) -> dict:
-    """The weights of the fast path (chunked float32 log-softmax) against the textbook one
+def _fast_vs_simple(lp, model, batch: Batch, ref: torch.Tensor, autocast) -> dict:
+    """The weights of the fast path (the bench's: chunked float32 log-softmax, or the fused head) against the textbook one
     (log_softmax of the whole float32 logits) on the same batch, after the timed steps moved the
     policy away from the reference (so the weights are not trivially 1)."""
     spec = preset("iw-sft")
     try:
         with torch.no_grad(), autocast():
+            fast = lp(model)
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
             tgt = batch.input_ids[:, 1:]
-            fast = token_logprobs(logits, tgt)
             simple = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[..., None]).squeeze(-1)
             del logits
             wf = iw_objective(fast, fast, ref, batch.loss_mask, spec).seq_weights
@@ -156,7 +157,7 @@ def _fast_vs_simple(model, batch: Batch, ref: torch.Tensor, autocast) -> dict:
 
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
                      vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None,
-                     gradient_checkpointing: bool = True, on_row=None) -> dict:
+                     gradient_checkpointing: bool = True, fused_head: bool = False, on_row=None) -> dict:
     """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_bf16 = device.type == "cuda"
@@ -172,7 +173,8 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                      "python": platform.python_version()},
         "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
-                     "gradient_checkpointing": gradient_checkpointing, "attention": "sdpa", "micro_batch": 1},
+                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "attention": "sdpa",
+                     "micro_batch": 1},
         "rows": rows,
     }
     for shape in shapes:
@@ -184,7 +186,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 n_params = sum(p.numel() for p in model.parameters())
                 batch = _batch(T, vocab, device)
                 try:
-                    r = run_variant(variant, model, batch, steps, warmup, autocast)
+                    r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head)
                     r["status"] = "ok"
                 except torch.OutOfMemoryError:
                     r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}

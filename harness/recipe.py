@@ -89,6 +89,11 @@ class TrainConfig:
     dtype: str = "auto"
     """auto (bf16 mixed precision on GPU, float32 on CPU) | bf16 | fp32."""
     gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward: about a third more compute, far less memory."""
+    fused_lm_head: bool = False
+    """Compute log-probs from the hidden states chunk by chunk (harness/fused_head.py): the
+    [tokens x vocab] logits and their gradient never exist whole (20 GB at 32k x 152k in bf16), for
+    one extra head matmul. Same numbers as the plain path; single process or DDP (not FSDP)."""
 
     # --- output -----------------------------------------------------------------------------------
     output_dir: str = "runs/train/default"

@@ -139,6 +139,9 @@ class Trainer:
             raise UserError(f"q_source={cfg.q_source} keeps an unsharded copy of the model and runs in one process only; "
                             "use q_source=lag0 (the released code's choice) for multi-GPU runs")
         self.spec = cfg.weight_spec()
+        if cfg.fused_lm_head and self.acc.distributed_type.name == "FSDP":
+            raise UserError("fused_lm_head reads the output layer outside the model's forward, where FSDP keeps it "
+                            "sharded; set fused_lm_head=false for FSDP runs")
 
     # -- set-up -------------------------------------------------------------------------------------
     def _load(self):
@@ -159,6 +162,12 @@ class Trainer:
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
             enable_checkpointing(model)
+        if cfg.fused_lm_head:
+            from harness.fused_head import fused_supported
+
+            why = fused_supported(model)
+            if why:
+                raise UserError(f"fused_lm_head does not apply to {cfg.model}: {why}; set fused_lm_head=false")
         model.train()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return model
@@ -181,7 +190,7 @@ class Trainer:
             "data": self.data.fingerprint,
             "block_size": cfg.block_size,
             "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
-                      + (["packed"] if cfg.packing else []),
+                      + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else []),
         }
         root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
         path = root / f"{refcache.cache_key(meta)}.safetensors"
@@ -197,7 +206,7 @@ class Trainer:
                 for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
                                         self.acc.process_index, self.acc.num_processes):
                     b = self._batch(mb)
-                    lp = batch_logprobs(model, b).float().cpu()
+                    lp = batch_logprobs(model, b, self.cfg.fused_lm_head).float().cpu()
                     for i, (row, start, n) in zip(b.example_ids, b.spans()):
                         ref.setdefault(i, lp[row, start : start + n - 1].clone())
         if self.acc.num_processes > 1:
@@ -310,8 +319,8 @@ class Trainer:
                 b = self._batch(mb)
                 ctx = acc.no_sync(model) if j < len(mbs) - 1 else contextlib.nullcontext()
                 with ctx, acc.autocast():
-                    pol = batch_logprobs(model, b)
-                    q = q_source.logprobs(pol, lambda m: batch_logprobs(m, b)) if self.spec.level != "none" else None
+                    pol = batch_logprobs(model, b, self.cfg.fused_lm_head)
+                    q = q_source.logprobs(pol, lambda m: batch_logprobs(m, b, self.cfg.fused_lm_head)) if self.spec.level != "none" else None
                     r = self._ref_for(b, ref) if self.spec.level != "none" else None
                     out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
                     acc.backward(out.loss / self.grad_accum)

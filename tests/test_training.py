@@ -100,6 +100,15 @@ def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
 
 
+def test_fused_lm_head_trains_like_plain(tiny_dir, tmp_path):
+    plain = train(_cfg(tiny_dir, tmp_path, "plain", weighting="iw-sft", max_steps=3))
+    fused = train(_cfg(tiny_dir, tmp_path, "fused", weighting="iw-sft", max_steps=3, fused_lm_head=True, packing=True))
+    assert _metrics(tmp_path / "fused")[0]["w_mean"] == 1.0
+    a, b = _params(plain), _params(fused)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
+
+
 def test_packed_logprobs_equal_padded(tiny_dir):
     from harness.batching import batch_logprobs, collate, collate_packed
     from harness.models import load_tokenizer

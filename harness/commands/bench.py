@@ -15,6 +15,8 @@ def add_arguments(p):
     p.add_argument("--vocab", type=int, default=151936)
     p.add_argument("--no-checkpointing", action="store_true",
                    help="no activation checkpointing (faster when the activations fit: 1.5B/8k on an H100)")
+    p.add_argument("--fused-head", action="store_true",
+                   help="log-probs from hidden states, chunked (harness/fused_head.py): no whole [tokens x vocab] logits")
     p.add_argument("--out", default="reports/bench/train_step.json")
 
 
@@ -37,6 +39,7 @@ def run(args) -> int:
         raise UserError(f"--seq-lens must be integers, got {args.seq_lens!r}") from None
     result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,
                               peak_tflops=args.peak_tflops, gradient_checkpointing=not args.no_checkpointing,
+                              fused_head=args.fused_head,
                               on_row=lambda partial: write(partial, Path(args.out)))
     print_table(result, Console())
     write(result, Path(args.out))
