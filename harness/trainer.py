@@ -105,8 +105,9 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     saved = out / "config.yaml"
     if not saved.is_file():
         return
-    old = yaml.safe_load(saved.read_text()) or {}
     new = cfg.to_dict()
+    # A key the saved run does not know was added to the harness since: it ran with the default.
+    old = {**TrainConfig().to_dict(), **(yaml.safe_load(saved.read_text()) or {})}
     diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
     if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
         raise UserError(

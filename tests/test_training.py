@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from harness.cli import main
+from harness.errors import UserError
 from harness.recipe import load_recipe
 from harness.trainer import train
 
@@ -98,6 +99,21 @@ def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
     a, b = _params(padded), _params(packed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
+
+
+def test_run_from_an_older_harness_is_still_recognised(tiny_dir, tmp_path):
+    """A run whose config.yaml predates a recipe key (it used the default) is the same run."""
+    import yaml
+
+    cfg = _cfg(tiny_dir, tmp_path, max_steps=1)
+    final = train(cfg)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    for key in ("packing", "fused_lm_head"):
+        saved.pop(key)
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(_cfg(tiny_dir, tmp_path, max_steps=1)) == final
+    with pytest.raises(UserError, match="different settings"):
+        train(_cfg(tiny_dir, tmp_path, max_steps=1, packing=True))
 
 
 def test_fused_lm_head_trains_like_plain(tiny_dir, tmp_path):
