@@ -70,14 +70,14 @@ def load_model_weights(model, folder: Path, is_main: bool, world_size: int) -> N
             full.update(load_file(str(f)))
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=world_size > 1, strict=False)
     result = set_model_state_dict(model, full, options=opts)
-    tied = set(_tied_keys(model))
+    tied = set(tied_keys(model))
     missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
         raise UserError(f"checkpoint {folder} does not match the model ({len(missing)} missing, "
                         f"{len(result.unexpected_keys)} unexpected keys); delete it to restart, or check the recipe's model")
 
 
-def _tied_keys(model) -> list[str]:
+def tied_keys(model) -> list[str]:
     inner = getattr(model, "module", model)      # DDP / FSDP1 wrap the model as .module
     config = getattr(inner, "config", None)
     if config is None or not getattr(config, "tie_word_embeddings", False):

@@ -234,6 +234,8 @@ class Trainer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         sd = acc.get_state_dict(model)                    # full weights on rank 0 (gathered under FSDP)
+        for key in checkpoint.tied_keys(model):           # gathered copies of tied weights: one is enough
+            sd.pop(key, None)
         if opt is not None:
             checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
         if acc.is_main_process:

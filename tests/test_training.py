@@ -275,6 +275,52 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
     assert [r["step"] for r in _metrics(tmp_path / "two")] == list(range(6))
 
 
+def _accelerate_env(config: Path, nproc: int) -> dict:
+    """The environment `accelerate launch --config_file CONFIG` gives its processes (FSDP_* etc.)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(config), "--num_processes", str(nproc),
+                                               "--mixed_precision", "no", "-m", "harness"])
+    args, _, _ = _validate_launch_command(args)
+    return {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_"))}
+
+
+@pytest.mark.slow
+def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
+    """The shipped FSDP config, on 2 CPU processes: same weights as one process, sharded optimizer
+    checkpoints, and a resumed run that ends bitwise where the uninterrupted one did."""
+    config = Path(__file__).parents[1] / "recipes" / "table1" / "accelerate_fsdp_8xh100.yaml"
+    env = {**os.environ, **_accelerate_env(config, 2), "OMP_NUM_THREADS": "1", "COLUMNS": "200",
+           # CPU-only differences: the tiny model is a Llama, and sync_module_states only picks the
+           # accelerator that meta-initialised shards are moved to (there is none here)
+           "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_SYNC_MODULE_STATES": "false"}
+    assert env["FSDP_VERSION"] == "2" and env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+    common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+              "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
+              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+              str(Path(__file__).parent / "fsdp_cpu_launch.py"), "train", "-", *common, f"output_dir={tmp_path / 'fsdp'}"]
+    one = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'one'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-2000:]
+    first = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 x 2 accum x 2 proc" in first.stdout and _metrics(tmp_path / "fsdp")[0]["w_mean"] == 1.0
+    a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "fsdp" / "final")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    shards = [p.name for p in (tmp_path / "fsdp" / "checkpoints" / "step-000003" / "optimizer").iterdir()]
+    assert sum(s.endswith(".distcp") for s in shards) == 2
+    shutil.rmtree(tmp_path / "fsdp" / "final")
+    again = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stdout and "(step 3/6)" in again.stdout
+    c = _params(tmp_path / "fsdp" / "final")
+    for k in b:
+        torch.testing.assert_close(b[k], c[k], rtol=0, atol=0)
+
+
 def test_every_shipped_recipe_validates():
     recipes = sorted(p for p in Path(__file__).parents[1].joinpath("recipes").rglob("*.yaml") if not p.name.startswith("accelerate"))
     assert len(recipes) >= 6

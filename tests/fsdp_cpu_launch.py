@@ -1,0 +1,31 @@
+"""Test helper: run `python -m harness ...` under accelerate's FSDP on CPU processes (gloo).
+
+accelerate turns FSDP on only for accelerator devices (on CPU its state says MULTI_CPU and the FSDP
+plugin is dropped), while torch's FSDP2 (fully_shard) itself runs on CPU. This helper flips the
+state to FSDP after accelerate's own CPU set-up, so everything else is accelerate's real FSDP2 path
+(sharding, cpu_ram_efficient_loading, full-state gathering) and ours (sharded optimizer checkpoints,
+weights broadcast from rank 0). Launched by torchrun with the environment `accelerate launch` builds
+from the shipped config (tests/test_training.py). Not part of the product.
+"""
+
+import sys
+
+import accelerate.state as state
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+_init = state.AcceleratorState.__init__
+
+
+def _fsdp_on_cpu(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    if self.distributed_type == DistributedType.MULTI_CPU:
+        self.distributed_type = DistributedType.FSDP
+        self.fsdp_plugin = kwargs.get("fsdp_plugin") or FullyShardedDataParallelPlugin()
+
+
+state.AcceleratorState.__init__ = _fsdp_on_cpu
+
+if __name__ == "__main__":
+    from harness.cli import main
+
+    sys.exit(main(sys.argv[1:]))
