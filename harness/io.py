@@ -39,3 +39,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def read_jsonl(path: Path, expect: str = "{\"column\": value, ...}") -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a UserError naming the file and line for a
+    line that is not JSON or not an object (`expect` says what a row should look like)."""
+    rows: list[tuple[int, dict]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{n}: expected a JSON object like {expect}, got {type(row).__name__}")
+            rows.append((n, row))
+    return rows
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line, written atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

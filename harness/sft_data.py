@@ -75,19 +75,9 @@ def load_rows(dataset: str, split: str = "train") -> list[dict]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n} is not a JSON object; each line must be {{\"column\": value, ...}}")
-            rows.append(row)
-    return rows
+    from harness.io import read_jsonl as numbered
+
+    return [row for _, row in numbered(path)]
 
 
 def _read_json(path: Path) -> list[dict]:

@@ -364,7 +364,7 @@ def test_empty_dataset_and_unwritable_dir(tiny_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n{not json\n')
     r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={bad}", f"output_dir={tmp_path / 'o2'}"])
-    assert r.returncode == 2 and "bad.jsonl:2 is not valid JSON" in r.stderr
+    assert r.returncode == 2 and "bad.jsonl:2: malformed JSON" in r.stderr
 
 
 def test_reference_cache_from_another_model_is_refused(tiny_dir, tmp_path):

@@ -7,12 +7,10 @@ no answer). The output is written atomically: on any error no output file is lef
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.io import read_jsonl, write_jsonl_atomic
 
 HELP = "Grade generated responses (JSONL with response/gold) offline, without an LLM judge."
 
@@ -41,45 +39,16 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
         raise UserError(f"input file {path} does not exist; pass the JSONL of generated responses")
     if not path.is_file():
         raise UserError(f"input {path} is not a file; pass the JSONL of generated responses")
-    rows: list[tuple[int, dict]] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object with 'response' and 'gold'")
-            for key in ("response", "gold"):
-                if key not in row:
-                    raise UserError(f"{path}:{lineno}: missing key {key!r}; every row needs 'response' and 'gold'")
-            if not isinstance(row["response"], str):
-                raise UserError(f"{path}:{lineno}: 'response' must be a string (use \"\" for an empty generation)")
-            rows.append((lineno, row))
+    rows = read_jsonl(path, expect='{"response": ..., "gold": ...}')
+    for lineno, row in rows:
+        for key in ("response", "gold"):
+            if key not in row:
+                raise UserError(f"{path}:{lineno}: missing key {key!r}; every row needs 'response' and 'gold'")
+        if not isinstance(row["response"], str):
+            raise UserError(f"{path}:{lineno}: 'response' must be a string (use \"\" for an empty generation)")
     if not rows:
         raise UserError(f"input file {path} has no rows; generate responses first")
     return rows
-
-
-def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    """Write rows to a temporary file beside `path`, then os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def run(args) -> int:
