@@ -38,7 +38,7 @@ SHAPES = {
 VARIANTS = ("sft", "iw-cached", "iw-periodic", "naive-ref", "naive-ref-q")
 
 
-def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True):
+def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True, compile_layers: bool = False):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     h, L, nh, kv, inter = SHAPES[shape]
@@ -50,6 +50,9 @@ def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = Tr
     model.config.use_cache = False
     if gradient_checkpointing:
         enable_checkpointing(model)
+    if compile_layers:   # regional compilation: one compiled graph reused by every decoder layer
+        for layer in model.model.layers:
+            layer.compile()
     model.train()
     return model
 
@@ -157,7 +160,8 @@ def _fast_vs_simple(lp, model, batch: Batch, ref: torch.Tensor, autocast) -> dic
 
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
                      vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None,
-                     gradient_checkpointing: bool = True, fused_head: bool = False, on_row=None) -> dict:
+                     gradient_checkpointing: bool = True, fused_head: bool = False, compile_layers: bool = False,
+                     on_row=None) -> dict:
     """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_bf16 = device.type == "cuda"
@@ -173,7 +177,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                      "python": platform.python_version()},
         "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
-                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "attention": "sdpa",
+                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": "sdpa",
                      "micro_batch": 1},
         "rows": rows,
     }
@@ -182,7 +186,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
             base = None
             for variant in variants:
                 torch.manual_seed(0)
-                model = make_model(shape, vocab, device, gradient_checkpointing)
+                model = make_model(shape, vocab, device, gradient_checkpointing, compile_layers)
                 n_params = sum(p.numel() for p in model.parameters())
                 batch = _batch(T, vocab, device)
                 try:

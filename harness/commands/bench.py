@@ -17,6 +17,9 @@ def add_arguments(p):
                    help="no activation checkpointing (faster when the activations fit: 1.5B/8k on an H100)")
     p.add_argument("--fused-head", action="store_true",
                    help="log-probs from hidden states, chunked (harness/fused_head.py): no whole [tokens x vocab] logits")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each decoder layer (regional compilation; the trainer gets the same from "
+                        "accelerate launch --dynamo_backend inductor --dynamo_use_regional_compilation)")
     p.add_argument("--out", default="reports/bench/train_step.json")
 
 
@@ -39,7 +42,7 @@ def run(args) -> int:
         raise UserError(f"--seq-lens must be integers, got {args.seq_lens!r}") from None
     result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,
                               peak_tflops=args.peak_tflops, gradient_checkpointing=not args.no_checkpointing,
-                              fused_head=args.fused_head,
+                              fused_head=args.fused_head, compile_layers=args.compile,
                               on_row=lambda partial: write(partial, Path(args.out)))
     print_table(result, Console())
     write(result, Path(args.out))
