@@ -273,6 +273,13 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
     for k in first:
         torch.testing.assert_close(first[k], b[k], rtol=0, atol=1e-6)
     assert [r["step"] for r in _metrics(tmp_path / "two")] == list(range(6))
+    # ... and in ONE process from the same 2-process checkpoint (the optimizer shards are re-split).
+    shutil.rmtree(tmp_path / "two" / "final")
+    single = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'two'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0 and "resuming" in single.stdout, single.stderr[-2000:]
+    c = _params(tmp_path / "two" / "final")
+    for k in first:
+        torch.testing.assert_close(first[k], c[k], rtol=0, atol=1e-6)
 
 
 def _accelerate_env(config: Path, nproc: int) -> dict:
