@@ -142,3 +142,28 @@ def test_eos_and_min_tokens(smollm2):
     assert len(forced.token_ids) >= n + 3
     assert forced.token_ids[:n] == out.token_ids
     assert not set(forced.token_ids[: n + 3]) & {1, 2}
+
+
+def test_batched_choice_equals_per_row_choice(tiny_model):
+    """One masked argmax for the greedy rows (stop ids masked only for rows under min_tokens) picks
+    what each row's own choose() picks; sampling rows keep their own generators."""
+    import torch
+
+    from harness.generation.hf import _choose_all, _Row
+
+    model, tok = tiny_model
+    be = HFBackend(model, tok, batch_size=8)
+    stop = be.eos_ids[0]
+    params = [GenParams(max_new_tokens=9), GenParams(max_new_tokens=9, min_tokens=5),
+              GenParams(max_new_tokens=9, min_tokens=5, stop_token_ids=(7,)),
+              GenParams(max_new_tokens=9, temperature=0.8, seed=3), GenParams(max_new_tokens=9, min_tokens=1)]
+    logits = torch.randn(len(params), len(tok), generator=torch.Generator().manual_seed(0))
+    logits[:, stop] = 50.0          # the stop token would win everywhere it is not masked
+    logits[2, 7] = 60.0
+    rows_a = [_Row(be, gp) for gp in params]
+    rows_b = [_Row(be, gp) for gp in params]
+    rows_a[4].ids = rows_b[4].ids = [1]          # already past its min_tokens
+    got = _choose_all(rows_a, list(range(len(params))), logits)
+    want = [r.choose(logits[i]) for i, r in enumerate(rows_b)]
+    assert got == want
+    assert got[0] == stop and got[4] == stop and got[1] != stop and got[2] not in (stop, 7)
