@@ -39,3 +39,20 @@ def test_bench_generation_tiny_cpu(tmp_path):
 
 def test_bench_generation_rejects_bad_sizes():
     assert main(["bench-gen", "--shape", "tiny", "--new-tokens", "10", "--answer-tokens", "10"]) == 2
+
+
+def test_bench_report_checks_targets(tmp_path, capsys):
+    train, gen = tmp_path / "t.json", tmp_path / "g.json"
+    assert main(["bench", "--shapes", "tiny", "--seq-lens", "48", "--steps", "1", "--warmup", "0", "--vocab", "300",
+                 "--variants", "sft,iw-cached", "--out", str(train)]) == 0
+    assert main(["bench-gen", "--shape", "tiny", "--prompts", "2", "--prompt-len", "16", "--new-tokens", "24",
+                 "--answer-tokens", "4", "--out", str(gen)]) == 0
+    capsys.readouterr()
+    assert main(["bench-report", str(train), str(gen)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert "not measured" in rows["MFU >= 50% at 1.5B / 8k"]                 # tiny shapes only
+    assert " | met | " in rows["fast-path weights equal the textbook path's (max abs dw <= 1e-3)"]
+    assert "time/token vs plain" in out and "| tiny | 48 | iw-cached | default |" in out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["bench-report", str(tmp_path / "bad.json")]) == 2

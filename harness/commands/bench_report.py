@@ -1,0 +1,22 @@
+"""`iwsft bench-report`: the performance targets checked against benchmark JSON files."""
+
+from __future__ import annotations
+
+HELP = "Check the performance targets against iwsft bench / bench-gen JSON files; print markdown for docs/performance.md"
+
+
+def add_arguments(p):
+    p.add_argument("files", nargs="*", help="benchmark JSON files (default: reports/bench/*.json)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from harness.bench_report import load, render
+    from harness.errors import UserError
+
+    files = [Path(f) for f in args.files] or sorted(Path("reports/bench").glob("*.json"))
+    if not files:
+        raise UserError("no benchmark files given and none in reports/bench/; run iwsft bench / bench-gen first")
+    print(render(*load(files)))
+    return 0
