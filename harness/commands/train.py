@@ -14,6 +14,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from harness.errors import UserError
     from harness.recipe import field_docs, load_recipe
@@ -21,7 +22,7 @@ def run(args) -> int:
     console = Console()
     if args.help_keys:
         for key, doc in field_docs().items():
-            console.print(f"[bold]{key}[/]: {doc}")
+            console.print(f"[bold]{key}[/]: {escape(' '.join(doc.split()))}")
         return 0
     if args.recipe is None:
         raise UserError("give a recipe, e.g. `iwsft train recipes/tiny/iw-sft.yaml` (or --help-keys to list keys)")
@@ -30,7 +31,7 @@ def run(args) -> int:
     if args.check:
         import yaml
 
-        console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        console.print(escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
         console.print(f"[green]ok[/]: {args.recipe}")
         return 0
     from harness.trainer import train
