@@ -6,6 +6,7 @@ bitwise equal and every importance weight is exactly 1 (method.md: numerics).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -100,8 +101,12 @@ def batch_logprobs(model, batch: Batch, fused_head: bool = False) -> torch.Tenso
     if fused_head:
         from harness.fused_head import fused_token_logprobs, head_passthrough
 
-        with head_passthrough(model) as weight:
+        with head_passthrough(model) as head, warnings.catch_warnings():
+            # FSDP2 warns that the root returns a view (HF slices the hidden states): harmless here,
+            # nothing modifies it in place
+            warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
             hidden = model(**kwargs).logits
+            weight = head.weight   # after the forward: FSDP2 keeps the root's parameters unsharded until backward
         lp = fused_token_logprobs(hidden[:, :-1], weight, targets)
     else:
         lp = token_logprobs(model(**kwargs).logits[:, :-1], targets)

@@ -11,8 +11,9 @@ one more head matmul (2 x tokens x hidden x vocab FLOPs, about 5% of a 1.5B step
 Same numbers as the plain path: the same matmul in the same dtype (the autocast dtype when autocast
 is on), the same float32 log-softmax; in float32 (CPU tests) they agree to rounding.
 
-Used for single-process and DDP runs; FSDP shards the head outside the model's forward, so the
-trainer refuses `fused_lm_head` there.
+Runs in one process, under DDP and under FSDP2 (whose root parameters, the head among them, stay
+unsharded from the forward to the backward; tested on CPU processes). The trainer refuses it under
+FSDP1, which may re-shard them in between.
 """
 
 from __future__ import annotations
@@ -94,12 +95,13 @@ def fused_supported(model) -> str | None:
 
 @contextlib.contextmanager
 def head_passthrough(model):
-    """Within the block the model's forward returns its last hidden states in place of logits;
-    yields the head's weight (the same Parameter, so gradients reach it)."""
+    """Within the block the model's forward returns its last hidden states in place of logits.
+    Yields the output layer: read its `.weight` AFTER the forward (under FSDP2 that is when the
+    root's parameters are unsharded, and the tensor gradients must reach)."""
     head = _inner(model).get_output_embeddings()
     head.forward = _identity
     try:
-        yield head.weight
+        yield head
     finally:
         del head.forward
 

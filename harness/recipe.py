@@ -93,7 +93,7 @@ class TrainConfig:
     fused_lm_head: bool = False
     """Compute log-probs from the hidden states chunk by chunk (harness/fused_head.py): the
     [tokens x vocab] logits and their gradient never exist whole (20 GB at 32k x 152k in bf16), for
-    one extra head matmul. Same numbers as the plain path; single process or DDP (not FSDP)."""
+    one extra head matmul. Same numbers as the plain path; one process, DDP or FSDP2 (not FSDP1)."""
 
     # --- output -----------------------------------------------------------------------------------
     output_dir: str = "runs/train/default"

@@ -140,9 +140,9 @@ class Trainer:
             raise UserError(f"q_source={cfg.q_source} keeps an unsharded copy of the model and runs in one process only; "
                             "use q_source=lag0 (the released code's choice) for multi-GPU runs")
         self.spec = cfg.weight_spec()
-        if cfg.fused_lm_head and self.acc.distributed_type.name == "FSDP":
-            raise UserError("fused_lm_head reads the output layer outside the model's forward, where FSDP keeps it "
-                            "sharded; set fused_lm_head=false for FSDP runs")
+        if cfg.fused_lm_head and self.acc.distributed_type.name == "FSDP" and not getattr(self.acc, "is_fsdp2", False):
+            raise UserError("fused_lm_head reads the output layer after the model's forward, where FSDP1 may have "
+                            "re-sharded it; use FSDP2 (fsdp_version: 2, as the shipped config) or fused_lm_head=false")
 
     # -- set-up -------------------------------------------------------------------------------------
     def _load(self):
