@@ -87,7 +87,8 @@ class TrainConfig:
     seed: int = 42
     """Seeds model-independent randomness and the data order (per epoch)."""
     dtype: str = "auto"
-    """auto (bf16 mixed precision on GPU, float32 on CPU) | bf16 | fp32."""
+    """auto (bf16-mixed on GPU, fp32 on CPU) | bf16-mixed (float32 master weights, bf16 autocast, on any
+    device: what GPUs run, also testable on CPU) | bf16 (weights themselves in bf16) | fp32."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in backward: about a third more compute, far less memory."""
     fused_lm_head: bool = False
@@ -155,8 +156,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError("q_source only matters for importance weighting; with weighting=sft leave q_source=lag0")
     if cfg.truncation not in ("truncate", "drop"):
         raise UserError(f"truncation {cfg.truncation!r} is not one of truncate, drop")
-    if cfg.dtype not in ("auto", "bf16", "fp32"):
-        raise UserError(f"dtype {cfg.dtype!r} is not one of auto, bf16, fp32")
+    if cfg.dtype not in ("auto", "bf16-mixed", "bf16", "fp32"):
+        raise UserError(f"dtype {cfg.dtype!r} is not one of auto, bf16-mixed, bf16, fp32")
     for key in ("block_size", "micro_batch_size", "global_batch_size", "keep_checkpoints", "log_every", "q_every"):
         if getattr(cfg, key) < 1:
             raise UserError(f"{key} must be >= 1 (got {getattr(cfg, key)})")

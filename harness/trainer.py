@@ -125,8 +125,14 @@ class Trainer:
         self.out = ensure_writable_dir(Path(cfg.output_dir))
         _check_resumable(self.out, cfg)
         use_cuda = torch.cuda.is_available()
-        mixed = "bf16" if (use_cuda and cfg.dtype == "auto") else "no"
-        self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
+        mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
+        try:
+            self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
+        except ValueError as e:   # accelerate keeps one state per process
+            if "already been initialized" not in str(e):
+                raise
+            raise UserError(f"this process already trained with another precision than dtype={cfg.dtype!r} (accelerate "
+                            "allows one per process); run each `iwsft train` in its own process") from None
         # One voice: other ranks print nothing (their numbers are gathered into rank 0's lines).
         self.console = console or Console()
         if not self.acc.is_main_process:

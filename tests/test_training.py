@@ -101,6 +101,28 @@ def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
 
 
+def test_bf16_mixed_precision_on_cpu(tiny_dir, tmp_path):
+    """The GPU precision path (accelerate bf16: float32 master weights, bf16 autocast, the fp32 output
+    cast removed) in one CPU process: weights exactly 1 at step 0, and the same training as float32
+    up to bf16 rounding."""
+    fp32 = train(_cfg(tiny_dir, tmp_path, "fp32", weighting="iw-sft", max_steps=4))
+    with pytest.raises(UserError, match="its own process"):    # accelerate: one precision per process
+        train(_cfg(tiny_dir, tmp_path, "bf16", weighting="iw-sft", max_steps=4, dtype="bf16-mixed"))
+    args = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+            "micro_batch_size=2", "learning_rate=3e-3", "warmup_ratio=0.0", "max_steps=4", "weighting=iw-sft",
+            f"output_dir={tmp_path / 'bf16'}", f"ref_cache_dir={tmp_path / 'ref'}", "seed=1", "dtype=bf16-mixed"]
+    r = _run_cli(["train", "-", *args])
+    assert r.returncode == 0, r.stderr[-2000:]
+    bf16 = tmp_path / "bf16" / "final"
+    m = _metrics(tmp_path / "bf16")
+    assert m[0]["w_mean"] == 1.0 and m[0]["logw_p95"] == 0.0
+    assert m != _metrics(tmp_path / "fp32")                               # autocast really was on
+    a, b = _params(fp32), _params(bf16)
+    assert all(t.dtype == torch.float32 for t in b.values())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-2)
+
+
 def test_run_from_an_older_harness_is_still_recognised(tiny_dir, tmp_path):
     """A run whose config.yaml predates a recipe key (it used the default) is the same run."""
     import yaml
@@ -333,6 +355,16 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
     d = _params(tmp_path / "fused" / "final")
     for k in a:
         torch.testing.assert_close(a[k], d[k], rtol=0, atol=2e-6)
+    # bf16 mixed precision (what GPUs run: FSDP2's bf16 MixedPrecisionPolicy + autocast), on CPU.
+    bf16 = [*launch[:-1], "dtype=bf16-mixed", "save_every=null", f"output_dir={tmp_path / 'bf16'}"]
+    r = subprocess.run(bf16, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = _metrics(tmp_path / "bf16")
+    assert m[0]["w_mean"] == 1.0 and m[0]["logw_p95"] == 0.0 and m[-1]["w_mean"] != 1.0
+    e = _params(tmp_path / "bf16" / "final")
+    assert all(t.dtype == torch.float32 for t in e.values())            # float32 master weights
+    for k in a:
+        torch.testing.assert_close(a[k], e[k], rtol=0, atol=1e-2)       # bf16 rounding, same training
 
 
 def test_every_shipped_recipe_validates():
