@@ -38,15 +38,36 @@ SHAPES = {
 VARIANTS = ("sft", "iw-cached", "iw-periodic", "naive-ref", "naive-ref-q")
 
 
-def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True, compile_layers: bool = False):
+def qwen2_model(shape: str, vocab: int, device, max_positions: int = 131072):
+    """A random-init Qwen2.5 model of `shape` (float32, SDPA attention), built directly on `device`."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     h, L, nh, kv, inter = SHAPES[shape]
     cfg = Qwen2Config(vocab_size=vocab, hidden_size=h, num_hidden_layers=L, num_attention_heads=nh,
-                      num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=131072,
+                      num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=max_positions,
                       tie_word_embeddings=shape in ("tiny", "0.5B", "1.5B"), attn_implementation="sdpa")
     with torch.device(device):
-        model = Qwen2ForCausalLM(cfg)
+        return Qwen2ForCausalLM(cfg)
+
+
+def run_header(device) -> dict:
+    """Date, device and versions: the part of every benchmark JSON that says where it was measured."""
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work, so wall-clock timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True, compile_layers: bool = False):
+    model = qwen2_model(shape, vocab, device)
     model.config.use_cache = False
     if gradient_checkpointing:
         enable_checkpointing(model)
@@ -78,8 +99,8 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
         q_model = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.no_grad(), autocast():
         cached_ref = lp(model).detach() if variant in ("iw-cached", "iw-periodic") else None
+    sync(device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times, w0 = [], None
     for i in range(warmup + steps):
@@ -103,8 +124,7 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         if i == 0:
             w0 = float(out.seq_weights[0])
         if i >= warmup:
@@ -118,11 +138,6 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
     return out
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _reference_cost(lp, model, batch: Batch, steps: int, autocast) -> dict:
     """The reference cache costs one no-grad forward per example, once: as a fraction of one
     epoch (one training step per example at micro-batch 1) it is forward time / step time."""
@@ -130,10 +145,10 @@ def _reference_cost(lp, model, batch: Batch, steps: int, autocast) -> dict:
     times = []
     with torch.no_grad(), autocast():
         for _ in range(max(steps, 2)):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             lp(model)
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
     return {"ref_forward_s": statistics.median(times[1:])}
 
@@ -171,10 +186,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
 
     rows = []
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                     "python": platform.python_version()},
+        **run_header(device),
         "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
                      "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": "sdpa",

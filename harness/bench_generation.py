@@ -16,13 +16,11 @@ Reported: wall time, generated tokens, tokens/s, and forced/plain time per gener
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
 import time
 
 import torch
 
-from harness.bench import SHAPES
+from harness.bench import qwen2_model, run_header, sync
 
 
 class _Hooked(torch.nn.Module):
@@ -48,19 +46,6 @@ class _Hooked(torch.nn.Module):
         return out
 
 
-def make_gen_model(shape: str, vocab: int, device, dtype):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    h, L, nh, kv, inter = SHAPES[shape]
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=h, num_hidden_layers=L, num_attention_heads=nh,
-                      num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=32768,
-                      tie_word_embeddings=shape in ("tiny", "0.5B", "1.5B"), attn_implementation="sdpa")
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen2ForCausalLM(cfg).to(dtype)
-    return model.eval()
-
-
 def bench_generation(tokenizer, shape: str = "0.5B", prompts: int = 64, prompt_len: int = 128, new_tokens: int = 1024,
                      answer_tokens: int = 64, waits: int = 2, vocab: int = 151936, device: str | None = None,
                      repeats: int = 1) -> dict:
@@ -73,7 +58,8 @@ def bench_generation(tokenizer, shape: str = "0.5B", prompts: int = 64, prompt_l
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n_valid = len(tokenizer)
     vocab = max(vocab, n_valid)
-    model = make_gen_model(shape, vocab, device, dtype)
+    torch.manual_seed(0)
+    model = qwen2_model(shape, vocab, device, max_positions=32768).to(dtype).eval()
     ids = delimiter_ids(tokenizer, S1)
     g = torch.Generator().manual_seed(1)
     body = torch.randint(1000, min(n_valid, 30000), (prompts, prompt_len - len(ids.think_prefix)), generator=g)
@@ -81,17 +67,13 @@ def bench_generation(tokenizer, shape: str = "0.5B", prompts: int = 64, prompt_l
     cap = new_tokens - answer_tokens
     period = -(-cap // (waits + 1)) if waits else None   # ceil: the (waits+1)-th end would fall at/after the cap
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     def timed(fn):
         best = None
         for _ in range(repeats):
-            sync()
+            sync(device)
             t0 = time.perf_counter()
             res = fn()
-            sync()
+            sync(device)
             dt_ = time.perf_counter() - t0
             best = (dt_, res) if best is None or dt_ < best[0] else best
         return best
@@ -107,11 +89,7 @@ def bench_generation(tokenizer, shape: str = "0.5B", prompts: int = 64, prompt_l
     cfg = BudgetConfig(thinking_budget=cap, num_wait=waits, max_answer_tokens=answer_tokens,
                        total_budget=prompt_len + new_tokens + 64)
 
-    def forced():
-        forced_backend.tokens_generated = 0
-        return generate_with_budget(forced_backend, tokenizer, prompt_ids, cfg, delimiters=S1), forced_backend.tokens_generated
-
-    t_forced, (results, n_forced_fwd) = timed(forced)
+    t_forced, results = timed(lambda: generate_with_budget(forced_backend, tokenizer, prompt_ids, cfg, delimiters=S1))
     n_forced = sum(r.thinking_tokens - r.num_waits_used * len(ids.wait) + r.answer_tokens for r in results)
     rows = [
         {"mode": "plain", "time_s": t_plain, "generated_tokens": n_plain, "tokens_per_s": n_plain / t_plain, "rounds": 1},
@@ -125,10 +103,7 @@ def bench_generation(tokenizer, shape: str = "0.5B", prompts: int = 64, prompt_l
     ]
     rows[1]["time_per_token_vs_plain"] = (t_forced / max(n_forced, 1)) / (t_plain / max(n_plain, 1))
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                     "python": platform.python_version()},
+        **run_header(device),
         "settings": {"shape": shape, "params": sum(p.numel() for p in model.parameters()), "vocab": vocab,
                      "dtype": str(dtype).removeprefix("torch."), "prompts": prompts, "prompt_len": prompt_len,
                      "new_tokens": new_tokens, "answer_tokens": answer_tokens, "waits": waits,

@@ -62,8 +62,9 @@ def training_table(rows: list[dict]) -> str:
 
 
 def verdicts(train: list[dict], gen: list[dict]) -> list[tuple[str, str, str]]:
-    """(target, status, evidence) per target. Ratio targets are judged on every iw-cached row of the
-    default configuration; MFU on the best configuration measured for that shape and length."""
+    """(target, status, evidence) per target. Ratio targets are judged on the worst iw-cached row of
+    any configuration (each ratio is against SFT in the same configuration); MFU on the best
+    configuration measured for that shape and length."""
     out = []
     iw = [r for r in train if r["variant"] == "iw-cached" and r.get("status") == "ok"]
     for name, key, thr in TARGETS:
