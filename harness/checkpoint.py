@@ -78,7 +78,9 @@ def load_model_weights(model, folder: Path, is_main: bool, world_size: int) -> N
 
 
 def tied_keys(model) -> list[str]:
-    inner = getattr(model, "module", model)      # DDP / FSDP1 wrap the model as .module
+    from accelerate.utils import extract_model_from_parallel
+
+    inner = extract_model_from_parallel(model)   # DDP / FSDP wrappers -> the model
     config = getattr(inner, "config", None)
     if config is None or not getattr(config, "tie_word_embeddings", False):
         return []

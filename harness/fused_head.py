@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from accelerate.utils import extract_model_from_parallel   # DDP / FSDP wrappers -> the model
 
 FUSED_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral"}   # logits = lm_head(h), nothing after it
 
@@ -75,15 +76,9 @@ def fused_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return _FusedHeadLogprobs.apply(flat, weight, tgt, chunk_size).reshape(lead)
 
 
-def _inner(model):
-    while hasattr(model, "module"):    # DDP / FSDP wrappers
-        model = model.module
-    return model
-
-
 def fused_supported(model) -> str | None:
     """None when the fused head applies to this model, else the reason it does not."""
-    inner = _inner(model)
+    inner = extract_model_from_parallel(model)
     mtype = getattr(getattr(inner, "config", None), "model_type", None)
     if mtype not in FUSED_MODEL_TYPES:
         return f"model type {mtype!r} (fused_lm_head supports {', '.join(sorted(FUSED_MODEL_TYPES))})"
@@ -98,7 +93,7 @@ def head_passthrough(model):
     """Within the block the model's forward returns its last hidden states in place of logits.
     Yields the output layer: read its `.weight` AFTER the forward (under FSDP2 that is when the
     root's parameters are unsharded, and the tensor gradients must reach)."""
-    head = _inner(model).get_output_embeddings()
+    head = extract_model_from_parallel(model).get_output_embeddings()
     head.forward = _identity
     try:
         yield head

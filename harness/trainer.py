@@ -184,6 +184,10 @@ class Trainer:
         b = collate_packed(examples, ids) if self.cfg.packing else collate(examples, ids, self.pad_id)
         return b.to(self.acc.device)
 
+    def _logprobs(self, model, batch: Batch) -> torch.Tensor:
+        """Policy, q and reference all go through here: one code path, so weights are 1 at step 0."""
+        return batch_logprobs(model, batch, self.cfg.fused_lm_head)
+
     def _ref_for(self, batch: Batch, ref: dict[int, torch.Tensor]) -> torch.Tensor:
         out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
         for i, (row, start, n) in zip(batch.example_ids, batch.spans()):
@@ -213,7 +217,7 @@ class Trainer:
                 for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
                                         self.acc.process_index, self.acc.num_processes):
                     b = self._batch(mb)
-                    lp = batch_logprobs(model, b, self.cfg.fused_lm_head).float().cpu()
+                    lp = self._logprobs(model, b).float().cpu()
                     for i, (row, start, n) in zip(b.example_ids, b.spans()):
                         ref.setdefault(i, lp[row, start : start + n - 1].clone())
         if self.acc.num_processes > 1:
@@ -328,8 +332,8 @@ class Trainer:
                 b = self._batch(mb)
                 ctx = acc.no_sync(model) if j < len(mbs) - 1 else contextlib.nullcontext()
                 with ctx, acc.autocast():
-                    pol = batch_logprobs(model, b, self.cfg.fused_lm_head)
-                    q = q_source.logprobs(pol, lambda m: batch_logprobs(m, b, self.cfg.fused_lm_head)) if self.spec.level != "none" else None
+                    pol = self._logprobs(model, b)
+                    q = q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
                     r = self._ref_for(b, ref) if self.spec.level != "none" else None
                     out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
                     acc.backward(out.loss / self.grad_accum)

@@ -261,10 +261,12 @@ def test_mixed_precision_keeps_logits_in_bf16():
     assert r.stdout.split() == ["torch.float32", "True", "torch.bfloat16", "True"]
 
 
-def _torchrun(args, nproc=2):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}   # 2 ranks x 1 thread on 2 cores: no spin-wait collapse
+def _torchrun(args, nproc=2, env=None, script=None):
+    """`python -m harness ARGS` (or `script ARGS`) on nproc processes over gloo."""
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1"}   # 2 ranks x 1 thread on 2 cores: no spin-wait collapse
+    entry = [str(script)] if script else ["-m", "harness"]
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                           "-m", "harness", *args], capture_output=True, text=True, env=env, timeout=600)
+                           *entry, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.mark.slow
@@ -328,11 +330,13 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
     common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
               "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
               f"ref_cache_dir={tmp_path / 'ref'}", "seed=5"]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-              str(Path(__file__).parent / "fsdp_cpu_launch.py"), "train", "-", *common, f"output_dir={tmp_path / 'fsdp'}"]
+
+    def fsdp(*overrides):
+        return _torchrun(["train", "-", *common, *overrides], env=env, script=Path(__file__).parent / "fsdp_cpu_launch.py")
+
     one = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'one'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-2000:]
-    first = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600)
+    first = fsdp(f"output_dir={tmp_path / 'fsdp'}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 x 2 accum x 2 proc" in first.stdout and _metrics(tmp_path / "fsdp")[0]["w_mean"] == 1.0
     a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "fsdp" / "final")
@@ -342,22 +346,20 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
     shards = [p.name for p in (tmp_path / "fsdp" / "checkpoints" / "step-000003" / "optimizer").iterdir()]
     assert sum(s.endswith(".distcp") for s in shards) == 2
     shutil.rmtree(tmp_path / "fsdp" / "final")
-    again = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600)
+    again = fsdp(f"output_dir={tmp_path / 'fsdp'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" in again.stdout and "(step 3/6)" in again.stdout
     c = _params(tmp_path / "fsdp" / "final")
     for k in b:
         torch.testing.assert_close(b[k], c[k], rtol=0, atol=0)
     # The fused LM head and packing under FSDP2: the head's weight is read after the root's forward.
-    fused = [*launch[:-1], "fused_lm_head=true", "packing=true", "save_every=null", f"output_dir={tmp_path / 'fused'}"]
-    r = subprocess.run(fused, capture_output=True, text=True, env=env, timeout=600)
+    r = fsdp("fused_lm_head=true", "packing=true", "save_every=null", f"output_dir={tmp_path / 'fused'}")
     assert r.returncode == 0, r.stderr[-3000:]
     d = _params(tmp_path / "fused" / "final")
     for k in a:
         torch.testing.assert_close(a[k], d[k], rtol=0, atol=2e-6)
     # bf16 mixed precision (what GPUs run: FSDP2's bf16 MixedPrecisionPolicy + autocast), on CPU.
-    bf16 = [*launch[:-1], "dtype=bf16-mixed", "save_every=null", f"output_dir={tmp_path / 'bf16'}"]
-    r = subprocess.run(bf16, capture_output=True, text=True, env=env, timeout=600)
+    r = fsdp("dtype=bf16-mixed", "save_every=null", f"output_dir={tmp_path / 'bf16'}")
     assert r.returncode == 0, r.stderr[-3000:]
     m = _metrics(tmp_path / "bf16")
     assert m[0]["w_mean"] == 1.0 and m[0]["logw_p95"] == 0.0 and m[-1]["w_mean"] != 1.0
