@@ -226,22 +226,31 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
     return result
 
 
+# (header, row key, format). Ratios are to the SFT row of the same shape and length; w step 0 must
+# be 1; ref cache / epoch: the one-off reference cache as a fraction of one epoch; max abs dw: the
+# largest |weight of the fast path - weight of the textbook path|.
+METRIC_COLUMNS = (("s/step", "step_time_s", ".3f"), ("tok/s", "tokens_per_s", ",.0f"), ("MFU", "mfu", ".1%"),
+                  ("peak GiB", "peak_mem_gib", ".1f"), ("time x SFT", "time_vs_sft", ".3f"),
+                  ("mem x SFT", "mem_vs_sft", ".3f"), ("w step 0", "w_step0", ".4f"),
+                  ("ref cache / epoch", "ref_cache_epoch_fraction", ".2f"),
+                  ("max abs dw", "fast_vs_simple_max_abs_weight", ".1e"))
+
+
+def row_cells(r: dict) -> list[str]:
+    """shape, seq, variant (with its status when not ok), then METRIC_COLUMNS, formatted ("-" if absent)."""
+    variant = r["variant"] + ("" if r.get("status") == "ok" else f" ({r.get('status')})")
+    return [r["shape"], str(r["seq_len"]), variant] + [
+        "-" if r.get(key) is None else format(r[key], fmt) for _, key, fmt in METRIC_COLUMNS]
+
+
 def print_table(result: dict, console) -> None:
     from rich.table import Table
 
     t = Table(title=f"One training step on {result['device']} ({result['settings']['precision']})", title_justify="left")
-    # time/mem x SFT: ratio to the SFT row; w0: weight at step 0 (must be 1); ref/ep: reference cache
-    # cost as a fraction of one epoch; dw: max |weight fast path - weight textbook path|
-    for col in ("shape", "seq", "variant", "s/step", "tok/s", "MFU", "GiB", "time xSFT", "mem xSFT", "w0",
-                "ref/ep", "dw"):
+    for col in ("shape", "seq", "variant", *(h for h, _, _ in METRIC_COLUMNS)):
         t.add_column(col, justify="left" if col in ("shape", "variant") else "right")
-    f = lambda x, fmt: "-" if x is None else format(x, fmt)
     for r in result["rows"]:
-        t.add_row(r["shape"], str(r["seq_len"]), r["variant"] + ("" if r["status"] == "ok" else f" ({r['status']})"),
-                  f(r.get("step_time_s"), ".3f"), f(r.get("tokens_per_s"), ",.0f"), f(r.get("mfu"), ".1%"),
-                  f(r.get("peak_mem_gib"), ".1f"), f(r.get("time_vs_sft"), ".3f"), f(r.get("mem_vs_sft"), ".3f"),
-                  f(r.get("w_step0"), ".4f"), f(r.get("ref_cache_epoch_fraction"), ".2f"),
-                  f(r.get("fast_vs_simple_max_abs_weight"), ".1e"))
+        t.add_row(*row_cells(r))
     console.print(t)
 
 

@@ -49,15 +49,13 @@ def _options(s: dict) -> str:
 
 
 def training_table(rows: list[dict]) -> str:
-    head = "| shape | seq | variant | options | s/step | tok/s | MFU | peak GiB | time x SFT | mem x SFT | w step 0 | ref cache / epoch | max abs dw |"
-    out = [head, "|" + "---|" * (head.count("|") - 1)]
-    f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
+    from harness.bench import METRIC_COLUMNS, row_cells
+
+    head = ["shape", "seq", "variant", "options", *(h for h, _, _ in METRIC_COLUMNS)]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        out.append(f"| {r['shape']} | {r['seq_len']} | {r['variant']}{'' if r.get('status') == 'ok' else ' (' + str(r.get('status')) + ')'} "
-                   f"| {_options(r['_settings'])} | {f(r.get('step_time_s'), '.3f')} | {f(r.get('tokens_per_s'), ',.0f')} "
-                   f"| {f(r.get('mfu'), '.1%')} | {f(r.get('peak_mem_gib'), '.1f')} | {f(r.get('time_vs_sft'), '.3f')} "
-                   f"| {f(r.get('mem_vs_sft'), '.3f')} | {f(r.get('w_step0'), '.4f')} | {f(r.get('ref_cache_epoch_fraction'), '.2f')} "
-                   f"| {f(r.get('fast_vs_simple_max_abs_weight'), '.1e')} |")
+        cells = row_cells(r)
+        out.append("| " + " | ".join([*cells[:3], _options(r["_settings"]), *cells[3:]]) + " |")
     return "\n".join(out)
 
 
