@@ -27,6 +27,7 @@ import torch
 
 from harness.batching import Batch, batch_logprobs, enable_checkpointing
 from harness.objective import iw_objective, preset
+from harness.optim import adamw
 
 SHAPES = {
     # name: (hidden, layers, heads, kv_heads, intermediate) of Qwen2.5 (vocab 151936, tied for <=1.5B)
@@ -87,11 +88,12 @@ def _batch(seq_len: int, vocab: int, device, seed: int = 0) -> Batch:
     return Batch(ids, att, mask, [0], [seq_len]).to(device)
 
 
-def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast, fused_head: bool = False) -> dict:
+def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast, fused_head: bool = False,
+                fused_optimizer: bool = True) -> dict:
     lp = lambda m: batch_logprobs(m, batch, fused_head)
     device = batch.input_ids.device
     spec = preset("sft" if variant == "sft" else "iw-sft")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    opt = adamw(model.parameters(), lr=1e-6, fused=fused_optimizer)
     ref_model = q_model = None
     if variant in ("naive-ref", "naive-ref-q"):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -176,7 +178,7 @@ def _fast_vs_simple(lp, model, batch: Batch, ref: torch.Tensor, autocast) -> dic
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
                      vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None,
                      gradient_checkpointing: bool = True, fused_head: bool = False, compile_layers: bool = False,
-                     on_row=None) -> dict:
+                     fused_optimizer: bool = True, on_row=None) -> dict:
     """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_bf16 = device.type == "cuda"
@@ -190,6 +192,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
         "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
                      "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": "sdpa",
+                     "optimizer": "AdamW, fused" if fused_optimizer else "AdamW, for-each",
                      "micro_batch": 1},
         "rows": rows,
     }
@@ -202,7 +205,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 n_params = sum(p.numel() for p in model.parameters())
                 batch = _batch(T, vocab, device)
                 try:
-                    r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head)
+                    r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer)
                     r["status"] = "ok"
                 except torch.OutOfMemoryError:
                     r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}

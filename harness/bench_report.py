@@ -45,6 +45,8 @@ def _options(s: dict) -> str:
     opts = [name for key, name in (("fused_head", "fused head"), ("compile_layers", "compiled")) if s.get(key)]
     if s.get("gradient_checkpointing") is False:
         opts.append("no ckpt")
+    if s.get("optimizer", "").endswith("for-each"):
+        opts.append("for-each AdamW")
     return ", ".join(opts) or "default"
 
 

@@ -32,7 +32,7 @@ from harness.io import atomic_write_text, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
 from harness.qsource import make_q_source
 from harness.recipe import TrainConfig
-from harness import checkpoint, refcache
+from harness import checkpoint, optim, refcache
 
 # Keys that may change between a run and its resumption (they do not change what is trained).
 RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
@@ -290,8 +290,8 @@ class Trainer:
             [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
 
         def adamw(m):
-            return torch.optim.AdamW(m.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                     weight_decay=cfg.weight_decay)
+            return optim.adamw(m.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                               weight_decay=cfg.weight_decay)
 
         if getattr(acc, "is_fsdp2", False):   # FSDP2: accelerate remaps the optimizer; both go in together
             model, opt = acc.prepare(model, adamw(model))

@@ -7,7 +7,8 @@
 #   train-0.5B   all five variants, 0.5B, 4k/8k/16k/32k tokens
 #   train-1.5B   all five variants, 1.5B, 4k/8k/16k/32k tokens
 #   options      sft and iw-cached with the options that may buy MFU or memory: no activation
-#                checkpointing (0.5B/4k, 1.5B/8k), the fused LM head (1.5B/8k and 32k), both (1.5B/8k)
+#                checkpointing (0.5B/4k, 1.5B/8k), the fused LM head (1.5B/8k and 32k), both (1.5B/8k);
+#                and the for-each AdamW (the before of the fused one the trainer uses; 0.5B/4k, 1.5B/8k)
 #   compile      sft and iw-cached with each decoder layer torch.compile'd, 0.5B/4k and 1.5B/8k
 #   7B           sft and iw-cached at 7B, 4k/8k
 #   gen          HF generation, 0.5B, 64 prompts x 1024 tokens, with/without budget forcing
@@ -34,7 +35,9 @@ case "$part" in
     $py -m harness bench --shapes 0.5B --seq-lens 4096 $v --no-checkpointing --out "$out/train_step_0.5B_nockpt.json"
     $py -m harness bench --shapes 1.5B --seq-lens 8192 $v --no-checkpointing --out "$out/train_step_1.5B_nockpt.json"
     $py -m harness bench --shapes 1.5B --seq-lens 8192,32768 $v --fused-head --out "$out/train_step_1.5B_fused.json"
-    $py -m harness bench --shapes 1.5B --seq-lens 8192 $v --fused-head --no-checkpointing --out "$out/train_step_1.5B_fused_nockpt.json" ;;
+    $py -m harness bench --shapes 1.5B --seq-lens 8192 $v --fused-head --no-checkpointing --out "$out/train_step_1.5B_fused_nockpt.json"
+    $py -m harness bench --shapes 0.5B --seq-lens 4096 --variants=sft --foreach-optimizer --out "$out/train_step_0.5B_foreach.json"
+    $py -m harness bench --shapes 1.5B --seq-lens 8192 --variants=sft --foreach-optimizer --out "$out/train_step_1.5B_foreach.json" ;;
   compile)
     $py -m harness bench --shapes 0.5B --seq-lens 4096 --variants=sft,iw-cached --compile --out "$out/train_step_0.5B_compile.json"
     $py -m harness bench --shapes 1.5B --seq-lens 8192 --variants=sft,iw-cached --compile --out "$out/train_step_1.5B_compile.json" ;;

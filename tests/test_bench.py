@@ -14,6 +14,7 @@ def test_bench_tiny_cpu(tmp_path, capsys):
     for r in res["rows"]:
         assert r["status"] == "ok" and r["step_time_s"] > 0 and r["w_step0"] == 1.0
     assert res["versions"]["torch"] and res["settings"]["micro_batch"] == 1
+    assert res["settings"]["optimizer"] == "AdamW, fused"          # the trainer's optimizer
     iw = next(r for r in res["rows"] if r["variant"] == "iw-cached")
     assert iw["fast_vs_simple_max_abs_weight"] < 1e-5 and iw["weight_after_steps"] != 1.0   # a real check, not 1 vs 1
     assert 0 < iw["ref_cache_epoch_fraction"] < 1.5
@@ -48,8 +49,13 @@ def test_bench_report_checks_targets(tmp_path, capsys):
     assert main(["bench-gen", "--shape", "tiny", "--prompts", "2", "--prompt-len", "16", "--new-tokens", "24",
                  "--answer-tokens", "4", "--out", str(gen)]) == 0
     capsys.readouterr()
-    assert main(["bench-report", str(train), str(gen)]) == 0
+    foreach = tmp_path / "f.json"
+    assert main(["bench", "--shapes", "tiny", "--seq-lens", "48", "--steps", "1", "--warmup", "0", "--vocab", "300",
+                 "--variants", "sft", "--foreach-optimizer", "--out", str(foreach)]) == 0
+    capsys.readouterr()
+    assert main(["bench-report", str(train), str(gen), str(foreach)]) == 0
     out = capsys.readouterr().out
+    assert "| tiny | 48 | sft | for-each AdamW |" in out
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
     assert "not measured" in rows["MFU >= 50% at 1.5B / 8k"]                 # tiny shapes only
     assert " | met | " in rows["fast-path weights equal the textbook path's (max abs dw <= 1e-3)"]

@@ -20,6 +20,8 @@ def add_arguments(p):
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each decoder layer (regional compilation; the trainer gets the same from "
                         "accelerate launch --dynamo_backend inductor --dynamo_use_regional_compilation)")
+    p.add_argument("--foreach-optimizer", action="store_true",
+                   help="torch's for-each AdamW instead of the fused one the trainer uses (for the before/after)")
     p.add_argument("--out", default="reports/bench/train_step.json")
 
 
@@ -43,6 +45,7 @@ def run(args) -> int:
     result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,
                               peak_tflops=args.peak_tflops, gradient_checkpointing=not args.no_checkpointing,
                               fused_head=args.fused_head, compile_layers=args.compile,
+                              fused_optimizer=not args.foreach_optimizer,
                               on_row=lambda partial: write(partial, Path(args.out)))
     print_table(result, Console())
     write(result, Path(args.out))

@@ -1,0 +1,28 @@
+"""The shared AdamW: fused by default, and the same update as torch's for-each implementation."""
+
+import torch
+
+from harness.optim import adamw
+
+
+def _params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ps = [torch.nn.Parameter(torch.randn(17, 5, generator=g)), torch.nn.Parameter(torch.randn(5, generator=g))]
+    return ps
+
+
+def test_adamw_is_fused_by_default_and_matches_foreach():
+    a, b = _params(), _params()
+    oa = adamw(a, lr=1e-2, betas=(0.9, 0.95), weight_decay=1e-4)
+    ob = adamw(b, lr=1e-2, betas=(0.9, 0.95), weight_decay=1e-4, fused=False)
+    assert oa.param_groups[0]["fused"] and not ob.param_groups[0]["fused"] and ob.param_groups[0]["foreach"]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for pa, pb in zip(a, b):
+            grad = torch.randn(pa.shape, generator=g)
+            pa.grad, pb.grad = grad.clone(), grad.clone()
+        oa.step()
+        ob.step()
+    for pa, pb, p0 in zip(a, b, _params()):
+        assert not torch.equal(pa, p0)                        # the parameters really moved
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-6)
