@@ -107,7 +107,8 @@ class TrainConfig:
     tensorboard: bool = False
     """Also write TensorBoard scalars to output_dir/tb (needs the `tensorboard` extra)."""
     peak_tflops: float | None = None
-    """Accelerator peak for MFU (H100/H200 bf16 measured here: 790). Unset: known GPUs auto, else MFU not shown."""
+    """One accelerator's peak TFLOP/s for MFU (H100/H200 bf16 measured here: 790); MFU divides by it times the
+    number of processes. Unset: known GPUs auto, else MFU not shown."""
 
     def weight_spec(self) -> WeightSpec:
         return preset(self.weighting, **self.weighting_overrides)

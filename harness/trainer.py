@@ -360,7 +360,8 @@ class Trainer:
                 row = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "w_mean": d["w_mean"], "w_max": d["w_max"],
                        "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
                        "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
-                       "mfu": (6 * n_params * tps / peak) if peak else None, "peak_mem_gb": _peak_mem_gb(acc.device),
+                       "mfu": (6 * n_params * tps / (peak * acc.num_processes)) if peak else None,   # tps: all ranks
+                       "peak_mem_gb": _peak_mem_gb(acc.device),
                        "step_time_s": dt}
                 if acc.is_main_process:
                     with open(metrics_path, "a") as f:

@@ -275,7 +275,7 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
     rank-split micro-batches, gathered reference cache and weights, sharded optimizer checkpoints."""
     common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
               "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
-              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5"]
+              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5", "peak_tflops=1"]
     one = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'one'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-2000:]
     two = _torchrun(["train", "-", *common, f"output_dir={tmp_path / 'two'}"])
@@ -285,6 +285,10 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
     a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    n_params = sum(v.numel() for v in a.values())
+    for run, nproc in (("one", 1), ("two", 2)):   # tokens/s is summed over ranks, MFU is per accelerator
+        for r in _metrics(tmp_path / run):
+            assert r["mfu"] == pytest.approx(6 * n_params * r["tokens_per_s"] / (1e12 * nproc), rel=1e-9)
     shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-000003" / "optimizer").iterdir())
     assert ".metadata" in shards and sum(s.endswith(".distcp") for s in shards) == 2
     # Resume under two processes from the step-3 checkpoint: the same final weights.
