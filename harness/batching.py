@@ -117,3 +117,15 @@ def enable_checkpointing(model) -> None:
     """Activation checkpointing (transformers >= 5 renamed gradient_checkpointing_enable)."""
     fn = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
     fn()
+
+
+def compile_decoder_layers(model) -> int:
+    """torch.compile each decoder layer (the model's `_no_split_modules` classes) in place: regional
+    compilation, one graph for all layers. In place (`Module.compile`), so parameter names stay as
+    they are: `torch.compile(model)` and accelerate's `compile_regions` insert `_orig_mod` into them,
+    and save_pretrained then rejects the tied embedding. Returns how many layers were compiled."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    for layer in layers:
+        layer.compile()
+    return len(layers)

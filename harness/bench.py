@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from harness.batching import Batch, batch_logprobs, enable_checkpointing
+from harness.batching import Batch, batch_logprobs, compile_decoder_layers, enable_checkpointing
 from harness.objective import iw_objective, preset
 from harness.optim import adamw
 
@@ -73,8 +73,7 @@ def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = Tr
     if gradient_checkpointing:
         enable_checkpointing(model)
     if compile_layers:   # regional compilation: one compiled graph reused by every decoder layer
-        for layer in model.model.layers:
-            layer.compile()
+        compile_decoder_layers(model)
     model.train()
     return model
 
@@ -89,7 +88,7 @@ def _batch(seq_len: int, vocab: int, device, seed: int = 0) -> Batch:
 
 
 def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast, fused_head: bool = False,
-                fused_optimizer: bool = True) -> dict:
+                fused_optimizer: bool = True, compiled: bool = False) -> dict:
     lp = lambda m: batch_logprobs(m, batch, fused_head)
     device = batch.input_ids.device
     spec = preset("sft" if variant == "sft" else "iw-sft")
@@ -99,7 +98,7 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     if variant in ("iw-periodic", "naive-ref-q"):
         q_model = copy.deepcopy(model).eval().requires_grad_(False)
-    with torch.no_grad(), autocast():
+    with torch.set_grad_enabled(compiled), autocast():   # compiled: the training graph, as the trainer's cache
         cached_ref = lp(model).detach() if variant in ("iw-cached", "iw-periodic") else None
     sync(device)
     if device.type == "cuda":
@@ -205,7 +204,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 n_params = sum(p.numel() for p in model.parameters())
                 batch = _batch(T, vocab, device)
                 try:
-                    r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer)
+                    r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer, compile_layers)
                     r["status"] = "ok"
                 except torch.OutOfMemoryError:
                     r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}

@@ -95,6 +95,11 @@ class TrainConfig:
     """Compute log-probs from the hidden states chunk by chunk (harness/fused_head.py): the
     [tokens x vocab] logits and their gradient never exist whole (20 GB at 32k x 152k in bf16), for
     one extra head matmul. Same numbers as the plain path; one process, DDP or FSDP2 (not FSDP1)."""
+    compile_layers: bool = False
+    """torch.compile each decoder layer in place (regional compilation: one compiled graph serves
+    every layer; parameter names and checkpoints unchanged). Fewer, fused kernels; the first steps
+    pay the compile time. The reference cache then goes through the same compiled training graph, so
+    step-0 weights stay exactly 1; needs q_source=lag0."""
 
     # --- output -----------------------------------------------------------------------------------
     output_dir: str = "runs/train/default"
@@ -174,6 +179,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
     if cfg.num_epochs <= 0:
         raise UserError(f"num_epochs must be > 0 (got {cfg.num_epochs})")
+    if cfg.compile_layers and cfg.q_source != "lag0":
+        raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
+                        "than the reference, and step-0 weights would not be exactly 1); set one of them back")
     if cfg.packing:
         from harness.batching import packing_supported
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.batching import Batch, batch_logprobs, collate, collate_packed, enable_checkpointing
+from harness.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.errors import UserError
 from harness.io import atomic_write_text, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
@@ -169,6 +169,9 @@ class Trainer:
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
             enable_checkpointing(model)
+        if cfg.compile_layers and not compile_decoder_layers(model):
+            raise UserError(f"compile_layers: {cfg.model} names no decoder layer class (_no_split_modules); "
+                            "set compile_layers=false")
         if cfg.fused_lm_head:
             from harness.fused_head import fused_supported
 
@@ -201,7 +204,8 @@ class Trainer:
             "data": self.data.fingerprint,
             "block_size": cfg.block_size,
             "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
-                      + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else []),
+                      + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else [])
+                      + (["compiled"] if cfg.compile_layers else []),
         }
         root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
         path = root / f"{refcache.cache_key(meta)}.safetensors"
@@ -212,12 +216,15 @@ class Trainer:
         t0, ref, step = time.time(), {}, 0
         n = len(self.data.examples)
         steps_epoch0 = math.ceil(n / cfg.global_batch_size)
-        with torch.no_grad(), self.acc.autocast():
+        # Compiled: inference and training are different graphs, free to fuse (and round) differently;
+        # the training graph, its output detached, gives what step 0's policy forward will give.
+        no_sync = self.acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()   # no backward follows
+        with torch.set_grad_enabled(cfg.compile_layers), no_sync, self.acc.autocast():
             for step in range(steps_epoch0):
                 for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
                                         self.acc.process_index, self.acc.num_processes):
                     b = self._batch(mb)
-                    lp = self._logprobs(model, b).float().cpu()
+                    lp = self._logprobs(model, b).detach().float().cpu()
                     for i, (row, start, n) in zip(b.example_ids, b.spans()):
                         ref.setdefault(i, lp[row, start : start + n - 1].clone())
         if self.acc.num_processes > 1:

@@ -20,6 +20,15 @@ def test_bench_tiny_cpu(tmp_path, capsys):
     assert 0 < iw["ref_cache_epoch_fraction"] < 1.5
 
 
+def test_bench_compiled_layers_keep_step0_weights_at_one(tmp_path):
+    """--compile: the cached reference comes from the compiled training graph, as in the trainer."""
+    out = tmp_path / "compiled.json"
+    assert main(["bench", "--shapes", "tiny", "--seq-lens", "48", "--steps", "1", "--warmup", "0", "--vocab", "300",
+                 "--variants", "sft,iw-cached", "--compile", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["settings"]["compile_layers"] and [r["w_step0"] for r in res["rows"]] == [1.0, 1.0]
+
+
 def test_bench_rejects_unknown_shape(capsys):
     assert main(["bench", "--shapes", "3B"]) == 2
 

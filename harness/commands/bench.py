@@ -18,8 +18,8 @@ def add_arguments(p):
     p.add_argument("--fused-head", action="store_true",
                    help="log-probs from hidden states, chunked (harness/fused_head.py): no whole [tokens x vocab] logits")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile each decoder layer (regional compilation; the trainer gets the same from "
-                        "accelerate launch --dynamo_backend inductor --dynamo_use_regional_compilation)")
+                   help="torch.compile each decoder layer in place (regional compilation; the trainer's "
+                        "compile_layers=true)")
     p.add_argument("--foreach-optimizer", action="store_true",
                    help="torch's for-each AdamW instead of the fused one the trainer uses (for the before/after)")
     p.add_argument("--out", default="reports/bench/train_step.json")
