@@ -23,6 +23,6 @@ setup:
 budget-sweep *checkpoints: setup
     python -m harness budget-sweep {{checkpoints}}
 
-# Performance measurements on one H100, one part per call (train-0.5B, train-1.5B, options, 7B, gen): docs/performance.md.
+# Performance measurements on one H100, one part per call (train-1.5B, best, gen, train-0.5B, options, compile, 7B): docs/performance.md.
 bench-gpu part out="reports/bench":
     bash scripts/gpu_bench.sh {{part}} {{out}}

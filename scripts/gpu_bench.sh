@@ -10,9 +10,12 @@
 #                checkpointing (0.5B/4k, 1.5B/8k), the fused LM head (1.5B/8k and 32k), both (1.5B/8k);
 #                and the for-each AdamW (the before of the fused one the trainer uses; 0.5B/4k, 1.5B/8k)
 #   compile      sft and iw-cached with each decoder layer torch.compile'd, 0.5B/4k and 1.5B/8k
+#   best         the options together, for the MFU targets: compiled and no checkpointing (0.5B/4k,
+#                1.5B/8k), plus the fused LM head (1.5B/8k)
 #   7B           sft and iw-cached at 7B, 4k/8k
 #   gen          HF generation, 0.5B, 64 prompts x 1024 tokens, with/without budget forcing
-# Order of value if device time runs short: train-1.5B, train-0.5B, gen, options, compile, 7B.
+# Order of value if device time runs short (30 device minutes a session): train-1.5B, best, gen,
+# train-0.5B, options, compile, 7B.
 #
 # Needs torch, transformers, accelerate, rich, pyyaml, safetensors (the device image has them; the
 # package itself need not be installed). `gen` needs a tokenizer folder, made here beforehand with
@@ -21,7 +24,7 @@
 #   run(command="bash scripts/gpu_bench.sh train-1.5B $OUT", carry=[".gpu"])
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?part: train-0.5B, train-1.5B, options, compile, 7B or gen}
+part=${1:?part: train-0.5B, train-1.5B, best, options, compile, 7B or gen}
 out=${2:-reports/bench}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -41,8 +44,13 @@ case "$part" in
   compile)
     $py -m harness bench --shapes 0.5B --seq-lens 4096 --variants=sft,iw-cached --compile --out "$out/train_step_0.5B_compile.json"
     $py -m harness bench --shapes 1.5B --seq-lens 8192 --variants=sft,iw-cached --compile --out "$out/train_step_1.5B_compile.json" ;;
+  best)
+    v="--variants=sft,iw-cached --compile --no-checkpointing"
+    $py -m harness bench --shapes 0.5B --seq-lens 4096 $v --out "$out/train_step_0.5B_best.json"
+    $py -m harness bench --shapes 1.5B --seq-lens 8192 $v --out "$out/train_step_1.5B_best.json"
+    $py -m harness bench --shapes 1.5B --seq-lens 8192 $v --fused-head --out "$out/train_step_1.5B_best_fused.json" ;;
   7B) $py -m harness bench --shapes 7B --seq-lens 4096,8192 --variants sft,iw-cached --out "$out/train_step_7B.json" ;;
   gen) $py -m harness bench-gen --shape 0.5B --prompts 64 --new-tokens 1024 --waits 2 --tokenizer .gpu/tokenizer \
          --out "$out/generation.json" ;;
-  *) echo "error: unknown part '$part'; use train-0.5B, train-1.5B, options, compile, 7B or gen" >&2; exit 2 ;;
+  *) echo "error: unknown part '$part'; use train-0.5B, train-1.5B, best, options, compile, 7B or gen" >&2; exit 2 ;;
 esac

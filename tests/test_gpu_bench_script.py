@@ -27,7 +27,7 @@ with open({log!r}, "a") as f:
 """
 
 
-@pytest.mark.parametrize("part", ["train-0.5B", "train-1.5B", "options", "compile", "7B", "gen"])
+@pytest.mark.parametrize("part", ["train-0.5B", "train-1.5B", "best", "options", "compile", "7B", "gen"])
 def test_every_part_parses(tmp_path, part):
     log = tmp_path / "calls.jsonl"
     shim = tmp_path / "python"
