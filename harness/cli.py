@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iwsft", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _command_modules():
-        p = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP)
+        # argparse %-formats help strings ("95% CI" would crash `iwsft --help`); descriptions are not
+        p = sub.add_parser(name.replace("_", "-"), help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
