@@ -41,16 +41,45 @@ def _eval(suite: Suite, model: str, bench: str, limit, *, out: str = EVAL_OUT, t
     return load_run(Path(m["run_dir"]))
 
 
-def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
-                 extra: list[str] = ()) -> tuple[Path, dict]:
-    """Train one recipe (reused when already finished) in a subprocess; returns (final dir, config).
-    `extra` are key=value overrides applied to every recipe (e.g. max_steps=2 for a smoke run)."""
+def _recipe_config(suite: Suite, name: str, seed_offset: int, extra: list[str] = ()):
+    """(recipe path, overrides, TrainConfig) of one recipe and seed."""
     recipe = suite.recipe_path(name)
     overrides = list(extra)
     cfg = load_recipe(recipe, overrides)
     if seed_offset:
         overrides += [f"seed={cfg.seed + seed_offset}", f"output_dir={cfg.output_dir}-seed{cfg.seed + seed_offset}"]
         cfg = load_recipe(recipe, overrides)
+    return recipe, overrides, cfg
+
+
+def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
+    """Before any work: every (recipe, seed) trains into its own folder, and a finished run found
+    there was trained with these settings (else its `final/` would be reported as this recipe)."""
+    from harness.recipe import settings_diff
+
+    owner: dict[Path, str] = {}
+    for name in suite.recipes:
+        for s in range(seeds):
+            _, _, cfg = _recipe_config(suite, name, s, extra)
+            out = Path(cfg.output_dir).resolve()
+            if out in owner:
+                raise UserError(f"recipes {owner[out]} and {name} would both train into {cfg.output_dir}; "
+                                "drop the output_dir override (each recipe names its own folder)")
+            owner[out] = name
+            done = out / "final" / "iwsft_train.json"
+            if done.is_file():
+                diff = settings_diff(json.loads(done.read_text()).get("config", {}), cfg)
+                if diff:
+                    raise UserError(f"{done.parent} ({name}) was trained with other settings ({', '.join(diff[:3])}); "
+                                    f"delete {cfg.output_dir} to retrain it, or train elsewhere with an output_dir override")
+
+
+def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
+                 extra: list[str] = ()) -> tuple[Path, dict]:
+    """Train one recipe (reused when already finished with the same settings: `check_reusable`) in a
+    subprocess; returns (final dir, config). `extra` are key=value overrides applied to every recipe
+    (e.g. max_steps=2 for a smoke run)."""
+    recipe, overrides, cfg = _recipe_config(suite, name, seed_offset, extra)
     final = Path(cfg.output_dir) / "final"
     if (final / "iwsft_train.json").is_file():
         console.print(f"[green]reusing[/] trained {name}: {final}")
@@ -175,9 +204,12 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
     suite = load_suite(preset)
     if seeds < 1:
         raise UserError("--seeds must be >= 1")
-    out_dir = ensure_writable_dir(Path(out))
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be >= 0 (got {limit})")
     for ov in train_overrides:   # fail fast on a typo, before anything runs
         load_recipe(suite.recipe_path(next(iter(suite.recipes))), [ov])
+    check_reusable(suite, seeds, train_overrides)
+    out_dir = ensure_writable_dir(Path(out))
     if limit is not None:
         suite.benchmarks = {b: (limit if lim is None else min(lim, limit)) for b, lim in suite.benchmarks.items()}
         if suite.step_curve:

@@ -191,6 +191,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+# Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
+RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
+
+
+def settings_diff(saved: dict, cfg: TrainConfig) -> list[str]:
+    """'key: old -> new' for each setting (RESUMABLE_KEYS aside) where `cfg` differs from a saved run's
+    config. A key the saved run does not know was added to the harness since: it ran with the default."""
+    new = cfg.to_dict()
+    old = {**TrainConfig().to_dict(), **saved}
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if k not in RESUMABLE_KEYS and old.get(k) != new.get(k)]
+
+
 def _apply(cfg_dict: dict, key: str, value, source: str) -> None:
     if key not in FIELD_NAMES:
         close = difflib.get_close_matches(key, FIELD_NAMES, n=1)

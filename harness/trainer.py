@@ -31,11 +31,10 @@ from harness.errors import UserError
 from harness.io import atomic_write_text, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
 from harness.qsource import make_q_source
-from harness.recipe import TrainConfig
+from harness.recipe import TrainConfig, settings_diff
 from harness import checkpoint, optim, refcache
 
 # Keys that may change between a run and its resumption (they do not change what is trained).
-RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
 
 
 class DataOrder:
@@ -105,15 +104,10 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     saved = out / "config.yaml"
     if not saved.is_file():
         return
-    new = cfg.to_dict()
-    # A key the saved run does not know was added to the harness since: it ran with the default.
-    old = {**TrainConfig().to_dict(), **(yaml.safe_load(saved.read_text()) or {})}
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+    diff = settings_diff(yaml.safe_load(saved.read_text()) or {}, cfg)
     if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
-        raise UserError(
-            f"{out} holds a run with different settings ({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff[:3])}); "
-            "use a new output_dir, or delete the old run to start over"
-        )
+        raise UserError(f"{out} holds a run with different settings ({', '.join(diff[:3])}); "
+                        "use a new output_dir, or delete the old run to start over")
 
 
 class Trainer:

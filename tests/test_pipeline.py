@@ -37,6 +37,14 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert out.count("reusing") == 3
+    # ... but never a model trained with other settings, nor one folder for all recipes: refused
+    # before any work, nothing written.
+    for override, message in (("max_steps=3", "trained with other settings (max_steps: 2 -> 3)"),
+                              ("output_dir=runs/same", "would both train into runs/same")):
+        rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", override, "--out", "rep2"])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "rep2").exists()
 
     # Figure 2 on the trained checkpoints, one cheap cell.
     import harness.suite as suite_mod
