@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.io import atomic_write_text
+from harness.io import atomic_write_text, check_output_file
 
 TRAIN_SPLITS = {"arith": "arith_train"}
 
@@ -38,6 +38,10 @@ def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: 
     if task not in TRAIN_SPLITS:
         raise UserError(f"cannot curate from {task!r}: only tasks with a training split ({', '.join(TRAIN_SPLITS)}) "
                         "are allowed, never benchmark test problems")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1 (the number of training problems to sample), got {limit}; "
+                        "leave it out to use them all")
+    check_output_file(out_file, "--out")     # before sampling, which takes minutes
     bench = TRAIN_SPLITS[task]
     cfg = EvalConfig(model=model, benchmarks=[bench], backend="hf", limit=limit, samples=samples,
                      temperature=temperature, seed=seed, thinking_budget=thinking_budget,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,14 +23,61 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: readers never see a partial file."""
+def check_output_file(path: Path, flag: str = "--out") -> Path:
+    """Check, before any work, that the file `path` can be written (atomically: a temp file beside
+    it, then a rename): a UserError naming the problem and `flag` otherwise. Creates nothing."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give the path of a file to write (it may be inside it)")
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write {flag} {path}: {ancestor} is a file, not a directory; choose another {flag}")
+    try:  # os.access says yes to root on read-only places such as /proc: try a real file instead
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".iwsft-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write {flag} {path}: no file can be created in {ancestor} ({e.strerror}); "
+                        f"choose another {flag}") from None
+    return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_open_mode(path: Path) -> int:
+    """The permissions a plain open(path, "w") would leave: an existing file keeps its own, a new
+    one gets 0666 & ~umask (mkstemp alone would leave 0600)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename: readers never see a partial file.
+    The file gets the permissions a plain open() would give it (not mkstemp's 0600)."""
+    path = Path(path)
+    mode = _plain_open_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -43,10 +91,19 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def read_jsonl(path: Path, expect: str = "{\"column\": value, ...}") -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a UserError naming the file and line for a
-    line that is not JSON or not an object (`expect` says what a row should look like)."""
+    line that is not UTF-8 text, not JSON or not an object (`expect` says what a row should look like)."""
     rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}; pass a readable JSONL file") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{n}: not UTF-8 text (is it a binary file?); JSONL must be UTF-8, "
+                                "re-save it as UTF-8") from None
             if not line.strip():
                 continue
             try:

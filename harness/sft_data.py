@@ -59,9 +59,14 @@ def load_rows(dataset: str, split: str = "train") -> list[dict]:
         if not path.is_file():
             raise UserError(f"dataset file {path} does not exist; give a .jsonl/.parquet path or a hub id")
         if path.suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
+            try:
+                return pq.read_table(path).to_pylist()
+            except (pa.ArrowException, OSError) as e:
+                raise UserError(f"{path} is not a readable parquet file ({' '.join(str(e).split())[:120]}); "
+                                "re-export it, or use .jsonl") from None
         return read_jsonl(path) if path.suffix == ".jsonl" else _read_json(path)
     try:
         import datasets
@@ -74,26 +79,57 @@ def load_rows(dataset: str, split: str = "train") -> list[dict]:
         ) from None
 
 
-def read_jsonl(path: Path) -> list[dict]:
+class Rows(list):
+    """Rows of a .jsonl file, with the line each came from, so errors can name `path:line`."""
+
+    def __init__(self, rows, path: Path, lines: list[int]):
+        super().__init__(rows)
+        self.path, self.lines = path, lines
+
+
+def row_label(rows: list[dict], i: int, dataset: str | None = None) -> str:
+    """Where row `i` is, for an error message: `file.jsonl:LINE` or `dataset X row i` (0-based)."""
+    if isinstance(rows, Rows) and len(rows.lines) == len(rows):
+        return f"{rows.path}:{rows.lines[i]}"
+    return f"dataset {dataset} row {i}" if dataset else f"row {i}"
+
+
+def read_jsonl(path: Path) -> Rows:
     from harness.io import read_jsonl as numbered
 
-    return [row for _, row in numbered(path)]
+    numbered_rows = numbered(path)
+    return Rows([row for _, row in numbered_rows], path, [n for n, _ in numbered_rows])
 
 
 def _read_json(path: Path) -> list[dict]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (is it a binary file?); JSON must be UTF-8, re-save it as UTF-8") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}; give a readable .json/.jsonl/.parquet file") from None
     if not isinstance(data, list):
         raise UserError(f"{path} must hold a JSON list of rows (or use .jsonl)")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: item {i} of the list is not a JSON object (got {type(row).__name__} {row!r:.30}); "
+                            'every row must be an object like {"question": ..., ...}')
     return data
 
 
 def quality_oversample(rows: list[dict], score_column: str, percentiles: list[float]) -> list[int]:
     """SFT(Q): indices of rows at or above each percentile cutoff of the score, concatenated, so
     with the default (90, 95, 98) the top 2% appear three times, 95-98 twice and 90-95 once."""
-    scores = np.array([float(r[score_column]) for r in rows])
+    scores = []
+    for i, r in enumerate(rows):
+        try:
+            scores.append(float(r[score_column]))
+        except (TypeError, ValueError):
+            raise UserError(f"{row_label(rows, i)}: score_column {score_column!r} is {r[score_column]!r:.40}, not a number; "
+                            "fix that row or unset score_column") from None
+    scores = np.array(scores)
     out: list[int] = []
     for p in percentiles:
         cut = np.percentile(scores, p)
@@ -133,6 +169,11 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
             f"dataset {cfg.dataset} has no column(s) {missing}; it has {sorted(rows[0])[:12]}; "
             "set question_column / thinking_column / answer_column (or completion_column) in the recipe"
         )
+    for i, r in enumerate(rows):
+        missing = [c for c in needed if c not in r]
+        if missing:
+            raise UserError(f"{row_label(rows, i, cfg.dataset)}: row has no column(s) {missing} (every row needs "
+                            f"{needed}); fix or remove that row")
     order = quality_oversample(rows, cfg.score_column, cfg.quality_percentiles) if cfg.score_column else range(len(rows))
     examples, n_trunc, n_drop = [], 0, 0
     cache: dict[int, Example | None] = {}

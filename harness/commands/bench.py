@@ -32,16 +32,30 @@ def run(args) -> int:
 
     from harness.bench import SHAPES, VARIANTS, bench_train_step, print_table, write
     from harness.errors import UserError
+    from harness.io import check_output_file
 
     shapes = [s for s in args.shapes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
     bad = [s for s in shapes if s not in SHAPES] + [v for v in variants if v not in VARIANTS]
     if bad:
         raise UserError(f"unknown shape/variant {bad}; shapes: {', '.join(SHAPES)}; variants: {', '.join(VARIANTS)}")
+    if not shapes or not variants:
+        raise UserError(f"give at least one shape and one variant; shapes: {', '.join(SHAPES)}; variants: {', '.join(VARIANTS)}")
     try:
-        seq_lens = [int(x) for x in args.seq_lens.split(",") if x]
+        seq_lens = [int(x) for x in args.seq_lens.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"--seq-lens must be integers, got {args.seq_lens!r}") from None
+    if not seq_lens or min(seq_lens) < 2:
+        raise UserError(f"--seq-lens must be a comma list of lengths >= 2, got {args.seq_lens!r}")
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1 (timed steps per cell), got {args.steps}")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.vocab < 1:
+        raise UserError(f"--vocab must be >= 1, got {args.vocab}")
+    if not args.peak_tflops > 0:
+        raise UserError(f"--peak-tflops must be positive, got {args.peak_tflops}")
+    check_output_file(Path(args.out), "--out")
     result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,
                               peak_tflops=args.peak_tflops, gradient_checkpointing=not args.no_checkpointing,
                               fused_head=args.fused_head, compile_layers=args.compile,

@@ -26,13 +26,26 @@ def run(args) -> int:
     from harness.bench import SHAPES, write
     from harness.bench_generation import bench_generation, print_table
     from harness.errors import UserError
+    from harness.io import check_output_file
     from harness.models import load_tokenizer
 
     if args.shape not in SHAPES:
         raise UserError(f"unknown shape {args.shape!r}; shapes: {', '.join(SHAPES)}")
     if not 0 < args.answer_tokens < args.new_tokens or args.waits < 0 or args.prompts < 1:
         raise UserError("need 0 < --answer-tokens < --new-tokens, --waits >= 0 and --prompts >= 1")
-    result = bench_generation(load_tokenizer(args.tokenizer), shape=args.shape, prompts=args.prompts,
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1 (runs per mode), got {args.repeats}")
+    if args.prompt_len < 1:
+        raise UserError(f"--prompt-len must be >= 1 token, got {args.prompt_len}")
+    check_output_file(Path(args.out), "--out")
+    tokenizer = load_tokenizer(args.tokenizer)
+    from harness.generation.prompts import S1, delimiter_ids
+
+    head = len(delimiter_ids(tokenizer, S1).think_prefix)
+    if args.prompt_len < head:
+        raise UserError(f"--prompt-len {args.prompt_len} is shorter than the think prefix it ends with ({head} tokens); "
+                        f"use --prompt-len >= {head}")
+    result = bench_generation(tokenizer, shape=args.shape, prompts=args.prompts,
                               prompt_len=args.prompt_len, new_tokens=args.new_tokens, answer_tokens=args.answer_tokens,
                               waits=args.waits, repeats=args.repeats)
     print_table(result, Console())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.io import read_jsonl, write_jsonl_atomic
+from harness.io import check_output_file, read_jsonl, write_jsonl_atomic
 
 HELP = "Grade generated responses (JSONL with response/gold) offline, without an LLM judge."
 
@@ -64,6 +64,7 @@ def run(args) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.input.resolve() == args.output.resolve():
         raise UserError("--output is the same file as --input; write the graded rows to a new file")
+    check_output_file(args.output, "--output")
     numbered = read_rows(args.input)
     for lineno, row in numbered:
         try:

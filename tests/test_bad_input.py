@@ -1,0 +1,251 @@
+"""Bad input gets one line, exit code 2, no traceback and nothing half-written: training data with a
+bad later row / non-UTF-8 bytes / a JSON list of non-objects, unwritable outputs of grade, curate,
+bench and bench-gen (checked before any work), bad bench numbers; and files written atomically get
+the permissions a plain open() would give them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "tiny" / "iw-sft.yaml"
+GOOD = {"question": "What is 1 + 1?", "response": "er\nso 2<|im_start|>answer\nAnswer: 2"}
+
+
+def _one_line_error(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+def _no_work(*_a, **_k):
+    raise AssertionError("the bad input should have been refused before any work")
+
+
+# -- training data ------------------------------------------------------------------------------------
+
+TRAIN_DATA = [
+    # name, file contents, message fragments
+    # rows 0 and 1 are good, a blank line, then row 2 (line 4) lacks the completion column
+    ("later.jsonl", json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n\n" + json.dumps({"question": "What is 2+2?"}) + "\n",
+     ["later.jsonl:4", "'response'", "fix or remove"]),
+    ("binary.jsonl", b'\xff\xfe{"a":1}\n', ["binary.jsonl:1", "not UTF-8"]),
+    ("binary.json", b'\xff\xfe[{"a":1}]\n', ["binary.json", "not UTF-8"]),
+    ("ints.json", "[1,2,3]", ["ints.json", "item 0", "not a JSON object"]),
+]
+
+
+@pytest.mark.parametrize("name,content,fragments", TRAIN_DATA, ids=[t[0] for t in TRAIN_DATA])
+def test_train_bad_rows_exit_2(tmp_path, capsys, name, content, fragments):
+    data = tmp_path / name
+    data.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "run"
+    assert main(["train", str(RECIPE), f"dataset={data}", "max_steps=1", f"output_dir={out}"]) == 2
+    _one_line_error(capsys, *fragments)
+    assert not (out / "config.yaml").exists() and not (out / "final").exists()
+
+
+def test_prepare_checks_every_row_and_scores():
+    from harness.recipe import load_recipe
+    from harness.sft_data import prepare, quality_oversample
+
+    cfg = load_recipe(str(RECIPE), ["dataset=rows"])
+    with pytest.raises(UserError, match=r"dataset rows row 2: .*\['response'\]"):
+        prepare([GOOD, GOOD, {"question": "q"}], None, cfg)  # refused before any tokenisation
+    with pytest.raises(UserError, match=r"row 1: score_column 'score' is 'high', not a number"):
+        quality_oversample([{"score": 1}, {"score": "high"}], "score", [90])
+
+
+def test_jsonl_with_utf8_bom_is_read(tmp_path):
+    from harness.io import read_jsonl
+
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n\n" + json.dumps(GOOD).encode() + b"\n")
+    assert read_jsonl(f) == [(1, GOOD), (3, GOOD)]
+
+
+# -- grade ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def graded_input(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps({"response": "Answer: 4", "gold": "4"}) + "\n", encoding="utf-8")
+    return f
+
+
+def test_grade_non_utf8_input(tmp_path, capsys, monkeypatch):
+    import harness.grading
+
+    monkeypatch.setattr(harness.grading, "grade_many_detailed", _no_work)
+    data = tmp_path / "binary.jsonl"
+    data.write_bytes(b'\xff\xfe{"a":1}\n')
+    out = tmp_path / "o.jsonl"
+    assert main(["grade", "--benchmark", "aime24", "--input", str(data), "--output", str(out)]) == 2
+    _one_line_error(capsys, "binary.jsonl:1", "not UTF-8")
+    assert not out.exists()
+
+
+def _unwritable_outputs(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    cases = {
+        "parent-is-file": (blocker / "x.jsonl", ["afile is a file, not a directory"]),
+        "grandparent-is-file": (blocker / "sub" / "x.jsonl", ["afile is a file, not a directory"]),
+        "is-a-directory": (tmp_path, ["is a directory"]),
+    }
+    if Path("/proc/self").is_dir():
+        cases["proc"] = (Path("/proc/x.jsonl"), ["no file can be created in /proc"])
+    return cases
+
+
+@pytest.mark.parametrize("case", ["parent-is-file", "grandparent-is-file", "is-a-directory", "proc"])
+def test_grade_unwritable_output_refused_before_grading(tmp_path, capsys, monkeypatch, graded_input, case):
+    import harness.grading
+
+    cases = _unwritable_outputs(tmp_path)
+    if case not in cases:
+        pytest.skip("no /proc here")
+    out, fragments = cases[case]
+    monkeypatch.setattr(harness.grading, "grade_many_detailed", _no_work)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["grade", "--benchmark", "aime24", "--input", str(graded_input), "--output", str(out)]) == 2
+    _one_line_error(capsys, "--output", *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before   # nothing created, no temp file left
+
+
+def test_grade_output_gets_plain_open_permissions(tmp_path, capsys, graded_input):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "new" / "o.jsonl"
+        assert main(["grade", "--benchmark", "aime24", "--input", str(graded_input), "--output", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+# -- curate -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["parent-is-file", "is-a-directory"])
+def test_curate_bad_out_refused_before_sampling(tmp_path, capsys, monkeypatch, case):
+    import harness.evaluate
+
+    monkeypatch.setattr(harness.evaluate, "run_eval", _no_work)
+    out, fragments = _unwritable_outputs(tmp_path)[case]
+    assert main(["curate", "--out", str(out), "--eval-dir", str(tmp_path / "ev"), "--limit", "2"]) == 2
+    _one_line_error(capsys, "--out", *fragments)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_curate_limit_zero(tmp_path, capsys, monkeypatch):
+    import harness.evaluate
+
+    monkeypatch.setattr(harness.evaluate, "run_eval", _no_work)
+    out = tmp_path / "c.jsonl"
+    assert main(["curate", "--out", str(out), "--eval-dir", str(tmp_path / "ev"), "--limit", "0"]) == 2
+    _one_line_error(capsys, "--limit must be >= 1")
+    assert not out.exists()
+
+
+# -- bench / bench-gen ------------------------------------------------------------------------------
+
+BENCH = [
+    (["--steps", "0"], ["--steps must be >= 1"]),
+    (["--warmup", "-1"], ["--warmup must be >= 0"]),
+    (["--seq-lens", "-5"], ["--seq-lens", ">= 2"]),
+    (["--seq-lens", "64,1"], ["--seq-lens", ">= 2"]),
+    (["--seq-lens", ","], ["--seq-lens", ">= 2"]),
+    (["--vocab", "0"], ["--vocab must be >= 1"]),
+    (["--out", "{tmp}/afile/x.json"], ["--out", "afile is a file, not a directory"]),
+    (["--out", "{tmp}"], ["--out", "is a directory"]),
+]
+
+
+@pytest.mark.parametrize("extra,fragments", BENCH, ids=[" ".join(b[0]) for b in BENCH])
+def test_bench_bad_args_refused_up_front(tmp_path, capsys, monkeypatch, extra, fragments):
+    import harness.bench
+
+    monkeypatch.setattr(harness.bench, "bench_train_step", _no_work)
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "b.json"
+    args = ["bench", "--shapes", "tiny", "--seq-lens", "64", "--out", str(out)]
+    assert main(args + [a.format(tmp=tmp_path) for a in extra]) == 2
+    _one_line_error(capsys, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+BENCH_GEN = [
+    (["--repeats", "0"], ["--repeats must be >= 1"]),
+    (["--prompt-len", "0"], ["--prompt-len must be >= 1"]),
+    (["--out", "{tmp}/afile/x.json"], ["--out", "afile is a file, not a directory"]),
+    (["--out", "{tmp}"], ["--out", "is a directory"]),
+]
+
+
+@pytest.mark.parametrize("extra,fragments", BENCH_GEN, ids=[" ".join(b[0]) for b in BENCH_GEN])
+def test_bench_gen_bad_args_refused_up_front(tmp_path, capsys, monkeypatch, extra, fragments):
+    import harness.bench_generation
+    import harness.models
+
+    monkeypatch.setattr(harness.bench_generation, "bench_generation", _no_work)
+    monkeypatch.setattr(harness.models, "load_tokenizer", _no_work)
+    (tmp_path / "afile").write_text("")
+    args = ["bench-gen", "--shape", "tiny", "--out", str(tmp_path / "g.json")]
+    assert main(args + [a.format(tmp=tmp_path) for a in extra]) == 2
+    _one_line_error(capsys, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_bench_gen_prompt_shorter_than_think_prefix(tmp_path, capsys, monkeypatch, smollm2_tokenizer):
+    import harness.bench_generation
+    import harness.models
+
+    monkeypatch.setattr(harness.bench_generation, "bench_generation", _no_work)
+    monkeypatch.setattr(harness.models, "load_tokenizer", lambda name: smollm2_tokenizer)
+    out = tmp_path / "g.json"
+    assert main(["bench-gen", "--shape", "tiny", "--prompt-len", "1", "--out", str(out)]) == 2
+    _one_line_error(capsys, "--prompt-len 1 is shorter than the think prefix")
+    assert not out.exists()
+
+
+# -- atomic writer permissions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask,expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_plain_open_permissions(tmp_path, umask, expected):
+    from harness.io import atomic_write_json, atomic_write_text, write_jsonl_atomic
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_json(tmp_path / "b.json", {"a": 1})
+        write_jsonl_atomic(tmp_path / "sub" / "c.jsonl", [{"a": 1}])
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*tmp_path.iterdir(), tmp_path / "sub" / "c.jsonl"]
+             if p.is_file()}
+    assert modes == {"a.txt": expected, "b.json": expected, "c.jsonl": expected, "plain.txt": expected}
+
+
+def test_atomic_write_keeps_an_existing_files_permissions(tmp_path):
+    from harness.io import atomic_write_text
+
+    f = tmp_path / "keep.txt"
+    f.write_text("old")
+    f.chmod(0o640)
+    atomic_write_text(f, "new")
+    assert f.read_text() == "new" and stat.S_IMODE(f.stat().st_mode) == 0o640
