@@ -63,8 +63,14 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
                 if bench in ra and bench in rb:
                     p = paired_compare(ra[bench].scores, rb[bench].scores, seed=seed)
                     comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p.to_dict()})
-    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows(), "deviations": deviations,
+    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models), "deviations": deviations,
             **(extra or {})}
+
+
+def paper_rows_for(models) -> list[dict]:
+    """The paper's rows; a row keeps its `ours` mark (the name of our matching row) only when that
+    row is in this report, so a table of other checkpoints claims no correspondence it does not have."""
+    return [{k: v for k, v in r.items() if k != "ours" or v in models} for r in paper_rows()]
 
 
 def _pct(x):

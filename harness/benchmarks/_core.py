@@ -43,6 +43,7 @@ class Benchmark:
     grader: str                 # the `benchmark` key passed to harness.grading.grade_many
     public: bool = True         # False: question text must never be printed, logged or written
     source: str = ""            # one line: where the data comes from
+    options: tuple[str, ...] = ()  # loader option keys it reads (`iwsft eval --benchmark-option KEY=VALUE`)
 
 
 _REGISTRY: dict[str, Benchmark] = {}
@@ -84,6 +85,30 @@ def get_benchmark(name: str) -> Benchmark:
         return _REGISTRY[name]
     except KeyError:
         raise UserError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
+
+
+def check_options(benchmarks: Iterable[str], options: Mapping[str, Any]) -> None:
+    """A UserError (with a did-you-mean) for an option key that none of `benchmarks` reads: a typo
+    would otherwise be ignored silently and the run would use the default."""
+    import difflib
+
+    benchmarks = list(benchmarks)
+    allowed = {o: b for b in benchmarks for o in get_benchmark(b).options}
+    for key in options:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, list(allowed), n=1)
+        if close:
+            hint = f"; did you mean {close[0]!r}?"
+        elif allowed:
+            hint = f"; options of {', '.join(benchmarks)}: {', '.join(sorted(allowed))}"
+        else:
+            owners = sorted(n for n in names() if key in _REGISTRY[n].options)
+            if owners:
+                hint = f"; it applies only to {', '.join(owners)} (not in --benchmarks): add one there or drop the option"
+            else:
+                hint = f"; {', '.join(benchmarks)} take{'s' if len(benchmarks) == 1 else ''} no options"
+        raise UserError(f"--benchmark-option {key!r} is not an option of {', '.join(benchmarks)}{hint}")
 
 
 def select(problems: Sequence[Problem], *, limit: int | None = None,

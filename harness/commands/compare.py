@@ -25,12 +25,18 @@ def run(args) -> int:
     if len(args.runs) < 2:
         raise UserError("give at least two runs to compare")
     labelled = []
+    paths: dict[str, Path] = {}
     for item in args.runs:
         name, _, path = item.partition("=") if "=" in item else (None, None, item)
         p = Path(path)
         if not p.exists():
             raise UserError(f"{p} does not exist; give evaluation output folders (see `iwsft eval --out`)")
-        labelled.append((name or p.name, find_runs(p)))
+        label = name or p.resolve().name
+        if label in paths:
+            raise UserError(f"two runs are labelled {label!r} ({paths[label]} and {p}); label each as NAME=PATH, "
+                            f"e.g. A={paths[label]} B={p}")
+        paths[label] = p
+        labelled.append((label, find_runs(p)))
     console = Console(record=True, width=150)
     report = {"runs": [n for n, _ in labelled], "benchmarks": {}}
     benches = [b for b in dict.fromkeys(b for _, r in labelled for b in r)]
@@ -80,5 +86,34 @@ def run(args) -> int:
     if args.out:
         out = ensure_writable_dir(Path(args.out))
         atomic_write_json(out / "compare.json", report)
+        atomic_write_text(out / "compare.md", markdown(report))
         atomic_write_text(out / "compare.txt", console.export_text())
     return 0
+
+
+def markdown(report: dict) -> str:
+    """compare.md: the same tables as the terminal output, from the JSON report."""
+    def pct(x):
+        return f"{100 * x:.1f}"
+
+    out = ["# Comparison of evaluation runs", "", "Runs: " + ", ".join(report["runs"])]
+    for bench, e in report["benchmarks"].items():
+        out += ["", f"## {bench}", "", "| run | n | accuracy % [95% CI] | mean thinking tokens |", "|---|---|---|---|"]
+        for r in e["runs"]:
+            lo, hi = r["ci95"]
+            out.append(f"| {r['run']} | {r['n']} | {pct(r['accuracy'])} [{pct(lo)}, {pct(hi)}] | {r['thinking_tokens_mean']:.0f} |")
+        if e["paired"]:
+            out += ["", f"### {bench}: paired (B - A) on common problems", "",
+                    "| A | B | n | diff % [95% CI] | A only | B only | both | neither | McNemar p |",
+                    "|---|---|---|---|---|---|---|---|---|"]
+            for p in e["paired"]:
+                lo, hi = p["diff_ci95"]
+                out.append(f"| {p['a']} | {p['b']} | {p['n']} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                           f"{p['only_a']} | {p['only_b']} | {p['both']} | {p['neither']} | {p['p_mcnemar']:.3g} |")
+        if e["agreement"]:
+            names = list(e["agreement"])
+            out += ["", f"### {bench}: problems both got right (diagonal: each run's own)", "",
+                    "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for a in names:
+                out.append(f"| {a} | " + " | ".join(str(e["agreement"][a].get(b, "-")) for b in names) + " |")
+    return "\n".join(out) + "\n"

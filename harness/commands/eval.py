@@ -59,7 +59,8 @@ def add_arguments(p):
     p.add_argument("--gpqa-csv", default=None, metavar="PATH",
                    help="local GPQA Diamond CSV (dataset columns); default $IWSFT_GPQA_CSV, else the hub")
     p.add_argument("--benchmark-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra option for benchmark loaders, repeatable (e.g. arith_level=add2)")
+                   help="option of a chosen benchmark's loader, repeatable; unknown keys are refused "
+                        "(arith: arith_level=add1|add2|sub1|mul1, arith_split=test|train)")
     p.add_argument("--system", default=None, help="system message (default: the chat template's own)")
     p.add_argument("--out", default="runs/eval", help="output root (default runs/eval)")
     p.add_argument("--dtype", default="auto",
@@ -68,6 +69,24 @@ def add_arguments(p):
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism")
     p.add_argument("--batch-size", type=int, default=None, help="requests per backend call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
+    """Option keys must be read by one of the chosen benchmarks (a typo is not ignored), and their
+    values must load: checked on the public benchmarks' data now, before any model is loaded."""
+    from harness.benchmarks import check_options, get_benchmark
+
+    if not options:
+        return
+    if "gpqa_csv" in options:
+        raise UserError("give the GPQA CSV with --gpqa-csv PATH, not --benchmark-option gpqa_csv=...")
+    for b in benchmarks:
+        get_benchmark(b)        # an unknown benchmark name is reported as such first
+    check_options(benchmarks, options)
+    for b in benchmarks:
+        spec = get_benchmark(b)
+        if spec.public and any(k in spec.options for k in options):
+            spec.load({k: v for k, v in options.items() if k in spec.options})
 
 
 def config_from_args(args):
@@ -84,8 +103,14 @@ def config_from_args(args):
         if not sep or not key.strip():
             raise UserError(f"--benchmark-option expects KEY=VALUE, got {item!r}")
         options[key.strip()] = value.strip()
+    check_benchmark_options(list(args.benchmarks), options)
     if args.tensor_parallel_size < 1:
         raise UserError("--tensor-parallel-size must be >= 1")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p:g} (1 = no nucleus truncation)")
+    if args.max_new_tokens >= 1 and args.answer_budget is not None and args.answer_budget > args.max_new_tokens:
+        raise UserError(f"--answer-budget {args.answer_budget} exceeds --max-new-tokens {args.max_new_tokens}, the "
+                        "total per request (prompt included); lower --answer-budget or raise --max-new-tokens")
     return EvalConfig(
         model=args.model, benchmarks=list(args.benchmarks), backend=args.backend, limit=args.limit,
         ids=ids, max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget,

@@ -14,7 +14,31 @@ def add_arguments(p):
                    help="recipe key applied to every recipe, e.g. max_steps=2 (repeatable; smoke runs)")
 
 
+def check_args(args) -> None:
+    """Every argument, before Figure 1, training or evaluation starts (and before --out is created)."""
+    from pathlib import Path
+
+    from harness.errors import UserError
+    from harness.recipe import load_recipe
+    from harness.suite import load_suite
+
+    suite = load_suite(args.preset)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.limit is not None and args.limit < 0:
+        raise UserError(f"--limit must be >= 0, got {args.limit}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    for ov in args.train_override:
+        if "=" not in ov:
+            raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
+    for name in suite.recipes:      # a typo or a bad value in an override fails on every recipe alike
+        load_recipe(suite.recipe_path(name), list(args.train_override))
+
+
 def run(args) -> int:
+    check_args(args)
     from harness.pipeline import reproduce_table1
 
     reproduce_table1(args.preset, seeds=args.seeds, out=args.out, limit=args.limit, train_overrides=args.train_override)

@@ -4,50 +4,89 @@ from __future__ import annotations
 
 HELP = "Evaluate existing checkpoints (e.g. ChongliQin/iw-SFT-32B, simplescaling/s1.1-32B) and print Table 1"
 
+BACKENDS = ("hf", "vllm")
+
 
 def add_arguments(p):
     p.add_argument("--checkpoints", nargs="+", required=True, metavar="NAME=PATH",
-                   help="rows to evaluate: a label and a model (HF dir, hub id or smollm2-135m)")
-    p.add_argument("--preset", default="paper", help="evaluation suite in evals/ (benchmarks, budgets, backend)")
+                   help="rows to evaluate: a label and a model (HF dir, hub id or smollm2-135m); "
+                        "the first row is compared with each of the others")
+    p.add_argument("--preset", default="paper",
+                   help="evaluation suite in evals/ (benchmarks, budgets, backend); default paper: the full "
+                        "benchmarks on vLLM (GPUs); use --preset tiny for a CPU run")
     p.add_argument("--backend", default=None, help="override the suite's backend (hf, vllm)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of each benchmark")
-    p.add_argument("--out", default="reports/latest")
+    p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt)")
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, str]:
+    """NAME=PATH pairs -> {name: path}; a UserError for a malformed pair or a label used twice."""
+    from harness.errors import UserError
+
+    models: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise UserError(f"--checkpoints takes NAME=PATH pairs, got {item!r} (e.g. iw-sft=ChongliQin/iw-SFT-32B)")
+        if name in models:
+            raise UserError(f"--checkpoints uses the label {name!r} twice; give each row its own NAME")
+        models[name] = path
+    return models
+
+
+def check_models(models: dict[str, str]) -> None:
+    """Resolve every model that is not an alias (a local folder or a hub id; no weights are loaded):
+    a typo fails here, in one line, before any probing or evaluation."""
+    from harness.models import ALIASES, resolve_model
+
+    for path in models.values():
+        if path.strip().lower() not in ALIASES:
+            resolve_model(path)
 
 
 def run(args) -> int:
     from pathlib import Path
 
     from harness.errors import UserError
-    from rich.console import Console
 
-    from harness.pipeline import _eval, available_benchmarks
-    from harness.report import build_table, write_report
+    # Every argument is checked before the (slow, possibly networked) benchmark probe.
+    models = parse_checkpoints(args.checkpoints)
+    if args.limit is not None and args.limit < 0:
+        raise UserError(f"--limit must be >= 0, got {args.limit}")
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise UserError(f"--backend must be hf or vllm, not {args.backend!r}")
     from harness.suite import load_suite
 
     suite = load_suite(args.preset)
     if args.backend:
         suite.backend = args.backend
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    check_models(models)
+
+    from rich.console import Console
+
+    from harness.pipeline import _eval, available_benchmarks, deviations
+    from harness.report import build_table, write_report
+
+    if args.limit is not None:
+        # The limit replaces the suite's subsets, so the report's "Subsets" line says what ran.
+        suite.benchmarks = {b: args.limit for b in suite.benchmarks}
     suite.benchmarks = available_benchmarks(suite, Console())   # a gated benchmark is probed once
-    models = {}
-    for item in args.checkpoints:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--checkpoints takes NAME=PATH pairs, got {item!r} (e.g. iw-sft=ChongliQin/iw-SFT-32B)")
-        models[name] = path
     runs = {}
     for name, path in models.items():
         seed_runs = {}
         for bench, limit in suite.benchmarks.items():
-            lim = args.limit if args.limit is not None else limit
-            r = _eval(suite, path, bench, lim)
+            r = _eval(suite, path, bench, limit)
             if r is not None:
                 seed_runs[bench] = r
         runs[name] = [seed_runs]
-    from harness.pipeline import deviations
 
     names = list(models)
     paired = [[names[0], n] for n in names[1:]]
     report = build_table(runs, paired, deviations(suite, runs, {}), f"Table 1 for given checkpoints (suite {suite.name})",
                          extra={"checkpoints": models})
-    write_report(report, Path(args.out))
+    write_report(report, out)
     return 0

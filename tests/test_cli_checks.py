@@ -1,0 +1,224 @@
+"""Argument checks of the report / evaluation commands: bad input is one `error:` line, exit 2, before any
+slow work (GPQA probe, Figure 1, training, model loading) and with nothing written; and reports say what
+was really evaluated. No model is loaded and no network is used: the slow entry points are replaced by
+stubs that fail the test if they are reached."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import harness.evaluate as ev
+import harness.pipeline as pipeline
+from harness.cli import main
+from harness.runs import load_run
+from harness.stats import wilson
+
+
+def _write_run(root: Path, model: str, bench: str, correct: dict[str, bool], thinking: int = 20) -> Path:
+    d = root / model / bench / "abc123"
+    d.mkdir(parents=True)
+    rows = [{"problem_id": pid, "sample_index": 0, "response": "r", "thinking_tokens": thinking, "correct": ok,
+             "extracted": "1" if ok else None, "finish_reason": "stop"} for pid, ok in correct.items()]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    n, c = len(rows), sum(correct.values())
+    (d / "metrics.json").write_text(json.dumps({"benchmark": bench, "n": n, "accuracy": c / n, "ci95": list(wilson(c, n)),
+                                                "samples_per_problem": 1, "thinking_tokens_mean": thinking,
+                                                "unextracted": n - c, "truncated": 0,
+                                                "problem_ids": list(correct), "subset": {"limit": None, "ids": None}}))
+    return d
+
+
+def _hf_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def _never(what):
+    def stub(*a, **k):
+        raise AssertionError(f"{what} ran before the arguments were checked")
+    return stub
+
+
+def _one_error_line(capsys, *needles):
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert "Traceback" not in err and "skipping" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def no_probe(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "available_benchmarks", _never("the GPQA probe"))
+    monkeypatch.setattr(pipeline, "_eval", _never("evaluation"))
+
+
+# ---------------------------------------------------------------------------------- table1
+
+
+def test_table1_report_says_what_was_evaluated(tmp_path, monkeypatch):
+    """--limit 1: the Subsets line says first 1 (not the suite's 2 / 3), and only the paper rows that
+    match a reported checkpoint are marked as ours."""
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_eval(suite, model, bench, limit, **kw):
+        seen.append((model, bench, limit))
+        return load_run(_write_run(tmp_path / "runs" / Path(model).name, "m", bench, {"q1": bench == "arith"}))
+
+    monkeypatch.setattr(pipeline, "available_benchmarks",
+                        lambda suite, console: {b: l for b, l in suite.benchmarks.items() if b != "gpqa_diamond"})
+    monkeypatch.setattr(pipeline, "_eval", fake_eval)
+    x = _hf_folder(tmp_path / "ckpt")
+    assert main(["table1", "--checkpoints", "base=smollm2-135m", f"X={x}", "--preset", "tiny", "--limit", "1",
+                 "--out", "rep"]) == 0
+    assert {lim for _, _, lim in seen} == {1}
+    report = json.loads((tmp_path / "rep" / "table1.json").read_text())
+    subsets = [d for d in report["deviations"] if d.startswith("Subsets")]
+    assert subsets == ["Subsets: arith first 1, aime24 first 1, math500 first 1 problems (not the full benchmark)."]
+    assert [r["ours"] for r in report["paper"] if r.get("ours")] == ["base"]
+    txt = (tmp_path / "rep" / "table1.txt").read_text()
+    assert "ours: base" in txt and "ours: iw-sft" not in txt and "ours: s1.1-sft" not in txt
+    assert "first 2" not in txt and "first 3" not in txt
+
+
+def test_reproduce_report_keeps_all_ours_marks(tmp_path):
+    from harness.report import build_table
+
+    run = load_run(_write_run(tmp_path, "m", "arith", {"q1": True}))
+    models = {n: [{"arith": run}] for n in ("base", "s1.1-sft", "iw-sft", "iw-sft-per-step")}
+    report = build_table(models, [], [], "t")
+    assert sorted(r["ours"] for r in report["paper"] if r.get("ours")) == ["base", "iw-sft", "iw-sft-per-step", "s1.1-sft"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--checkpoints", "smollm2-135m"], "NAME=PATH"),
+    (["--checkpoints", "a=smollm2-135m", "--limit", "-1"], "--limit must be >= 0"),
+    (["--checkpoints", "a=smollm2-135m", "--backend", "foo"], "--backend must be hf or vllm"),
+    (["--checkpoints", "a=smollm2-135m", "a=smollm2-135m"], "label 'a' twice"),
+    (["--checkpoints", "a=smollm2-135m", "b=./no/such/folder"], "resolves to nothing"),
+    (["--checkpoints", "a=smollm2-135m", "--preset", "nosuch"], "no evaluation suite"),
+])
+def test_table1_checks_arguments_before_probing(no_probe, tmp_path, capsys, args, needle):
+    preset = [] if "--preset" in args else ["--preset", "tiny"]
+    assert main(["table1", *args, *preset, "--out", "rep"]) == 2
+    _one_error_line(capsys, needle)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_table1_help_names_the_default_preset(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["table1", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "default paper" in out and "vLLM" in out
+
+
+# ---------------------------------------------------------------------------------- reproduce-table1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--limit", "-1"], "--limit must be >= 0"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--train-override", "max_stepz=2"], "max_stepz"),
+    (["--train-override", "max_steps"], "KEY=VALUE"),
+])
+def test_reproduce_table1_checks_arguments_first(tmp_path, monkeypatch, capsys, args, needle):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "reproduce_table1", _never("reproduce-table1 (Figure 1, training)"))
+    import harness.toy
+
+    monkeypatch.setattr(harness.toy, "run_toy", _never("Figure 1"))
+    assert main(["reproduce-table1", "--preset", "tiny", "--out", "rep", *args]) == 2
+    _one_error_line(capsys, needle)
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------- budget-sweep
+
+
+def test_budget_sweep_refuses_colliding_labels(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "budget_sweep", _never("the sweep"))
+    _hf_folder(tmp_path / "a" / "final")
+    _hf_folder(tmp_path / "b" / "final")
+    assert main(["budget-sweep", "a/final", "b/final", "--out", "X"]) == 2
+    _one_error_line(capsys, "'final'", "NAME=PATH", "a=a/final b=b/final")
+    assert main(["budget-sweep", "m=a/final", "m=b/final", "--out", "X"]) == 2
+    _one_error_line(capsys, "'m'", "NAME=PATH")
+    assert main(["budget-sweep", "a/final", "nope/final", "--out", "X"]) == 2   # a wrong path, before --out exists
+    _one_error_line(capsys, "nope/final")
+    assert not (tmp_path / "X").exists()
+
+
+def test_budget_sweep_distinct_labels_reach_the_sweep(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    got = {}
+    monkeypatch.setattr(pipeline, "budget_sweep", lambda suite, models, out: got.update(models))
+    _hf_folder(tmp_path / "a" / "final")
+    _hf_folder(tmp_path / "b" / "final")
+    assert main(["budget-sweep", "a/final", "b2=b/final", "--out", "X"]) == 0
+    assert got == {"final": "a/final", "b2": "b/final"}
+
+
+# ---------------------------------------------------------------------------------- eval
+
+
+EVAL = ["eval", "--model", "smollm2-135m", "--limit", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--benchmarks", "arith", "--benchmark-option", "arith_levl=add2"], ["'arith_levl'", "did you mean 'arith_level'?"]),
+    (["--benchmarks", "aime24", "--benchmark-option", "arith_level=add2"], ["'arith_level'", "only to arith"]),
+    (["--benchmarks", "aime24,math500", "--benchmark-option", "foo=1"], ["'foo'", "take no options"]),
+    (["--benchmarks", "arith", "--benchmark-option", "arith_level=add9"], ["unknown arith level 'add9'"]),
+    (["--benchmarks", "arith", "--top-p", "2"], ["--top-p must be in (0, 1]"]),
+    (["--benchmarks", "arith", "--top-p", "0"], ["--top-p must be in (0, 1]"]),
+    (["--benchmarks", "arith", "--answer-budget", "200", "--max-new-tokens", "50"],
+     ["--answer-budget 200 exceeds --max-new-tokens 50"]),
+])
+def test_eval_rejects_bad_options_before_loading(tmp_path, monkeypatch, capsys, args, needles):
+    monkeypatch.setattr(ev, "run_eval", _never("the evaluation (model loading)"))
+    assert main([*EVAL, *args, "--out", str(tmp_path / "X")]) == 2
+    _one_error_line(capsys, *needles)
+    assert not (tmp_path / "X").exists()
+
+
+def test_eval_known_benchmark_option_is_passed_on(tmp_path, monkeypatch):
+    got = []
+    monkeypatch.setattr(ev, "run_eval", lambda cfg: got.append(cfg) or {"arith": {"n": 1}})
+    assert main([*EVAL, "--benchmarks", "arith", "--benchmark-option", "arith_level=add2", "--top-p", "0.9",
+                 "--answer-budget", "50", "--max-new-tokens", "50", "--out", str(tmp_path / "X")]) == 0
+    assert got[0].benchmark_options == {"arith_level": "add2"} and got[0].top_p == 0.9
+
+
+# ---------------------------------------------------------------------------------- compare
+
+
+A = {"q1": True, "q2": True, "q3": False, "q4": False, "q5": True}
+B = {"q1": True, "q2": False, "q3": True, "q4": True, "q5": True}
+
+
+def test_compare_writes_markdown(tmp_path):
+    _write_run(tmp_path / "a", "m", "arith", A)
+    _write_run(tmp_path / "b", "m", "arith", B)
+    assert main(["compare", f"A={tmp_path / 'a' / 'm'}", f"B={tmp_path / 'b' / 'm'}", "--out", str(tmp_path / "rep")]) == 0
+    for f in ("compare.json", "compare.md", "compare.txt"):
+        assert (tmp_path / "rep" / f).is_file(), f
+    md = (tmp_path / "rep" / "compare.md").read_text()
+    assert "## arith" in md and "| A | 5 | 60.0 [" in md and "| B | 5 | 80.0 [" in md
+    assert "| A | B | 5 | +20.0 [" in md and "McNemar p" in md
+    assert "| A | 3 | 2 |" in md     # agreement: A right on 3, both right on 2
+
+
+def test_compare_refuses_colliding_labels(tmp_path, capsys):
+    _write_run(tmp_path / "a", "m", "arith", A)
+    _write_run(tmp_path / "b", "m", "arith", B)
+    assert main(["compare", str(tmp_path / "a" / "m"), str(tmp_path / "b" / "m"), "--out", str(tmp_path / "rep")]) == 2
+    _one_error_line(capsys, "'m'", "NAME=PATH")
+    assert not (tmp_path / "rep").exists()
