@@ -104,15 +104,18 @@ class EvalConfig:
 
 def model_slug(model: str) -> str:
     """Directory-safe name: 'Qwen/Qwen2.5-32B' -> 'Qwen--Qwen2.5-32B'; a local dir -> its last two
-    path parts (ckpts/run3/checkpoint-100 -> run3--checkpoint-100)."""
+    path parts and a hash of its absolute path (ckpts/run3/checkpoint-100 -> run3--checkpoint-100-1a2b3c:
+    two runs' step-100 checkpoints, or two runs named alike in other folders, get folders of their own)."""
     p = Path(model).expanduser()
+    suffix = ""
     if p.exists():
         parts = p.resolve().parts[-2:]
+        suffix = "-" + hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:6]
     else:
         parts = tuple(model.strip("/").split("/"))[-2:]
     slug = "--".join(parts)
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", slug).strip("._") or "model"
-    return slug[:96]
+    return slug[:89] + suffix
 
 
 def settings_hash(settings: dict) -> str:

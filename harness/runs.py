@@ -1,8 +1,8 @@
 """Reading finished evaluation runs back: metrics and per-problem scores from their directories.
 
 An evaluation run directory (written by harness.evaluate) holds settings.json, samples.jsonl and
-metrics.json. `find_runs` accepts either such a directory or a model-level folder above it
-(OUT/<model-slug>/), and returns the newest run per benchmark.
+metrics.json. `find_runs` accepts such a directory, a model-level folder above it
+(OUT/<model-slug>/) or an eval output folder with one model, and returns the run per benchmark.
 """
 
 from __future__ import annotations
@@ -50,16 +50,40 @@ def load_run(path: Path) -> Run:
 
 
 def find_runs(path: Path) -> dict[str, Run]:
-    """benchmark -> newest finished run under `path` (a run dir or a model-level folder)."""
+    """benchmark -> its finished run under `path`: a run folder, a model folder (OUT/<model-slug>/)
+    or an `iwsft eval --out` folder holding one model. Several runs of one benchmark (other
+    settings) or several models are refused: which one is meant is the user's call, not ours."""
     path = Path(path)
     if (path / "metrics.json").is_file():
         r = load_run(path)
         return {r.benchmark: r}
-    found = sorted(path.glob("*/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    found = sorted(path.glob("*/*/metrics.json"))
     if not found:
-        raise UserError(f"no finished evaluation runs under {path}; give an `iwsft eval --out` folder or a run directory")
-    out = {}
+        models = sorted({m.parents[2] for m in path.glob("*/*/*/metrics.json")})
+        if len(models) == 1:
+            return find_runs(models[0])
+        if models:
+            raise UserError(f"{path} holds evaluations of {len(models)} models ({', '.join(m.name for m in models[:4])}); "
+                            f"give one model's folder, e.g. {models[0]}")
+        raise UserError(f"no finished evaluation runs under {path}; give an `iwsft eval --out` folder, a model folder "
+                        "in it, or a run folder")
+    by_bench: dict[str, list[Run]] = defaultdict(list)
     for m in found:
         r = load_run(m.parent)
-        out[r.benchmark] = r
-    return out
+        by_bench[r.benchmark].append(r)
+    for bench, rs in by_bench.items():
+        if len(rs) > 1:
+            raise UserError(f"{path} holds {len(rs)} finished {bench} runs with different settings "
+                            f"({_differing_settings([r.path for r in rs])}); give one run folder, e.g. {rs[0].path}")
+    return {b: rs[0] for b, rs in by_bench.items()}
+
+
+def _differing_settings(run_dirs: list[Path]) -> str:
+    settings = []
+    for d in run_dirs:
+        try:
+            settings.append(json.loads((d / "settings.json").read_text()))
+        except (OSError, json.JSONDecodeError):
+            settings.append({})
+    keys = sorted({k for s in settings for k in s if len({json.dumps(x.get(k), sort_keys=True) for x in settings}) > 1})
+    return ", ".join(keys) or "see their settings.json"

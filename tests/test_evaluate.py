@@ -124,7 +124,7 @@ def test_sample_store_drops_malformed_and_duplicates(tmp_path):
     assert [r["problem_id"] for r in read_rows(path)] == ["a", "b", "c"]
 
 
-def test_split_ids_and_slug_and_redact():
+def test_split_ids_and_slug_and_redact(tmp_path):
     assert ev.split_ids(None, ["aime24"]) == {"aime24": None}
     assert ev.split_ids(["60", "61"], ["aime24"]) == {"aime24": ["60", "61"]}
     got = ev.split_ids(["aime24:60", "math500:test/algebra/1.json"], ["aime24", "math500"])
@@ -135,6 +135,9 @@ def test_split_ids_and_slug_and_redact():
         ev.split_ids(["gpqa_diamond:rec1"], ["aime24"])
     assert ev.model_slug("Qwen/Qwen2.5-32B-Instruct") == "Qwen--Qwen2.5-32B-Instruct"
     assert ev.model_slug("smollm2-135m") == "smollm2-135m"
+    a, b = tmp_path / "a" / "ckpt" / "step-10", tmp_path / "b" / "ckpt" / "step-10"   # two runs' step-10
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    assert ev.model_slug(str(a)).startswith("ckpt--step-10-") and ev.model_slug(str(a)) != ev.model_slug(str(b))
     red = ev.redact("I think A) Zorblax thing is right.\nZorblax thing. ab", ["Zorblax thing", "ab"])
     assert "Zorblax" not in red and red.count(ev.REDACTED) == 2
     assert red.endswith(". ab")  # texts under 4 characters are left alone (they would mangle the response)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.errors import UserError
 from harness.report import build_table, markdown
 from harness.runs import find_runs, load_run
 from harness.stats import mcnemar_exact, paired_compare, wilson
@@ -70,6 +71,18 @@ def test_compare_command(tmp_path, capsys):
     rep = json.loads((tmp_path / "rep" / "compare.json").read_text())
     assert rep["benchmarks"]["arith"]["agreement"]["A"]["B"] == 2
     assert find_runs(tmp_path / "a" / "m")["arith"].scores["q3"] == 0.0
+    assert find_runs(tmp_path / "a")["arith"].path == find_runs(tmp_path / "a" / "m")["arith"].path   # eval --out folder
+    _write_run(tmp_path / "a", "m2", "arith", B)
+    with pytest.raises(UserError, match="holds evaluations of 2 models"):
+        find_runs(tmp_path / "a")
+    import shutil   # a second arith run of the same model, other settings: which one is meant is not guessed
+
+    first = tmp_path / "a" / "m" / "arith" / "abc123"
+    shutil.copytree(first, first.parent / "def456")
+    (first / "settings.json").write_text(json.dumps({"wait": 0, "model": "x"}))
+    (first.parent / "def456" / "settings.json").write_text(json.dumps({"wait": 2, "model": "x"}))
+    with pytest.raises(UserError, match=r"2 finished arith runs with different settings \(wait\)"):
+        find_runs(tmp_path / "a" / "m")
 
 
 def test_compare_missing_path_is_exit_2(tmp_path, capsys):
