@@ -11,15 +11,24 @@ from pathlib import Path
 from harness.errors import UserError
 
 
-def ensure_writable_dir(path: Path) -> Path:
-    """Create `path` if needed and check it is writable; a UserError otherwise."""
-    path = Path(path)
+def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
+    """Create `path` if needed and check it is writable; a UserError naming `flag` otherwise."""
+    path = check_writable_dir(path, flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output directory {path}: {e.strerror}; choose another --out") from None
+        raise UserError(f"cannot create output directory {path}: {e.strerror}; choose another {flag}") from None
     if not os.access(path, os.W_OK):
-        raise UserError(f"output directory {path} is not writable; choose another --out or fix its permissions")
+        raise UserError(f"output directory {path} is not writable; choose another {flag} or fix its permissions")
+    return path
+
+
+def check_writable_dir(path: Path, flag: str = "--out") -> Path:
+    """Check, creating nothing, that the folder `path` exists writable or could be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    _check_nearest_folder(path, flag, path)
     return path
 
 
@@ -29,19 +38,25 @@ def check_output_file(path: Path, flag: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{flag} {path} is a directory; give the path of a file to write (it may be inside it)")
-    ancestor = path.absolute().parent
+    _check_nearest_folder(path.absolute().parent, flag, path)
+    return path
+
+
+def _check_nearest_folder(folder: Path, flag: str, shown: Path) -> None:
+    """The nearest existing folder at or above `folder` is a folder where a file can really be
+    created (os.access says yes to root on read-only places such as /proc)."""
+    ancestor = folder.absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise UserError(f"cannot write {flag} {path}: {ancestor} is a file, not a directory; choose another {flag}")
-    try:  # os.access says yes to root on read-only places such as /proc: try a real file instead
+        raise UserError(f"cannot write {flag} {shown}: {ancestor} is a file, not a folder; choose another {flag}")
+    try:
         fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".iwsft-write-check.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UserError(f"cannot write {flag} {path}: no file can be created in {ancestor} ({e.strerror}); "
+        raise UserError(f"cannot write {flag} {shown}: no file can be created in {ancestor} ({e.strerror}); "
                         f"choose another {flag}") from None
-    return path
 
 
 def _umask() -> int:

@@ -289,10 +289,15 @@ def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device:
     from transformers import AutoModelForCausalLM
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=_torch_dtype(dtype))
     except OSError as e:
         raise _hub_error(resolved, "model", e) from e
+    except SafetensorError as e:   # a weights file cut short (interrupted copy or download)
+        raise UserError(f"model {resolved.name!r} ({resolved.path}): a weights file is damaged ({e}); "
+                        "copy or download the model again") from None
     if device is not None:
         model = model.to(device)
     model.eval()

@@ -7,6 +7,7 @@ rejected with the closest valid name, and incompatible options fail before anyth
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,17 @@ class TrainConfig:
     learning_rate: float = 1e-5
     """Peak learning rate of AdamW."""
     adam_beta1: float = 0.9
+    """AdamW beta1 (first-moment decay), in [0, 1)."""
     adam_beta2: float = 0.95
+    """AdamW beta2 (second-moment decay), in [0, 1); 0.95 as s1 and the released iw-SFT code."""
     weight_decay: float = 1e-4
+    """AdamW decoupled weight decay (>= 0)."""
     warmup_ratio: float = 0.05
     """Linear warm-up over this fraction of the steps, then cosine decay to 0."""
     max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this before each step (.inf: no clipping)."""
     num_epochs: float = 5.0
+    """Passes over the (oversampled) data; fractional values stop mid-epoch."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides num_epochs for the schedule's length)."""
     micro_batch_size: int = 1
@@ -109,6 +115,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many step checkpoints to keep (the final model is always kept)."""
     log_every: int = 1
+    """Log a metrics line (loss, weights, tokens/s, MFU, memory) every N optimizer steps (and the last)."""
     tensorboard: bool = False
     """Also write TensorBoard scalars to output_dir/tb (needs the `tensorboard` extra)."""
     peak_tflops: float | None = None
@@ -147,7 +154,8 @@ def _coerce(name: str, value):
                 return int(value)
             if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
                 return value
-            raise UserError(f"recipe key {name!r} expects {word}, got {value!r}; e.g. {name}={default!r}")
+            example = default if default is not None else {"int": 2, "float": 1.0, "str": "text"}.get(word, default)
+            raise UserError(f"recipe key {name!r} expects {word}, got {value!r}; e.g. {name}={example!r}")
     return value
 
 
@@ -155,7 +163,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Fail fast on incompatible options, before any model or data is loaded."""
     if cfg.weighting not in PRESETS:
         raise UserError(f"weighting {cfg.weighting!r} is not one of {', '.join(PRESETS)}")
-    cfg.weight_spec()   # validates the overrides
+    try:
+        cfg.weight_spec()   # validates the overrides
+    except (TypeError, ValueError) as e:
+        raise UserError(f"weighting_overrides {cfg.weighting_overrides!r} holds a value of the wrong type ({e}); "
+                        "e.g. weighting_overrides={w_clip: [0, 16]}") from None
     if cfg.q_source not in Q_SOURCES:
         raise UserError(f"q_source {cfg.q_source!r} is not one of {', '.join(Q_SOURCES)}")
     if cfg.weighting == "sft" and cfg.q_source != "lag0":
@@ -177,8 +189,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"save_every must be >= 1 (got {cfg.save_every})")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
-    if cfg.num_epochs <= 0:
-        raise UserError(f"num_epochs must be > 0 (got {cfg.num_epochs})")
+    # Each check is written so that NaN fails it too.
+    for key, ok, want in (("learning_rate", lambda v: 0 < v < math.inf, "> 0"),
+                          ("num_epochs", lambda v: 0 < v < math.inf, "> 0"),
+                          ("max_grad_norm", lambda v: v > 0, "> 0 (.inf: no clipping)"),
+                          ("weight_decay", lambda v: 0 <= v < math.inf, ">= 0"),
+                          ("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+                          ("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+                          ("q_ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")):
+        if not ok(getattr(cfg, key)):
+            raise UserError(f"{key} must be {want} (got {getattr(cfg, key)})")
+    if cfg.peak_tflops is not None and not cfg.peak_tflops > 0:
+        raise UserError(f"peak_tflops must be > 0 (got {cfg.peak_tflops})")
     if cfg.compile_layers and cfg.q_source != "lag0":
         raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
                         "than the reference, and step-0 weights would not be exactly 1); set one of them back")

@@ -52,10 +52,16 @@ class PreparedData:
         }
 
 
+def is_local(dataset: str) -> bool:
+    """A local file (by suffix or existence), not a hub dataset id."""
+    path = Path(dataset)
+    return path.suffix in (".jsonl", ".json", ".parquet") or path.exists()
+
+
 def load_rows(dataset: str, split: str = "train") -> list[dict]:
     """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (users have the hub)."""
     path = Path(dataset)
-    if path.suffix in (".jsonl", ".json", ".parquet") or path.exists():
+    if is_local(dataset):
         if not path.is_file():
             raise UserError(f"dataset file {path} does not exist; give a .jsonl/.parquet path or a hub id")
         if path.suffix == ".parquet":
@@ -157,8 +163,8 @@ def format_texts(tokenizer, question: str, thinking: str, attempt: str, think_pr
     return prompt, full[len(prompt):]
 
 
-def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
-    """Tokenise rows into examples per the recipe `cfg` (a TrainConfig)."""
+def check_rows(rows: list[dict], cfg) -> None:
+    """The rows are there and each has the recipe's columns (a UserError naming the row otherwise)."""
     if not rows:
         raise UserError(f"dataset {cfg.dataset} is empty; point `dataset` at a file or hub id with rows")
     text_cols = [cfg.completion_column] if cfg.completion_column else [cfg.thinking_column, cfg.answer_column]
@@ -174,6 +180,11 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
         if missing:
             raise UserError(f"{row_label(rows, i, cfg.dataset)}: row has no column(s) {missing} (every row needs "
                             f"{needed}); fix or remove that row")
+
+
+def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
+    """Tokenise rows into examples per the recipe `cfg` (a TrainConfig)."""
+    check_rows(rows, cfg)
     order = quality_oversample(rows, cfg.score_column, cfg.quality_percentiles) if cfg.score_column else range(len(rows))
     examples, n_trunc, n_drop = [], 0, 0
     cache: dict[int, Example | None] = {}

@@ -28,7 +28,7 @@ import yaml
 
 from harness.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.errors import UserError
-from harness.io import atomic_write_text, ensure_writable_dir
+from harness.io import atomic_write_text, check_writable_dir, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
 from harness.qsource import make_q_source
 from harness.recipe import TrainConfig, settings_diff
@@ -116,7 +116,7 @@ class Trainer:
         from rich.console import Console
 
         self.cfg = cfg
-        self.out = ensure_writable_dir(Path(cfg.output_dir))
+        self.out = check_writable_dir(Path(cfg.output_dir), "output_dir")   # created once the data and model load
         _check_resumable(self.out, cfg)
         use_cuda = torch.cuda.is_available()
         mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
@@ -281,6 +281,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = self._load()
         if acc.is_main_process:
+            ensure_writable_dir(self.out, "output_dir")
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         order = DataOrder(len(self.data.examples), cfg.seed)
         steps = total_steps(cfg, len(self.data.examples))

@@ -101,8 +101,8 @@ def _unwritable_outputs(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
     blocker = tmp_path / "afile"
     blocker.write_text("")
     cases = {
-        "parent-is-file": (blocker / "x.jsonl", ["afile is a file, not a directory"]),
-        "grandparent-is-file": (blocker / "sub" / "x.jsonl", ["afile is a file, not a directory"]),
+        "parent-is-file": (blocker / "x.jsonl", ["afile is a file, not a folder"]),
+        "grandparent-is-file": (blocker / "sub" / "x.jsonl", ["afile is a file, not a folder"]),
         "is-a-directory": (tmp_path, ["is a directory"]),
     }
     if Path("/proc/self").is_dir():
@@ -168,7 +168,7 @@ BENCH = [
     (["--seq-lens", "64,1"], ["--seq-lens", ">= 2"]),
     (["--seq-lens", ","], ["--seq-lens", ">= 2"]),
     (["--vocab", "0"], ["--vocab must be >= 1"]),
-    (["--out", "{tmp}/afile/x.json"], ["--out", "afile is a file, not a directory"]),
+    (["--out", "{tmp}/afile/x.json"], ["--out", "afile is a file, not a folder"]),
     (["--out", "{tmp}"], ["--out", "is a directory"]),
 ]
 
@@ -189,7 +189,7 @@ def test_bench_bad_args_refused_up_front(tmp_path, capsys, monkeypatch, extra, f
 BENCH_GEN = [
     (["--repeats", "0"], ["--repeats must be >= 1"]),
     (["--prompt-len", "0"], ["--prompt-len must be >= 1"]),
-    (["--out", "{tmp}/afile/x.json"], ["--out", "afile is a file, not a directory"]),
+    (["--out", "{tmp}/afile/x.json"], ["--out", "afile is a file, not a folder"]),
     (["--out", "{tmp}"], ["--out", "is a directory"]),
 ]
 
@@ -249,3 +249,51 @@ def test_atomic_write_keeps_an_existing_files_permissions(tmp_path):
     f.chmod(0o640)
     atomic_write_text(f, "new")
     assert f.read_text() == "new" and stat.S_IMODE(f.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("override,message", [
+    ("adam_beta1=2", "adam_beta1 must be in [0, 1)"), ("learning_rate=-1", "learning_rate must be > 0"),
+    ("num_epochs=.nan", "num_epochs must be > 0"), ("weight_decay=-1", "weight_decay must be >= 0"),
+    ("max_grad_norm=0", "max_grad_norm must be > 0"), ("q_ema_decay=5", "q_ema_decay must be in [0, 1)"),
+    ("peak_tflops=0", "peak_tflops must be > 0"), ("weighting_overrides={w_clip: abc}", "wrong type"),
+    ("max_steps=abc", "e.g. max_steps=2"),
+])
+def test_recipe_values_checked_before_anything_loads(override, message):
+    """Values an optimizer or the schedule would reject only after the model loaded: refused by --check."""
+    from harness.errors import UserError
+    from harness.recipe import load_recipe
+
+    with pytest.raises(UserError) as e:
+        load_recipe(None, [override])
+    assert message in str(e.value)
+    assert load_recipe(None, ["max_grad_norm=.inf", "adam_beta1=0"]).max_grad_norm == float("inf")
+
+
+def test_every_recipe_key_is_documented():
+    from harness.recipe import FIELD_NAMES, field_docs
+
+    docs = field_docs()
+    assert [k for k in FIELD_NAMES if not docs.get(k, "").strip()] == []
+
+
+def test_damaged_weights_file_is_one_line(tmp_path):
+    from harness.models import load_model, load_tokenizer, tiny_random_model
+
+    tiny_random_model(load_tokenizer("smollm2-135m"), hidden=16, layers=1).save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])          # a copy cut short
+    with pytest.raises(UserError, match="a weights file is damaged.*copy or download the model again"):
+        load_model(str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dataset=/nonexistent/data.jsonl", "does not exist"),
+    ("question_column=prompt", "has no column(s) ['prompt']"),
+    ("output_dir={tmp}/afile/run", "afile is a file, not a folder; choose another output_dir"),
+])
+def test_train_check_validates_data_and_output_dir(tmp_path, capsys, override, message):
+    (tmp_path / "afile").write_text("")
+    assert main(["train", str(RECIPE), override.format(tmp=tmp_path), "--check"]) == 2
+    _one_line_error(capsys, message)
+    assert main(["train", str(RECIPE), f"output_dir={tmp_path / 'new' / 'run'}", "--check"]) == 0
+    assert not (tmp_path / "new").exists()        # --check creates nothing

@@ -416,10 +416,11 @@ def test_empty_dataset_and_unwritable_dir(tiny_dir, tmp_path):
     empty.write_text("")
     r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={empty}", f"output_dir={tmp_path / 'o'}"])
     assert r.returncode == 2 and "is empty" in r.stderr
+    assert not (tmp_path / "o").exists()          # nothing half-written, not even an empty folder
     blocker = tmp_path / "file"
     blocker.write_text("")
     r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", f"output_dir={blocker / 'x'}"])
-    assert r.returncode == 2 and "cannot create output directory" in r.stderr
+    assert r.returncode == 2 and "is a file, not a folder; choose another output_dir" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n{not json\n')
     r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={bad}", f"output_dir={tmp_path / 'o2'}"])

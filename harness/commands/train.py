@@ -9,7 +9,7 @@ def add_arguments(p):
     p.add_argument("recipe", nargs="?", help="YAML recipe, e.g. recipes/tiny/iw-sft.yaml")
     p.add_argument("overrides", nargs="*", help="key=value pairs, e.g. max_steps=2 output_dir=/tmp/run")
     p.add_argument("--help-keys", action="store_true", help="list every recipe key with its documentation")
-    p.add_argument("--check", action="store_true", help="validate the recipe and print it; train nothing")
+    p.add_argument("--check", action="store_true", help="validate the recipe (and a local dataset's rows, and output_dir) and print it; train nothing")
 
 
 def run(args) -> int:
@@ -30,6 +30,13 @@ def run(args) -> int:
     cfg = load_recipe(recipe, args.overrides)
     if args.check:
         import yaml
+
+        from harness.io import check_writable_dir
+        from harness.sft_data import check_rows, is_local, load_rows
+
+        check_writable_dir(cfg.output_dir, "output_dir")
+        if is_local(cfg.dataset):        # a hub dataset is checked when training loads it
+            check_rows(load_rows(cfg.dataset, cfg.dataset_split), cfg)
 
         console.print(escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
         console.print(f"[green]ok[/]: {args.recipe}")
