@@ -230,8 +230,28 @@ def test_gpqa_hub_failure_maps_to_unavailable(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
+    monkeypatch.setattr(gpqa_diamond, "_hub_unreachable", lambda: None)     # the hub answers, the load fails
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(BenchmarkUnavailable, match="hub load failed: ConnectionError"):
+        load_benchmark("gpqa_diamond")
+
+
+def test_gpqa_unreachable_hub_is_said_at_once(monkeypatch):
+    """No network (or offline mode): said so in one line, without datasets' retries, and not
+    mistaken for gated access."""
+    import datasets
+
+    monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("no load without a hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BenchmarkUnavailable, match=r"unreachable here \(offline mode.*--gpqa-csv"):
+        load_benchmark("gpqa_diamond")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")     # the discard port: connection refused
+    with pytest.raises(BenchmarkUnavailable, match="no connection to 127.0.0.1: ConnectionRefusedError"):
         load_benchmark("gpqa_diamond")
 
 
