@@ -31,7 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # A command whose trailing positionals are free-form (train's key=value overrides) takes them
+    # after its flags too: `iwsft train R --check max_steps=1`.
+    extra = getattr(args, "_trailing", None)
+    if rest and extra and not any(r.startswith("-") for r in rest):
+        setattr(args, extra, list(getattr(args, extra) or []) + rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(args._run(args) or 0)
     except UserError as e:

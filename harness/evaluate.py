@@ -20,7 +20,7 @@ thinking_tokens (generated + injected Waits), answer_tokens, total_tokens (their
 num_waits, thinking_cap, seed (None when greedy).
 
 metrics.json: n, samples_per_problem, n_samples, correct, accuracy, ci95 + ci_method (Wilson for
-K=1, bootstrap over problems for K>1), avg_at_k + pass_at_k (unbiased) when K>1, thinking token
+K=1, bootstrap over problems for K>1, never narrower than Wilson over problems), avg_at_k + pass_at_k (unbiased) when K>1, thinking token
 mean/median, total_tokens_mean, unextracted, truncated, hit_thinking_cap, timing for this
 invocation and cumulated, thinking_cap_tokens, grader, backend, settings, versions.
 
@@ -315,8 +315,12 @@ def compute_metrics(problems: Sequence[Problem], rows: dict[tuple[str, int], dic
         lo, hi = wilson_interval(n_correct, n)
         ci_method = "wilson"
     else:
-        lo, hi = bootstrap_interval(per_problem_mean)
-        ci_method = "bootstrap over problems (2000 resamples, percentile)"
+        # The percentile bootstrap collapses to [0, 0] when every sample is wrong (and is narrow on a
+        # few problems): never report narrower than Wilson's interval with each problem as one trial.
+        blo, bhi = bootstrap_interval(per_problem_mean)
+        wlo, whi = wilson_interval(sum(per_problem_mean), n)
+        lo, hi = min(blo, wlo), max(bhi, whi)
+        ci_method = "bootstrap over problems (2000 resamples, percentile), at least Wilson over problems"
     thinking = [int(r.get("thinking_tokens") or 0) for r in samples]
     total = [int(r.get("total_tokens") or 0) for r in samples]
     m: dict[str, Any] = {

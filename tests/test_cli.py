@@ -11,3 +11,15 @@ def test_help_renders(argv, capsys):
         main(argv)
     assert e.value.code == 0
     assert "usage: iwsft" in capsys.readouterr().out
+
+
+def test_train_overrides_may_follow_flags(capsys):
+    recipe = "recipes/tiny/iw-sft.yaml"
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["train", str(root / recipe), "--check", "max_steps=1"]) == 0
+    assert "max_steps: 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(root / recipe), "--check", "max_steps=1", "--bogus"])
+    assert e.value.code == 2

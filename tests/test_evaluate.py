@@ -98,6 +98,11 @@ def test_compute_metrics_k_samples():
     assert set(m["pass_at_k"]) == {"1", "2", "4"}
     assert m["ci_method"].startswith("bootstrap") and m["ci95"][0] <= m["accuracy"] <= m["ci95"][1]
     assert m["unextracted"] == 4 and m["truncated"] == 4 and m["hit_thinking_cap"] == 4
+    # every sample wrong: the bootstrap alone would say [0, 0]; the interval still says how little 2 problems tell
+    wrong = {(str(i), s): {**rows[("0", s)], "correct": False} for i in range(2) for s in range(2)}
+    m0 = ev.compute_metrics(probs[:2], wrong, 2)
+    assert m0["accuracy"] == 0 and m0["ci95"][0] == 0 and m0["ci95"][1] == pytest.approx(ev.wilson_interval(0, 2)[1])
+    assert m0["ci95"][1] > 0.5
     assert m["thinking_tokens_mean"] == 15 and m["thinking_tokens_median"] == 15
     m1 = ev.compute_metrics(probs, rows, 1)
     assert m1["ci_method"] == "wilson" and "pass_at_k" not in m1 and m1["n_samples"] == 4

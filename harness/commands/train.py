@@ -9,6 +9,7 @@ def add_arguments(p):
     p.add_argument("recipe", nargs="?", help="YAML recipe, e.g. recipes/tiny/iw-sft.yaml")
     p.add_argument("overrides", nargs="*", help="key=value pairs, e.g. max_steps=2 output_dir=/tmp/run")
     p.add_argument("--help-keys", action="store_true", help="list every recipe key with its documentation")
+    p.set_defaults(_trailing="overrides")    # key=value pairs may also follow the flags
     p.add_argument("--check", action="store_true", help="validate the recipe (and a local dataset's rows, and output_dir) and print it; train nothing")
 
 
