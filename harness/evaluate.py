@@ -506,6 +506,14 @@ def validate(cfg: EvalConfig) -> None:
         raise UserError("--limit must be >= 0")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    from harness.generation import resolve_backend_kind
+    from harness.models import _torch_dtype
+
+    _torch_dtype(cfg.dtype)                     # before any run folder is made
+    if resolve_backend_kind(cfg.backend) == "vllm":
+        from harness.generation.vllm_backend import import_vllm
+
+        import_vllm()
 
 
 class _Progress:

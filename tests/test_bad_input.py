@@ -297,3 +297,15 @@ def test_train_check_validates_data_and_output_dir(tmp_path, capsys, override, m
     _one_line_error(capsys, message)
     assert main(["train", str(RECIPE), f"output_dir={tmp_path / 'new' / 'run'}", "--check"]) == 0
     assert not (tmp_path / "new").exists()        # --check creates nothing
+
+
+@pytest.mark.parametrize("flag", [["--dtype", "float8"], ["--backend", "vllm"]])
+def test_eval_refuses_bad_dtype_or_missing_vllm_before_any_folder(tmp_path, capsys, monkeypatch, flag):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)          # not installed, whatever ran before
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "smollm2-135m", "--benchmarks", "arith", "--limit", "1", *flag,
+                 "--out", str(out), "--no-progress"]) == 2
+    _one_line_error(capsys, "float8" if "float8" in flag else "vllm")
+    assert not out.exists()
