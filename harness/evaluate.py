@@ -500,6 +500,11 @@ def validate(cfg: EvalConfig) -> None:
         raise UserError(f"--thinking-budget must be a token count, 'auto' or 'none', not {tb!r}")
     if cfg.answer_budget is not None and cfg.answer_budget < 1:
         raise UserError("--answer-budget must be >= 1")
+    if cfg.answer_budget is not None and cfg.answer_budget > cfg.max_new_tokens:
+        raise UserError(f"--answer-budget {cfg.answer_budget} exceeds --max-new-tokens {cfg.max_new_tokens}, the "
+                        "total per request (prompt included); lower --answer-budget or raise --max-new-tokens")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p:g} (1 = no nucleus truncation)")
     if cfg.wait < 0:
         raise UserError("--wait must be >= 0")
     if cfg.limit is not None and cfg.limit < 0:

@@ -123,9 +123,15 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
         if s.get("truncated"):
             out.append(f"{name}: {s['truncated']} of {s['examples']} training examples exceeded block_size "
                        f"{cfg.get('block_size')} and were {'dropped' if cfg.get('truncation') == 'drop' else 'right-truncated'}.")
-    subsets = {b: lim for b, lim in suite.benchmarks.items() if lim is not None}
+    subsets = {}
+    for b, lim in suite.benchmarks.items():   # what the runs really hold: a limit past the end is no subset
+        ms = [r[b].metrics for seeds in runs.values() for r in seeds if b in r]
+        n = max((m.get("n", 0) for m in ms), default=lim)
+        total = max((int((m.get("settings") or {}).get("n_problems_total") or 0) for m in ms), default=0)
+        if lim is not None and not (total and n >= total):
+            subsets[b] = f"{b} first {n}" + (f" of {total}" if total else "")
     if subsets:
-        out.append("Subsets: " + ", ".join(f"{b} first {n}" for b, n in subsets.items()) + " problems (not the full benchmark).")
+        out.append("Subsets: " + ", ".join(subsets.values()) + " problems (not the full benchmark).")
     if suite.name == "tiny":
         out.append(f"Preset tiny: model {suite.base_model} (SmolLM2-135M-Instruct), trained on its own correct arith samples; "
                    "the paper's numbers are for Qwen2.5-32B and are printed for orientation only. arith is not in the paper: "

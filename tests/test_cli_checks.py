@@ -222,3 +222,17 @@ def test_compare_refuses_colliding_labels(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a" / "m"), str(tmp_path / "b" / "m"), "--out", str(tmp_path / "rep")]) == 2
     _one_error_line(capsys, "'m'", "NAME=PATH")
     assert not (tmp_path / "rep").exists()
+
+
+def test_subsets_line_says_what_the_runs_hold():
+    """A limit past a benchmark's end is no subset; a real subset says 'first n of total'."""
+    from types import SimpleNamespace
+
+    from harness.suite import load_suite
+
+    suite = load_suite("tiny")
+    suite.benchmarks = {"aime24": 1000, "arith": 5}
+    runs = {"base": [{"aime24": SimpleNamespace(metrics={"n": 30, "settings": {"n_problems_total": 30}}),
+                      "arith": SimpleNamespace(metrics={"n": 5, "settings": {"n_problems_total": 300}})}]}
+    lines = [d for d in pipeline.deviations(suite, runs, {}) if d.startswith("Subsets")]
+    assert lines == ["Subsets: arith first 5 of 300 problems (not the full benchmark)."]

@@ -65,4 +65,4 @@ def test_toy_unwritable_out_is_exit_2(tmp_path):
     blocker.write_text("x")
     r = subprocess.run([sys.executable, "-m", "harness", "toy", "--out", str(blocker / "sub")], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.startswith("error: cannot create output directory") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: cannot write --out") and "is a file, not a folder" in r.stderr and r.stderr.count("\n") == 1

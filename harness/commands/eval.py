@@ -106,11 +106,6 @@ def config_from_args(args):
     check_benchmark_options(list(args.benchmarks), options)
     if args.tensor_parallel_size < 1:
         raise UserError("--tensor-parallel-size must be >= 1")
-    if not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {args.top_p:g} (1 = no nucleus truncation)")
-    if args.max_new_tokens >= 1 and args.answer_budget is not None and args.answer_budget > args.max_new_tokens:
-        raise UserError(f"--answer-budget {args.answer_budget} exceeds --max-new-tokens {args.max_new_tokens}, the "
-                        "total per request (prompt included); lower --answer-budget or raise --max-new-tokens")
     return EvalConfig(
         model=args.model, benchmarks=list(args.benchmarks), backend=args.backend, limit=args.limit,
         ids=ids, max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget,
@@ -123,8 +118,10 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from harness.evaluate import run_eval
+    from harness.evaluate import run_eval, validate
 
-    results = run_eval(config_from_args(args))
+    cfg = config_from_args(args)
+    validate(cfg)          # every setting, before the model loads (run_eval checks again for library callers)
+    results = run_eval(cfg)
     ran = [m for m in results.values() if "skipped" not in m]
     return 0 if ran else 2

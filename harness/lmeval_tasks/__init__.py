@@ -66,7 +66,6 @@ TASKS: dict[str, str] = {
     "iwsft_arith": "arith",
 }
 TOKENIZER_KEYS = ("tokenizer", "pretrained", "model")  # where a model name arrives in lm-eval metadata
-BENCHMARK_OPTIONS = ("arith_level", "arith_split")      # metadata keys passed on to load_benchmark
 
 # Prompts of non-public benchmarks, kept out of the docs lm-eval logs: key -> prompt text.
 _PRIVATE_PROMPTS: dict[str, str] = {}
@@ -127,7 +126,7 @@ def load_docs(benchmark: str, **metadata: Any):
     from harness.generation.prompts import build_prompt_ids
 
     spec = get_benchmark(benchmark)
-    options = {k: metadata[k] for k in BENCHMARK_OPTIONS if metadata.get(k) is not None}
+    options = {k: metadata[k] for k in spec.options if metadata.get(k) is not None}   # the loader's own keys
     try:
         problems = load_benchmark(benchmark, gpqa_csv=metadata.get("gpqa_csv"), **options)
     except BenchmarkUnavailable as e:  # one line; with lm-eval the CSV comes through --metadata
