@@ -257,6 +257,17 @@ def _hub_error(resolved: ResolvedModel, what: str, e: Exception) -> UserError:
                      f"({first[:200]}); fix: check that the folder is a complete save_pretrained output")
 
 
+def _check_hub(resolved: ResolvedModel) -> None:
+    """A hub model that is neither cached nor reachable: one line now, not 25 s of retries first."""
+    from harness import hub
+
+    why = hub.unavailable(resolved.path) if resolved.kind == "hub" else None
+    if why:
+        raise UserError(f"model '{resolved.name}': not the alias '{SMOLLM2_ALIAS}', no local folder of that name, "
+                        f"not in the hub cache, and the hub is unreachable ({why}); fix: download it where there "
+                        f"is a network and pass the folder, or use '{SMOLLM2_ALIAS}'")
+
+
 def _torch_dtype(dtype):
     import torch
 
@@ -278,6 +289,7 @@ def load_tokenizer(name: str | os.PathLike | ResolvedModel):
     from transformers import AutoTokenizer
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
+    _check_hub(resolved)
     try:
         return AutoTokenizer.from_pretrained(resolved.path)
     except OSError as e:
@@ -289,6 +301,7 @@ def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device:
     from transformers import AutoModelForCausalLM
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
+    _check_hub(resolved)
     from safetensors import SafetensorError
 
     try:

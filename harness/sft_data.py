@@ -74,6 +74,12 @@ def load_rows(dataset: str, split: str = "train") -> list[dict]:
                 raise UserError(f"{path} is not a readable parquet file ({' '.join(str(e).split())[:120]}); "
                                 "re-export it, or use .jsonl") from None
         return read_jsonl(path) if path.suffix == ".jsonl" else _read_json(path)
+    from harness import hub
+
+    why = hub.unavailable(dataset, "dataset")
+    if why:
+        raise UserError(f"dataset {dataset!r} is not a local file, and the hub is unreachable ({why}) with no cached "
+                        "copy; point `dataset` at a local .jsonl/.parquet file")
     try:
         import datasets
 

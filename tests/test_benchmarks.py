@@ -230,7 +230,9 @@ def test_gpqa_hub_failure_maps_to_unavailable(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
-    monkeypatch.setattr(gpqa_diamond, "_hub_unreachable", lambda: None)     # the hub answers, the load fails
+    import harness.hub
+
+    monkeypatch.setattr(harness.hub, "unavailable", lambda *a: None)     # the hub answers, the load fails
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(BenchmarkUnavailable, match="hub load failed: ConnectionError"):
         load_benchmark("gpqa_diamond")

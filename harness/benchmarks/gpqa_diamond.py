@@ -19,9 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from harness.benchmarks._core import Benchmark, BenchmarkUnavailable, Problem
 from harness.errors import UserError
@@ -88,23 +86,10 @@ def _rows_from_csv(path: str) -> list[dict]:
     return rows
 
 
-def _hub_unreachable() -> str | None:
-    """Why the hub cannot be reached (offline mode, no network), else None: found in at most a few
-    seconds, where `datasets` would retry for about 25 s and then look like a gated-access failure."""
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return "offline mode: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None     # behind a proxy a direct connection proves nothing: let datasets try
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
-    except OSError as e:
-        return f"no connection to {url.hostname}: {type(e).__name__}"
-    return None
-
-
 def _rows_from_hub() -> list[dict]:
-    why = _hub_unreachable()
+    from harness import hub
+
+    why = hub.unavailable(HUB_ID, "dataset")
     if why:
         raise BenchmarkUnavailable(f"GPQA Diamond comes from the hub, which is unreachable here ({why}); give a local "
                                    f"CSV with --gpqa-csv PATH or {ENV_VAR}=PATH")
