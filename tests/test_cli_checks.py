@@ -12,21 +12,7 @@ import harness.evaluate as ev
 import harness.pipeline as pipeline
 from harness.cli import main
 from harness.runs import load_run
-from harness.stats import wilson
-
-
-def _write_run(root: Path, model: str, bench: str, correct: dict[str, bool], thinking: int = 20) -> Path:
-    d = root / model / bench / "abc123"
-    d.mkdir(parents=True)
-    rows = [{"problem_id": pid, "sample_index": 0, "response": "r", "thinking_tokens": thinking, "correct": ok,
-             "extracted": "1" if ok else None, "finish_reason": "stop"} for pid, ok in correct.items()]
-    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    n, c = len(rows), sum(correct.values())
-    (d / "metrics.json").write_text(json.dumps({"benchmark": bench, "n": n, "accuracy": c / n, "ci95": list(wilson(c, n)),
-                                                "samples_per_problem": 1, "thinking_tokens_mean": thinking,
-                                                "unextracted": n - c, "truncated": 0,
-                                                "problem_ids": list(correct), "subset": {"limit": None, "ids": None}}))
-    return d
+from test_report import A, B, _write_run   # one fake eval-run writer for the report tests
 
 
 def _hf_folder(path: Path) -> Path:
@@ -200,8 +186,6 @@ def test_eval_known_benchmark_option_is_passed_on(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------- compare
 
 
-A = {"q1": True, "q2": True, "q3": False, "q4": False, "q5": True}
-B = {"q1": True, "q2": False, "q3": True, "q4": True, "q5": True}
 
 
 def test_compare_writes_markdown(tmp_path):
