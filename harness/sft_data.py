@@ -186,6 +186,9 @@ def check_rows(rows: list[dict], cfg) -> None:
         if missing:
             raise UserError(f"{row_label(rows, i, cfg.dataset)}: row has no column(s) {missing} (every row needs "
                             f"{needed}); fix or remove that row")
+        empty = [c for c in needed if r[c] is None]
+        if empty:                   # would otherwise be trained on as the text "None"
+            raise UserError(f"{row_label(rows, i, cfg.dataset)}: column(s) {empty} are null; fix or remove that row")
 
 
 def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:

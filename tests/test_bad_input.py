@@ -309,3 +309,10 @@ def test_eval_refuses_bad_dtype_or_missing_vllm_before_any_folder(tmp_path, caps
                  "--out", str(out), "--no-progress"]) == 2
     _one_line_error(capsys, "float8" if "float8" in flag else "vllm")
     assert not out.exists()
+
+
+def test_null_text_column_is_refused(tmp_path, capsys):
+    data = tmp_path / "nulls.jsonl"
+    data.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "response": None}) + "\n")
+    assert main(["train", str(RECIPE), f"dataset={data}", "--check"]) == 2
+    _one_line_error(capsys, "nulls.jsonl:2", "['response'] are null")

@@ -26,6 +26,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from rich.console import Console
@@ -61,7 +62,7 @@ def run(args) -> int:
                               fused_head=args.fused_head, compile_layers=args.compile,
                               fused_optimizer=not args.foreach_optimizer,
                               on_row=lambda partial: write(partial, Path(args.out)))
-    print_table(result, Console())
+    print_table(result, Console(width=None if sys.stdout.isatty() else 200))   # piped: not cut at 80
     write(result, Path(args.out))
     print(f"wrote {args.out}")
     return 0

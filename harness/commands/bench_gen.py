@@ -19,6 +19,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from rich.console import Console
@@ -48,7 +49,7 @@ def run(args) -> int:
     result = bench_generation(tokenizer, shape=args.shape, prompts=args.prompts,
                               prompt_len=args.prompt_len, new_tokens=args.new_tokens, answer_tokens=args.answer_tokens,
                               waits=args.waits, repeats=args.repeats)
-    print_table(result, Console())
+    print_table(result, Console(width=None if sys.stdout.isatty() else 200))   # piped: not cut at 80
     write(result, Path(args.out))
     print(f"wrote {args.out}")
     return 0

@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="first N training problems only")
-    p.add_argument("--thinking-budget", type=int, default=48, help="thinking cap in tokens")
+    p.add_argument("--thinking-budget", type=int, default=48, help="thinking cap in tokens (a positive integer)")
     p.add_argument("--answer-budget", type=int, default=16, help="answer tokens after the thinking")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eval-dir", default="runs/curate", help="where raw samples are kept (resumable)")
