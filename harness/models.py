@@ -284,6 +284,14 @@ def _torch_dtype(dtype):
         raise UserError(f"unknown dtype '{dtype}'; use one of float32, bfloat16, float16, auto") from None
 
 
+def check_models(names) -> None:
+    """Resolve every model that is not an alias (a local folder or a hub id; nothing is loaded), so a
+    typo fails in one line before any work."""
+    for name in names:
+        if str(name).strip().lower() not in ALIASES:
+            resolve_model(name)
+
+
 def load_tokenizer(name: str | os.PathLike | ResolvedModel):
     """AutoTokenizer for a model name (alias, folder or hub id)."""
     from transformers import AutoTokenizer

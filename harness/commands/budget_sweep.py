@@ -49,7 +49,7 @@ def run(args) -> int:
     from harness.recipe import load_recipe
     from harness.suite import load_suite
 
-    from harness.commands.table1 import check_models
+    from harness.models import check_models
 
     suite = load_suite(args.preset)
     if not suite.budget_sweep:
@@ -61,9 +61,9 @@ def run(args) -> int:
             if not final.is_dir():
                 raise UserError(f"no trained {name} at {final}; run `just reproduce-table1 {suite.name}` first or name checkpoints")
             models[name] = str(final)
-    check_models(models)      # a wrong path fails here, before --out is created
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    check_models(models.values())      # a wrong path fails here, before --out is created
+    from harness.io import check_writable_dir
+
+    out = check_writable_dir(Path(args.out), "--out")   # creates nothing
     budget_sweep(suite, models, out)
     return 0

@@ -27,9 +27,9 @@ def check_args(args) -> None:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.limit is not None and args.limit < 0:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    from harness.io import check_writable_dir
+
+    out = check_writable_dir(Path(args.out), "--out")   # creates nothing
     for ov in args.train_override:
         if "=" not in ov:
             raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")

@@ -35,16 +35,6 @@ def parse_checkpoints(items: list[str]) -> dict[str, str]:
     return models
 
 
-def check_models(models: dict[str, str]) -> None:
-    """Resolve every model that is not an alias (a local folder or a hub id; no weights are loaded):
-    a typo fails here, in one line, before any probing or evaluation."""
-    from harness.models import ALIASES, resolve_model
-
-    for path in models.values():
-        if path.strip().lower() not in ALIASES:
-            resolve_model(path)
-
-
 def run(args) -> int:
     from pathlib import Path
 
@@ -61,10 +51,12 @@ def run(args) -> int:
     suite = load_suite(args.preset)
     if args.backend:
         suite.backend = args.backend
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
-    check_models(models)
+    from harness.io import check_writable_dir
+
+    out = check_writable_dir(Path(args.out), "--out")   # creates nothing
+    from harness.models import check_models
+
+    check_models(models.values())   # a typo fails here, in one line, before any probing or evaluation
 
     from rich.console import Console
 
