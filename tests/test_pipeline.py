@@ -52,7 +52,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     sw = tmp_path / "sweep.yaml"
     text = suite_mod.suite_path("tiny").read_text()
     sw.write_text(text.replace("limit: 60", "limit: 2"))
-    assert main(["budget-sweep", f"iw=runs/tiny/iw-sft/final", "--preset", str(sw), "--out", "rep"]) == 0
+    assert main(["budget-sweep", "iw=runs/tiny/iw-sft/final", "--preset", str(sw), "--out", "rep"]) == 0
     fig2 = json.loads((tmp_path / "rep" / "figure2.json").read_text())
     pts = fig2["models"]["iw"]["arith"]
     assert len(pts) == 4 and all(p["n"] == 2 for p in pts)

@@ -446,7 +446,7 @@ def test_reference_cache_from_another_model_is_refused(tiny_dir, tmp_path):
 
 
 def test_quality_oversampling_counts(tiny_dir, tmp_path):
-    from harness.sft_data import load_rows, quality_oversample
+    from harness.sft_data import quality_oversample
 
     rows = [{"score": s} for s in range(100)]
     idx = quality_oversample(rows, "score", [90, 95, 98])

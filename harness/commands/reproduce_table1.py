@@ -29,7 +29,7 @@ def check_args(args) -> None:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
     from harness.io import check_writable_dir
 
-    out = check_writable_dir(Path(args.out), "--out")   # creates nothing
+    check_writable_dir(Path(args.out), "--out")   # creates nothing
     for ov in args.train_override:
         if "=" not in ov:
             raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
