@@ -19,12 +19,24 @@ def _command_modules():
             yield info.name, importlib.import_module(f"harness.commands.{info.name}")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it is None/False or its help already names it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in h:
+            return h
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iwsft", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="iwsft", description="iw-SFT reproduction harness: train, evaluate and "
+                                     "report (`iwsft COMMAND --help` for each command; README.md for the jobs).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _command_modules():
         # argparse %-formats help strings ("95% CI" would crash `iwsft --help`); descriptions are not
-        p = sub.add_parser(name.replace("_", "-"), help=module.HELP.replace("%", "%%"), description=module.HELP)
+        p = sub.add_parser(name.replace("_", "-"), help=module.HELP.replace("%", "%%"), description=module.HELP,
+                           formatter_class=_Help)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -40,11 +52,37 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, extra, list(getattr(args, extra) or []) + rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    signals, restore = _interrupts()
     try:
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except BaseException as e:
+        # Ctrl-C or SIGTERM (kill, Slurm, docker stop): raised as KeyboardInterrupt, which
+        # subprocess.run answers by killing its child (a training run), and which libraries may
+        # wrap (torch.distributed.checkpoint does): the flag, not the exception type, says so.
+        if not (signals or isinstance(e, KeyboardInterrupt)):
+            raise
         print("interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        restore()
+
+
+def _interrupts():
+    """Handlers for SIGINT and SIGTERM that record the signal and raise KeyboardInterrupt. Returns
+    (the list the signals are recorded in, a function that puts the previous handlers back)."""
+    import signal
+    import threading
+
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return seen, lambda: None
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return seen, lambda: [signal.signal(sig, h) for sig, h in old.items()]

@@ -23,3 +23,35 @@ def test_train_overrides_may_follow_flags(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", str(root / recipe), "--check", "max_steps=1", "--bogus"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_is_exit_130_even_when_a_library_wraps_it(monkeypatch, capsys, sig):
+    """torch.distributed.checkpoint wraps a KeyboardInterrupt raised during a save in its own
+    exception; SIGTERM (kill, Slurm) counts as an interrupt too."""
+    import os
+    import signal
+    import time
+
+    import harness.commands.toy as toy
+
+    def run(args):
+        try:
+            os.kill(os.getpid(), getattr(signal, sig))
+            time.sleep(5)
+        except KeyboardInterrupt as e:
+            raise RuntimeError("a library's wrapper") from e
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(toy, "run", run)
+    assert main(["toy"]) == 130
+    assert "interrupted; finished work is kept" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before          # handlers put back
+
+
+def test_a_real_error_is_not_called_an_interrupt(monkeypatch):
+    import harness.commands.toy as toy
+
+    monkeypatch.setattr(toy, "run", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["toy"])
