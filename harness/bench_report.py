@@ -33,11 +33,14 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
             raise UserError(f"cannot read benchmark file {p} ({e}); pass files written by iwsft bench / bench-gen") from None
         if "rows" not in data or "settings" not in data:
             raise UserError(f"{p} is not a benchmark file (no rows/settings); pass files written by iwsft bench / bench-gen")
+        # Files from before device_type: the GPU runs are the bf16 ones.
+        gpu = data.get("device_type", "cuda" if "bf16" in json.dumps(data["settings"]) else "cpu") != "cpu"
         if data["rows"] and "variant" in data["rows"][0]:
             for r in data["rows"]:
-                train.append({**r, "_file": Path(p).name, "_device": data.get("device"), "_settings": data["settings"]})
+                train.append({**r, "_file": Path(p).name, "_device": data.get("device"), "_settings": data["settings"],
+                              "_gpu": gpu})
         else:
-            gen.append({**data, "_file": Path(p).name})
+            gen.append({**data, "_file": Path(p).name, "_gpu": gpu})
     return train, gen
 
 
@@ -66,12 +69,18 @@ def verdicts(train: list[dict], gen: list[dict]) -> list[tuple[str, str, str]]:
     any configuration (each ratio is against SFT in the same configuration); MFU on the best
     configuration measured for that shape and length."""
     out = []
-    iw = [r for r in train if r["variant"] == "iw-cached" and r.get("status") == "ok"]
+    # Speed, memory and MFU targets are about the GPU: CPU smoke rows (tiny shapes) do not count for
+    # them. The fast-vs-textbook weight check holds on any device.
+    smoke = "not measured (CPU smoke rows only)" if (train or gen) else "not measured"
+    gpu_train = [r for r in train if r.get("_gpu")]
+    gen = [g for g in gen if g.get("_gpu")]
+    iw_any = [r for r in train if r["variant"] == "iw-cached" and r.get("status") == "ok"]
     for name, key, thr in TARGETS:
         if key in ("time_vs_sft", "mem_vs_sft", "fast_vs_simple_max_abs_weight"):
+            iw = iw_any if key.startswith("fast") else [r for r in iw_any if r.get("_gpu")]
             vals = [(r[key], r) for r in iw if r.get(key) is not None]
             if not vals:
-                out.append((name, "not measured", "-"))
+                out.append((name, "not measured" if key.startswith("fast") else smoke, "-"))
                 continue
             worst, r = max(vals, key=lambda v: v[0])
             ok = worst <= thr
@@ -81,15 +90,15 @@ def verdicts(train: list[dict], gen: list[dict]) -> list[tuple[str, str, str]]:
         elif key == "time_per_token_vs_plain":
             vals = [g["rows"][1].get(key) for g in gen if len(g.get("rows", [])) > 1]
             if not vals:
-                out.append((name, "not measured", "-"))
+                out.append((name, smoke, "-"))
                 continue
             v = max(vals)
             out.append((name, "met" if v <= thr else f"missed by {v - thr:.3f}", f"{v:.3f}x"))
         else:
             shape, seq = key
-            cells = [r for r in train if r["shape"] == shape and r["seq_len"] == seq and r["variant"] in ("sft", "iw-cached")]
+            cells = [r for r in gpu_train if r["shape"] == shape and r["seq_len"] == seq and r["variant"] in ("sft", "iw-cached")]
             if not cells:
-                out.append((name, "not measured", "-"))
+                out.append((name, smoke, "-"))
                 continue
             if thr is None:
                 ok = [r for r in cells if r.get("status") == "ok"]
