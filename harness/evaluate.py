@@ -39,6 +39,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -190,6 +191,23 @@ def _package_versions() -> dict[str, str | None]:
     except Exception:  # pragma: no cover
         pass
     return out
+
+
+@contextlib.contextmanager
+def _dropped_if_failed_empty(run_dir: Path, out_root: Path, fresh: bool):
+    """A run folder made by this call that fails before its first sample is removed (with the
+    model/benchmark folders it leaves empty): a failed eval leaves nothing half-written."""
+    try:
+        yield
+    except BaseException:
+        samples = run_dir / SAMPLES_FILE
+        if fresh and not (samples.is_file() and samples.stat().st_size > 0):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in (run_dir.parent, run_dir.parent.parent):
+                if parent != out_root:
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()          # only when empty
+        raise
 
 
 @contextlib.contextmanager
@@ -597,9 +615,11 @@ def _run_benchmark(cfg: EvalConfig, engine: _Engine, spec: Benchmark, all_proble
     t_start = time.time()
     settings = _settings(cfg, engine, spec, all_problems)
     digest = settings_hash(settings)
-    run_dir = ensure_writable_dir(out_root / model_slug(cfg.model) / spec.name / digest[:12])
+    run_dir = out_root / model_slug(cfg.model) / spec.name / digest[:12]
+    fresh = not run_dir.exists()
+    run_dir = ensure_writable_dir(run_dir)
     k = cfg.samples
-    with _dir_lock(run_dir):
+    with _dropped_if_failed_empty(run_dir, out_root, fresh), _dir_lock(run_dir):
         settings_path = run_dir / SETTINGS_FILE
         if not settings_path.exists():
             atomic_write_json(settings_path, {**settings, "settings_sha256": digest, "model_arg": cfg.model})

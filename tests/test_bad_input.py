@@ -316,3 +316,14 @@ def test_null_text_column_is_refused(tmp_path, capsys):
     data.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "response": None}) + "\n")
     assert main(["train", str(RECIPE), f"dataset={data}", "--check"]) == 2
     _one_line_error(capsys, "nulls.jsonl:2", "['response'] are null")
+
+
+def test_failed_eval_leaves_no_run_folder(tmp_path, capsys):
+    """An error raised once the run folder exists (here: 'auto' leaves no thinking budget) removes
+    the folder it made; finished runs are untouched."""
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "smollm2-135m", "--benchmarks", "arith", "--limit", "2", "--thinking-budget",
+                 "auto", "--max-new-tokens", "128", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "raise the total budget" in err[-1]
+    assert list(out.iterdir()) == []
