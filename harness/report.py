@@ -116,7 +116,7 @@ def render(report: dict, console: Console) -> None:
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
             verdict = "" if p["p_mcnemar"] < 0.05 else " (n.s.)"
-            pt.add_row(p["a"], p["b"], p["benchmark"] + (f" s{p['seed_index']}" if p["seed_index"] else ""), str(p["n"]),
+            pt.add_row(p["a"], p["b"], _paired_bench(p, report), str(p["n"]),
                        _pct(p["acc_a"]), _pct(p["acc_b"]), f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                        f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}")
         console.print(pt)
@@ -125,6 +125,12 @@ def render(report: dict, console: Console) -> None:
 
     for d in report["deviations"]:
         console.print(f"  • {escape(d)}")
+
+
+def _paired_bench(p: dict, report: dict) -> str:
+    """The benchmark of a paired row, with its training seed when the report has several."""
+    multi = any(q.get("seed_index") for q in report["paired"])
+    return p["benchmark"] + (f" (seed {p['seed_index'] + 1})" if multi else "")
 
 
 def markdown(report: dict) -> str:
@@ -141,7 +147,7 @@ def markdown(report: dict) -> str:
                 "|---|---|---|---|---|---|---|---|---|"]
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
-            out.append(f"| {p['a']} | {p['b']} | {p['benchmark']} | {p['n']} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
+            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {p['n']} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
                        f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |")
     out += ["", "## Deviations", ""] + [f"- {d}" for d in report["deviations"]]
     return "\n".join(out) + "\n"

@@ -87,3 +87,11 @@ def test_compare_command(tmp_path, capsys):
 
 def test_compare_missing_path_is_exit_2(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope"), str(tmp_path)]) == 2
+
+
+def test_paired_rows_name_their_seed(tmp_path):
+    a = {"arith": load_run(_write_run(tmp_path / "a", "m", "arith", A))}
+    b = {"arith": load_run(_write_run(tmp_path / "b", "m", "arith", B))}
+    report = build_table({"base": [a], "iw-sft": [b, b]}, [["base", "iw-sft"]], [], "Seeds")
+    md = markdown(report)
+    assert "| base | iw-sft | arith (seed 1) |" in md and "| base | iw-sft | arith (seed 2) |" in md
