@@ -31,7 +31,6 @@ are stored with any verbatim copy of the question or its options replaced by RED
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -57,7 +56,7 @@ from harness.benchmarks import (
 )
 from harness.errors import UserError
 from harness.stats import wilson
-from harness.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from harness.io import atomic_write_json, atomic_write_text, dir_lock, ensure_writable_dir
 
 # Bump when the runner's behaviour changes what a (settings -> samples) directory holds.
 RUNNER_VERSION = 1
@@ -210,19 +209,8 @@ def _dropped_if_failed_empty(run_dir: Path, out_root: Path, fresh: bool):
         raise
 
 
-@contextlib.contextmanager
 def _dir_lock(run_dir: Path):
-    f = open(run_dir / ".lock", "a+")
-    try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UserError(f"another eval is writing to {run_dir}; wait for it or use another --out") from None
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-        f.close()
+    return dir_lock(run_dir, f"another eval is writing to {run_dir}; wait for it or use another --out")
 
 
 # ------------------------------------------------------------------------------------ samples

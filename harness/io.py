@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -136,3 +138,20 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+@contextlib.contextmanager
+def dir_lock(folder: Path, busy: str):
+    """Hold an exclusive lock on `folder`/.lock (a UserError `busy` when another process holds it);
+    released when the block ends or the process dies (a stale .lock file blocks nothing)."""
+    f = open(Path(folder) / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(busy) from None
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()

@@ -28,7 +28,7 @@ import yaml
 
 from harness.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.errors import UserError
-from harness.io import atomic_write_text, check_writable_dir, ensure_writable_dir
+from harness.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir
 from harness.objective import iw_objective, weight_diagnostics
 from harness.qsource import make_q_source
 from harness.recipe import TrainConfig, settings_diff
@@ -267,6 +267,10 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> Path:
+        with contextlib.ExitStack() as self._held:     # the output folder's lock, for the whole run
+            return self._run()
+
+    def _run(self) -> Path:
         cfg, acc = self.cfg, self.acc
         final = self.out / "final"
         if (final / "iwsft_train.json").is_file():
@@ -282,6 +286,8 @@ class Trainer:
         model = self._load()
         if acc.is_main_process:
             ensure_writable_dir(self.out, "output_dir")
+            self._held.enter_context(dir_lock(self.out, f"another training run is writing to {self.out}; wait for it "
+                                                        "to end or use another output_dir"))
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         order = DataOrder(len(self.data.examples), cfg.seed)
         steps = total_steps(cfg, len(self.data.examples))

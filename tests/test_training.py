@@ -473,3 +473,15 @@ def test_compiled_layers_train_like_eager(tiny_dir, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
     assert _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}",
                      "compile_layers=true", "q_source=periodic", f"output_dir={tmp_path / 'bad'}"]).returncode == 2
+
+
+def test_second_trainer_on_one_output_dir_is_refused(tiny_dir, tmp_path):
+    """Two trainers writing one run folder would interleave checkpoints: the second is refused."""
+    from harness.io import dir_lock
+
+    (tmp_path / "run").mkdir()
+    with dir_lock(tmp_path / "run", "held"):
+        r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96",
+                      "global_batch_size=4", "micro_batch_size=2", "max_steps=1", f"output_dir={tmp_path / 'run'}",
+                      f"ref_cache_dir={tmp_path / 'ref'}"])
+    assert r.returncode == 2 and "another training run is writing to" in r.stderr, r.stderr[-500:]
