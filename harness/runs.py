@@ -74,16 +74,17 @@ def find_runs(path: Path) -> dict[str, Run]:
     for bench, rs in by_bench.items():
         if len(rs) > 1:
             raise UserError(f"{path} holds {len(rs)} finished {bench} runs with different settings "
-                            f"({_differing_settings([r.path for r in rs])}); give one run folder, e.g. {rs[0].path}")
+                            f"({', '.join(differing_settings([r.path for r in rs])) or 'see their settings.json'}); give one run folder, e.g. {rs[0].path}")
     return {b: rs[0] for b, rs in by_bench.items()}
 
 
-def _differing_settings(run_dirs: list[Path]) -> str:
+def differing_settings(run_dirs: list[Path], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings.json keys whose values differ between the runs (`ignore` left out)."""
     settings = []
     for d in run_dirs:
         try:
-            settings.append(json.loads((d / "settings.json").read_text()))
+            settings.append(json.loads((Path(d) / "settings.json").read_text()))
         except (OSError, json.JSONDecodeError):
             settings.append({})
-    keys = sorted({k for s in settings for k in s if len({json.dumps(x.get(k), sort_keys=True) for x in settings}) > 1})
-    return ", ".join(keys) or "see their settings.json"
+    return sorted(k for k in {k for s in settings for k in s} - set(ignore)
+                  if len({json.dumps(x.get(k), sort_keys=True) for x in settings}) > 1)

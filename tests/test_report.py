@@ -95,3 +95,13 @@ def test_paired_rows_name_their_seed(tmp_path):
     report = build_table({"base": [a], "iw-sft": [b, b]}, [["base", "iw-sft"]], [], "Seeds")
     md = markdown(report)
     assert "| base | iw-sft | arith (seed 1) |" in md and "| base | iw-sft | arith (seed 2) |" in md
+
+
+def test_compare_notes_other_differing_settings(tmp_path, capsys):
+    a = _write_run(tmp_path / "a", "m", "arith", A)
+    b = _write_run(tmp_path / "b", "m", "arith", B)
+    (a / "settings.json").write_text(json.dumps({"model": "x", "wait": 0, "thinking_budget": 48}))
+    (b / "settings.json").write_text(json.dumps({"model": "y", "wait": 1, "thinking_budget": 48}))
+    assert main(["compare", f"A={a}", f"B={b}", "--out", str(tmp_path / "rep")]) == 0
+    assert "also differ in wait" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["arith"]["settings_differ"] == ["wait"]

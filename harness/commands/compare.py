@@ -19,7 +19,7 @@ def run(args) -> int:
 
     from harness.errors import UserError
     from harness.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from harness.runs import find_runs
+    from harness.runs import differing_settings, find_runs
     from harness.stats import paired_compare, wilson
 
     if len(args.runs) < 2:
@@ -55,6 +55,12 @@ def run(args) -> int:
             entry["runs"].append({"run": n, "n": k, "accuracy": c / max(k, 1), "ci95": [lo, hi], "thinking_tokens_mean": th,
                                   "path": str(r.path)})
         console.print(t)
+        # Different models are the point; other differing settings (budgets, Waits, samples) are
+        # legitimate comparisons too, but the reader should know.
+        differ = differing_settings([r.path for _, r in have], ignore=("model", "settings_sha256", "model_arg"))
+        entry["settings_differ"] = differ
+        if differ:
+            console.print(f"[yellow]note[/]: these {bench} runs also differ in {', '.join(differ)} (see each run's settings.json)")
         if len(have) >= 2:
             pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left")
             for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "McNemar p"):
