@@ -157,9 +157,21 @@ def step_curve(suite: Suite, runs_dirs: dict[str, Path], base_run, console: Cons
         points = [(0, base_run)]
         for ck in sorted((root / "checkpoints").glob("step-*")):
             points.append((int(ck.name.split("-")[1]), _eval(suite, str(ck), sc["benchmark"], sc["limit"])))
-        points.append((_final_step(root), _eval(suite, str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
+        final_step = _final_step(root)
+        every = (_read_yaml(root / "config.yaml") or {}).get("save_every")
+        gone = [s for s in range(every, final_step, every) if not (root / "checkpoints" / f"step-{s:06d}").is_dir()] if every else []
+        if gone:
+            console.print(f"[yellow]note[/]: {name}: no checkpoint left at step(s) {', '.join(map(str, gone))} "
+                          "(pruned by keep_checkpoints, or deleted): the curve skips them")
+        points.append((final_step, _eval(suite, str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
         curves[name] = [{"step": s, "accuracy": sum(r.scores.values()) / len(r.scores), "n": len(r.scores)} for s, r in points if r]
     return {"benchmark": sc["benchmark"], "limit": sc["limit"], "curves": curves}
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def _final_step(run_root: Path) -> int:

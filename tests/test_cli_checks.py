@@ -220,3 +220,23 @@ def test_subsets_line_says_what_the_runs_hold():
                       "arith": SimpleNamespace(metrics={"n": 5, "settings": {"n_problems_total": 300}})}]}
     lines = [d for d in pipeline.deviations(suite, runs, {}) if d.startswith("Subsets")]
     assert lines == ["Subsets: arith first 5 of 300 problems (not the full benchmark)."]
+
+
+def test_step_curve_says_which_checkpoints_are_gone(tmp_path, monkeypatch):
+    from rich.console import Console
+    from types import SimpleNamespace
+
+    from harness.suite import load_suite
+
+    root = tmp_path / "run"
+    (root / "checkpoints" / "step-000004").mkdir(parents=True)
+    (root / "final").mkdir()
+    (root / "config.yaml").write_text("save_every: 2\n")
+    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(6)))
+    monkeypatch.setattr(pipeline, "_eval", lambda *a, **k: SimpleNamespace(scores={"q": 1.0}))
+    suite = load_suite("tiny")
+    name = suite.step_curve["recipes"][0]
+    console = Console(record=True, width=200)
+    curve = pipeline.step_curve(suite, {name: root / "final"}, SimpleNamespace(scores={"q": 0.0}), console)
+    assert [p["step"] for p in curve["curves"][name]] == [0, 4, 6]
+    assert "no checkpoint left at step(s) 2" in console.export_text()
