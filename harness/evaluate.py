@@ -428,10 +428,13 @@ class _Engine:
 
     def budget(self, longest_prompt: int):
         from harness.generation.budget import BudgetConfig
+        from harness.generation.prompts import delimiter_ids
 
-        return BudgetConfig(thinking_budget=self.cfg.thinking_budget, num_wait=self.cfg.wait,
-                            max_answer_tokens=self.cfg.answer_budget, total_budget=self.cfg.max_new_tokens,
-                            mode=self.cfg.budget_mode, longest_prompt=longest_prompt)
+        budget = BudgetConfig(thinking_budget=self.cfg.thinking_budget, num_wait=self.cfg.wait,
+                              max_answer_tokens=self.cfg.answer_budget, total_budget=self.cfg.max_new_tokens,
+                              mode=self.cfg.budget_mode, longest_prompt=longest_prompt)
+        budget.resolve_caps([longest_prompt], delimiter_ids(self.tokenizer, self.delimiters))   # fails before the model loads
+        return budget
 
     def generate(self, prompts: list[list[int]], budget, seeds: list[int],
                  on_result: Callable[[int, Any], None]) -> None:
