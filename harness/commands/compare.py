@@ -24,18 +24,13 @@ def run(args) -> int:
 
     if len(args.runs) < 2:
         raise UserError("give at least two runs to compare")
+    from harness.commands import labelled_paths
+
     labelled = []
-    paths: dict[str, Path] = {}
-    for item in args.runs:
-        name, _, path = item.partition("=") if "=" in item else (None, None, item)
+    for label, path in labelled_paths(args.runs, "compare").items():
         p = Path(path)
         if not p.exists():
             raise UserError(f"{p} does not exist; give evaluation output folders (see `iwsft eval --out`)")
-        label = name or p.resolve().name
-        if label in paths:
-            raise UserError(f"two runs are labelled {label!r} ({paths[label]} and {p}); label each as NAME=PATH, "
-                            f"e.g. A={paths[label]} B={p}")
-        paths[label] = p
         labelled.append((label, find_runs(p)))
     console = Console(record=True, width=150)
     report = {"runs": [n for n, _ in labelled], "benchmarks": {}}

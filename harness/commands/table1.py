@@ -19,29 +19,15 @@ def add_arguments(p):
     p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt)")
 
 
-def parse_checkpoints(items: list[str]) -> dict[str, str]:
-    """NAME=PATH pairs -> {name: path}; a UserError for a malformed pair or a label used twice."""
-    from harness.errors import UserError
-
-    models: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        name, path = name.strip(), path.strip()
-        if not sep or not name or not path:
-            raise UserError(f"--checkpoints takes NAME=PATH pairs, got {item!r} (e.g. iw-sft=ChongliQin/iw-SFT-32B)")
-        if name in models:
-            raise UserError(f"--checkpoints uses the label {name!r} twice; give each row its own NAME")
-        models[name] = path
-    return models
-
-
 def run(args) -> int:
     from pathlib import Path
 
     from harness.errors import UserError
 
     # Every argument is checked before the (slow, possibly networked) benchmark probe.
-    models = parse_checkpoints(args.checkpoints)
+    from harness.commands import labelled_paths
+
+    models = labelled_paths(args.checkpoints, "--checkpoints", require_name=True)
     if args.limit is not None and args.limit < 0:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
     if args.backend is not None and args.backend not in BACKENDS:
