@@ -109,8 +109,9 @@ def model_slug(model: str) -> str:
     p = Path(model).expanduser()
     suffix = ""
     if p.exists():
-        parts = p.resolve().parts[-2:]
-        suffix = "-" + hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:6]
+        p = p.resolve()
+        parts = p.parts[-2:]
+        suffix = "-" + hashlib.sha256(str(p).encode()).hexdigest()[:6]
     else:
         parts = tuple(model.strip("/").split("/"))[-2:]
     slug = "--".join(parts)

@@ -212,6 +212,21 @@ def available_benchmarks(suite: Suite, console: Console) -> dict[str, int | None
     return out
 
 
+def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train_overrides: list[str] = ()) -> None:
+    """Every argument of reproduce_table1, before Figure 1, training or evaluation, creating nothing."""
+    from harness.io import check_writable_dir
+
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be >= 0, got {limit}")
+    check_writable_dir(Path(out), "--out")
+    for ov in train_overrides:
+        if "=" not in ov:
+            raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
+    check_reusable(suite, seeds, train_overrides)   # loads every (recipe, seed) with the overrides
+
+
 def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,
                      limit: int | None = None, train_overrides: list[str] = ()) -> dict:
     from harness.report import build_table, write_report
@@ -220,13 +235,7 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
 
     console = console or Console()
     suite = load_suite(preset)
-    if seeds < 1:
-        raise UserError("--seeds must be >= 1")
-    if limit is not None and limit < 0:
-        raise UserError(f"--limit must be >= 0 (got {limit})")
-    for ov in train_overrides:   # fail fast on a typo, before anything runs
-        load_recipe(suite.recipe_path(next(iter(suite.recipes))), [ov])
-    check_reusable(suite, seeds, train_overrides)
+    check_arguments(suite, seeds, limit, out, train_overrides)
     out_dir = ensure_writable_dir(Path(out))
     if limit is not None:
         suite.benchmarks = {b: (limit if lim is None else min(lim, limit)) for b, lim in suite.benchmarks.items()}

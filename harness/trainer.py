@@ -34,8 +34,6 @@ from harness.qsource import make_q_source
 from harness.recipe import TrainConfig, settings_diff
 from harness import checkpoint, optim, refcache
 
-# Keys that may change between a run and its resumption (they do not change what is trained).
-
 
 class DataOrder:
     """Example indices of step s: an endless stream of per-epoch permutations seeded by (seed, epoch)."""

@@ -16,25 +16,10 @@ def add_arguments(p):
 
 def check_args(args) -> None:
     """Every argument, before Figure 1, training or evaluation starts (and before --out is created)."""
-    from pathlib import Path
-
-    from harness.errors import UserError
-    from harness.recipe import load_recipe
+    from harness.pipeline import check_arguments
     from harness.suite import load_suite
 
-    suite = load_suite(args.preset)
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.limit is not None and args.limit < 0:
-        raise UserError(f"--limit must be >= 0, got {args.limit}")
-    from harness.io import check_writable_dir
-
-    check_writable_dir(Path(args.out), "--out")   # creates nothing
-    for ov in args.train_override:
-        if "=" not in ov:
-            raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
-    for name in suite.recipes:      # a typo or a bad value in an override fails on every recipe alike
-        load_recipe(suite.recipe_path(name), list(args.train_override))
+    check_arguments(load_suite(args.preset), args.seeds, args.limit, args.out, args.train_override)
 
 
 def run(args) -> int:
