@@ -10,7 +10,7 @@ import pkgutil
 import sys
 
 import harness.commands as commands_pkg
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 def _command_modules():

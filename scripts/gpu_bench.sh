@@ -19,7 +19,7 @@
 #
 # Needs torch, transformers, accelerate, rich, pyyaml, safetensors (the device image has them; the
 # package itself need not be installed). `gen` needs a tokenizer folder, made here beforehand with
-#   python -c "from harness.models import load_tokenizer as t; t('smollm2-135m').save_pretrained('.gpu/tokenizer')"
+#   python -c "from harness.core.models import load_tokenizer as t; t('smollm2-135m').save_pretrained('.gpu/tokenizer')"
 # and carried (`.gpu` is git-ignored). Example device call:
 #   run(command="bash scripts/gpu_bench.sh train-1.5B $OUT", carry=[".gpu"])
 set -euo pipefail

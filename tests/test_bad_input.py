@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny" / "iw-sft.yaml"
@@ -57,8 +57,8 @@ def test_train_bad_rows_exit_2(tmp_path, capsys, name, content, fragments):
 
 
 def test_prepare_checks_every_row_and_scores():
-    from harness.recipe import load_recipe
-    from harness.sft_data import prepare, quality_oversample
+    from harness.training.config import load_recipe
+    from harness.training.data import prepare, quality_oversample
 
     cfg = load_recipe(str(RECIPE), ["dataset=rows"])
     with pytest.raises(UserError, match=r"dataset rows row 2: .*\['response'\]"):
@@ -68,7 +68,7 @@ def test_prepare_checks_every_row_and_scores():
 
 
 def test_jsonl_with_utf8_bom_is_read(tmp_path):
-    from harness.io import read_jsonl
+    from harness.core.io import read_jsonl
 
     f = tmp_path / "bom.jsonl"
     f.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n\n" + json.dumps(GOOD).encode() + b"\n")
@@ -86,9 +86,9 @@ def graded_input(tmp_path):
 
 
 def test_grade_non_utf8_input(tmp_path, capsys, monkeypatch):
-    import harness.grading
+    import harness.evaluation.grading
 
-    monkeypatch.setattr(harness.grading, "grade_many_detailed", _no_work)
+    monkeypatch.setattr(harness.evaluation.grading, "grade_many_detailed", _no_work)
     data = tmp_path / "binary.jsonl"
     data.write_bytes(b'\xff\xfe{"a":1}\n')
     out = tmp_path / "o.jsonl"
@@ -112,13 +112,13 @@ def _unwritable_outputs(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
 
 @pytest.mark.parametrize("case", ["parent-is-file", "grandparent-is-file", "is-a-directory", "proc"])
 def test_grade_unwritable_output_refused_before_grading(tmp_path, capsys, monkeypatch, graded_input, case):
-    import harness.grading
+    import harness.evaluation.grading
 
     cases = _unwritable_outputs(tmp_path)
     if case not in cases:
         pytest.skip("no /proc here")
     out, fragments = cases[case]
-    monkeypatch.setattr(harness.grading, "grade_many_detailed", _no_work)
+    monkeypatch.setattr(harness.evaluation.grading, "grade_many_detailed", _no_work)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(["grade", "--benchmark", "aime24", "--input", str(graded_input), "--output", str(out)]) == 2
     _one_line_error(capsys, "--output", *fragments)
@@ -140,9 +140,9 @@ def test_grade_output_gets_plain_open_permissions(tmp_path, capsys, graded_input
 
 @pytest.mark.parametrize("case", ["parent-is-file", "is-a-directory"])
 def test_curate_bad_out_refused_before_sampling(tmp_path, capsys, monkeypatch, case):
-    import harness.evaluate
+    import harness.evaluation.runner
 
-    monkeypatch.setattr(harness.evaluate, "run_eval", _no_work)
+    monkeypatch.setattr(harness.evaluation.runner, "run_eval", _no_work)
     out, fragments = _unwritable_outputs(tmp_path)[case]
     assert main(["curate", "--out", str(out), "--eval-dir", str(tmp_path / "ev"), "--limit", "2"]) == 2
     _one_line_error(capsys, "--out", *fragments)
@@ -150,9 +150,9 @@ def test_curate_bad_out_refused_before_sampling(tmp_path, capsys, monkeypatch, c
 
 
 def test_curate_limit_zero(tmp_path, capsys, monkeypatch):
-    import harness.evaluate
+    import harness.evaluation.runner
 
-    monkeypatch.setattr(harness.evaluate, "run_eval", _no_work)
+    monkeypatch.setattr(harness.evaluation.runner, "run_eval", _no_work)
     out = tmp_path / "c.jsonl"
     assert main(["curate", "--out", str(out), "--eval-dir", str(tmp_path / "ev"), "--limit", "0"]) == 2
     _one_line_error(capsys, "--limit must be >= 1")
@@ -175,9 +175,9 @@ BENCH = [
 
 @pytest.mark.parametrize("extra,fragments", BENCH, ids=[" ".join(b[0]) for b in BENCH])
 def test_bench_bad_args_refused_up_front(tmp_path, capsys, monkeypatch, extra, fragments):
-    import harness.bench
+    import harness.perf.train_bench
 
-    monkeypatch.setattr(harness.bench, "bench_train_step", _no_work)
+    monkeypatch.setattr(harness.perf.train_bench, "bench_train_step", _no_work)
     (tmp_path / "afile").write_text("")
     out = tmp_path / "b.json"
     args = ["bench", "--shapes", "tiny", "--seq-lens", "64", "--out", str(out)]
@@ -196,11 +196,11 @@ BENCH_GEN = [
 
 @pytest.mark.parametrize("extra,fragments", BENCH_GEN, ids=[" ".join(b[0]) for b in BENCH_GEN])
 def test_bench_gen_bad_args_refused_up_front(tmp_path, capsys, monkeypatch, extra, fragments):
-    import harness.bench_generation
-    import harness.models
+    import harness.perf.gen_bench
+    import harness.core.models
 
-    monkeypatch.setattr(harness.bench_generation, "bench_generation", _no_work)
-    monkeypatch.setattr(harness.models, "load_tokenizer", _no_work)
+    monkeypatch.setattr(harness.perf.gen_bench, "bench_generation", _no_work)
+    monkeypatch.setattr(harness.core.models, "load_tokenizer", _no_work)
     (tmp_path / "afile").write_text("")
     args = ["bench-gen", "--shape", "tiny", "--out", str(tmp_path / "g.json")]
     assert main(args + [a.format(tmp=tmp_path) for a in extra]) == 2
@@ -209,11 +209,11 @@ def test_bench_gen_bad_args_refused_up_front(tmp_path, capsys, monkeypatch, extr
 
 
 def test_bench_gen_prompt_shorter_than_think_prefix(tmp_path, capsys, monkeypatch, smollm2_tokenizer):
-    import harness.bench_generation
-    import harness.models
+    import harness.perf.gen_bench
+    import harness.core.models
 
-    monkeypatch.setattr(harness.bench_generation, "bench_generation", _no_work)
-    monkeypatch.setattr(harness.models, "load_tokenizer", lambda name: smollm2_tokenizer)
+    monkeypatch.setattr(harness.perf.gen_bench, "bench_generation", _no_work)
+    monkeypatch.setattr(harness.core.models, "load_tokenizer", lambda name: smollm2_tokenizer)
     out = tmp_path / "g.json"
     assert main(["bench-gen", "--shape", "tiny", "--prompt-len", "1", "--out", str(out)]) == 2
     _one_line_error(capsys, "--prompt-len 1 is shorter than the think prefix")
@@ -225,7 +225,7 @@ def test_bench_gen_prompt_shorter_than_think_prefix(tmp_path, capsys, monkeypatc
 
 @pytest.mark.parametrize("umask,expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_write_gives_plain_open_permissions(tmp_path, umask, expected):
-    from harness.io import atomic_write_json, atomic_write_text, write_jsonl_atomic
+    from harness.core.io import atomic_write_json, atomic_write_text, write_jsonl_atomic
 
     old = os.umask(umask)
     try:
@@ -242,7 +242,7 @@ def test_atomic_write_gives_plain_open_permissions(tmp_path, umask, expected):
 
 
 def test_atomic_write_keeps_an_existing_files_permissions(tmp_path):
-    from harness.io import atomic_write_text
+    from harness.core.io import atomic_write_text
 
     f = tmp_path / "keep.txt"
     f.write_text("old")
@@ -260,8 +260,8 @@ def test_atomic_write_keeps_an_existing_files_permissions(tmp_path):
 ])
 def test_recipe_values_checked_before_anything_loads(override, message):
     """Values an optimizer or the schedule would reject only after the model loaded: refused by --check."""
-    from harness.errors import UserError
-    from harness.recipe import load_recipe
+    from harness.core.errors import UserError
+    from harness.training.config import load_recipe
 
     with pytest.raises(UserError) as e:
         load_recipe(None, [override])
@@ -270,14 +270,14 @@ def test_recipe_values_checked_before_anything_loads(override, message):
 
 
 def test_every_recipe_key_is_documented():
-    from harness.recipe import FIELD_NAMES, field_docs
+    from harness.training.config import FIELD_NAMES, field_docs
 
     docs = field_docs()
     assert [k for k in FIELD_NAMES if not docs.get(k, "").strip()] == []
 
 
 def test_damaged_weights_file_is_one_line(tmp_path):
-    from harness.models import load_model, load_tokenizer, tiny_random_model
+    from harness.core.models import load_model, load_tokenizer, tiny_random_model
 
     tiny_random_model(load_tokenizer("smollm2-135m"), hidden=16, layers=1).save_pretrained(tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmarks import (
+from harness.evaluation.benchmarks import (
     Benchmark,
     BenchmarkUnavailable,
     Problem,
@@ -18,8 +18,8 @@ from harness.benchmarks import (
     load_benchmark,
     names,
 )
-from harness.benchmarks import gpqa_diamond
-from harness.errors import UserError
+from harness.evaluation.benchmarks import gpqa_diamond
+from harness.core.errors import UserError
 
 GPQA_COLUMNS = [
     "Pre-Revision Question", "Pre-Revision Correct Answer", "Pre-Revision Incorrect Answer 1",
@@ -140,11 +140,11 @@ def test_registry_accepts_new_benchmark_module(tmp_path, monkeypatch):
     """Adding a benchmark is one module defining BENCHMARK: the registry discovers it."""
     import sys
 
-    import harness.benchmarks as pkg
-    from harness.benchmarks import _core
+    import harness.evaluation.benchmarks as pkg
+    from harness.evaluation.benchmarks import _core
 
     (tmp_path / "zz_tmp_bench.py").write_text(
-        "from harness.benchmarks import Benchmark, Problem\n"
+        "from harness.evaluation.benchmarks import Benchmark, Problem\n"
         "BENCHMARK = Benchmark(name='zz_tmp', description='t', grader='arith',\n"
         "    load=lambda o: [Problem(id=str(i), question=f'{i}+{i}=?', gold=str(2*i)) for i in range(5)])\n"
     )
@@ -152,11 +152,11 @@ def test_registry_accepts_new_benchmark_module(tmp_path, monkeypatch):
     monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
     monkeypatch.setattr(_core, "_DISCOVERED", False)
     monkeypatch.setattr(_core, "_REGISTRY", {})
-    monkeypatch.delitem(sys.modules, "harness.benchmarks.zz_tmp_bench", raising=False)
+    monkeypatch.delitem(sys.modules, "harness.evaluation.benchmarks.zz_tmp_bench", raising=False)
     assert {"zz_tmp", "aime24", "math500", "gpqa_diamond"} <= set(names())
     assert [p.gold for p in load_benchmark("zz_tmp", limit=2)] == ["0", "2"]
     assert isinstance(get_benchmark("zz_tmp"), Benchmark)
-    sys.modules.pop("harness.benchmarks.zz_tmp_bench", None)
+    sys.modules.pop("harness.evaluation.benchmarks.zz_tmp_bench", None)
 
 
 # ---------------------------------------------------------------- GPQA
@@ -230,9 +230,9 @@ def test_gpqa_hub_failure_maps_to_unavailable(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
-    import harness.hub
+    import harness.core.hub
 
-    monkeypatch.setattr(harness.hub, "unavailable", lambda *a: None)     # the hub answers, the load fails
+    monkeypatch.setattr(harness.core.hub, "unavailable", lambda *a: None)     # the hub answers, the load fails
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(BenchmarkUnavailable, match="hub load failed: ConnectionError"):
         load_benchmark("gpqa_diamond")

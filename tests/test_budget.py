@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.errors import UserError
-from harness.generation.base import Completion, GenParams, decode, per_prompt_params
-from harness.generation.budget import BudgetConfig, generate_with_budget
-from harness.generation.prompts import S1, build_prompt_ids, delimiter_ids
+from harness.core.errors import UserError
+from harness.evaluation.generation.base import Completion, GenParams, decode, per_prompt_params
+from harness.evaluation.generation.budget import BudgetConfig, generate_with_budget
+from harness.evaluation.generation.prompts import S1, build_prompt_ids, delimiter_ids
 
 IM_START, IM_END = 1, 2
 
@@ -249,7 +249,7 @@ def test_seeds_per_request_and_round(tok, X, ANS):
 
 @pytest.mark.slow
 def test_budget_forcing_on_smollm2(smollm2):
-    from harness.generation.hf import HFBackend
+    from harness.evaluation.generation.hf import HFBackend
 
     model, tok = smollm2
     backend = HFBackend(model, tok, batch_size=4)

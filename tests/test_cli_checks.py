@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import harness.evaluate as ev
-import harness.pipeline as pipeline
+import harness.evaluation.runner as ev
+import harness.paper.pipeline as pipeline
 from harness.cli import main
-from harness.runs import load_run
+from harness.evaluation.runs import load_run
 from test_report import A, B, _write_run   # one fake eval-run writer for the report tests
 
 
@@ -74,7 +74,7 @@ def test_table1_report_says_what_was_evaluated(tmp_path, monkeypatch):
 
 
 def test_reproduce_report_keeps_all_ours_marks(tmp_path):
-    from harness.report import build_table
+    from harness.paper.report import build_table
 
     run = load_run(_write_run(tmp_path, "m", "arith", {"q1": True}))
     models = {n: [{"arith": run}] for n in ("base", "s1.1-sft", "iw-sft", "iw-sft-per-step")}
@@ -117,9 +117,9 @@ def test_table1_help_names_the_default_preset(capsys):
 def test_reproduce_table1_checks_arguments_first(tmp_path, monkeypatch, capsys, args, needle):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline, "reproduce_table1", _never("reproduce-table1 (Figure 1, training)"))
-    import harness.toy
+    import harness.paper.figure1
 
-    monkeypatch.setattr(harness.toy, "run_toy", _never("Figure 1"))
+    monkeypatch.setattr(harness.paper.figure1, "run_toy", _never("Figure 1"))
     assert main(["reproduce-table1", "--preset", "tiny", "--out", "rep", *args]) == 2
     _one_error_line(capsys, needle)
     assert not (tmp_path / "rep").exists() and not (tmp_path / "runs").exists()
@@ -212,7 +212,7 @@ def test_subsets_line_says_what_the_runs_hold():
     """A limit past a benchmark's end is no subset; a real subset says 'first n of total'."""
     from types import SimpleNamespace
 
-    from harness.suite import load_suite
+    from harness.paper.suite import load_suite
 
     suite = load_suite("tiny")
     suite.benchmarks = {"aime24": 1000, "arith": 5}
@@ -226,7 +226,7 @@ def test_step_curve_says_which_checkpoints_are_gone(tmp_path, monkeypatch):
     from rich.console import Console
     from types import SimpleNamespace
 
-    from harness.suite import load_suite
+    from harness.paper.suite import load_suite
 
     root = tmp_path / "run"
     (root / "checkpoints" / "step-000004").mkdir(parents=True)

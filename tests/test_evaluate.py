@@ -18,10 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import evaluate as ev
-from harness.benchmarks import Problem, get_benchmark
+from harness.evaluation import runner as ev
+from harness.evaluation.benchmarks import Problem, get_benchmark
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_benchmarks import secret_texts, write_fake_gpqa_csv  # noqa: E402
@@ -193,7 +193,7 @@ class FakeEngine(ev._Engine):
 
 
 def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, capsys):
-    from harness.benchmarks import gpqa_diamond
+    from harness.evaluation.benchmarks import gpqa_diamond
 
     monkeypatch.setattr(ev, "_Engine", FakeEngine)
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
@@ -245,7 +245,7 @@ def test_settings_hash_ignores_subset_but_not_budgets(tmp_path, monkeypatch):
 
 
 def test_benchmark_options_reach_the_loader(tmp_path, monkeypatch):
-    from harness.benchmarks import Benchmark, _core, register
+    from harness.evaluation.benchmarks import Benchmark, _core, register
 
     _core._discover()
     monkeypatch.setattr(_core, "_REGISTRY", dict(_core._REGISTRY))

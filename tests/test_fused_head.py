@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from harness.batching import Batch, batch_logprobs
-from harness.fused_head import fused_supported, fused_token_logprobs
+from harness.training.batching import Batch, batch_logprobs
+from harness.training.fused_head import fused_supported, fused_token_logprobs
 
 
 def _model(tie: bool, vocab: int = 500):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.generation.base import GenParams, cut_at_stop_string, decode
-from harness.generation.hf import HFBackend
-from harness.generation.prompts import S1, THINK_TAGS, build_prompt_ids, delimiter_ids
+from harness.evaluation.generation.base import GenParams, cut_at_stop_string, decode
+from harness.evaluation.generation.hf import HFBackend
+from harness.evaluation.generation.prompts import S1, THINK_TAGS, build_prompt_ids, delimiter_ids
 
 QUESTIONS = [
     "What is 2+3?",
@@ -149,7 +149,7 @@ def test_batched_choice_equals_per_row_choice(tiny_model):
     what each row's own choose() picks; sampling rows keep their own generators."""
     import torch
 
-    from harness.generation.hf import _choose_all, _Row
+    from harness.evaluation.generation.hf import _choose_all, _Row
 
     model, tok = tiny_model
     be = HFBackend(model, tok, batch_size=8)

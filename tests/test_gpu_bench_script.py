@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIM = """#!{python}
 import json, sys
 sys.path.insert(0, {root!r})
-from harness.bench import SHAPES, VARIANTS
+from harness.perf.train_bench import SHAPES, VARIANTS
 from harness.cli import build_parser
 assert sys.argv[1:3] == ["-m", "harness"], sys.argv
 args = build_parser().parse_args(sys.argv[3:])

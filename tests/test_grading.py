@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from harness.errors import UserError
-from harness.grading import BENCHMARK_KINDS, Verdict, grade_many, grade_many_detailed, grade_one
-from harness.grading.equivalence import math_equal, numeric_value, to_int
-from harness.grading.extract import extract_answer, extract_choice
-from harness.grading.pool import call_with_timeout, map_with_timeout
+from harness.core.errors import UserError
+from harness.evaluation.grading import BENCHMARK_KINDS, Verdict, grade_many, grade_many_detailed, grade_one
+from harness.evaluation.grading.equivalence import math_equal, numeric_value, to_int
+from harness.evaluation.grading.extract import extract_answer, extract_choice
+from harness.evaluation.grading.pool import call_with_timeout, map_with_timeout
 
 T = "<|im_start|>think\n"
 A = "\n<|im_start|>answer\n"
@@ -94,7 +94,7 @@ def test_to_int():
 # ---- math kind (MATH500) -------------------------------------------------------------------------
 
 MATH = [
-    # name, prediction, gold, correct. Guards refer to harness/grading/equivalence.py.
+    # name, prediction, gold, correct. Guards refer to harness/evaluation/grading/equivalence.py.
     ("guard1_bare_gold_collapses_to_1", r"1+\frac{1}{e}", r"1-\frac{1}{e}", False),
     ("guard1_factorial_bare_reads_5", "5", "5!", False),
     ("factorial_quotient_value", "30240", r"\frac{10!}{5!}", True),
@@ -339,7 +339,7 @@ def test_real_math_verify_hang_times_out_in_process():
     ("thinking 4 + 0 = 4 and no answer section", "4", None, False),   # never from thinking text
 ])
 def test_bare_value_in_answer_section(response, gold, extracted, correct):
-    from harness.grading import grade_one
+    from harness.evaluation.grading import grade_one
 
     v = grade_one("arith", response, gold)
     assert (v.extracted, v.correct) == (extracted, correct)

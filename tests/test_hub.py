@@ -1,9 +1,9 @@
-"""harness.hub: a repo neither cached nor reachable is refused in seconds; a cached one is left to
+"""harness.core.hub: a repo neither cached nor reachable is refused in seconds; a cached one is left to
 the libraries (they load it offline)."""
 
 import pytest
 
-from harness import hub
+from harness.core import hub
 from harness.cli import main
 
 

@@ -14,10 +14,10 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed; pip i
 
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from harness import lmeval_tasks  # noqa: E402
-from harness.benchmarks import BenchmarkUnavailable, load_benchmark  # noqa: E402
-from harness.generation.prompts import build_prompt_ids  # noqa: E402
-from harness.grading import grade_one  # noqa: E402
+from harness.evaluation import lmeval_tasks  # noqa: E402
+from harness.evaluation.benchmarks import BenchmarkUnavailable, load_benchmark  # noqa: E402
+from harness.evaluation.generation.prompts import build_prompt_ids  # noqa: E402
+from harness.evaluation.grading import grade_one  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ MAX_GEN_TOKS = 32
 
 @pytest.fixture(scope="module")
 def smollm2_path() -> str:
-    from harness.models import resolve_model
+    from harness.core.models import resolve_model
 
     return resolve_model("smollm2-135m").path
 
@@ -89,8 +89,8 @@ def test_lmeval_hf_backend_verdicts_equal_ours(task_manager, smollm2_path, one_t
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from harness.generation.base import GenParams
-    from harness.generation.hf import HFBackend
+    from harness.evaluation.generation.base import GenParams
+    from harness.evaluation.generation.hf import HFBackend
 
     lm = HFLM(pretrained=smollm2_path, dtype="float32", device="cpu", batch_size=1)
     tok = lm.tokenizer
@@ -161,7 +161,7 @@ def test_gpqa_docs_keep_question_text_private(tmp_path, smollm2_path):
 
 
 def test_gpqa_unavailable_fails_with_one_line(monkeypatch, smollm2_path):
-    from harness.benchmarks import gpqa_diamond
+    from harness.evaluation.benchmarks import gpqa_diamond
 
     def fail():
         raise BenchmarkUnavailable(gpqa_diamond.UNAVAILABLE + " (hub load failed: GatedRepoError)")
@@ -175,7 +175,7 @@ def test_gpqa_unavailable_fails_with_one_line(monkeypatch, smollm2_path):
 
 
 def test_missing_tokenizer_is_a_clear_error():
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     with pytest.raises(UserError, match="pretrained="):
         _manager().load("iwsft_arith")

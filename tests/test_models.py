@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import models
-from harness.errors import UserError
-from harness.models import atomic_materialize, resolve_model
+from harness.core import models
+from harness.core.errors import UserError
+from harness.core.models import atomic_materialize, resolve_model
 
 
 # ------------------------------------------------------------------------------ resolution errors

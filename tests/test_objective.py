@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.errors import UserError
-from harness.objective import PRESETS, NonFiniteError, iw_objective, preset, token_logprobs
+from harness.core.errors import UserError
+from harness.training.objective import PRESETS, NonFiniteError, iw_objective, preset, token_logprobs
 
 
 def _batch(lengths, pad_to, vocab=11, seed=0, left_pad=False):

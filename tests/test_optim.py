@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.optim import adamw
+from harness.training.optim import adamw
 
 
 def _params(seed=0):

@@ -47,7 +47,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
         assert not (tmp_path / "rep2").exists()
 
     # Figure 2 on the trained checkpoints, one cheap cell.
-    import harness.suite as suite_mod
+    import harness.paper.suite as suite_mod
 
     sw = tmp_path / "sweep.yaml"
     text = suite_mod.suite_path("tiny").read_text()

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.report import build_table, markdown
-from harness.runs import find_runs, load_run
-from harness.stats import mcnemar_exact, paired_compare, wilson
+from harness.core.errors import UserError
+from harness.paper.report import build_table, markdown
+from harness.evaluation.runs import find_runs, load_run
+from harness.core.stats import mcnemar_exact, paired_compare, wilson
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.qsource import make_q_source
-from harness.toy import Bandit, ToyConfig, curated_dataset, run_toy
+from harness.training.qsource import make_q_source
+from harness.paper.figure1 import Bandit, ToyConfig, curated_dataset, run_toy
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.recipe import load_recipe
-from harness.trainer import train
+from harness.core.errors import UserError
+from harness.training.config import load_recipe
+from harness.training.trainer import train
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from harness.models import load_tokenizer, tiny_random_model
+    from harness.core.models import load_tokenizer, tiny_random_model
 
     d = tmp_path_factory.mktemp("tiny")
     tok = load_tokenizer("smollm2-135m")
@@ -148,10 +148,10 @@ def test_fused_lm_head_trains_like_plain(tiny_dir, tmp_path):
 
 
 def test_packed_logprobs_equal_padded(tiny_dir):
-    from harness.batching import batch_logprobs, collate, collate_packed
-    from harness.models import load_tokenizer
-    from harness.recipe import load_recipe
-    from harness.sft_data import load_rows, prepare
+    from harness.training.batching import batch_logprobs, collate, collate_packed
+    from harness.core.models import load_tokenizer
+    from harness.training.config import load_recipe
+    from harness.training.data import load_rows, prepare
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(str(tiny_dir / "model"))
@@ -180,10 +180,10 @@ def test_lagged_q_sources_train(tiny_dir, tmp_path, q_source):
 
 
 def test_cached_reference_equals_on_the_fly(tiny_dir, tmp_path):
-    from harness.batching import batch_logprobs, collate
-    from harness.models import load_model, load_tokenizer
-    from harness.refcache import load_cache
-    from harness.sft_data import load_rows, prepare
+    from harness.training.batching import batch_logprobs, collate
+    from harness.core.models import load_model, load_tokenizer
+    from harness.training.refcache import load_cache
+    from harness.training.data import load_rows, prepare
 
     cfg = _cfg(tiny_dir, tmp_path, weighting="iw-sft", max_steps=1)
     train(cfg)
@@ -239,7 +239,7 @@ AMP_SCRIPT = """
 import torch
 from accelerate import Accelerator
 from transformers import LlamaConfig, LlamaForCausalLM
-from harness.trainer import drop_fp32_output_wrapper
+from harness.training.trainer import drop_fp32_output_wrapper
 acc = Accelerator(mixed_precision="bf16", cpu=True)
 m = acc.prepare(LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                             num_attention_heads=4, num_key_value_heads=2)))
@@ -428,7 +428,7 @@ def test_empty_dataset_and_unwritable_dir(tiny_dir, tmp_path):
 
 
 def test_reference_cache_from_another_model_is_refused(tiny_dir, tmp_path):
-    from harness.models import load_tokenizer, tiny_random_model
+    from harness.core.models import load_tokenizer, tiny_random_model
 
     other = tmp_path / "other"
     tok = load_tokenizer(str(tiny_dir / "model"))
@@ -446,7 +446,7 @@ def test_reference_cache_from_another_model_is_refused(tiny_dir, tmp_path):
 
 
 def test_quality_oversampling_counts(tiny_dir, tmp_path):
-    from harness.sft_data import quality_oversample
+    from harness.training.data import quality_oversample
 
     rows = [{"score": s} for s in range(100)]
     idx = quality_oversample(rows, "score", [90, 95, 98])
@@ -477,7 +477,7 @@ def test_compiled_layers_train_like_eager(tiny_dir, tmp_path):
 
 def test_second_trainer_on_one_output_dir_is_refused(tiny_dir, tmp_path):
     """Two trainers writing one run folder would interleave checkpoints: the second is refused."""
-    from harness.io import dir_lock
+    from harness.core.io import dir_lock
 
     (tmp_path / "run").mkdir()
     with dir_lock(tmp_path / "run", "held"):

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.errors import UserError
-from harness.generation.base import GenParams
+from harness.core.errors import UserError
+from harness.evaluation.generation.base import GenParams
 
 EOS, STOP = 2, 7
 
@@ -72,7 +72,7 @@ def fake_vllm(monkeypatch):
 
 
 def _backend(**kw):
-    from harness.generation.vllm_backend import VLLMBackend
+    from harness.evaluation.generation.vllm_backend import VLLMBackend
 
     return VLLMBackend("/models/x", **kw)
 
@@ -135,8 +135,8 @@ def test_output_normalisation(fake_vllm, vllm_out, expect):
 
 def test_budget_forcing_through_the_adapter(fake_vllm):
     """The shared budget layer drives the adapter: thinking stops on a stop id kept in vLLM's token_ids."""
-    from harness.generation.budget import BudgetConfig, generate_with_budget
-    from harness.generation.prompts import Delimiters
+    from harness.evaluation.generation.budget import BudgetConfig, generate_with_budget
+    from harness.evaluation.generation.prompts import Delimiters
 
     class Tok(CharTokenizer):
         def encode(self, text, add_special_tokens=False):
@@ -165,7 +165,7 @@ def test_missing_vllm_is_a_user_error(monkeypatch):
 
 
 def test_make_backend_kinds(monkeypatch, tmp_path, fake_vllm):
-    import harness.generation as gen
+    import harness.evaluation.generation as gen
 
     with pytest.raises(UserError, match="unknown backend"):
         gen.resolve_backend_kind("tpu")

@@ -6,7 +6,7 @@ def labelled_paths(items: list[str], flag: str, require_name: bool = False) -> d
     One label used twice is refused: the two rows would overwrite each other in the report."""
     from pathlib import Path
 
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     out: dict[str, str] = {}
     for item in items:

@@ -16,7 +16,7 @@ def add_arguments(p):
     p.add_argument("--no-checkpointing", action="store_true",
                    help="no activation checkpointing (faster when the activations fit: 1.5B/8k on an H100)")
     p.add_argument("--fused-head", action="store_true",
-                   help="log-probs from hidden states, chunked (harness/fused_head.py): no whole [tokens x vocab] logits")
+                   help="log-probs from hidden states, chunked (harness/training/fused_head.py): no whole [tokens x vocab] logits")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each decoder layer in place (regional compilation; the trainer's "
                         "compile_layers=true)")
@@ -31,9 +31,9 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from harness.bench import SHAPES, VARIANTS, bench_train_step, print_table, write
-    from harness.errors import UserError
-    from harness.io import check_output_file
+    from harness.perf.train_bench import SHAPES, VARIANTS, bench_train_step, print_table, write
+    from harness.core.errors import UserError
+    from harness.core.io import check_output_file
 
     shapes = [s for s in args.shapes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]

@@ -24,11 +24,11 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from harness.bench import SHAPES, write
-    from harness.bench_generation import bench_generation, print_table
-    from harness.errors import UserError
-    from harness.io import check_output_file
-    from harness.models import load_tokenizer
+    from harness.perf.train_bench import SHAPES, write
+    from harness.perf.gen_bench import bench_generation, print_table
+    from harness.core.errors import UserError
+    from harness.core.io import check_output_file
+    from harness.core.models import load_tokenizer
 
     if args.shape not in SHAPES:
         raise UserError(f"unknown shape {args.shape!r}; shapes: {', '.join(SHAPES)}")
@@ -40,7 +40,7 @@ def run(args) -> int:
         raise UserError(f"--prompt-len must be >= 1 token, got {args.prompt_len}")
     check_output_file(Path(args.out), "--out")
     tokenizer = load_tokenizer(args.tokenizer)
-    from harness.generation.prompts import S1, delimiter_ids
+    from harness.evaluation.generation.prompts import S1, delimiter_ids
 
     head = len(delimiter_ids(tokenizer, S1).think_prefix)
     if args.prompt_len < head:

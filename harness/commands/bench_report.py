@@ -12,8 +12,8 @@ def add_arguments(p):
 def run(args) -> int:
     from pathlib import Path
 
-    from harness.bench_report import load, render
-    from harness.errors import UserError
+    from harness.perf.targets import load, render
+    from harness.core.errors import UserError
 
     files = [Path(f) for f in args.files] or sorted(Path("reports/bench").glob("*.json"))
     if not files:

@@ -16,12 +16,12 @@ def add_arguments(p):
 def run(args) -> int:
     from pathlib import Path
 
-    from harness.errors import UserError
-    from harness.pipeline import budget_sweep
-    from harness.recipe import load_recipe
-    from harness.suite import load_suite
+    from harness.core.errors import UserError
+    from harness.paper.pipeline import budget_sweep
+    from harness.training.config import load_recipe
+    from harness.paper.suite import load_suite
 
-    from harness.models import check_models
+    from harness.core.models import check_models
 
     suite = load_suite(args.preset)
     if not suite.budget_sweep:
@@ -36,7 +36,7 @@ def run(args) -> int:
                 raise UserError(f"no trained {name} at {final}; run `just reproduce-table1 {suite.name}` first or name checkpoints")
             models[name] = str(final)
     check_models(models.values())      # a wrong path fails here, before --out is created
-    from harness.io import check_writable_dir
+    from harness.core.io import check_writable_dir
 
     out = check_writable_dir(Path(args.out), "--out")   # creates nothing
     budget_sweep(suite, models, out)

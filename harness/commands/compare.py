@@ -17,10 +17,10 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.errors import UserError
-    from harness.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from harness.runs import differing_settings, find_runs
-    from harness.stats import paired_compare, wilson
+    from harness.core.errors import UserError
+    from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+    from harness.evaluation.runs import differing_settings, find_runs
+    from harness.core.stats import paired_compare, wilson
 
     if len(args.runs) < 2:
         raise UserError("give at least two runs to compare")

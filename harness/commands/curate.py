@@ -24,8 +24,8 @@ def add_arguments(p):
 def run(args) -> int:
     from rich.console import Console
 
-    from harness.curate import curate
-    from harness.errors import UserError
+    from harness.paper.curate import curate
+    from harness.core.errors import UserError
 
     if args.samples < 1:
         raise UserError("--samples must be >= 1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 HELP = "evaluate a model on AIME24 / MATH500 / GPQA Diamond (s1 protocol, resumable)"
 
@@ -74,7 +74,7 @@ def add_arguments(p):
 def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
     """Option keys must be read by one of the chosen benchmarks (a typo is not ignored), and their
     values must load: checked on the public benchmarks' data now, before any model is loaded."""
-    from harness.benchmarks import check_options, get_benchmark
+    from harness.evaluation.benchmarks import check_options, get_benchmark
 
     if not options:
         return
@@ -90,7 +90,7 @@ def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
 
 
 def config_from_args(args):
-    from harness.evaluate import EvalConfig
+    from harness.evaluation.runner import EvalConfig
 
     ids = None
     if args.ids is not None:
@@ -118,7 +118,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from harness.evaluate import run_eval, validate
+    from harness.evaluation.runner import run_eval, validate
 
     cfg = config_from_args(args)
     validate(cfg)          # every setting, before the model loads (run_eval checks again for library callers)

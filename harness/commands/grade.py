@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.io import check_output_file, read_jsonl, write_jsonl_atomic
+from harness.core.errors import UserError
+from harness.core.io import check_output_file, read_jsonl, write_jsonl_atomic
 
 HELP = "Grade generated responses (JSONL with response/gold) offline, without an LLM judge."
 
 
 def add_arguments(parser) -> None:
-    from harness.grading import BENCHMARK_KINDS
-    from harness.grading.extract import DEFAULT_DELIMITER
+    from harness.evaluation.grading import BENCHMARK_KINDS
+    from harness.evaluation.grading.extract import DEFAULT_DELIMITER
     parser.add_argument("--benchmark", required=True, metavar="{" + ",".join(BENCHMARK_KINDS) + "}",
                         help="selects the grader: integer (aime24, arith), math (math500), choice (gpqa_diamond)")
     parser.add_argument("--input", required=True, type=Path,
@@ -55,7 +55,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from harness.grading import check_gold, grade_many_detailed, kind_of
+    from harness.evaluation.grading import check_gold, grade_many_detailed, kind_of
 
     kind_of(args.benchmark)
     if args.timeout is not None and args.timeout <= 0:

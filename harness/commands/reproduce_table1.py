@@ -16,15 +16,15 @@ def add_arguments(p):
 
 def check_args(args) -> None:
     """Every argument, before Figure 1, training or evaluation starts (and before --out is created)."""
-    from harness.pipeline import check_arguments
-    from harness.suite import load_suite
+    from harness.paper.pipeline import check_arguments
+    from harness.paper.suite import load_suite
 
     check_arguments(load_suite(args.preset), args.seeds, args.limit, args.out, args.train_override)
 
 
 def run(args) -> int:
     check_args(args)
-    from harness.pipeline import reproduce_table1
+    from harness.paper.pipeline import reproduce_table1
 
     reproduce_table1(args.preset, seeds=args.seeds, out=args.out, limit=args.limit, train_overrides=args.train_override)
     return 0

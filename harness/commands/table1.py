@@ -22,7 +22,7 @@ def add_arguments(p):
 def run(args) -> int:
     from pathlib import Path
 
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     # Every argument is checked before the (slow, possibly networked) benchmark probe.
     from harness.commands import labelled_paths
@@ -32,22 +32,22 @@ def run(args) -> int:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
     if args.backend is not None and args.backend not in BACKENDS:
         raise UserError(f"--backend must be hf or vllm, not {args.backend!r}")
-    from harness.suite import load_suite
+    from harness.paper.suite import load_suite
 
     suite = load_suite(args.preset)
     if args.backend:
         suite.backend = args.backend
-    from harness.io import check_writable_dir
+    from harness.core.io import check_writable_dir
 
     out = check_writable_dir(Path(args.out), "--out")   # creates nothing
-    from harness.models import check_models
+    from harness.core.models import check_models
 
     check_models(models.values())   # a typo fails here, in one line, before any probing or evaluation
 
     from rich.console import Console
 
-    from harness.pipeline import _eval, available_benchmarks, deviations
-    from harness.report import build_table, write_report
+    from harness.paper.pipeline import _eval, available_benchmarks, deviations
+    from harness.paper.report import build_table, write_report
 
     if args.limit is not None:
         # The limit replaces the suite's subsets, so the report's "Subsets" line says what ran.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 HELP = "Figure 1: SFT vs iw-SFT on the paper's two-armed bandit (CPU, seconds)"
 
@@ -21,8 +21,8 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.io import atomic_write_text, ensure_writable_dir
-    from harness.toy import ToyConfig, plot, run_toy
+    from harness.core.io import atomic_write_text, ensure_writable_dir
+    from harness.paper.figure1 import ToyConfig, plot, run_toy
 
     if args.steps < 1 or args.n_draws < 2:
         raise UserError("--steps must be >= 1 and --n-draws >= 2")

@@ -17,8 +17,8 @@ def run(args) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from harness.errors import UserError
-    from harness.recipe import field_docs, load_recipe
+    from harness.core.errors import UserError
+    from harness.training.config import field_docs, load_recipe
 
     console = Console()
     if args.help_keys:
@@ -32,8 +32,8 @@ def run(args) -> int:
     if args.check:
         import yaml
 
-        from harness.io import check_writable_dir
-        from harness.sft_data import check_rows, is_local, load_rows
+        from harness.core.io import check_writable_dir
+        from harness.training.data import check_rows, is_local, load_rows
 
         check_writable_dir(cfg.output_dir, "output_dir")
         if is_local(cfg.dataset):        # a hub dataset is checked when training loads it
@@ -42,7 +42,7 @@ def run(args) -> int:
         console.print(escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
         console.print(f"[green]ok[/]: {args.recipe}")
         return 0
-    from harness.trainer import train
+    from harness.training.trainer import train
 
     train(cfg, console)
     return 0

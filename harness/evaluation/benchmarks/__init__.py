@@ -1,0 +1,33 @@
+"""Benchmarks for offline evaluation: a declarative registry in the style of lm-evaluation-harness
+tasks. Each benchmark is one module here defining `BENCHMARK = Benchmark(...)` (see _core.py);
+`load_benchmark(name, limit=..., ids=...)` returns `Problem`s.
+
+Shipped: aime24, math500 (JSONL in harness/data, checksums in harness/data/SOURCES.md);
+gpqa_diamond (gated: from the hub with the user's token, or a local CSV; never written out).
+"""
+
+from harness.evaluation.benchmarks._core import (
+    Benchmark,
+    BenchmarkUnavailable,
+    Problem,
+    check_options,
+    fingerprint,
+    get_benchmark,
+    load_benchmark,
+    names,
+    register,
+    select,
+)
+
+__all__ = [
+    "Benchmark",
+    "BenchmarkUnavailable",
+    "Problem",
+    "check_options",
+    "fingerprint",
+    "get_benchmark",
+    "load_benchmark",
+    "names",
+    "register",
+    "select",
+]

@@ -1,0 +1,159 @@
+"""The benchmark registry: problems, benchmark specs, discovery, selection.
+
+A benchmark is one module in `harness/evaluation/benchmarks/` (name not starting with "_") that defines
+`BENCHMARK = Benchmark(...)`; modules are discovered on first use, so adding a benchmark touches
+no other file. `load(options)` returns every problem in the benchmark's canonical order; subsets
+(`limit`, `ids`) are taken here, the same way for every benchmark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pkgutil
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from harness.core.errors import UserError
+
+
+class BenchmarkUnavailable(UserError):
+    """The benchmark's data cannot be loaded here (e.g. a gated dataset without access).
+    The message says, on one line, how to provide it; the eval runner skips the benchmark."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str = field(repr=False)   # the user-message text given to the model
+    gold: str
+    meta: dict = field(default_factory=dict, compare=False)
+    # Texts that must never leave memory for non-public benchmarks (question stem, options): the
+    # runner redacts them from anything it writes. Empty for public benchmarks.
+    private: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    load: Callable[[Mapping[str, Any]], list[Problem]]  # options -> all problems, canonical order
+    grader: str                 # the `benchmark` key passed to harness.evaluation.grading.grade_many
+    public: bool = True         # False: question text must never be printed, logged or written
+    source: str = ""            # one line: where the data comes from
+    options: tuple[str, ...] = ()  # loader option keys it reads (`iwsft eval --benchmark-option KEY=VALUE`)
+
+
+_REGISTRY: dict[str, Benchmark] = {}
+_DISCOVERED = False
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    """Add a benchmark defined outside `harness/evaluation/benchmarks/` (modules inside are discovered)."""
+    if benchmark.name in _REGISTRY and _REGISTRY[benchmark.name] is not benchmark:
+        raise ValueError(f"benchmark {benchmark.name!r} registered twice")
+    _REGISTRY[benchmark.name] = benchmark
+    return benchmark
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    import harness.evaluation.benchmarks as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"harness.evaluation.benchmarks.{info.name}")
+        spec = getattr(module, "BENCHMARK", None)
+        if isinstance(spec, Benchmark):
+            register(spec)
+    _DISCOVERED = True
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_benchmark(name: str) -> Benchmark:
+    _discover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
+
+
+def check_options(benchmarks: Iterable[str], options: Mapping[str, Any]) -> None:
+    """A UserError (with a did-you-mean) for an option key that none of `benchmarks` reads: a typo
+    would otherwise be ignored silently and the run would use the default."""
+    import difflib
+
+    benchmarks = list(benchmarks)
+    allowed = {o: b for b in benchmarks for o in get_benchmark(b).options}
+    for key in options:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, list(allowed), n=1)
+        if close:
+            hint = f"; did you mean {close[0]!r}?"
+        elif allowed:
+            hint = f"; options of {', '.join(benchmarks)}: {', '.join(sorted(allowed))}"
+        else:
+            owners = sorted(n for n in names() if key in _REGISTRY[n].options)
+            if owners:
+                hint = f"; it applies only to {', '.join(owners)} (not in --benchmarks): add one there or drop the option"
+            else:
+                hint = f"; {', '.join(benchmarks)} take{'s' if len(benchmarks) == 1 else ''} no options"
+        raise UserError(f"--benchmark-option {key!r} is not an option of {', '.join(benchmarks)}{hint}")
+
+
+def select(problems: Sequence[Problem], *, limit: int | None = None,
+           ids: Iterable[str] | None = None, benchmark: str = "") -> list[Problem]:
+    """Explicit `ids` (in the order given, duplicates dropped) then the first `limit`."""
+    out = list(problems)
+    if ids is not None:
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        by_id = {p.id: p for p in out}
+        unknown = [i for i in wanted if i not in by_id]
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
+            raise UserError(f"unknown problem id(s) for {benchmark or 'benchmark'}: {shown}")
+        out = [by_id[i] for i in wanted]
+    if limit is not None:
+        if limit < 0:
+            raise UserError(f"--limit must be >= 0, got {limit}")
+        out = out[:limit]
+    return out
+
+
+def load_benchmark(name: str, *, limit: int | None = None, ids: Iterable[str] | None = None,
+                   gpqa_csv: str | None = None, **options: Any) -> list[Problem]:
+    """Problems of benchmark `name`: all, the first `limit`, or the given `ids` (UserError naming
+    unknown ones). Raises BenchmarkUnavailable when the data cannot be had (gated GPQA)."""
+    spec = get_benchmark(name)
+    problems = spec.load({"gpqa_csv": gpqa_csv, **options})
+    return select(problems, limit=limit, ids=ids, benchmark=name)
+
+
+def fingerprint(problems: Sequence[Problem]) -> str:
+    """sha256 over ids, questions and golds: identifies the data without revealing it."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.id, p.question, p.gold], ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def read_packaged_jsonl(filename: str) -> list[dict]:
+    """Rows of `harness/data/<filename>` (shipped with the package)."""
+    text = resources.files("harness").joinpath("data", filename).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def packaged_sha256(filename: str) -> str:
+    data = resources.files("harness").joinpath("data", filename).read_bytes()
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,147 @@
+"""Prompt building and the thinking/answer delimiters (method.md section 3).
+
+The s1 format (ChatML models: Qwen2.5, SmolLM2): the chat template with the generation prompt, then
+"<|im_start|>think"; thinking ends at "<|im_start|>" or "<|im_end|>"; the answer is introduced by
+"<|im_start|>answer" (natural end of thinking) or "\\n<|im_start|>answer\\nFinal Answer:" (cap hit);
+the answer ends at "<|im_end|>". `THINK_TAGS` is the same protocol for models that think inside
+"<think> ... </think>" (DeepSeek-R1 distills, QwQ, Qwen3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from harness.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Delimiters:
+    name: str = "s1"
+    think_prefix: str = "<|im_start|>think"
+    answer_prefix: str = "<|im_start|>answer"
+    # thinking ends at any of these; single-token strings become stop token ids, others stop strings
+    thinking_stops: tuple[str, ...] = ("<|im_start|>", "<|im_end|>")
+    # the answer ends here; None = the tokenizer's EOS token
+    end_of_turn: str | None = "<|im_end|>"
+    final_answer_close: str = "\n<|im_start|>answer\nFinal Answer:"
+    wait: str = "Wait"
+    # s1 drops the leading "\n" of final_answer_close when the thinking text already ends with "\n"
+    close_skips_newline_after_newline: bool = True
+
+
+S1 = Delimiters()
+
+THINK_TAGS = Delimiters(
+    name="think-tags",
+    think_prefix="<think>\n",
+    answer_prefix="</think>\n\n",
+    thinking_stops=("</think>",),
+    end_of_turn=None,
+    final_answer_close="\n</think>\n\nFinal Answer:",
+    wait="Wait",
+)
+
+PRESETS: dict[str, Delimiters] = {"s1": S1, "think-tags": THINK_TAGS}
+
+
+def get_delimiters(name: str | Delimiters) -> Delimiters:
+    if isinstance(name, Delimiters):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UserError(f"unknown delimiter preset '{name}'; choose one of {', '.join(PRESETS)}") from None
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `text` alone, no BOS/EOS added (how s1 tokenizes its injected strings)."""
+    if not text:
+        return []
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def eos_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """EOS ids from the tokenizer and, when given, the model's generation config (may be a list)."""
+    ids: list[int] = []
+    for src in (getattr(tokenizer, "eos_token_id", None),
+                getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if src is None:
+            continue
+        for i in (src if isinstance(src, (list, tuple)) else [src]):
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def split_stops(tokenizer: Any, stops: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Stop strings that are one token become stop token ids (exact, maskable by min_tokens); the rest
+    stay stop strings."""
+    ids: list[int] = []
+    strings: list[str] = []
+    for s in stops:
+        enc = encode(tokenizer, s)
+        if len(enc) == 1 and tokenizer.decode(enc) == s:
+            if enc[0] not in ids:
+                ids.append(enc[0])
+        else:
+            strings.append(s)
+    return ids, strings
+
+
+@dataclass(frozen=True)
+class DelimiterIds:
+    """Delimiters turned into token ids for one tokenizer."""
+
+    think_prefix: list[int]
+    answer_prefix: list[int]
+    final_answer_close: list[int]
+    final_answer_close_no_newline: list[int]
+    wait: list[int]
+    thinking_stop_ids: list[int]
+    thinking_stop_strings: list[str]
+    answer_stop_ids: list[int]
+    answer_stop_strings: list[str]
+
+
+def delimiter_ids(tokenizer: Any, delimiters: Delimiters) -> DelimiterIds:
+    stop_ids, stop_strings = split_stops(tokenizer, delimiters.thinking_stops)
+    if delimiters.end_of_turn is None:
+        eot_ids, eot_strings = eos_token_ids(tokenizer), []
+        if not eot_ids:
+            raise UserError(f"delimiters '{delimiters.name}' end the answer at the EOS token, but the "
+                            "tokenizer has none; fix: set end_of_turn")
+    else:
+        eot_ids, eot_strings = split_stops(tokenizer, [delimiters.end_of_turn])
+    close = delimiters.final_answer_close
+    return DelimiterIds(
+        think_prefix=encode(tokenizer, delimiters.think_prefix),
+        answer_prefix=encode(tokenizer, delimiters.answer_prefix),
+        final_answer_close=encode(tokenizer, close),
+        final_answer_close_no_newline=encode(tokenizer, close[1:] if close.startswith("\n") else close),
+        wait=encode(tokenizer, delimiters.wait),
+        thinking_stop_ids=stop_ids,
+        thinking_stop_strings=stop_strings,
+        answer_stop_ids=eot_ids,
+        answer_stop_strings=eot_strings,
+    )
+
+
+def build_prompt_ids(tokenizer: Any, question: str, delimiters: Delimiters = S1,
+                     system: str | None = None) -> list[int]:
+    """Chat template (user turn, generation prompt; the template's default system prompt unless
+    `system` is given), then the think prefix. Prefix ids are appended to the template's ids, as s1
+    does; if the template already ends with the think prefix (some R1-style templates add "<think>\\n")
+    it is not added twice."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("the tokenizer has no chat template, so the s1 prompt cannot be built; fix: use an "
+                        "instruct/chat model or a tokenizer folder with chat_template.jinja")
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": question}
+    ]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = list(tokenizer.encode(text, add_special_tokens=False))
+    prefix = delimiters.think_prefix
+    if prefix and not text.endswith(prefix):
+        ids += encode(tokenizer, prefix)
+    return ids

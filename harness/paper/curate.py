@@ -1,0 +1,80 @@
+"""Curated data the way the paper defines it: sample the reference model, keep what the grader
+accepts (D+ = {tau ~ pi_ref : R(tau) = 1}), write it in the training format.
+
+Sampling goes through the evaluation runner (same prompts, budget forcing and grader as
+evaluation, resumable), on a task's TRAINING split; benchmark test problems are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.core.errors import UserError
+from harness.core.io import atomic_write_text, check_output_file
+
+TRAIN_SPLITS = {"arith": "arith_train"}
+
+
+def split_response(response: str, think_prefix: str, answer_prefix: str) -> tuple[str, str] | None:
+    """(thinking, attempt) of a generated response, or None when it has no answer section."""
+    if answer_prefix not in response:
+        return None
+    thinking, attempt = response.rsplit(answer_prefix, 1)
+    thinking = thinking.replace(think_prefix, "", 1) if thinking.startswith(think_prefix) else thinking
+    attempt = attempt.strip()
+    for lead in ("Final Answer:", "Answer:"):
+        if attempt.startswith(lead):
+            attempt = attempt[len(lead):].strip()
+    return thinking.strip(), attempt
+
+
+def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: float = 0.8, seed: int = 0,
+           limit: int | None = None, thinking_budget: int = 48, answer_budget: int = 16,
+           eval_dir: str = "runs/curate", batch_size: int | None = None) -> dict:
+    from harness.evaluation.runner import EvalConfig, run_eval
+    from harness.evaluation.generation.prompts import get_delimiters
+
+    if task not in TRAIN_SPLITS:
+        raise UserError(f"cannot curate from {task!r}: only tasks with a training split ({', '.join(TRAIN_SPLITS)}) "
+                        "are allowed, never benchmark test problems")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1 (the number of training problems to sample), got {limit}; "
+                        "leave it out to use them all")
+    check_output_file(out_file, "--out")     # before sampling, which takes minutes
+    bench = TRAIN_SPLITS[task]
+    cfg = EvalConfig(model=model, benchmarks=[bench], backend="hf", limit=limit, samples=samples,
+                     temperature=temperature, seed=seed, thinking_budget=thinking_budget,
+                     answer_budget=answer_budget, max_new_tokens=thinking_budget + answer_budget + 64,
+                     out=eval_dir, batch_size=batch_size)
+    metrics = run_eval(cfg)[bench]
+    delim = get_delimiters(cfg.delimiters)
+    from harness.evaluation.benchmarks import load_benchmark
+
+    questions = {p.id: p for p in load_benchmark(bench, limit=limit)}
+    kept, seen = [], set()
+    with open(Path(metrics["run_dir"]) / "samples.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            key = (row["problem_id"], row["sample_index"])
+            if not row.get("correct") or key in seen or row["problem_id"] not in questions:
+                continue
+            parts = split_response(row["response"], delim.think_prefix, delim.answer_prefix)
+            if parts is None:
+                continue
+            seen.add(key)
+            p = questions[row["problem_id"]]
+            response = row["response"]
+            if response.startswith(delim.think_prefix):
+                response = response[len(delim.think_prefix):]
+            kept.append({"question": p.question, "response": response, "thinking": parts[0], "attempt": parts[1], "gold": p.gold,
+                         "problem_id": p.id, "sample_index": row["sample_index"], "source_model": model,
+                         "task": task, "temperature": temperature})
+    if not kept:
+        raise UserError(f"no correct samples from {model} on {task} ({metrics['n']} problems x {samples}); "
+                        "raise --samples or use an easier level")
+    kept.sort(key=lambda r: (r["problem_id"], r["sample_index"]))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_file, "".join(json.dumps(r) + "\n" for r in kept))
+    return {"kept": len(kept), "problems": len(questions), "samples": samples,
+            "problems_with_a_correct_sample": len({r["problem_id"] for r in kept}), "accuracy": metrics.get("accuracy")}

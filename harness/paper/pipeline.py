@@ -1,0 +1,354 @@
+"""The main jobs: train the Table 1 recipes, evaluate base + checkpoints, report (and Figure 2).
+
+Every stage is resumable: a finished training run (its `final/` folder) is reused, and the
+evaluation runner keeps finished samples, so re-running a job only does what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.core.errors import UserError
+from harness.training.config import load_recipe
+from harness.paper.suite import ROOT, Suite, load_suite
+
+EVAL_OUT = "runs/eval"
+
+
+def _eval(suite: Suite, model: str, bench: str, limit, *, out: str = EVAL_OUT, thinking_budget=None, wait=None,
+          summary: bool = False):
+    """One benchmark of one model through the evaluation runner; returns its Run, or None if skipped."""
+    from harness.evaluation.runner import EvalConfig, run_eval
+    from harness.evaluation.runs import load_run
+
+    cfg = EvalConfig(model=model, benchmarks=[bench], backend=suite.backend, limit=limit,
+                     max_new_tokens=suite.max_new_tokens,
+                     thinking_budget=suite.thinking_budget if thinking_budget is None else thinking_budget,
+                     answer_budget=suite.answer_budget, wait=suite.wait if wait is None else wait,
+                     temperature=suite.temperature, out=out, dtype=suite.dtype,
+                     tensor_parallel_size=suite.tensor_parallel_size, batch_size=suite.batch_size,
+                     gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=summary)
+    m = run_eval(cfg)[bench]
+    if "skipped" in m:
+        return None
+    return load_run(Path(m["run_dir"]))
+
+
+def _recipe_config(suite: Suite, name: str, seed_offset: int, extra: list[str] = ()):
+    """(recipe path, overrides, TrainConfig) of one recipe and seed."""
+    recipe = suite.recipe_path(name)
+    overrides = list(extra)
+    cfg = load_recipe(recipe, overrides)
+    if seed_offset:
+        overrides += [f"seed={cfg.seed + seed_offset}", f"output_dir={cfg.output_dir}-seed{cfg.seed + seed_offset}"]
+        cfg = load_recipe(recipe, overrides)
+    return recipe, overrides, cfg
+
+
+def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
+    """Before any work: every (recipe, seed) trains into its own folder, and a finished run found
+    there was trained with these settings (else its `final/` would be reported as this recipe)."""
+    from harness.training.config import settings_diff
+
+    owner: dict[Path, str] = {}
+    for name in suite.recipes:
+        for s in range(seeds):
+            _, _, cfg = _recipe_config(suite, name, s, extra)
+            out = Path(cfg.output_dir).resolve()
+            if out in owner:
+                raise UserError(f"recipes {owner[out]} and {name} would both train into {cfg.output_dir}; "
+                                "drop the output_dir override (each recipe names its own folder)")
+            owner[out] = name
+            done = out / "final" / "iwsft_train.json"
+            if done.is_file():
+                diff = settings_diff(json.loads(done.read_text()).get("config", {}), cfg)
+                if diff:
+                    raise UserError(f"{done.parent} ({name}) was trained with other settings ({', '.join(diff[:3])}); "
+                                    f"delete {cfg.output_dir} to retrain it, or train elsewhere with an output_dir override")
+
+
+def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
+                 extra: list[str] = ()) -> tuple[Path, dict]:
+    """Train one recipe (reused when already finished with the same settings: `check_reusable`) in a
+    subprocess; returns (final dir, config). `extra` are key=value overrides applied to every recipe
+    (e.g. max_steps=2 for a smoke run)."""
+    recipe, overrides, cfg = _recipe_config(suite, name, seed_offset, extra)
+    final = Path(cfg.output_dir) / "final"
+    if (final / "iwsft_train.json").is_file():
+        console.print(f"[green]reusing[/] trained {name}: {final}")
+        return final, cfg.to_dict()
+    console.rule(f"train {name}" + (f" (seed {cfg.seed})" if seed_offset else ""))
+    if suite.accelerate_config:
+        cmd = ["accelerate", "launch", "--config_file", str(ROOT / suite.accelerate_config), "-m", "harness", "train", str(recipe), *overrides]
+    else:
+        cmd = [sys.executable, "-m", "harness", "train", str(recipe), *overrides]
+    r = subprocess.run(cmd)
+    if r.returncode != 0:
+        raise UserError(f"training {name} failed (exit {r.returncode}); fix the error above and re-run: finished work is kept")
+    return final, cfg.to_dict()
+
+
+def _train_summary(final: Path) -> dict:
+    f = final / "iwsft_train.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
+    from harness.evaluation.runner import _package_versions
+
+    v = _package_versions()
+    any_run = next((r for seeds in runs.values() for s in seeds for r in s.values()), None)
+    backend = (any_run.metrics.get("backend") if any_run else None) or {}
+    out = [
+        "Grader: deterministic offline checker (integers as integers; math-verify with guards against its known false "
+        "positives; GPQA letter never defaulted) instead of s1's gpt-4o-mini judge.",
+        f"Generation backend: {backend.get('name', suite.backend)} {backend.get('version', '')}".strip()
+        + f"; dtype {suite.dtype}; math-verify {v.get('math-verify') or v.get('math_verify')}, torch {v.get('torch')}, "
+        f"transformers {v.get('transformers')}.",
+        f"Budgets: thinking cap {suite.thinking_budget}, answer {suite.answer_budget}, total {suite.max_new_tokens} tokens, "
+        f"'Wait' x{suite.wait}; the cap is exact in token ids (s1's loop could exceed it).",
+        "AIME24 copy: Qwen2.5-Math's, with [asy] figure code in II-8 and II-15 (s1 used a copy without figure code).",
+        "Objective: recipes use the released code's weights (iw-sft: clamp(exp(mean log-ratio), 0, 16), q = current policy); "
+        "the paper's text (0.1 x clipped ratio, lagged q) is the iw-sft-paper preset.",
+    ]
+    for name, cfg in trained.items():
+        s = cfg.get("data_summary") or {}
+        if s.get("truncated"):
+            out.append(f"{name}: {s['truncated']} of {s['examples']} training examples exceeded block_size "
+                       f"{cfg.get('block_size')} and were {'dropped' if cfg.get('truncation') == 'drop' else 'right-truncated'}.")
+    subsets = {}
+    for b, lim in suite.benchmarks.items():   # what the runs really hold: a limit past the end is no subset
+        ms = [r[b].metrics for seeds in runs.values() for r in seeds if b in r]
+        n = max((m.get("n", 0) for m in ms), default=lim)
+        total = max((int((m.get("settings") or {}).get("n_problems_total") or 0) for m in ms), default=0)
+        if lim is not None and not (total and n >= total):
+            subsets[b] = f"{b} first {n}" + (f" of {total}" if total else "")
+    if subsets:
+        out.append("Subsets: " + ", ".join(subsets.values()) + " problems (not the full benchmark).")
+    if suite.name == "tiny":
+        out.append(f"Preset tiny: model {suite.base_model} (SmolLM2-135M-Instruct), trained on its own correct arith samples; "
+                   "the paper's numbers are for Qwen2.5-32B and are printed for orientation only. arith is not in the paper: "
+                   "its 300 held-out problems are 50 operand pairs x 6 phrasings, so problems are correlated and the "
+                   "interval is optimistic.")
+    missing = [b for b in suite.all_benchmarks if not any(b in s for seeds in runs.values() for s in seeds)]
+    for b in missing:
+        out.append(f"{b}: skipped (no access here; see `iwsft eval --help` for --gpqa-csv / IWSFT_GPQA_CSV)."
+                   if b == "gpqa_diamond" else f"{b}: not evaluated.")
+    return out
+
+
+def step_curve(suite: Suite, runs_dirs: dict[str, Path], base_run, console: Console) -> dict | None:
+    """Held-out accuracy of each intermediate checkpoint (the sequence-level analogue of Figure 1)."""
+    sc = suite.step_curve
+    if not sc:
+        return None
+    curves = {}
+    for name in sc["recipes"]:
+        if name not in runs_dirs:
+            continue
+        root = runs_dirs[name].parent
+        points = [(0, base_run)]
+        for ck in sorted((root / "checkpoints").glob("step-*")):
+            points.append((int(ck.name.split("-")[1]), _eval(suite, str(ck), sc["benchmark"], sc["limit"])))
+        final_step = _final_step(root)
+        every = (_read_yaml(root / "config.yaml") or {}).get("save_every")
+        gone = [s for s in range(every, final_step, every) if not (root / "checkpoints" / f"step-{s:06d}").is_dir()] if every else []
+        if gone:
+            console.print(f"[yellow]note[/]: {name}: no checkpoint left at step(s) {', '.join(map(str, gone))} "
+                          "(pruned by keep_checkpoints, or deleted): the curve skips them")
+        points.append((final_step, _eval(suite, str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
+        curves[name] = [{"step": s, "accuracy": sum(r.scores.values()) / len(r.scores), "n": len(r.scores)} for s, r in points if r]
+    return {"benchmark": sc["benchmark"], "limit": sc["limit"], "curves": curves}
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def _final_step(run_root: Path) -> int:
+    rows = [json.loads(l) for l in (run_root / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    return rows[-1]["step"] + 1 if rows else 0
+
+
+def plot_step_curve(curve: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in curve["curves"].items():
+        ax.plot([p["step"] for p in pts], [100 * p["accuracy"] for p in pts], marker="o", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"held-out {curve['benchmark']} accuracy % (first {curve['limit']})")
+    ax.set_title("Held-out accuracy during training (tiny preset)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def available_benchmarks(suite: Suite, console: Console) -> dict[str, int | None]:
+    """The suite's benchmarks that can be loaded here; a gated one (GPQA without access) is dropped
+    once, with its one-line reason, instead of being retried for every model."""
+    from harness.evaluation.benchmarks import BenchmarkUnavailable, load_benchmark
+
+    out = {}
+    for bench, limit in suite.benchmarks.items():
+        try:
+            load_benchmark(bench, limit=1, gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"))
+            out[bench] = limit
+        except BenchmarkUnavailable as e:
+            console.print(f"[yellow]skipping {bench}[/]: {e}")
+    return out
+
+
+def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train_overrides: list[str] = ()) -> None:
+    """Every argument of reproduce_table1, before Figure 1, training or evaluation, creating nothing."""
+    from harness.core.io import check_writable_dir
+
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be >= 0, got {limit}")
+    check_writable_dir(Path(out), "--out")
+    for ov in train_overrides:
+        if "=" not in ov:
+            raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
+    check_reusable(suite, seeds, train_overrides)   # loads every (recipe, seed) with the overrides
+
+
+def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,
+                     limit: int | None = None, train_overrides: list[str] = ()) -> dict:
+    from harness.paper.report import build_table, write_report
+    from harness.paper.figure1 import ToyConfig, plot, run_toy
+    from harness.core.io import atomic_write_json, ensure_writable_dir
+
+    console = console or Console()
+    suite = load_suite(preset)
+    check_arguments(suite, seeds, limit, out, train_overrides)
+    out_dir = ensure_writable_dir(Path(out))
+    if limit is not None:
+        suite.benchmarks = {b: (limit if lim is None else min(lim, limit)) for b, lim in suite.benchmarks.items()}
+        if suite.step_curve:
+            suite.step_curve = {**suite.step_curve, "limit": min(suite.step_curve["limit"], limit)}
+    suite.benchmarks = available_benchmarks(suite, console)
+    t0 = time.time()
+
+    console.rule("Figure 1: the two-armed bandit")
+    toy = run_toy(ToyConfig())
+    atomic_write_json(out_dir / "figure1.json", toy)
+    plot(toy, out_dir / "figure1.png")
+    console.print("  ".join(f"{m}: p(right) {v['p_right_final']:.3f}" for m, v in toy["methods"].items()))
+
+    finals: dict[str, list[Path]] = {}
+    trained: dict[str, dict] = {}
+    for name in suite.recipes:
+        for s in range(seeds):
+            final, cfg = train_recipe(suite, name, s, console, train_overrides)
+            finals.setdefault(name, []).append(final)
+            cfg["data_summary"] = _train_summary(final).get("data", {})
+            trained.setdefault(name, cfg)
+
+    models = {"base": [suite.base_model]} | {n: [str(p) for p in ps] for n, ps in finals.items()}
+    runs: dict[str, list[dict]] = {}
+    for name, paths in models.items():
+        console.rule(f"evaluate {name}")
+        for path in paths:
+            seed_runs = {}
+            for bench, limit in suite.benchmarks.items():
+                r = _eval(suite, path, bench, limit)
+                if r is not None:
+                    seed_runs[bench] = r
+            runs.setdefault(name, []).append(seed_runs)
+
+    curve = None
+    if suite.step_curve:
+        console.rule("held-out accuracy against training step")
+        base_curve_run = _eval(suite, suite.base_model, suite.step_curve["benchmark"], suite.step_curve["limit"])
+        curve = step_curve(suite, {n: ps[0] for n, ps in finals.items()}, base_curve_run, console)
+        if curve:
+            atomic_write_json(out_dir / "arith_steps.json", curve)
+            plot_step_curve(curve, out_dir / "arith_steps.png")
+
+    title = f"Table 1 reproduction, preset {suite.name} ({suite.base_model}; {seeds} seed{'s' if seeds > 1 else ''})"
+    report = build_table(runs, suite.paired, deviations(suite, runs, trained), title,
+                         extra={"preset": suite.name, "seeds": seeds, "step_curve": curve,
+                                "wall_time_s": time.time() - t0, "figure1": {m: v["p_right_final"] for m, v in toy["methods"].items()}})
+    console.rule("report")
+    write_report(report, out_dir)
+    console.print(f"total {time.time() - t0:.0f}s; figures: {out_dir / 'figure1.png'}"
+                  + (f", {out_dir / 'arith_steps.png'}" if curve else ""))
+    return report
+
+
+def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Console | None = None) -> dict:
+    """Figure 2: each (thinking budget, Wait count) cell of the suite for each model; cells already
+    evaluated are reused by the runner."""
+    from rich.table import Table
+
+    from harness.core.io import atomic_write_json, ensure_writable_dir
+
+    console = console or Console()
+    bs = suite.budget_sweep
+    if not bs:
+        raise UserError(f"suite {suite.name} has no budget_sweep block")
+    out = ensure_writable_dir(out)
+    result = {"preset": suite.name, "cells": bs["cells"], "models": {}}
+    for name, path in models.items():
+        for bench in bs["benchmarks"]:
+            pts = []
+            for c in bs["cells"]:
+                r = _eval(suite, path, bench, bs.get("limit"), out="runs/sweep",
+                          thinking_budget=c["thinking_budget"], wait=c["wait"])
+                if r is None:
+                    break
+                n = len(r.scores)
+                pts.append({**c, "accuracy": sum(r.scores.values()) / n, "n": n,
+                            "thinking_tokens_mean": sum(r.thinking.values()) / n})
+            if pts:
+                result["models"].setdefault(name, {})[bench] = pts
+    t = Table(title="Figure 2: accuracy vs average thinking tokens", title_justify="left")
+    for col in ("model", "benchmark", "budget", "Wait", "avg thinking tokens", "accuracy %", "n"):
+        t.add_column(col, justify="left" if col in ("model", "benchmark") else "right")
+    for name, per in result["models"].items():
+        for bench, pts in per.items():
+            for p in pts:
+                t.add_row(name, bench, str(p["thinking_budget"]), str(p["wait"]), f"{p['thinking_tokens_mean']:.0f}",
+                          f"{100 * p['accuracy']:.1f}", str(p["n"]))
+    console.print(t)
+    atomic_write_json(out / "figure2.json", result)
+    _plot_figure2(result, out / "figure2.png")
+    console.print(f"wrote {out / 'figure2.png'} and {out / 'figure2.json'}")
+    return result
+
+
+def _plot_figure2(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = sorted({b for per in result["models"].values() for b in per})
+    fig, axes = plt.subplots(1, max(1, len(benches)), figsize=(5 * max(1, len(benches)), 4), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        for name, per in result["models"].items():
+            pts = per.get(bench, [])
+            ax.plot([p["thinking_tokens_mean"] for p in pts], [100 * p["accuracy"] for p in pts], marker="o", label=name)
+        ax.set_title(bench)
+        ax.set_xlabel("average thinking tokens")
+        ax.set_ylabel("accuracy %")
+        ax.legend()
+    fig.suptitle(f"Budget forcing (preset {result['preset']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,165 @@
+"""Table 1 and comparison reports: our rows with 95% intervals beside the paper's, paired tests,
+and the deviations that apply. Rendered to the terminal (rich), Markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from harness.evaluation.runs import Run
+from harness.core.stats import paired_compare, wilson
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_ORDER = ["arith", "aime24", "math500", "gpqa_diamond"]
+BENCH_TITLE = {"arith": "arith (held-out)", "aime24": "AIME24", "math500": "MATH500", "gpqa_diamond": "GPQA Diamond"}
+
+
+def paper_rows() -> list[dict]:
+    return json.loads((ROOT / "reports" / "paper_table1.json").read_text())["rows"]
+
+
+def cell(run: Run) -> dict:
+    n = len(run.scores)
+    acc = sum(run.scores.values()) / n if n else 0.0
+    ci = run.metrics.get("ci95") if run.metrics.get("samples_per_problem", 1) > 1 else list(wilson(sum(run.scores.values()), n))
+    return {"accuracy": acc, "ci95": ci, "n": n, "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
+            "unextracted": run.metrics.get("unextracted"), "truncated": run.metrics.get("truncated"),
+            "run_dir": str(run.path)}
+
+
+def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]], deviations: list[str],
+                title: str, extra: dict | None = None) -> dict:
+    """models: row name -> one {benchmark: Run} per seed. Returns the JSON report."""
+    rows = []
+    benches = [b for b in BENCH_ORDER if any(b in s for seeds in models.values() for s in seeds)]
+    for name, seeds in models.items():
+        row = {"model": name, "benchmarks": {}}
+        for b in benches:
+            cells = [cell(s[b]) for s in seeds if b in s]
+            if not cells:
+                continue
+            c = dict(cells[0])
+            if len(cells) > 1:
+                accs = [x["accuracy"] for x in cells]
+                c = {"accuracy": statistics.fmean(accs), "ci95": None, "n": cells[0]["n"], "seeds": len(cells),
+                     "seed_std": statistics.stdev(accs), "seed_min": min(accs), "seed_max": max(accs),
+                     "per_seed": cells, "thinking_tokens_mean": statistics.fmean(x["thinking_tokens_mean"] or 0 for x in cells)}
+            row["benchmarks"][b] = c
+        rows.append(row)
+    comparisons = []
+    for a, b in paired:
+        if a not in models or b not in models:
+            continue
+        for bench in benches:
+            la, lb = models[a], models[b]
+            n = max(len(la), len(lb))     # one untrained base row pairs with every seed of a trained row
+            la, lb = (la * n if len(la) == 1 else la), (lb * n if len(lb) == 1 else lb)
+            for seed, (ra, rb) in enumerate(zip(la, lb)):
+                if bench in ra and bench in rb:
+                    p = paired_compare(ra[bench].scores, rb[bench].scores, seed=seed)
+                    comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p.to_dict()})
+    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models), "deviations": deviations,
+            **(extra or {})}
+
+
+def paper_rows_for(models) -> list[dict]:
+    """The paper's rows; a row keeps its `ours` mark (the name of our matching row) only when that
+    row is in this report, so a table of other checkpoints claims no correspondence it does not have."""
+    return [{k: v for k, v in r.items() if k != "ours" or v in models} for r in paper_rows()]
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _cell_text(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    if c.get("seeds"):
+        return f"{_pct(c['accuracy'])} ± {_pct(c['seed_std'])} (n={c['n']}, {c['seeds']} seeds)"
+    lo, hi = c["ci95"] or (None, None)
+    return f"{_pct(c['accuracy'])} [{_pct(lo)}, {_pct(hi)}] n={c['n']}"
+
+
+def render(report: dict, console: Console) -> None:
+    benches = [b for b in BENCH_ORDER if any(b in r["benchmarks"] for r in report["rows"])]
+    t = Table(title=report["title"], title_justify="left", show_lines=False)
+    t.add_column("model")
+    for b in benches:
+        t.add_column(BENCH_TITLE[b] + " % [95% CI]", justify="right")
+    t.add_column("think tok", justify="right")
+    for r in report["rows"]:
+        th = [c.get("thinking_tokens_mean") for c in r["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
+        t.add_row(f"[bold]{r['model']}[/]", *(_cell_text(r["benchmarks"].get(b)) for b in benches),
+                  f"{statistics.fmean(th):.0f}" if th else "-")
+    console.print(t)
+
+    paper = Table(title="Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)", title_justify="left")
+    paper.add_column("model")
+    for b in ("aime24", "math500", "gpqa_diamond"):
+        paper.add_column(BENCH_TITLE[b] + " %", justify="right")
+    for r in report["paper"]:
+        style = "bold" if r.get("ours") else ""
+        paper.add_row(r["model"] + (f"  ← ours: {r['ours']}" if r.get("ours") else ""),
+                      *("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")), style=style)
+    console.print(paper)
+
+    if report["paired"]:
+        pt = Table(title="Paired comparisons on the problems both answered (diff = B - A)", title_justify="left")
+        for col in ("A", "B", "benchmark", "n", "A %", "B %", "diff [95% CI]", "A only / B only", "McNemar p"):
+            pt.add_column(col, justify="right" if col not in ("A", "B", "benchmark") else "left")
+        for p in report["paired"]:
+            lo, hi = p["diff_ci95"]
+            verdict = "" if p["p_mcnemar"] < 0.05 else " (n.s.)"
+            pt.add_row(p["a"], p["b"], _paired_bench(p, report), str(p["n"]),
+                       _pct(p["acc_a"]), _pct(p["acc_b"]), f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                       f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}")
+        console.print(pt)
+    console.print("[bold]Deviations from the paper's protocol[/]")
+    from rich.markup import escape
+
+    for d in report["deviations"]:
+        console.print(f"  • {escape(d)}")
+
+
+def _paired_bench(p: dict, report: dict) -> str:
+    """The benchmark of a paired row, with its training seed when the report has several."""
+    multi = any(q.get("seed_index") for q in report["paired"])
+    return p["benchmark"] + (f" (seed {p['seed_index'] + 1})" if multi else "")
+
+
+def markdown(report: dict) -> str:
+    benches = [b for b in BENCH_ORDER if any(b in r["benchmarks"] for r in report["rows"])]
+    out = [f"# {report['title']}", "", "| model | " + " | ".join(BENCH_TITLE[b] + " % [95% CI]" for b in benches) + " |",
+           "|---|" + "---|" * len(benches)]
+    for r in report["rows"]:
+        out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + " |")
+    out += ["", "## Paper, Table 1 (Qwen2.5-32B-Instruct base)", "", "| model | AIME24 | MATH500 | GPQA Diamond |", "|---|---|---|---|"]
+    for r in report["paper"]:
+        out.append(f"| {r['model']} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")
+    if report["paired"]:
+        out += ["", "## Paired comparisons (diff = B - A)", "", "| A | B | benchmark | n | A % | B % | diff [95% CI] | A only / B only | McNemar p |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for p in report["paired"]:
+            lo, hi = p["diff_ci95"]
+            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {p['n']} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
+                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |")
+    out += ["", "## Deviations", ""] + [f"- {d}" for d in report["deviations"]]
+    return "\n".join(out) + "\n"
+
+
+def write_report(report: dict, out_dir: Path, stem: str = "table1") -> Console:
+    """Print to the terminal and write OUT/stem.{json,md,txt}; returns the recording console."""
+    out_dir = ensure_writable_dir(Path(out_dir))
+    console = Console(record=True, width=160)
+    render(report, console)
+    atomic_write_json(out_dir / f"{stem}.json", report)
+    atomic_write_text(out_dir / f"{stem}.md", markdown(report))
+    atomic_write_text(out_dir / f"{stem}.txt", console.export_text())
+    console.print(f"wrote {out_dir / (stem + '.json')}, .md and .txt")
+    return console

@@ -1,0 +1,70 @@
+"""Evaluation suites (`evals/<preset>.yaml`): which recipes, benchmarks, budgets and comparisons a
+preset runs. Declarative, like lm-evaluation-harness task configs; unknown keys are rejected."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness.core.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_config", "base_model", "benchmarks",
+        "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
+        "paired", "budget_sweep"}
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    backend: str
+    recipes: dict[str, str]
+    base_model: str
+    benchmarks: dict[str, int | None]
+    thinking_budget: int | str | None
+    answer_budget: int | None
+    max_new_tokens: int
+    wait: int = 0
+    temperature: float = 0.0
+    batch_size: int | None = None
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    accelerate_config: str | None = None
+    step_curve: dict | None = None
+    paired: list[list[str]] = field(default_factory=list)
+    budget_sweep: dict | None = None
+
+    def __post_init__(self):
+        self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
+
+    def recipe_path(self, name: str) -> Path:
+        p = Path(self.recipes[name])
+        return p if p.is_absolute() else ROOT / p
+
+
+def suite_path(preset: str) -> Path:
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return ROOT / "evals" / f"{preset}.yaml"
+
+
+def load_suite(preset: str) -> Suite:
+    path = suite_path(preset)
+    if not path.is_file():
+        known = sorted(p.stem for p in (ROOT / "evals").glob("*.yaml"))
+        raise UserError(f"no evaluation suite {preset!r} ({path}); presets: {', '.join(known)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - KEYS
+    if unknown:
+        k = sorted(unknown)[0]
+        close = difflib.get_close_matches(k, KEYS, n=1)
+        raise UserError(f"unknown key {k!r} in {path}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    try:
+        return Suite(name=path.stem, path=path, **data)
+    except TypeError as e:
+        raise UserError(f"{path}: {e}") from None

@@ -1,0 +1,291 @@
+"""Training recipes: one config type (`TrainConfig`), loaded from YAML plus `key=value` overrides.
+
+Every field is documented below (and again in each shipped recipe's comments). Unknown keys are
+rejected with the closest valid name, and incompatible options fail before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.core.errors import UserError
+from harness.training.objective import PRESETS, WeightSpec, preset
+from harness.training.qsource import Q_SOURCES
+
+
+@dataclass
+class TrainConfig:
+    # --- model and data -------------------------------------------------------------------------
+    model: str = "smollm2-135m"
+    """Policy to fine-tune, and the reference pi_ref (= theta_0): local HF dir, hub id or `smollm2-135m`."""
+    dataset: str = "simplescaling/s1K-1.1"
+    """Curated data: a hub dataset id, or a local .jsonl / .parquet / .json file."""
+    dataset_split: str = "train"
+    """Split to use when `dataset` is a hub id."""
+    question_column: str = "question"
+    """Column holding the problem statement."""
+    thinking_column: str = "deepseek_thinking_trajectory"
+    """Column holding the reasoning trace (s1K-1.1: deepseek_thinking_trajectory or gemini_thinking_trajectory)."""
+    answer_column: str = "deepseek_attempt"
+    """Column holding the final attempt (s1K-1.1: deepseek_attempt or gemini_attempt)."""
+    completion_column: str | None = None
+    """Column holding a sampled response verbatim (the text generated after the think prefix, answer
+    section included), as `iwsft curate` writes it; when set, thinking/answer columns are not used,
+    so training sees exactly the tokens the reference model sampled."""
+    think_prefix: str = "<|im_start|>think"
+    """Opens the thinking section; the loss starts here (method.md §2)."""
+    answer_prefix: str = "<|im_start|>answer"
+    """Opens the answer section, followed by "\\nAnswer: {attempt}"."""
+    block_size: int = 2048
+    """Maximum tokens per example (prompt + response)."""
+    truncation: str = "truncate"
+    """`truncate`: right-truncate examples over block_size (the reference run; the answer is lost) or `drop` them."""
+    score_column: str | None = None
+    """Optional quality score column: enables the SFT(Q) percentile oversampling below."""
+    quality_percentiles: list[float] = field(default_factory=lambda: [90.0, 95.0, 98.0])
+    """SFT(Q): examples at or above each percentile of the score are included once per cutoff they pass."""
+
+    # --- objective --------------------------------------------------------------------------------
+    weighting: str = "sft"
+    """Objective preset: sft | iw-sft (released code) | iw-sft-paper (paper text) | per-step."""
+    weighting_overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields of the preset to override, e.g. {w_clip: [0, 8], self_normalize: true} (see harness/training/objective.py)."""
+    q_source: str = "lag0"
+    """Where pi_q comes from: lag0 (current policy, no extra forward) | periodic | ema."""
+    q_every: int = 1
+    """periodic: theta_q <- theta every q_every optimizer steps."""
+    q_ema_decay: float = 0.9
+    """ema: theta_q <- a * theta_q + (1 - a) * theta after each step."""
+    ref_cache_dir: str | None = None
+    """Where cached reference log-probs live (default: $IWSFT_CACHE/ref or ~/.cache/iwsft/ref)."""
+
+    # --- optimisation -----------------------------------------------------------------------------
+    learning_rate: float = 1e-5
+    """Peak learning rate of AdamW."""
+    adam_beta1: float = 0.9
+    """AdamW beta1 (first-moment decay), in [0, 1)."""
+    adam_beta2: float = 0.95
+    """AdamW beta2 (second-moment decay), in [0, 1); 0.95 as s1 and the released iw-SFT code."""
+    weight_decay: float = 1e-4
+    """AdamW decoupled weight decay (>= 0)."""
+    warmup_ratio: float = 0.05
+    """Linear warm-up over this fraction of the steps, then cosine decay to 0."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this before each step (.inf: no clipping)."""
+    num_epochs: float = 5.0
+    """Passes over the (oversampled) data; fractional values stop mid-epoch."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides num_epochs for the schedule's length)."""
+    micro_batch_size: int = 1
+    """Sequences per forward pass per process (padding is handled exactly)."""
+    packing: bool = False
+    """Put a micro-batch's sequences end to end in one row instead of padding them (same examples,
+    same loss; no compute spent on padding). Attention stays inside each example through position
+    ids (needs transformers >= 5). Pays with micro_batch_size > 1 and unequal lengths."""
+    global_batch_size: int = 8
+    """Sequences per optimizer step across all processes; = micro_batch * grad_accum * processes."""
+    seed: int = 42
+    """Seeds model-independent randomness and the data order (per epoch)."""
+    dtype: str = "auto"
+    """auto (bf16-mixed on GPU, fp32 on CPU) | bf16-mixed (float32 master weights, bf16 autocast, on any
+    device: what GPUs run, also testable on CPU) | bf16 (weights themselves in bf16) | fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward: about a third more compute, far less memory."""
+    fused_lm_head: bool = False
+    """Compute log-probs from the hidden states chunk by chunk (harness/training/fused_head.py): the
+    [tokens x vocab] logits and their gradient never exist whole (20 GB at 32k x 152k in bf16), for
+    one extra head matmul. Same numbers as the plain path; one process, DDP or FSDP2 (not FSDP1)."""
+    compile_layers: bool = False
+    """torch.compile each decoder layer in place (regional compilation: one compiled graph serves
+    every layer; parameter names and checkpoints unchanged). Fewer, fused kernels; the first steps
+    pay the compile time. The reference cache then goes through the same compiled training graph, so
+    step-0 weights stay exactly 1; needs q_source=lag0."""
+
+    # --- output -----------------------------------------------------------------------------------
+    output_dir: str = "runs/train/default"
+    """Run directory: checkpoints, metrics.jsonl, config.yaml."""
+    save_every: int | None = None
+    """Save a checkpoint every N optimizer steps (and always at the end)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep (the final model is always kept)."""
+    log_every: int = 1
+    """Log a metrics line (loss, weights, tokens/s, MFU, memory) every N optimizer steps (and the last)."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars to output_dir/tb (needs the `tensorboard` extra)."""
+    peak_tflops: float | None = None
+    """One accelerator's peak TFLOP/s for MFU (H100/H200 bf16 measured here: 790); MFU divides by it times the
+    number of processes. Unset: known GPUs auto, else MFU not shown."""
+
+    def weight_spec(self) -> WeightSpec:
+        return preset(self.weighting, **self.weighting_overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELD_NAMES = [f.name for f in fields(TrainConfig)]
+
+
+def _coerce(name: str, value):
+    """Check a value against the field's annotated type, converting YAML scalars where safe."""
+    ann = {f.name: f.type for f in fields(TrainConfig)}[name]
+    default = getattr(TrainConfig(), name)
+    if value is None:
+        if "None" in str(ann):
+            return None
+        raise UserError(f"recipe key {name!r} cannot be null; give a value like {default!r}")
+    kinds = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
+    for word, typ in kinds.items():
+        if str(ann).startswith(word):
+            if typ is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if typ is float and isinstance(value, str):   # YAML 1.1 reads "1e-5" as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            if typ is int and isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
+                return value
+            example = default if default is not None else {"int": 2, "float": 1.0, "str": "text"}.get(word, default)
+            raise UserError(f"recipe key {name!r} expects {word}, got {value!r}; e.g. {name}={example!r}")
+    return value
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Fail fast on incompatible options, before any model or data is loaded."""
+    if cfg.weighting not in PRESETS:
+        raise UserError(f"weighting {cfg.weighting!r} is not one of {', '.join(PRESETS)}")
+    try:
+        cfg.weight_spec()   # validates the overrides
+    except (TypeError, ValueError) as e:
+        raise UserError(f"weighting_overrides {cfg.weighting_overrides!r} holds a value of the wrong type ({e}); "
+                        "e.g. weighting_overrides={w_clip: [0, 16]}") from None
+    if cfg.q_source not in Q_SOURCES:
+        raise UserError(f"q_source {cfg.q_source!r} is not one of {', '.join(Q_SOURCES)}")
+    if cfg.weighting == "sft" and cfg.q_source != "lag0":
+        raise UserError("q_source only matters for importance weighting; with weighting=sft leave q_source=lag0")
+    if cfg.truncation not in ("truncate", "drop"):
+        raise UserError(f"truncation {cfg.truncation!r} is not one of truncate, drop")
+    if cfg.dtype not in ("auto", "bf16-mixed", "bf16", "fp32"):
+        raise UserError(f"dtype {cfg.dtype!r} is not one of auto, bf16-mixed, bf16, fp32")
+    for key in ("block_size", "micro_batch_size", "global_batch_size", "keep_checkpoints", "log_every", "q_every"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be >= 1 (got {getattr(cfg, key)})")
+    if cfg.global_batch_size % cfg.micro_batch_size:
+        raise UserError(
+            f"global_batch_size {cfg.global_batch_size} is not a multiple of micro_batch_size {cfg.micro_batch_size}"
+        )
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise UserError(f"max_steps must be >= 1 (got {cfg.max_steps})")
+    if cfg.save_every is not None and cfg.save_every < 1:
+        raise UserError(f"save_every must be >= 1 (got {cfg.save_every})")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
+    # Each check is written so that NaN fails it too.
+    for key, ok, want in (("learning_rate", lambda v: 0 < v < math.inf, "> 0"),
+                          ("num_epochs", lambda v: 0 < v < math.inf, "> 0"),
+                          ("max_grad_norm", lambda v: v > 0, "> 0 (.inf: no clipping)"),
+                          ("weight_decay", lambda v: 0 <= v < math.inf, ">= 0"),
+                          ("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+                          ("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+                          ("q_ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")):
+        if not ok(getattr(cfg, key)):
+            raise UserError(f"{key} must be {want} (got {getattr(cfg, key)})")
+    if cfg.peak_tflops is not None and not cfg.peak_tflops > 0:
+        raise UserError(f"peak_tflops must be > 0 (got {cfg.peak_tflops})")
+    if cfg.compile_layers and cfg.q_source != "lag0":
+        raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
+                        "than the reference, and step-0 weights would not be exactly 1); set one of them back")
+    if cfg.packing:
+        from harness.training.batching import packing_supported
+
+        if not packing_supported():
+            raise UserError("packing=true needs transformers >= 5 (position-id packed attention); "
+                            "upgrade transformers or set packing=false")
+    return cfg
+
+
+# Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
+RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
+
+
+def settings_diff(saved: dict, cfg: TrainConfig) -> list[str]:
+    """'key: old -> new' for each setting (RESUMABLE_KEYS aside) where `cfg` differs from a saved run's
+    config. A key the saved run does not know was added to the harness since: it ran with the default."""
+    new = cfg.to_dict()
+    old = {**TrainConfig().to_dict(), **saved}
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if k not in RESUMABLE_KEYS and old.get(k) != new.get(k)]
+
+
+def _apply(cfg_dict: dict, key: str, value, source: str) -> None:
+    if key not in FIELD_NAMES:
+        close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_NAMES)}"
+        raise UserError(f"unknown recipe key {key!r} in {source}{hint}")
+    cfg_dict[key] = _coerce(key, value)
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not key=value (e.g. max_steps=2 output_dir=/tmp/run)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        # Keep path-like and model-like strings as strings even when YAML would parse them oddly.
+        if isinstance(value, (int, float)) and key in ("model", "dataset", "output_dir", "ref_cache_dir"):
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML recipe (or start from defaults when path is None) and apply key=value overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"recipe {path} does not exist; shipped recipes are under recipes/ (e.g. recipes/tiny/iw-sft.yaml)")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"recipe {path} must be a mapping of key: value")
+        for k, v in loaded.items():
+            _apply(data, str(k), v, str(path))
+        # A relative data file is looked up beside the recipe first, so recipes run from any directory.
+        ds = data.get("dataset")
+        if isinstance(ds, str) and not Path(ds).is_absolute() and (path.parent / ds).is_file():
+            data["dataset"] = str((path.parent / ds).resolve())
+    for k, v in parse_overrides(list(overrides)):
+        _apply(data, k, v, "the command line")
+    return validate(TrainConfig(**data))
+
+
+def field_docs() -> dict[str, str]:
+    """Field name -> its docstring (the string literal after it in this file), for `iwsft train --help-keys`."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    docs, last = {}, None
+    for node in tree.body[0].body:
+        if isinstance(node, ast.AnnAssign):
+            last = node.target.id
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and last:
+            docs[last] = node.value.value
+            last = None
+    return docs

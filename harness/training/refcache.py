@@ -1,0 +1,72 @@
+"""Reference log-probs, computed once before training and cached on disk.
+
+pi_ref = theta_0 never changes, so no second resident model is needed during training. The cache
+is computed with the policy itself before the first step, through `batch_logprobs`, over exactly
+the micro-batches of the first epoch (same composition, padding and shapes as training), so at
+step 0 the cached values are bitwise equal to the policy's and the weights are exactly 1.
+
+A cache file is keyed by a hash of (reference model, data fingerprint, tokenizer, block size,
+batch layout); its metadata repeats those so a file from another model is refused, not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.core.errors import UserError
+
+
+def model_identity(model, name: str) -> str:
+    """Name, config and a checksum of a few parameters: distinguishes models and fine-tunes."""
+    h = hashlib.sha256(name.encode())
+    h.update(model.config.to_json_string(use_diff=False).encode())
+    params = list(model.parameters())
+    with torch.no_grad():
+        for p in params[:2] + params[-2:]:
+            h.update(p.detach().float().cpu().numpy().tobytes()[:1 << 20])
+    return h.hexdigest()[:16]
+
+
+def cache_key(meta: dict) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("IWSFT_CACHE", Path.home() / ".cache" / "iwsft")) / "ref"
+
+
+def save_cache(path: Path, logprobs: dict[int, torch.Tensor], meta: dict) -> None:
+    ids = sorted(logprobs)
+    flat = torch.cat([logprobs[i].float().cpu() for i in ids]) if ids else torch.zeros(0)
+    lengths = torch.tensor([logprobs[i].numel() for i in ids], dtype=torch.long)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"flat": flat, "lengths": lengths, "ids": torch.tensor(ids, dtype=torch.long)}, str(tmp),
+              metadata={"meta": json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, path)
+
+
+def load_cache(path: Path, expected_meta: dict) -> dict[int, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+    for key in ("model", "data", "block_size"):
+        if meta.get(key) != expected_meta.get(key):
+            what = {"model": "reference model", "data": "dataset", "block_size": "block size"}[key]
+            raise UserError(
+                f"reference cache {path} was computed for another {what} "
+                f"({meta.get(key)!r}, this run needs {expected_meta.get(key)!r}); delete it or set ref_cache_dir elsewhere"
+            )
+    t = load_file(str(path))
+    out, off = {}, 0
+    for i, n in zip(t["ids"].tolist(), t["lengths"].tolist()):
+        out[i] = t["flat"][off : off + n]
+        off += n
+    return out

@@ -1,0 +1,410 @@
+"""The training loop: SFT, iw-SFT and per-step iw-SFT on accelerate (one process or FSDP).
+
+Per optimizer step:
+    for each micro-batch of this process:
+        policy log-probs (float32 log-softmax)          -> harness.training.batching.batch_logprobs
+        q log-probs: lag 0 = the same tensor detached, or a no-grad forward of the q copy
+        reference log-probs: from the on-disk cache (computed once before step 0)
+        loss = iw_objective(...) / grad_accum ; backward
+    clip grad norm, AdamW step, cosine schedule step, q source update, log, maybe checkpoint
+
+The data order is a pure function of (seed, step), so resuming from a checkpoint continues with
+exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from harness.training.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
+from harness.core.errors import UserError
+from harness.core.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir
+from harness.training.objective import iw_objective, weight_diagnostics
+from harness.training.qsource import make_q_source
+from harness.training.config import TrainConfig, settings_diff
+from harness.training import checkpoint
+from harness.training import optim
+from harness.training import refcache
+
+
+class DataOrder:
+    """Example indices of step s: an endless stream of per-epoch permutations seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self._perms = n, seed, {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
+        return self._perms[epoch]
+
+    def step_indices(self, step: int, global_batch: int) -> list[int]:
+        return [self._perm(k // self.n)[k % self.n] for k in range(step * global_batch, (step + 1) * global_batch)]
+
+
+def micro_batches(indices: list[int], micro: int, rank: int, world: int) -> list[list[int]]:
+    chunks = [indices[i : i + micro] for i in range(0, len(indices), micro)]
+    return chunks[rank::world]
+
+
+def total_steps(cfg: TrainConfig, n_examples: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * n_examples / cfg.global_batch_size))
+
+
+def _peak_flops(cfg: TrainConfig, device) -> float | None:
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if "H100" in name or "H200" in name:
+            return 790e12   # measured dense bf16 rate of the lent H100/H200 (device tool notes)
+    return None
+
+
+def _peak_mem_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # KiB on Linux -> GiB
+
+
+def drop_fp32_output_wrapper(model) -> bool:
+    """Undo accelerate's mixed-precision forward patch (autocast + outputs cast to float32).
+
+    Cast to float32, the [tokens x vocab] logits take 2x their bf16 memory, and their float32 gradient
+    as much again (50 GB at 32k tokens x 152k vocab, against 20 GB in bf16): the very buffer that
+    `token_logprobs` avoids. Every model call in the trainer runs inside `acc.autocast()`, so the
+    autocast half of the patch is redundant. Returns whether a patch was removed."""
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        return False
+    model.forward = original
+    return True
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    root = out / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    diff = settings_diff(yaml.safe_load(saved.read_text()) or {}, cfg)
+    if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
+        raise UserError(f"{out} holds a run with different settings ({', '.join(diff[:3])}); "
+                        "use a new output_dir, or delete the old run to start over")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, console=None):
+        from accelerate import Accelerator
+        from rich.console import Console
+
+        self.cfg = cfg
+        self.out = check_writable_dir(Path(cfg.output_dir), "output_dir")   # created once the data and model load
+        _check_resumable(self.out, cfg)
+        use_cuda = torch.cuda.is_available()
+        mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
+        try:
+            self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
+        except ValueError as e:   # accelerate keeps one state per process
+            if "already been initialized" not in str(e):
+                raise
+            raise UserError(f"this process already trained with another precision than dtype={cfg.dtype!r} (accelerate "
+                            "allows one per process); run each `iwsft train` in its own process") from None
+        # One voice: other ranks print nothing (their numbers are gathered into rank 0's lines).
+        self.console = console or Console()
+        if not self.acc.is_main_process:
+            self.console = Console(quiet=True)
+        world = self.acc.num_processes
+        if cfg.global_batch_size % (cfg.micro_batch_size * world):
+            raise UserError(f"global_batch_size {cfg.global_batch_size} is not divisible by micro_batch_size x processes "
+                            f"({cfg.micro_batch_size} x {world})")
+        self.grad_accum = cfg.global_batch_size // (cfg.micro_batch_size * world)
+        if world > 1 and cfg.q_source != "lag0":
+            raise UserError(f"q_source={cfg.q_source} keeps an unsharded copy of the model and runs in one process only; "
+                            "use q_source=lag0 (the released code's choice) for multi-GPU runs")
+        self.spec = cfg.weight_spec()
+        if cfg.fused_lm_head and self.acc.distributed_type.name == "FSDP" and not getattr(self.acc, "is_fsdp2", False):
+            raise UserError("fused_lm_head reads the output layer after the model's forward, where FSDP1 may have "
+                            "re-sharded it; use FSDP2 (fsdp_version: 2, as the shipped config) or fused_lm_head=false")
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _load(self):
+        from harness.core.models import load_model, load_tokenizer, resolve_model
+        from harness.training.data import load_rows, prepare
+
+        cfg = self.cfg
+        rows = load_rows(cfg.dataset, cfg.dataset_split)
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.data = prepare(rows, self.tokenizer, cfg)
+        s = self.data.summary()
+        self.console.print(f"data: {s['rows']} rows -> {s['examples']} examples, {s['tokens']} tokens, "
+                           f"max {s['max_len']}; over block_size {cfg.block_size}: {s['truncated']} "
+                           f"({'dropped' if cfg.truncation == 'drop' else 'right-truncated'})")
+        dtype = "bfloat16" if cfg.dtype == "bf16" else "float32"
+        self.model_name = str(resolve_model(cfg.model).path)
+        model = load_model(cfg.model, dtype=dtype, device=None)
+        model.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            enable_checkpointing(model)
+        if cfg.compile_layers and not compile_decoder_layers(model):
+            raise UserError(f"compile_layers: {cfg.model} names no decoder layer class (_no_split_modules); "
+                            "set compile_layers=false")
+        if cfg.fused_lm_head:
+            from harness.training.fused_head import fused_supported
+
+            why = fused_supported(model)
+            if why:
+                raise UserError(f"fused_lm_head does not apply to {cfg.model}: {why}; set fused_lm_head=false")
+        model.train()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        return model
+
+    def _batch(self, ids: list[int]) -> Batch:
+        examples = [self.data.examples[i] for i in ids]
+        b = collate_packed(examples, ids) if self.cfg.packing else collate(examples, ids, self.pad_id)
+        return b.to(self.acc.device)
+
+    def _logprobs(self, model, batch: Batch) -> torch.Tensor:
+        """Policy, q and reference all go through here: one code path, so weights are 1 at step 0."""
+        return batch_logprobs(model, batch, self.cfg.fused_lm_head)
+
+    def _ref_for(self, batch: Batch, ref: dict[int, torch.Tensor]) -> torch.Tensor:
+        out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
+        for i, (row, start, n) in zip(batch.example_ids, batch.spans()):
+            out[row, start : start + n - 1] = ref[i]
+        return out.to(self.acc.device)
+
+    def _reference_cache(self, model, order: DataOrder) -> dict[int, torch.Tensor]:
+        cfg = self.cfg
+        meta = {
+            "model": self.model_id,
+            "data": self.data.fingerprint,
+            "block_size": cfg.block_size,
+            "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
+                      + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else [])
+                      + (["compiled"] if cfg.compile_layers else []),
+        }
+        root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
+        path = root / f"{refcache.cache_key(meta)}.safetensors"
+        if path.is_file():
+            self.console.print(f"reference log-probs: cached {path}")
+            return refcache.load_cache(path, meta)
+        # Same micro-batches as the first epoch of training, so step 0 sees bitwise-equal values.
+        t0, ref, step = time.time(), {}, 0
+        n = len(self.data.examples)
+        steps_epoch0 = math.ceil(n / cfg.global_batch_size)
+        # Compiled: inference and training are different graphs, free to fuse (and round) differently;
+        # the training graph, its output detached, gives what step 0's policy forward will give.
+        no_sync = self.acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()   # no backward follows
+        with torch.set_grad_enabled(cfg.compile_layers), no_sync, self.acc.autocast():
+            for step in range(steps_epoch0):
+                for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                        self.acc.process_index, self.acc.num_processes):
+                    b = self._batch(mb)
+                    lp = self._logprobs(model, b).detach().float().cpu()
+                    for i, (row, start, n) in zip(b.example_ids, b.spans()):
+                        ref.setdefault(i, lp[row, start : start + n - 1].clone())
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            merged = {}
+            for part in gather_object([ref]):
+                for k, v in part.items():
+                    merged.setdefault(k, v)
+            ref = merged
+        if self.acc.is_main_process:
+            refcache.save_cache(path, ref, meta)
+        self.acc.wait_for_everyone()
+        self.console.print(f"reference log-probs: computed for {len(ref)} examples in {time.time() - t0:.1f}s -> {path}")
+        return ref
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _save(self, model, folder: Path, opt=None, state: dict | None = None) -> None:
+        """Collective. Write to a temp folder and rename: a run killed mid-save leaves the previous one intact."""
+        acc = self.acc
+        tmp = folder.parent / f".{folder.name}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        sd = acc.get_state_dict(model)                    # full weights on rank 0 (gathered under FSDP)
+        for key in checkpoint.tied_keys(model):           # gathered copies of tied weights: one is enough
+            sd.pop(key, None)
+        if opt is not None:
+            checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
+        if acc.is_main_process:
+            acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
+            if state is not None:
+                torch.save(state, tmp / "trainer_state.pt")   # last: its presence marks a complete checkpoint
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        acc.wait_for_everyone()
+
+    def _prune(self) -> None:
+        root = self.out / "checkpoints"
+        done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file())
+        for p in done[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        with contextlib.ExitStack() as self._held:     # the output folder's lock, for the whole run
+            return self._run()
+
+    def _run(self) -> Path:
+        cfg, acc = self.cfg, self.acc
+        final = self.out / "final"
+        if (final / "iwsft_train.json").is_file():
+            self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
+            return final
+        from accelerate.utils import broadcast_object_list
+        from transformers import get_cosine_schedule_with_warmup
+
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        torch.manual_seed(cfg.seed)
+        model = self._load()
+        if acc.is_main_process:
+            ensure_writable_dir(self.out, "output_dir")
+            self._held.enter_context(dir_lock(self.out, f"another training run is writing to {self.out}; wait for it "
+                                                        "to end or use another output_dir"))
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        order = DataOrder(len(self.data.examples), cfg.seed)
+        steps = total_steps(cfg, len(self.data.examples))
+        # Before sharding: under FSDP the wrapped parameters are per-rank shards (and, with
+        # cpu_ram_efficient_loading, only rank 0 holds real weights), so identity and size come from here.
+        n_params = sum(p.numel() for p in model.parameters())
+        self.model_id = broadcast_object_list(
+            [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
+
+        def adamw(m):
+            return optim.adamw(m.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                               weight_decay=cfg.weight_decay)
+
+        if getattr(acc, "is_fsdp2", False):   # FSDP2: accelerate remaps the optimizer; both go in together
+            model, opt = acc.prepare(model, adamw(model))
+        else:                                 # FSDP1 replaces the parameters: build the optimizer on the wrapped model
+            model = acc.prepare(model)
+            opt = acc.prepare(adamw(model))
+        drop_fp32_output_wrapper(acc.unwrap_model(model))
+        sched = get_cosine_schedule_with_warmup(opt.optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
+        ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
+        q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
+
+        start = 0
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is not None:
+            state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+            checkpoint.load_model_weights(model, ckpt, acc.is_main_process, acc.num_processes)
+            checkpoint.load_optimizer(model, opt.optimizer, ckpt / "optimizer")
+            sched.load_state_dict(state["scheduler"])
+            q_source.load_state_dict(state["q_source"])
+            start = state["step"]
+            self.console.print(f"[yellow]resuming[/] from {ckpt} (step {start}/{steps})")
+        metrics_path = self.out / "metrics.jsonl"
+        if acc.is_main_process:   # drop rows logged after the checkpoint we resume from
+            rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
+            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] < start))
+        tb = self._tensorboard()
+        peak = _peak_flops(cfg, acc.device)
+        self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
+                           f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
+                           f"{n_params / 1e6:.1f}M params on {acc.device}")
+
+        for step in range(start, steps):
+            t0 = time.perf_counter()
+            mbs = micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                acc.process_index, acc.num_processes)
+            loss_sum, weights, logw, n_tok = 0.0, [], [], 0
+            for j, mb in enumerate(mbs):
+                b = self._batch(mb)
+                ctx = acc.no_sync(model) if j < len(mbs) - 1 else contextlib.nullcontext()
+                with ctx, acc.autocast():
+                    pol = self._logprobs(model, b)
+                    q = q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
+                    r = self._ref_for(b, ref) if self.spec.level != "none" else None
+                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
+                    acc.backward(out.loss / self.grad_accum)
+                loss_sum += float(out.loss.detach()) / self.grad_accum
+                weights.append(out.seq_weights.float().cpu())
+                logw.append(out.log_weights.float().cpu())
+                n_tok += b.n_tokens
+            gnorm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            q_source.update(acc.unwrap_model(model), step + 1)
+            dt = time.perf_counter() - t0
+
+            if step % cfg.log_every == 0 or step == steps - 1:
+                w_all, lw_all = torch.cat(weights), torch.cat(logw)
+                if acc.num_processes > 1:
+                    w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
+                    n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
+                    loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
+                d = weight_diagnostics(w_all, lw_all)
+                tps = n_tok / dt
+                row = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "w_mean": d["w_mean"], "w_max": d["w_max"],
+                       "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
+                       "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
+                       "mfu": (6 * n_params * tps / (peak * acc.num_processes)) if peak else None,   # tps: all ranks
+                       "peak_mem_gb": _peak_mem_gb(acc.device),
+                       "step_time_s": dt}
+                if acc.is_main_process:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    if tb is not None:
+                        for k, v in row.items():
+                            if isinstance(v, (int, float)) and k != "step":
+                                tb.add_scalar(k, v, step)
+                    mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
+                    self.console.print(
+                        f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f}  "
+                        f"w {d['w_mean']:.4f} (max {d['w_max']:.3f}, ess {d['ess_frac']:.2f})  "
+                        f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
+                    )
+            done = step + 1
+            if cfg.save_every and done % cfg.save_every == 0 and done < steps:
+                state = {"step": done, "scheduler": sched.state_dict(), "q_source": q_source.state_dict()}
+                self._save(model, self.out / "checkpoints" / f"step-{done:06d}", opt, state)
+                if acc.is_main_process:
+                    self._prune()
+        self._save(model, final)
+        if tb is not None:
+            tb.close()
+        self.console.print(f"[green]saved[/] {final}")
+        return final
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.acc.is_main_process):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("tensorboard=true needs the tensorboard package: pip install 'iwsft-harness[tensorboard]'") from None
+        return SummaryWriter(str(self.out / "tb"))
+
+
+def train(cfg: TrainConfig, console=None) -> Path:
+    return Trainer(cfg, console).run()
