@@ -11,7 +11,7 @@ import pytest
 import harness.evaluation.runner as ev
 import harness.paper.pipeline as pipeline
 from harness.cli import main
-from harness.evaluation.runs import load_run
+from harness.evaluation.store import load_run
 from test_report import A, B, _write_run   # one fake eval-run writer for the report tests
 
 
@@ -85,7 +85,7 @@ def test_reproduce_report_keeps_all_ours_marks(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--checkpoints", "smollm2-135m"], "NAME=PATH"),
     (["--checkpoints", "a=smollm2-135m", "--limit", "-1"], "--limit must be >= 0"),
-    (["--checkpoints", "a=smollm2-135m", "--backend", "foo"], "--backend must be hf or vllm"),
+    (["--checkpoints", "a=smollm2-135m", "--backend", "foo"], "unknown backend 'foo'"),
     (["--checkpoints", "a=smollm2-135m", "a=smollm2-135m"], "label 'a' twice"),
     (["--checkpoints", "a=smollm2-135m", "b=./no/such/folder"], "resolves to nothing"),
     (["--checkpoints", "a=smollm2-135m", "--preset", "nosuch"], "no evaluation suite"),

@@ -18,7 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.evaluation import metrics, store
 from harness.evaluation import runner as ev
+from harness.evaluation.config import EvalConfig
+from harness.evaluation.engine import Engine
 from harness.evaluation.benchmarks import Problem, get_benchmark
 from harness.cli import main
 from harness.core.errors import UserError
@@ -73,13 +76,13 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 def test_wilson_and_pass_at_k():
-    lo, hi = ev.wilson_interval(0, 2)
+    lo, hi = metrics.wilson_interval(0, 2)
     assert lo == 0.0 and hi == pytest.approx(0.6576, abs=1e-4)
-    lo, hi = ev.wilson_interval(18, 30)  # about +/-18 points around 60% (method.md section 4)
+    lo, hi = metrics.wilson_interval(18, 30)  # about +/-18 points around 60% (method.md section 4)
     assert lo == pytest.approx(0.4232, abs=1e-3) and hi == pytest.approx(0.7541, abs=1e-3)
-    assert ev.pass_at_k(4, 0, 1) == 0.0 and ev.pass_at_k(4, 4, 4) == 1.0
-    assert ev.pass_at_k(4, 1, 1) == pytest.approx(0.25)
-    assert ev.pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))
+    assert metrics.pass_at_k(4, 0, 1) == 0.0 and metrics.pass_at_k(4, 4, 4) == 1.0
+    assert metrics.pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert metrics.pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))
 
 
 def test_compute_metrics_k_samples():
@@ -90,7 +93,7 @@ def test_compute_metrics_k_samples():
             rows[(str(i), s)] = {"correct": s < i, "extracted": None if s == 3 else "1",
                                  "thinking_tokens": 10 * s, "total_tokens": 10 * s + 1,
                                  "finish_reason": "length" if s == 0 else "stop", "hit_cap": s == 0}
-    m = ev.compute_metrics(probs, rows, 4)
+    m = metrics.compute_metrics(probs, rows, 4)
     assert m["n"] == 4 and m["n_samples"] == 16
     assert m["accuracy"] == pytest.approx((0 + 1 + 2 + 3) / 16) == m["avg_at_k"]
     assert m["pass_at_k"]["1"] == pytest.approx(m["accuracy"])
@@ -100,11 +103,11 @@ def test_compute_metrics_k_samples():
     assert m["unextracted"] == 4 and m["truncated"] == 4 and m["hit_thinking_cap"] == 4
     # every sample wrong: the bootstrap alone would say [0, 0]; the interval still says how little 2 problems tell
     wrong = {(str(i), s): {**rows[("0", s)], "correct": False} for i in range(2) for s in range(2)}
-    m0 = ev.compute_metrics(probs[:2], wrong, 2)
-    assert m0["accuracy"] == 0 and m0["ci95"][0] == 0 and m0["ci95"][1] == pytest.approx(ev.wilson_interval(0, 2)[1])
+    m0 = metrics.compute_metrics(probs[:2], wrong, 2)
+    assert m0["accuracy"] == 0 and m0["ci95"][0] == 0 and m0["ci95"][1] == pytest.approx(metrics.wilson_interval(0, 2)[1])
     assert m0["ci95"][1] > 0.5
     assert m["thinking_tokens_mean"] == 15 and m["thinking_tokens_median"] == 15
-    m1 = ev.compute_metrics(probs, rows, 1)
+    m1 = metrics.compute_metrics(probs, rows, 1)
     assert m1["ci_method"] == "wilson" and "pass_at_k" not in m1 and m1["n_samples"] == 4
 
 
@@ -115,17 +118,17 @@ def test_sample_store_drops_malformed_and_duplicates(tmp_path):
     text = "".join(json.dumps(r) + "\n" for r in good) + json.dumps(good[0]) + "\n" + '{"problem_id": "c", "sam'
     path.write_text(text)
     warnings: list[str] = []
-    rows = ev.SampleStore(path, warnings.append).load()
+    rows = store.SampleStore(path, warnings.append).load()
     assert set(rows) == {("a", 0), ("b", 0)}
     assert len(warnings) == 2 and all("\n" not in w for w in warnings)
     assert "malformed" in warnings[0] and "the last line" in warnings[0] and "duplicate" in warnings[1]
     assert read_rows(path) == good and path.read_text().endswith("\n")
     # A complete last row without its newline is kept, and the newline restored before appending.
     path.write_text(json.dumps(good[0]) + "\n" + json.dumps(good[1]))
-    store = ev.SampleStore(path, warnings.append)
-    assert len(store.load()) == 2
-    store.append({"problem_id": "c", "sample_index": 0, "correct": True})
-    store.close()
+    sample_store = store.SampleStore(path, warnings.append)
+    assert len(sample_store.load()) == 2
+    sample_store.append({"problem_id": "c", "sample_index": 0, "correct": True})
+    sample_store.close()
     assert [r["problem_id"] for r in read_rows(path)] == ["a", "b", "c"]
 
 
@@ -138,32 +141,32 @@ def test_split_ids_and_slug_and_redact(tmp_path):
         ev.split_ids(["aime24:60"], ["aime24", "math500"])
     with pytest.raises(UserError, match="not in --benchmarks"):
         ev.split_ids(["gpqa_diamond:rec1"], ["aime24"])
-    assert ev.model_slug("Qwen/Qwen2.5-32B-Instruct") == "Qwen--Qwen2.5-32B-Instruct"
-    assert ev.model_slug("smollm2-135m") == "smollm2-135m"
+    assert store.model_slug("Qwen/Qwen2.5-32B-Instruct") == "Qwen--Qwen2.5-32B-Instruct"
+    assert store.model_slug("smollm2-135m") == "smollm2-135m"
     a, b = tmp_path / "a" / "ckpt" / "step-10", tmp_path / "b" / "ckpt" / "step-10"   # two runs' step-10
     a.mkdir(parents=True), b.mkdir(parents=True)
-    assert ev.model_slug(str(a)).startswith("ckpt--step-10-") and ev.model_slug(str(a)) != ev.model_slug(str(b))
-    red = ev.redact("I think A) Zorblax thing is right.\nZorblax thing. ab", ["Zorblax thing", "ab"])
-    assert "Zorblax" not in red and red.count(ev.REDACTED) == 2
+    assert store.model_slug(str(a)).startswith("ckpt--step-10-") and store.model_slug(str(a)) != store.model_slug(str(b))
+    red = store.redact("I think A) Zorblax thing is right.\nZorblax thing. ab", ["Zorblax thing", "ab"])
+    assert "Zorblax" not in red and red.count(store.REDACTED) == 2
     assert red.endswith(". ab")  # texts under 4 characters are left alone (they would mangle the response)
     stem = "A made-up stem with two sentences in it for the test. And a second sentence that is long enough?"
-    red = ev.redact("echo: And a second sentence that is long enough? done", [stem])
-    assert red == f"echo: {ev.REDACTED} done"
+    red = store.redact("echo: And a second sentence that is long enough? done", [stem])
+    assert red == f"echo: {store.REDACTED} done"
 
 
 def test_dir_lock_refuses_second_writer(tmp_path):
-    with ev._dir_lock(tmp_path):
+    with store.run_lock(tmp_path):
         with pytest.raises(UserError, match="another eval"):
-            with ev._dir_lock(tmp_path):
+            with store.run_lock(tmp_path):
                 pass
-    with ev._dir_lock(tmp_path):  # released
+    with store.run_lock(tmp_path):  # released
         pass
 
 
 # ------------------------------------------------------------------------------ runner, fake model
 
 
-class FakeEngine(ev._Engine):
+class FakeEngine(Engine):
     """No model: answers "\\boxed{204}" (AIME problem 60's answer) when the request seed is even."""
 
     calls = 0
@@ -174,13 +177,13 @@ class FakeEngine(ev._Engine):
     def backend_kind(self):
         return "hf"
 
-    def prompt_ids(self, problem):
+    def prompt_ids(self, problem, cfg):
         return [1] * (1 + len(problem.question) % 7)
 
-    def budget(self, longest_prompt):
+    def budget(self, cfg, longest_prompt):
         return longest_prompt
 
-    def generate(self, prompts, budget, seeds, on_result):
+    def generate(self, cfg, prompts, budget, seeds, on_result):
         FakeEngine.calls += len(prompts)
         for j, seed in enumerate(seeds):
             ans = "204" if seed % 2 == 0 else "7"
@@ -195,7 +198,7 @@ class FakeEngine(ev._Engine):
 def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, capsys):
     from harness.evaluation.benchmarks import gpqa_diamond
 
-    monkeypatch.setattr(ev, "_Engine", FakeEngine)
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
     monkeypatch.setattr(gpqa_diamond, "_rows_from_hub", lambda: (_ for _ in ()).throw(
         gpqa_diamond.BenchmarkUnavailable(gpqa_diamond.UNAVAILABLE)))
@@ -219,13 +222,13 @@ def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, ca
 
 
 def test_settings_hash_ignores_subset_but_not_budgets(tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "_Engine", FakeEngine)
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
     spec = get_benchmark("aime24")
     probs = spec.load({})
 
     def digest(**kw):
-        cfg = ev.EvalConfig(model="fake", **kw)
-        return ev.settings_hash(ev._settings(cfg, FakeEngine(cfg), spec, probs))
+        cfg = EvalConfig(model="fake", **kw)
+        return store.settings_hash(ev._settings(cfg, FakeEngine.for_config(cfg), spec, probs))
 
     base = digest()
     assert digest(limit=3) == base and digest(ids=["60"]) == base and digest(batch_size=4) == base
@@ -240,8 +243,8 @@ def test_settings_hash_ignores_subset_but_not_budgets(tmp_path, monkeypatch):
         def backend_kind(self):
             return "vllm"
 
-    cfg = ev.EvalConfig(model="fake")
-    assert ev.settings_hash(ev._settings(cfg, VLLMFake(cfg), spec, probs)) != base
+    cfg = EvalConfig(model="fake")
+    assert store.settings_hash(ev._settings(cfg, VLLMFake.for_config(cfg), spec, probs)) != base
 
 
 def test_benchmark_options_reach_the_loader(tmp_path, monkeypatch):
@@ -251,10 +254,10 @@ def test_benchmark_options_reach_the_loader(tmp_path, monkeypatch):
     monkeypatch.setattr(_core, "_REGISTRY", dict(_core._REGISTRY))
     register(Benchmark(name="zz_opt", description="t", grader="arith", load=lambda o: [
         Problem(id=str(i), question=f"{i}+1", gold=str(i + 1)) for i in range(int(o.get("n", 2)))]))
-    monkeypatch.setattr(ev, "_Engine", FakeEngine)
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
     base = dict(model="fake", benchmarks=["zz_opt"], out=str(tmp_path), progress=False, summary=False)
-    m2 = ev.run_eval(ev.EvalConfig(**base))["zz_opt"]
-    m3 = ev.run_eval(ev.EvalConfig(**base, benchmark_options={"n": "3"}))["zz_opt"]
+    m2 = ev.run_eval(EvalConfig(**base))["zz_opt"]
+    m3 = ev.run_eval(EvalConfig(**base, benchmark_options={"n": "3"}))["zz_opt"]
     assert (m2["n"], m3["n"]) == (2, 3) and m2["run_dir"] != m3["run_dir"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from harness.cli import main
 from harness.core.errors import UserError
 from harness.paper.report import build_table, markdown
-from harness.evaluation.runs import find_runs, load_run
+from harness.evaluation.store import find_runs, load_run
 from harness.core.stats import mcnemar_exact, paired_compare, wilson
 
 DATA = Path(__file__).parent / "data"

@@ -19,7 +19,7 @@ def run(args) -> int:
 
     from harness.core.errors import UserError
     from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from harness.evaluation.runs import differing_settings, find_runs
+    from harness.evaluation.store import differing_settings, find_runs
     from harness.core.stats import paired_compare, wilson
 
     if len(args.runs) < 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.core.errors import UserError
+from harness.evaluation.generation import BACKEND_CHOICES
 
 HELP = "evaluate a model on AIME24 / MATH500 / GPQA Diamond (s1 protocol, resumable)"
 
@@ -33,7 +34,7 @@ def add_arguments(p):
                    help="local HF checkpoint dir, hub id, or the alias smollm2-135m")
     p.add_argument("--benchmarks", type=_csv_list, default=["aime24", "math500", "gpqa_diamond"],
                    help="comma-separated (default: aime24,math500,gpqa_diamond)")
-    p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto",
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="generation backend; auto = vLLM when installed with a GPU, else HF")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     p.add_argument("--ids", type=_csv_list, nargs="+", default=None, metavar="ID",
@@ -90,7 +91,7 @@ def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
 
 
 def config_from_args(args):
-    from harness.evaluation.runner import EvalConfig
+    from harness.evaluation.config import EvalConfig
 
     ids = None
     if args.ids is not None:
@@ -118,7 +119,8 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from harness.evaluation.runner import run_eval, validate
+    from harness.evaluation.config import validate
+    from harness.evaluation.runner import run_eval
 
     cfg = config_from_args(args)
     validate(cfg)          # every setting, before the model loads (run_eval checks again for library callers)

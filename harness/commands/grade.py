@@ -16,10 +16,13 @@ HELP = "Grade generated responses (JSONL with response/gold) offline, without an
 
 
 def add_arguments(parser) -> None:
-    from harness.evaluation.grading import BENCHMARK_KINDS
+    from harness.evaluation.benchmarks import get_benchmark, names
+    from harness.evaluation.grading import GRADER_KINDS
     from harness.evaluation.grading.extract import DEFAULT_DELIMITER
-    parser.add_argument("--benchmark", required=True, metavar="{" + ",".join(BENCHMARK_KINDS) + "}",
-                        help="selects the grader: integer (aime24, arith), math (math500), choice (gpqa_diamond)")
+
+    kinds = ", ".join(f"{b}: {get_benchmark(b).grader}" for b in names())
+    parser.add_argument("--benchmark", required=True, metavar="BENCHMARK",
+                        help=f"a benchmark or a grader kind ({', '.join(GRADER_KINDS)}); it selects the grader ({kinds})")
     parser.add_argument("--input", required=True, type=Path,
                         help="JSONL, one row per response with 'response' and 'gold'")
     parser.add_argument("--output", required=True, type=Path,

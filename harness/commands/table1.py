@@ -4,9 +4,6 @@ from __future__ import annotations
 
 HELP = "Evaluate existing checkpoints (e.g. ChongliQin/iw-SFT-32B, simplescaling/s1.1-32B) and print Table 1"
 
-BACKENDS = ("hf", "vllm")
-
-
 def add_arguments(p):
     p.add_argument("--checkpoints", nargs="+", required=True, metavar="NAME=PATH",
                    help="rows to evaluate: a label and a model (HF dir, hub id or smollm2-135m); "
@@ -14,7 +11,7 @@ def add_arguments(p):
     p.add_argument("--preset", default="paper",
                    help="evaluation suite in evals/ (benchmarks, budgets, backend); default paper: the full "
                         "benchmarks on vLLM (GPUs); use --preset tiny for a CPU run")
-    p.add_argument("--backend", default=None, help="override the suite's backend (hf, vllm)")
+    p.add_argument("--backend", default=None, help="override the suite's backend (auto, or a name in harness.evaluation.generation.BACKENDS)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of each benchmark")
     p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt)")
 
@@ -30,8 +27,10 @@ def run(args) -> int:
     models = labelled_paths(args.checkpoints, "--checkpoints", require_name=True)
     if args.limit is not None and args.limit < 0:
         raise UserError(f"--limit must be >= 0, got {args.limit}")
-    if args.backend is not None and args.backend not in BACKENDS:
-        raise UserError(f"--backend must be hf or vllm, not {args.backend!r}")
+    if args.backend is not None:
+        from harness.evaluation.generation import resolve_backend_kind
+
+        resolve_backend_kind(args.backend)
     from harness.paper.suite import load_suite
 
     suite = load_suite(args.preset)

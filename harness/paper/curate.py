@@ -32,7 +32,9 @@ def split_response(response: str, think_prefix: str, answer_prefix: str) -> tupl
 def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: float = 0.8, seed: int = 0,
            limit: int | None = None, thinking_budget: int = 48, answer_budget: int = 16,
            eval_dir: str = "runs/curate", batch_size: int | None = None) -> dict:
-    from harness.evaluation.runner import EvalConfig, run_eval
+    from harness.evaluation.config import EvalConfig
+    from harness.evaluation.runner import run_eval
+    from harness.evaluation.store import read_samples
     from harness.evaluation.generation.prompts import get_delimiters
 
     if task not in TRAIN_SPLITS:
@@ -52,24 +54,20 @@ def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: 
     from harness.evaluation.benchmarks import load_benchmark
 
     questions = {p.id: p for p in load_benchmark(bench, limit=limit)}
-    kept, seen = [], set()
-    with open(Path(metrics["run_dir"]) / "samples.jsonl", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            key = (row["problem_id"], row["sample_index"])
-            if not row.get("correct") or key in seen or row["problem_id"] not in questions:
-                continue
-            parts = split_response(row["response"], delim.think_prefix, delim.answer_prefix)
-            if parts is None:
-                continue
-            seen.add(key)
-            p = questions[row["problem_id"]]
-            response = row["response"]
-            if response.startswith(delim.think_prefix):
-                response = response[len(delim.think_prefix):]
-            kept.append({"question": p.question, "response": response, "thinking": parts[0], "attempt": parts[1], "gold": p.gold,
-                         "problem_id": p.id, "sample_index": row["sample_index"], "source_model": model,
-                         "task": task, "temperature": temperature})
+    kept = []
+    for (pid, s), row in read_samples(Path(metrics["run_dir"])).items():
+        if not row.get("correct") or pid not in questions:
+            continue
+        parts = split_response(row["response"], delim.think_prefix, delim.answer_prefix)
+        if parts is None:
+            continue
+        p = questions[pid]
+        response = row["response"]
+        if response.startswith(delim.think_prefix):
+            response = response[len(delim.think_prefix):]
+        kept.append({"question": p.question, "response": response, "thinking": parts[0], "attempt": parts[1], "gold": p.gold,
+                     "problem_id": p.id, "sample_index": s, "source_model": model,
+                     "task": task, "temperature": temperature})
     if not kept:
         raise UserError(f"no correct samples from {model} on {task} ({metrics['n']} problems x {samples}); "
                         "raise --samples or use an easier level")

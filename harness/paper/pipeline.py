@@ -25,8 +25,9 @@ EVAL_OUT = "runs/eval"
 def _eval(suite: Suite, model: str, bench: str, limit, *, out: str = EVAL_OUT, thinking_budget=None, wait=None,
           summary: bool = False):
     """One benchmark of one model through the evaluation runner; returns its Run, or None if skipped."""
-    from harness.evaluation.runner import EvalConfig, run_eval
-    from harness.evaluation.runs import load_run
+    from harness.evaluation.config import EvalConfig
+    from harness.evaluation.runner import run_eval
+    from harness.evaluation.store import load_run
 
     cfg = EvalConfig(model=model, benchmarks=[bench], backend=suite.backend, limit=limit,
                      max_new_tokens=suite.max_new_tokens,
@@ -101,9 +102,9 @@ def _train_summary(final: Path) -> dict:
 
 
 def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
-    from harness.evaluation.runner import _package_versions
+    from harness.core.versions import package_versions
 
-    v = _package_versions()
+    v = package_versions()
     any_run = next((r for seeds in runs.values() for s in seeds for r in s.values()), None)
     backend = (any_run.metrics.get("backend") if any_run else None) or {}
     out = [

@@ -11,12 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-from harness.evaluation.runs import Run
+from harness.evaluation.benchmarks import report_order, title
+from harness.evaluation.store import Run
 from harness.core.stats import paired_compare, wilson
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH_ORDER = ["arith", "aime24", "math500", "gpqa_diamond"]
-BENCH_TITLE = {"arith": "arith (held-out)", "aime24": "AIME24", "math500": "MATH500", "gpqa_diamond": "GPQA Diamond"}
 
 
 def paper_rows() -> list[dict]:
@@ -36,7 +35,7 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
                 title: str, extra: dict | None = None) -> dict:
     """models: row name -> one {benchmark: Run} per seed. Returns the JSON report."""
     rows = []
-    benches = [b for b in BENCH_ORDER if any(b in s for seeds in models.values() for s in seeds)]
+    benches = report_order({b for seeds in models.values() for s in seeds for b in s})
     for name, seeds in models.items():
         row = {"model": name, "benchmarks": {}}
         for b in benches:
@@ -87,11 +86,11 @@ def _cell_text(c: dict | None) -> str:
 
 
 def render(report: dict, console: Console) -> None:
-    benches = [b for b in BENCH_ORDER if any(b in r["benchmarks"] for r in report["rows"])]
+    benches = report_order({b for r in report["rows"] for b in r["benchmarks"]})
     t = Table(title=report["title"], title_justify="left", show_lines=False)
     t.add_column("model")
     for b in benches:
-        t.add_column(BENCH_TITLE[b] + " % [95% CI]", justify="right")
+        t.add_column(title(b) + " % [95% CI]", justify="right")
     t.add_column("think tok", justify="right")
     for r in report["rows"]:
         th = [c.get("thinking_tokens_mean") for c in r["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
@@ -102,7 +101,7 @@ def render(report: dict, console: Console) -> None:
     paper = Table(title="Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)", title_justify="left")
     paper.add_column("model")
     for b in ("aime24", "math500", "gpqa_diamond"):
-        paper.add_column(BENCH_TITLE[b] + " %", justify="right")
+        paper.add_column(title(b) + " %", justify="right")
     for r in report["paper"]:
         style = "bold" if r.get("ours") else ""
         paper.add_row(r["model"] + (f"  ← ours: {r['ours']}" if r.get("ours") else ""),
@@ -134,8 +133,8 @@ def _paired_bench(p: dict, report: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    benches = [b for b in BENCH_ORDER if any(b in r["benchmarks"] for r in report["rows"])]
-    out = [f"# {report['title']}", "", "| model | " + " | ".join(BENCH_TITLE[b] + " % [95% CI]" for b in benches) + " |",
+    benches = report_order({b for r in report["rows"] for b in r["benchmarks"]})
+    out = [f"# {report['title']}", "", "| model | " + " | ".join(title(b) + " % [95% CI]" for b in benches) + " |",
            "|---|" + "---|" * len(benches)]
     for r in report["rows"]:
         out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + " |")

@@ -16,7 +16,9 @@ from harness.evaluation.benchmarks._core import (
     load_benchmark,
     names,
     register,
+    report_order,
     select,
+    title,
 )
 
 __all__ = [
@@ -29,5 +31,7 @@ __all__ = [
     "load_benchmark",
     "names",
     "register",
+    "report_order",
     "select",
+    "title",
 ]

@@ -40,10 +40,16 @@ class Benchmark:
     name: str
     description: str
     load: Callable[[Mapping[str, Any]], list[Problem]]  # options -> all problems, canonical order
-    grader: str                 # the `benchmark` key passed to harness.evaluation.grading.grade_many
+    grader: str                 # grading kind: "integer", "math" or "choice" (harness.evaluation.grading)
     public: bool = True         # False: question text must never be printed, logged or written
     source: str = ""            # one line: where the data comes from
     options: tuple[str, ...] = ()  # loader option keys it reads (`iwsft eval --benchmark-option KEY=VALUE`)
+    title: str = ""             # its column title in reports (default: the name)
+    report_order: int = 100     # left-to-right position in reports (then by name)
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name
 
 
 _REGISTRY: dict[str, Benchmark] = {}
@@ -77,6 +83,17 @@ def _discover() -> None:
 def names() -> list[str]:
     _discover()
     return sorted(_REGISTRY)
+
+
+def report_order(benchmarks) -> list[str]:
+    """The given benchmark names in report column order (unregistered names last, by name)."""
+    _discover()
+    return sorted(benchmarks, key=lambda b: (_REGISTRY[b].report_order if b in _REGISTRY else 1000, b))
+
+
+def title(name: str) -> str:
+    _discover()
+    return _REGISTRY[name].display if name in _REGISTRY else name
 
 
 def get_benchmark(name: str) -> Benchmark:

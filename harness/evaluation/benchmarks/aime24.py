@@ -26,6 +26,8 @@ BENCHMARK = Benchmark(
     name="aime24",
     description="AIME 2024 I+II, 30 problems, integer answers (with [asy] figure code in II-8, II-15)",
     load=_load,
-    grader="aime24",
+    grader="integer",
+    title="AIME24",
+    report_order=20,
     source="harness/data/aime24.jsonl (QwenLM/Qwen2.5-Math evaluation/data/aime24/test.jsonl)",
 )

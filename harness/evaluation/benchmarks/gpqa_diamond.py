@@ -120,7 +120,9 @@ BENCHMARK = Benchmark(
     name="gpqa_diamond",
     description="GPQA Diamond, 198 questions, 4 options shuffled per question (gated; never written out)",
     load=_load,
-    grader="gpqa_diamond",
+    grader="choice",
+    title="GPQA Diamond",
+    report_order=40,
     public=False,
     source=f"hub {HUB_ID}/{HUB_CONFIG} or a local CSV (--gpqa-csv / {ENV_VAR})",
 )

@@ -23,6 +23,8 @@ BENCHMARK = Benchmark(
     name="math500",
     description="MATH500 (prm800k test split), 500 problems, ids like test/precalculus/807.json",
     load=_load,
-    grader="math500",
+    grader="math",
+    title="MATH500",
+    report_order=30,
     source="harness/data/math500.jsonl (openai/prm800k prm800k/math_splits/test.jsonl)",
 )

@@ -1,16 +1,50 @@
-"""Generation: backends (HF transformers, vLLM) behind one interface, prompts, budget forcing."""
+"""Generation: backends (HF transformers, vLLM) behind one interface, prompts, budget forcing.
+
+Adding a backend is one file in this folder (a class meeting the `Backend` contract of base.py, with
+the class attributes and class methods listed in `BackendClass`) plus one line in `BACKENDS`; the
+eval flags, config validation, suites and reports read the names from here.
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from typing import Any
+from typing import Any, Protocol
 
 from harness.core.errors import UserError
 from harness.evaluation.generation.base import Backend, Completion, GenParams
 
-__all__ = ["Backend", "Completion", "GenParams", "make_backend", "resolve_backend_kind", "vllm_available"]
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "Completion", "GenParams", "backend_class", "make_backend",
+           "resolve_backend_kind", "vllm_available"]
 
-BACKEND_KINDS = ("auto", "hf", "vllm")
+# name -> "module:Class", imported only when used (vLLM's import is slow and touches CUDA).
+BACKENDS = {
+    "hf": "harness.evaluation.generation.hf:HFBackend",
+    "vllm": "harness.evaluation.generation.vllm_backend:VLLMBackend",
+}
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+class BackendClass(Protocol):
+    tensor_parallel: bool        # takes tensor_parallel_size > 1 (it then keys a run's settings)
+    continuous_batching: bool    # give it every request at once rather than in --batch-size chunks
+
+    @classmethod
+    def check_available(cls) -> None:
+        """UserError naming the fix when its library is missing (before any run folder is made)."""
+
+    @classmethod
+    def load(cls, resolved: Any, *, tokenizer: Any, dtype: str | None, tensor_parallel_size: int,
+             batch_size: int | None, **opts: Any) -> Backend:
+        """The backend for a resolved model (harness.core.models.ResolvedModel)."""
+
+
+def backend_class(name: str) -> BackendClass:
+    try:
+        module, _, cls = BACKENDS[name].partition(":")
+    except KeyError:
+        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}") from None
+    return getattr(importlib.import_module(module), cls)
 
 
 def vllm_available() -> bool:
@@ -23,8 +57,8 @@ def vllm_available() -> bool:
 
 def resolve_backend_kind(kind: str = "auto") -> str:
     """"auto" -> "vllm" when a CUDA GPU is visible and vllm is installed, else "hf"."""
-    if kind not in BACKEND_KINDS:
-        raise UserError(f"unknown backend '{kind}'; choose one of {', '.join(BACKEND_KINDS)}")
+    if kind not in BACKEND_CHOICES:
+        raise UserError(f"unknown backend '{kind}'; choose one of {', '.join(BACKEND_CHOICES)}")
     if kind != "auto":
         return kind
     try:
@@ -36,33 +70,12 @@ def resolve_backend_kind(kind: str = "auto") -> str:
     return "vllm" if cuda and vllm_available() else "hf"
 
 
-def make_backend(kind: str, model_name: str, *, dtype: str | None = None, device: str | None = None,
-                 batch_size: int = 16, tensor_parallel_size: int = 1, tokenizer: Any = None,
-                 **opts: Any) -> Backend:
+def make_backend(kind: str, model_name: str, *, dtype: str | None = None, tensor_parallel_size: int = 1,
+                 tokenizer: Any = None, batch_size: int | None = None, **opts: Any) -> Backend:
     """Build a backend for `model_name` (alias, local folder or hub id; see harness.core.models).
-
-    hf: loads the model (dtype default float32) on `device` (default: cuda if available, else cpu);
-        `tokenizer` reuses an already-loaded tokenizer; tensor_parallel_size must be 1.
-    vllm: `vllm.LLM` on the resolved path (the alias's cached HF folder), dtype default "auto",
-        tensor_parallel_size passed through, prefix caching on; extra `opts` go to vllm.LLM.
-    """
-    from harness.core.models import load_model, load_tokenizer, resolve_model
+    `dtype` None means the backend's default; extra `opts` go to the backend's `load`."""
+    from harness.core.models import resolve_model
 
     kind = resolve_backend_kind(kind)
-    resolved = resolve_model(model_name)
-    if kind == "hf":
-        if int(tensor_parallel_size) != 1:
-            raise UserError("the HF backend runs on one device; tensor_parallel_size > 1 needs --backend vllm")
-        import torch
-
-        from harness.evaluation.generation.hf import HFBackend
-
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_model(resolved, dtype=dtype or "float32", device=device)
-        tok = tokenizer if tokenizer is not None else load_tokenizer(resolved)
-        return HFBackend(model, tok, batch_size=batch_size)
-    from harness.evaluation.generation.vllm_backend import VLLMBackend
-
-    return VLLMBackend(resolved.path, dtype=dtype or "auto", tensor_parallel_size=tensor_parallel_size,
-                       tokenizer=tokenizer, **opts)
+    return backend_class(kind).load(resolve_model(model_name), tokenizer=tokenizer, dtype=dtype,
+                                    tensor_parallel_size=int(tensor_parallel_size), batch_size=batch_size, **opts)

@@ -32,6 +32,40 @@ from harness.evaluation.generation.prompts import eos_token_ids
 
 class HFBackend:
     name = "hf"
+    tensor_parallel = False
+    continuous_batching = False
+
+    @classmethod
+    def check_available(cls) -> None:
+        pass    # transformers is a core dependency
+
+    @classmethod
+    def load(cls, resolved: Any, *, tokenizer: Any = None, dtype: str | None = None, tensor_parallel_size: int = 1,
+             batch_size: int | None = None, device: str | None = None) -> "HFBackend":
+        """The model in `dtype` (default float32) on `device` (default: cuda if available, else cpu)."""
+        import torch
+
+        from harness.core.errors import UserError
+        from harness.core.models import load_model, load_tokenizer
+
+        if tensor_parallel_size != 1:
+            raise UserError("the HF backend runs on one device; tensor_parallel_size > 1 needs --backend vllm")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_model(resolved, dtype=dtype or "float32", device=device)
+        tok = tokenizer if tokenizer is not None else load_tokenizer(resolved)
+        return cls(model, tok, batch_size=batch_size or 16)
+
+    def close(self) -> None:
+        """Drop the model so its (GPU) memory can go before the next model loads."""
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, eos_ids: Sequence[int] | None = None):
         if batch_size < 1:

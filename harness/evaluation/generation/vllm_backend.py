@@ -63,6 +63,20 @@ def _tokens_prompt(vllm: Any, ids: list[int]):
 
 class VLLMBackend:
     name = "vllm"
+    tensor_parallel = True
+    continuous_batching = True
+
+    @classmethod
+    def check_available(cls) -> None:
+        import_vllm()
+
+    @classmethod
+    def load(cls, resolved: Any, *, tokenizer: Any = None, dtype: str | None = None, tensor_parallel_size: int = 1,
+             batch_size: int | None = None, **opts: Any) -> "VLLMBackend":
+        """vllm.LLM on the resolved path (an alias's cached HF folder), dtype default "auto"; `opts` go
+        to the constructor (and on to vllm.LLM). batch_size does not apply: vLLM batches continuously."""
+        return cls(resolved.path, dtype=dtype or "auto", tensor_parallel_size=tensor_parallel_size,
+                   tokenizer=tokenizer, **opts)
 
     def __init__(self, model: str, *, dtype: str = "auto", tensor_parallel_size: int = 1,
                  tokenizer: Any = None, tokenizer_path: str | None = None, seed: int = 0,

@@ -1,6 +1,6 @@
 """Offline, deterministic grading of generated responses (replaces s1's gpt-4o-mini judge).
 
-    from harness.evaluation.grading import Verdict, grade_one, grade_many, BENCHMARK_KINDS
+    from harness.evaluation.grading import Verdict, grade_one, grade_many, kind_of
 
 Extraction (extract.py): the text after the LAST answer delimiter, then the last \\boxed{} /
 "Answer:" / "the answer is"; the thinking text only when there is no answer section, and never
@@ -19,12 +19,7 @@ from typing import Callable
 from harness.core.errors import UserError
 from harness.evaluation.grading.extract import DEFAULT_DELIMITER, extract_answer, extract_choice
 
-BENCHMARK_KINDS: dict[str, str] = {
-    "aime24": "integer",
-    "arith": "integer",
-    "math500": "math",
-    "gpqa_diamond": "choice",
-}
+GRADER_KINDS = ("integer", "math", "choice")
 
 
 @dataclass(frozen=True)
@@ -34,11 +29,16 @@ class Verdict:
 
 
 def kind_of(benchmark: str) -> str:
-    """Grading kind of a benchmark; UserError naming the valid ones otherwise."""
+    """Grading kind of a grader kind or of a benchmark (each benchmark declares its own kind);
+    UserError naming the valid ones otherwise."""
+    if benchmark in GRADER_KINDS:
+        return benchmark
+    from harness.evaluation.benchmarks import get_benchmark, names
+
     try:
-        return BENCHMARK_KINDS[benchmark]
-    except (KeyError, TypeError):
-        valid = ", ".join(sorted(BENCHMARK_KINDS))
+        return get_benchmark(benchmark).grader
+    except (UserError, TypeError):
+        valid = ", ".join(names() + list(GRADER_KINDS))
         raise UserError(f"unknown benchmark {benchmark!r}; use one of: {valid}") from None
 
 
@@ -111,5 +111,5 @@ def grade_many_detailed(benchmark: str, items: list[tuple[str, str]], *, timeout
     return out
 
 
-__all__ = ["BENCHMARK_KINDS", "Verdict", "grade_one", "grade_many", "grade_many_detailed", "kind_of",
+__all__ = ["GRADER_KINDS", "Verdict", "grade_one", "grade_many", "grade_many_detailed", "kind_of",
            "check_gold", "extract"]

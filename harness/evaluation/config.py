@@ -1,0 +1,93 @@
+"""What an evaluation run is asked to do: one config type for `iwsft eval`, the suites and curate.
+
+`validate` is the one check of a config, called where it is made (the CLI, the suites) and again by
+`run_eval` for library callers; a bad value is one UserError line before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from harness.core.errors import UserError
+from harness.evaluation.benchmarks import get_benchmark
+
+DEFAULT_BENCHMARKS = ("aime24", "math500", "gpqa_diamond")
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    benchmarks: Sequence[str] = DEFAULT_BENCHMARKS
+    backend: str = "auto"                      # auto | hf | vllm
+    limit: int | None = None                   # first N problems of each benchmark
+    ids: Sequence[str] | None = None           # explicit ids; "bench:id" scopes one to a benchmark
+    max_new_tokens: int = 32768                # s1's total budget per request (max_gen_toks; the
+                                               # "auto" cap and the answer room count the prompt in it)
+    thinking_budget: int | str | None = "auto"  # thinking cap: int, "auto" (s1) or None (no cap)
+    answer_budget: int | None = None           # max answer tokens; None = what is left of the total
+    wait: int = 0                              # forced "Wait"s when thinking stops on its own
+    budget_mode: str = "independent"           # "independent" (exact cap) | "s1-compat" (s1's loop)
+    delimiters: str = "s1"                     # preset of harness.evaluation.generation.prompts.PRESETS
+    samples: int = 1                           # K samples per problem
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    gpqa_csv: str | None = None
+    benchmark_options: dict = field(default_factory=dict)  # extra loader options (e.g. arith_level);
+                                               # they reach the hash through the data fingerprint
+    out: str = "runs/eval"
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    batch_size: int | None = None              # requests per backend call (None: backend default)
+    system: str | None = None                  # system message; None = chat template's default
+    grade_timeout_s: float = 10.0
+    grade_workers: int | None = None
+    progress: bool = True
+    summary: bool = True                       # print the rich summary table
+
+
+
+def validate(cfg: EvalConfig) -> None:
+    if not cfg.benchmarks:
+        raise UserError("no benchmark given; use --benchmarks aime24,math500,gpqa_diamond")
+    for b in cfg.benchmarks:
+        get_benchmark(b)
+    if len(set(cfg.benchmarks)) != len(cfg.benchmarks):
+        raise UserError(f"--benchmarks lists a benchmark twice: {','.join(cfg.benchmarks)}")
+    from harness.evaluation.generation import backend_class, resolve_backend_kind
+
+    resolve_backend_kind(cfg.backend)           # a known name
+    if cfg.budget_mode not in ("independent", "s1-compat"):
+        raise UserError(f"--budget-mode must be independent or s1-compat, not {cfg.budget_mode!r}")
+    from harness.evaluation.generation.prompts import get_delimiters
+
+    get_delimiters(cfg.delimiters)
+    if cfg.samples < 1:
+        raise UserError("--samples must be >= 1")
+    if cfg.samples > 1 and cfg.temperature == 0:
+        raise UserError("--samples > 1 needs --temperature > 0 (greedy samples would be identical)")
+    if cfg.temperature < 0:
+        raise UserError("--temperature must be >= 0")
+    if cfg.max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be >= 1")
+    tb = cfg.thinking_budget
+    if not (tb is None or tb == "auto" or (isinstance(tb, int) and not isinstance(tb, bool) and tb >= 1)):
+        raise UserError(f"--thinking-budget must be a token count, 'auto' or 'none', not {tb!r}")
+    if cfg.answer_budget is not None and cfg.answer_budget < 1:
+        raise UserError("--answer-budget must be >= 1")
+    if cfg.answer_budget is not None and cfg.answer_budget > cfg.max_new_tokens:
+        raise UserError(f"--answer-budget {cfg.answer_budget} exceeds --max-new-tokens {cfg.max_new_tokens}, the "
+                        "total per request (prompt included); lower --answer-budget or raise --max-new-tokens")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p:g} (1 = no nucleus truncation)")
+    if cfg.wait < 0:
+        raise UserError("--wait must be >= 0")
+    if cfg.limit is not None and cfg.limit < 0:
+        raise UserError("--limit must be >= 0")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    from harness.core.models import _torch_dtype
+
+    _torch_dtype(cfg.dtype)                     # before any run folder is made
+    backend_class(resolve_backend_kind(cfg.backend)).check_available()

@@ -1,0 +1,128 @@
+"""The engine: one model loaded once (tokenizer + generation backend), shared by every benchmark,
+setting and thinking budget evaluated on it.
+
+`run_eval(cfg)` makes one for its config; a job that evaluates one model under several configs
+(the paper jobs, curate) makes one with `Engine.for_config(cfg)`, passes it to each
+`run_eval(cfg, engine=...)`, and calls `close()` to release its memory before the next model loads.
+What a run asks of the engine per config (prompt, budget, sampling) comes with each call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from harness.core.errors import UserError
+from harness.evaluation.benchmarks import Problem
+
+
+class Engine:
+    def __init__(self, model: str, *, backend: str = "auto", dtype: str = "auto", tensor_parallel_size: int = 1,
+                 batch_size: int | None = None):
+        self.model = model
+        self.backend_name = backend
+        self.dtype = dtype
+        self.tensor_parallel_size = tensor_parallel_size
+        self.batch_size = batch_size
+        self._resolved = None
+        self._tokenizer = None
+        self._backend = None
+
+    @classmethod
+    def for_config(cls, cfg) -> "Engine":
+        return cls(cfg.model, backend=cfg.backend, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
+                   batch_size=cfg.batch_size)
+
+    def check_serves(self, cfg) -> None:
+        """A config evaluated on this engine must ask for the model and load settings it holds."""
+        want = (cfg.model, cfg.backend, cfg.dtype, cfg.tensor_parallel_size)
+        have = (self.model, self.backend_name, self.dtype, self.tensor_parallel_size)
+        if want != have:
+            raise UserError(f"this engine holds {have} (model, backend, dtype, tensor parallel) but the "
+                            f"evaluation asks for {want}; make an engine for that config")
+
+    # -- identity without loading weights
+    @property
+    def resolved(self):
+        if self._resolved is None:
+            from harness.core.models import resolve_model
+
+            self._resolved = resolve_model(self.model)
+        return self._resolved
+
+    def model_identity(self) -> str:
+        """What the settings hash sees: alias name + GGUF file, a local folder's absolute path, or
+        the hub id (not the alias's cache folder, which moves with $IWSFT_CACHE)."""
+        r = self.resolved
+        if r.kind == "alias":
+            return f"alias:{r.info.get('alias', r.name)}:{r.info.get('gguf', '')}"
+        return f"{r.kind}:{r.path}"
+
+    def backend_kind(self) -> str:
+        from harness.evaluation.generation import resolve_backend_kind
+
+        return resolve_backend_kind(self.backend_name)
+
+    # -- loaded on first use
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from harness.core.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.resolved)
+        return self._tokenizer
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from harness.evaluation.generation import make_backend
+
+            opts = {} if self.batch_size is None else {"batch_size": self.batch_size}
+            self._backend = make_backend(
+                self.backend_kind(), self.model, tokenizer=self.tokenizer,
+                dtype=None if self.dtype == "auto" else self.dtype,
+                tensor_parallel_size=self.tensor_parallel_size, **opts,
+            )
+        return self._backend
+
+    def backend_info(self) -> dict:
+        b = self._backend
+        if b is None:
+            return {"kind": self.backend_kind(), "name": None, "version": None}
+        return {"kind": self.backend_kind(), "name": getattr(b, "name", None), "version": b.version()}
+
+    def close(self) -> None:
+        """Release the backend (and its accelerator memory) so the next model can load."""
+        b, self._backend = self._backend, None
+        if b is not None and hasattr(b, "close"):
+            b.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- per-config work
+    def prompt_ids(self, problem: Problem, cfg) -> list[int]:
+        from harness.evaluation.generation.prompts import build_prompt_ids, get_delimiters
+
+        return list(build_prompt_ids(self.tokenizer, problem.question, get_delimiters(cfg.delimiters), system=cfg.system))
+
+    def budget(self, cfg, longest_prompt: int):
+        from harness.evaluation.generation.budget import BudgetConfig
+        from harness.evaluation.generation.prompts import delimiter_ids, get_delimiters
+
+        budget = BudgetConfig(thinking_budget=cfg.thinking_budget, num_wait=cfg.wait,
+                              max_answer_tokens=cfg.answer_budget, total_budget=cfg.max_new_tokens,
+                              mode=cfg.budget_mode, longest_prompt=longest_prompt)
+        # fails before the model loads
+        budget.resolve_caps([longest_prompt], delimiter_ids(self.tokenizer, get_delimiters(cfg.delimiters)))
+        return budget
+
+    def generate(self, cfg, prompts: list[list[int]], budget, seeds: list[int],
+                 on_result: Callable[[int, Any], None]) -> None:
+        from harness.evaluation.generation.budget import generate_with_budget
+        from harness.evaluation.generation.prompts import get_delimiters
+
+        generate_with_budget(self.backend, self.tokenizer, prompts, budget, get_delimiters(cfg.delimiters),
+                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seeds, on_result=on_result)

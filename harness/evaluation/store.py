@@ -1,0 +1,253 @@
+"""The run store: the only code that reads or writes an evaluation run folder.
+
+Layout, one directory per (model, benchmark, settings):
+
+    OUT/<model-slug>/<benchmark>/<hash12>/
+        settings.json   everything that changes outputs (written first); hash12 = its sha256[:12]
+        samples.jsonl   one row per (problem_id, sample_index), appended + fsync'd as each completes
+        metrics.json    over the requested subset only, written atomically at the end
+        .lock           flock held while a run writes here (a second concurrent run is refused)
+
+The hash leaves out --limit/--ids, so a larger --limit (or other ids) reuses finished samples.
+A malformed line (a write cut by a kill) is reported in one line and dropped (the file is rewritten
+without it), so a run killed at any moment loses only the samples in flight.
+
+Non-public benchmarks (GPQA Diamond): responses are stored with any verbatim copy of the question
+or its options replaced by REDACTED (`redact`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from harness.core.errors import UserError
+from harness.core.io import atomic_write_text, dir_lock
+
+REDACTED = "[REDACTED: benchmark question text]"
+SAMPLES_FILE, METRICS_FILE, SETTINGS_FILE = "samples.jsonl", "metrics.json", "settings.json"
+SAMPLE_FIELDS = ("problem_id", "sample_index", "response", "thinking_tokens", "answer_tokens",
+                 "total_tokens", "extracted", "correct", "finish_reason", "hit_cap", "num_waits")
+
+
+def model_slug(model: str) -> str:
+    """Directory-safe name: 'Qwen/Qwen2.5-32B' -> 'Qwen--Qwen2.5-32B'; a local dir -> its last two
+    path parts and a hash of its absolute path (ckpts/run3/checkpoint-100 -> run3--checkpoint-100-1a2b3c:
+    two runs' step-100 checkpoints, or two runs named alike in other folders, get folders of their own)."""
+    p = Path(model).expanduser()
+    suffix = ""
+    if p.exists():
+        p = p.resolve()
+        parts = p.parts[-2:]
+        suffix = "-" + hashlib.sha256(str(p).encode()).hexdigest()[:6]
+    else:
+        parts = tuple(model.strip("/").split("/"))[-2:]
+    slug = "--".join(parts)
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", slug).strip("._") or "model"
+    return slug[:89] + suffix
+
+
+def settings_hash(settings: dict) -> str:
+    blob = json.dumps(settings, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+
+def redact(text: str, private: Iterable[str]) -> str:
+    """Replace verbatim copies of private texts, of their lines (>= 12 characters) and of their
+    sentences (>= 30 characters) by REDACTED. A paraphrase cannot be caught this way."""
+    pieces: set[str] = set()
+    for t in private:
+        t = t.strip()
+        if len(t) >= 4:
+            pieces.add(t)
+        pieces.update(line.strip() for line in t.splitlines() if len(line.strip()) >= 12)
+        pieces.update(x.strip() for x in re.split(r"(?<=[.?!;:])\s+", t) if len(x.strip()) >= 30)
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, REDACTED)
+    return text
+
+
+
+@contextlib.contextmanager
+def dropped_if_failed_empty(run_dir: Path, out_root: Path, fresh: bool):
+    """A run folder made by this call that fails before its first sample is removed (with the
+    model/benchmark folders it leaves empty): a failed eval leaves nothing half-written."""
+    try:
+        yield
+    except BaseException:
+        samples = run_dir / SAMPLES_FILE
+        if fresh and not (samples.is_file() and samples.stat().st_size > 0):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in (run_dir.parent, run_dir.parent.parent):
+                if parent != out_root:
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()          # only when empty
+        raise
+
+
+def run_lock(run_dir: Path):
+    return dir_lock(run_dir, f"another eval is writing to {run_dir}; wait for it or use another --out")
+
+
+# ------------------------------------------------------------------------------------ samples
+
+
+def _parse_rows(data: bytes):
+    """(rows by key, kept lines, malformed line numbers, duplicate count, last non-empty line number)."""
+    rows: dict[tuple[str, int], dict] = {}
+    kept: list[bytes] = []
+    bad: list[int] = []
+    dups = last = 0
+    for n, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        last = n
+        try:
+            row = json.loads(line.decode("utf-8"))
+            key = (str(row["problem_id"]), int(row["sample_index"]))
+            if not isinstance(row.get("correct"), bool):
+                raise ValueError("no verdict")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            bad.append(n)
+            continue
+        if key in rows:
+            dups += 1
+            continue
+        rows[key] = row
+        kept.append(line)
+    return rows, kept, bad, dups, last
+
+
+def read_samples(run_dir: Path) -> dict[tuple[str, int], dict]:
+    """A run folder's rows by (problem_id, sample_index), read only: a malformed line (a cut write)
+    is skipped here and dropped by the runner on its next pass."""
+    path = Path(run_dir) / SAMPLES_FILE
+    return _parse_rows(path.read_bytes())[0] if path.exists() else {}
+
+
+class SampleStore:
+    """samples.jsonl: append-only, one JSON object per line, fsync'd after every row."""
+
+    def __init__(self, path: Path, warn: Callable[[str], None]):
+        self.path = Path(path)
+        self.warn = warn
+        self._f = None
+
+    def load(self) -> dict[tuple[str, int], dict]:
+        """Rows by (problem_id, sample_index). Malformed lines and duplicates are dropped with one
+        warning line each kind, and the file is rewritten without them."""
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        rows, kept, bad, dups, last = _parse_rows(data)
+        needs_newline = bool(data) and not data.endswith(b"\n")
+        if bad:
+            where = "the last line" if bad == [last] else f"lines {', '.join(map(str, bad[:5]))}"
+            self.warn(f"{self.path}: dropped {len(bad)} malformed line(s) ({where}: an interrupted write); "
+                      "those samples will be generated again")
+        if dups:
+            self.warn(f"{self.path}: dropped {dups} duplicate row(s) (same problem_id and sample_index)")
+        if bad or dups or needs_newline:
+            atomic_write_text(self.path, "".join(line.decode("utf-8") + "\n" for line in kept))
+        return rows
+
+    def append(self, row: dict) -> None:
+        if self._f is None:
+            self._f = open(self.path, "a", encoding="utf-8")
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ finished runs, read back
+
+
+@dataclass
+class Run:
+    path: Path
+    benchmark: str
+    metrics: dict
+    scores: dict[str, float]          # problem id -> fraction of samples correct
+    thinking: dict[str, float]        # problem id -> mean thinking tokens
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    mfile = path / METRICS_FILE
+    if not mfile.is_file():
+        raise UserError(f"{path} has no metrics.json: not a finished evaluation run (re-run its `iwsft eval` to finish it)")
+    metrics = json.loads(mfile.read_text())
+    ids = metrics.get("problem_ids") or (metrics.get("subset") or {}).get("ids")
+    subset = set(ids) if ids is not None else None
+    per, think = defaultdict(list), defaultdict(list)
+    for (pid, _), row in sorted(read_samples(path).items(), key=lambda kv: kv[0][1]):
+        if subset is not None and pid not in subset:
+            continue
+        per[pid].append(bool(row["correct"]))
+        think[pid].append(float(row.get("thinking_tokens") or 0))
+    keys = [i for i in ids if i in per] if ids is not None else list(per)
+    scores = {k: sum(per[k]) / len(per[k]) for k in keys}
+    thinking = {k: sum(think[k]) / len(think[k]) for k in keys}
+    return Run(path, metrics.get("benchmark") or path.parent.name, metrics, scores, thinking)
+
+
+def find_runs(path: Path) -> dict[str, Run]:
+    """benchmark -> its finished run under `path`: a run folder, a model folder (OUT/<model-slug>/)
+    or an `iwsft eval --out` folder holding one model. Several runs of one benchmark (other
+    settings) or several models are refused: which one is meant is the user's call, not ours."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        r = load_run(path)
+        return {r.benchmark: r}
+    found = sorted(path.glob("*/*/metrics.json"))
+    if not found:
+        models = sorted({m.parents[2] for m in path.glob("*/*/*/metrics.json")})
+        if len(models) == 1:
+            return find_runs(models[0])
+        if models:
+            raise UserError(f"{path} holds evaluations of {len(models)} models ({', '.join(m.name for m in models[:4])}); "
+                            f"give one model's folder, e.g. {models[0]}")
+        raise UserError(f"no finished evaluation runs under {path}; give an `iwsft eval --out` folder, a model folder "
+                        "in it, or a run folder")
+    by_bench: dict[str, list[Run]] = defaultdict(list)
+    for m in found:
+        r = load_run(m.parent)
+        by_bench[r.benchmark].append(r)
+    for bench, rs in by_bench.items():
+        if len(rs) > 1:
+            raise UserError(f"{path} holds {len(rs)} finished {bench} runs with different settings "
+                            f"({', '.join(differing_settings([r.path for r in rs])) or 'see their settings.json'}); give one run folder, e.g. {rs[0].path}")
+    return {b: rs[0] for b, rs in by_bench.items()}
+
+
+def differing_settings(run_dirs: list[Path], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings.json keys whose values differ between the runs (`ignore` left out)."""
+    settings = []
+    for d in run_dirs:
+        try:
+            settings.append(json.loads((Path(d) / "settings.json").read_text()))
+        except (OSError, json.JSONDecodeError):
+            settings.append({})
+    return sorted(k for k in {k for s in settings for k in s} - set(ignore)
+                  if len({json.dumps(x.get(k), sort_keys=True) for x in settings}) > 1)
