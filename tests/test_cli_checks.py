@@ -10,6 +10,7 @@ import pytest
 
 import harness.evaluation.runner as ev
 import harness.paper.pipeline as pipeline
+from harness.paper.evaluations import Evaluations
 from harness.cli import main
 from harness.evaluation.store import load_run
 from test_report import A, B, _write_run   # one fake eval-run writer for the report tests
@@ -41,7 +42,7 @@ def _one_error_line(capsys, *needles):
 def no_probe(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline, "available_benchmarks", _never("the GPQA probe"))
-    monkeypatch.setattr(pipeline, "_eval", _never("evaluation"))
+    monkeypatch.setattr(Evaluations, "run", _never("evaluation"))
 
 
 # ---------------------------------------------------------------------------------- table1
@@ -53,13 +54,13 @@ def test_table1_report_says_what_was_evaluated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
 
-    def fake_eval(suite, model, bench, limit, **kw):
+    def fake_eval(self, model, bench, limit, **kw):
         seen.append((model, bench, limit))
         return load_run(_write_run(tmp_path / "runs" / Path(model).name, "m", bench, {"q1": bench == "arith"}))
 
     monkeypatch.setattr(pipeline, "available_benchmarks",
                         lambda suite, console: {b: l for b, l in suite.benchmarks.items() if b != "gpqa_diamond"})
-    monkeypatch.setattr(pipeline, "_eval", fake_eval)
+    monkeypatch.setattr(Evaluations, "run", fake_eval)
     x = _hf_folder(tmp_path / "ckpt")
     assert main(["table1", "--checkpoints", "base=smollm2-135m", f"X={x}", "--preset", "tiny", "--limit", "1",
                  "--out", "rep"]) == 0
@@ -233,10 +234,10 @@ def test_step_curve_says_which_checkpoints_are_gone(tmp_path, monkeypatch):
     (root / "final").mkdir()
     (root / "config.yaml").write_text("save_every: 2\n")
     (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(6)))
-    monkeypatch.setattr(pipeline, "_eval", lambda *a, **k: SimpleNamespace(scores={"q": 1.0}))
+    evals = SimpleNamespace(run=lambda *a, **k: SimpleNamespace(scores={"q": 1.0}))
     suite = load_suite("tiny")
     name = suite.step_curve["recipes"][0]
     console = Console(record=True, width=200)
-    curve = pipeline.step_curve(suite, {name: root / "final"}, SimpleNamespace(scores={"q": 0.0}), console)
+    curve = pipeline.step_curve(suite, evals, {name: root / "final"}, SimpleNamespace(scores={"q": 0.0}), console)
     assert [p["step"] for p in curve["curves"][name]] == [0, 4, 6]
     assert "no checkpoint left at step(s) 2" in console.export_text()

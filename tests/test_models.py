@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.core import models
+from tiny_models import tiny_random_model
 from harness.core.errors import UserError
 from harness.core.models import atomic_materialize, resolve_model
 
@@ -150,12 +151,12 @@ def test_tiny_random_model(tiny_model):
     model, tok = tiny_model
     assert model.config.vocab_size == len(tok)
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
-    other = models.tiny_random_model(tok, hidden=64, layers=2)
+    other = tiny_random_model(tok, hidden=64, layers=2)
     x = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(model(x).logits, other(x).logits)  # deterministic for a seed
     state = torch.random.get_rng_state()
-    models.tiny_random_model(tok, hidden=32, layers=1, heads=2, kv_heads=1)
+    tiny_random_model(tok, hidden=32, layers=1, heads=2, kv_heads=1)
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
 
 

@@ -14,9 +14,16 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")    # no hub here: GPQA is skipped with its one-line reason
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from harness.evaluation.generation.hf import HFBackend
+
+    loads = []                           # one engine per model: each model loads once, whatever it is asked
+    real_load = HFBackend.load.__func__
+    monkeypatch.setattr(HFBackend, "load", classmethod(lambda cls, resolved, **kw: loads.append(str(resolved.path))
+                                                       or real_load(cls, resolved, **kw)))
     rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", "max_steps=2",
                "--out", "rep"])
     assert rc == 0
+    assert len(loads) == len(set(loads)) >= 4, loads    # base + 3 trained (+ step-curve checkpoints)
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["base", "s1.1-sft", "iw-sft", "iw-sft-per-step"]
     arith = report["rows"][0]["benchmarks"]["arith"]
@@ -33,10 +40,12 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     assert "Paired comparisons" in out and "Deviations" in out
 
     # Re-running reuses finished training and samples.
+    loaded_first = len(loads)
     rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", "max_steps=2", "--out", "rep"])
     assert rc == 0
     out = capsys.readouterr().out
     assert out.count("reusing") == 3
+    assert len(loads) == loaded_first, loads[loaded_first:]   # everything was stored: no model loads
     # ... but never a model trained with other settings, nor one folder for all recipes: refused
     # before any work, nothing written.
     for override, message in (("max_steps=3", "trained with other settings (max_steps: 2 -> 3)"),

@@ -20,7 +20,8 @@ from harness.training.trainer import train
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from harness.core.models import load_tokenizer, tiny_random_model
+    from harness.core.models import load_tokenizer
+    from tiny_models import tiny_random_model
 
     d = tmp_path_factory.mktemp("tiny")
     tok = load_tokenizer("smollm2-135m")
@@ -428,7 +429,8 @@ def test_empty_dataset_and_unwritable_dir(tiny_dir, tmp_path):
 
 
 def test_reference_cache_from_another_model_is_refused(tiny_dir, tmp_path):
-    from harness.core.models import load_tokenizer, tiny_random_model
+    from harness.core.models import load_tokenizer
+    from tiny_models import tiny_random_model
 
     other = tmp_path / "other"
     tok = load_tokenizer(str(tiny_dir / "model"))

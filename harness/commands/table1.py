@@ -45,7 +45,8 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from harness.paper.pipeline import _eval, available_benchmarks, deviations
+    from harness.paper.evaluations import Evaluations
+    from harness.paper.pipeline import available_benchmarks, deviations
     from harness.paper.report import build_table, write_report
 
     if args.limit is not None:
@@ -53,13 +54,14 @@ def run(args) -> int:
         suite.benchmarks = {b: args.limit for b in suite.benchmarks}
     suite.benchmarks = available_benchmarks(suite, Console())   # a gated benchmark is probed once
     runs = {}
-    for name, path in models.items():
-        seed_runs = {}
-        for bench, limit in suite.benchmarks.items():
-            r = _eval(suite, path, bench, limit)
-            if r is not None:
-                seed_runs[bench] = r
-        runs[name] = [seed_runs]
+    with Evaluations(suite) as evals:     # one engine per model, models one after another
+        for name, path in models.items():
+            seed_runs = {}
+            for bench, limit in suite.benchmarks.items():
+                r = evals.run(path, bench, limit)
+                if r is not None:
+                    seed_runs[bench] = r
+            runs[name] = [seed_runs]
 
     names = list(models)
     paired = [[names[0], n] for n in names[1:]]

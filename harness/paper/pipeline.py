@@ -17,30 +17,8 @@ from rich.console import Console
 
 from harness.core.errors import UserError
 from harness.training.config import load_recipe
+from harness.paper.evaluations import Evaluations
 from harness.paper.suite import ROOT, Suite, load_suite
-
-EVAL_OUT = "runs/eval"
-
-
-def _eval(suite: Suite, model: str, bench: str, limit, *, out: str = EVAL_OUT, thinking_budget=None, wait=None,
-          summary: bool = False):
-    """One benchmark of one model through the evaluation runner; returns its Run, or None if skipped."""
-    from harness.evaluation.config import EvalConfig
-    from harness.evaluation.runner import run_eval
-    from harness.evaluation.store import load_run
-
-    cfg = EvalConfig(model=model, benchmarks=[bench], backend=suite.backend, limit=limit,
-                     max_new_tokens=suite.max_new_tokens,
-                     thinking_budget=suite.thinking_budget if thinking_budget is None else thinking_budget,
-                     answer_budget=suite.answer_budget, wait=suite.wait if wait is None else wait,
-                     temperature=suite.temperature, out=out, dtype=suite.dtype,
-                     tensor_parallel_size=suite.tensor_parallel_size, batch_size=suite.batch_size,
-                     gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=summary)
-    m = run_eval(cfg)[bench]
-    if "skipped" in m:
-        return None
-    return load_run(Path(m["run_dir"]))
-
 
 def _recipe_config(suite: Suite, name: str, seed_offset: int, extra: list[str] = ()):
     """(recipe path, overrides, TrainConfig) of one recipe and seed."""
@@ -145,7 +123,7 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
     return out
 
 
-def step_curve(suite: Suite, runs_dirs: dict[str, Path], base_run, console: Console) -> dict | None:
+def step_curve(suite: Suite, evals: Evaluations, runs_dirs: dict[str, Path], base_run, console: Console) -> dict | None:
     """Held-out accuracy of each intermediate checkpoint (the sequence-level analogue of Figure 1)."""
     sc = suite.step_curve
     if not sc:
@@ -157,14 +135,14 @@ def step_curve(suite: Suite, runs_dirs: dict[str, Path], base_run, console: Cons
         root = runs_dirs[name].parent
         points = [(0, base_run)]
         for ck in sorted((root / "checkpoints").glob("step-*")):
-            points.append((int(ck.name.split("-")[1]), _eval(suite, str(ck), sc["benchmark"], sc["limit"])))
+            points.append((int(ck.name.split("-")[1]), evals.run(str(ck), sc["benchmark"], sc["limit"])))
         final_step = _final_step(root)
         every = (_read_yaml(root / "config.yaml") or {}).get("save_every")
         gone = [s for s in range(every, final_step, every) if not (root / "checkpoints" / f"step-{s:06d}").is_dir()] if every else []
         if gone:
             console.print(f"[yellow]note[/]: {name}: no checkpoint left at step(s) {', '.join(map(str, gone))} "
                           "(pruned by keep_checkpoints, or deleted): the curve skips them")
-        points.append((final_step, _eval(suite, str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
+        points.append((final_step, evals.run(str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
         curves[name] = [{"step": s, "accuracy": sum(r.scores.values()) / len(r.scores), "n": len(r.scores)} for s, r in points if r]
     return {"benchmark": sc["benchmark"], "limit": sc["limit"], "curves": curves}
 
@@ -262,24 +240,26 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
 
     models = {"base": [suite.base_model]} | {n: [str(p) for p in ps] for n, ps in finals.items()}
     runs: dict[str, list[dict]] = {}
-    for name, paths in models.items():
-        console.rule(f"evaluate {name}")
-        for path in paths:
-            seed_runs = {}
-            for bench, limit in suite.benchmarks.items():
-                r = _eval(suite, path, bench, limit)
-                if r is not None:
-                    seed_runs[bench] = r
-            runs.setdefault(name, []).append(seed_runs)
-
     curve = None
-    if suite.step_curve:
-        console.rule("held-out accuracy against training step")
-        base_curve_run = _eval(suite, suite.base_model, suite.step_curve["benchmark"], suite.step_curve["limit"])
-        curve = step_curve(suite, {n: ps[0] for n, ps in finals.items()}, base_curve_run, console)
-        if curve:
-            atomic_write_json(out_dir / "arith_steps.json", curve)
-            plot_step_curve(curve, out_dir / "arith_steps.png")
+    with Evaluations(suite) as evals:     # one engine per model, models one after another
+        base_curve_run = None
+        for name, paths in models.items():
+            console.rule(f"evaluate {name}")
+            for path in paths:
+                seed_runs = {}
+                for bench, limit in suite.benchmarks.items():
+                    r = evals.run(path, bench, limit)
+                    if r is not None:
+                        seed_runs[bench] = r
+                runs.setdefault(name, []).append(seed_runs)
+                if name == "base" and suite.step_curve:
+                    base_curve_run = evals.run(path, suite.step_curve["benchmark"], suite.step_curve["limit"])
+        if suite.step_curve:
+            console.rule("held-out accuracy against training step")
+            curve = step_curve(suite, evals, {n: ps[0] for n, ps in finals.items()}, base_curve_run, console)
+            if curve:
+                atomic_write_json(out_dir / "arith_steps.json", curve)
+                plot_step_curve(curve, out_dir / "arith_steps.png")
 
     title = f"Table 1 reproduction, preset {suite.name} ({suite.base_model}; {seeds} seed{'s' if seeds > 1 else ''})"
     report = build_table(runs, suite.paired, deviations(suite, runs, trained), title,
@@ -305,19 +285,20 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
         raise UserError(f"suite {suite.name} has no budget_sweep block")
     out = ensure_writable_dir(out)
     result = {"preset": suite.name, "cells": bs["cells"], "models": {}}
-    for name, path in models.items():
-        for bench in bs["benchmarks"]:
-            pts = []
-            for c in bs["cells"]:
-                r = _eval(suite, path, bench, bs.get("limit"), out="runs/sweep",
-                          thinking_budget=c["thinking_budget"], wait=c["wait"])
-                if r is None:
-                    break
-                n = len(r.scores)
-                pts.append({**c, "accuracy": sum(r.scores.values()) / n, "n": n,
-                            "thinking_tokens_mean": sum(r.thinking.values()) / n})
-            if pts:
-                result["models"].setdefault(name, {})[bench] = pts
+    with Evaluations(suite) as evals:     # one engine per model, models one after another
+        for name, path in models.items():
+            for bench in bs["benchmarks"]:
+                pts = []
+                for c in bs["cells"]:
+                    r = evals.run(path, bench, bs.get("limit"), out="runs/sweep",
+                                  thinking_budget=c["thinking_budget"], wait=c["wait"])
+                    if r is None:
+                        break
+                    n = len(r.scores)
+                    pts.append({**c, "accuracy": sum(r.scores.values()) / n, "n": n,
+                                "thinking_tokens_mean": sum(r.thinking.values()) / n})
+                if pts:
+                    result["models"].setdefault(name, {})[bench] = pts
     t = Table(title="Figure 2: accuracy vs average thinking tokens", title_justify="left")
     for col in ("model", "benchmark", "budget", "Wait", "avg thinking tokens", "accuracy %", "n"):
         t.add_column(col, justify="left" if col in ("model", "benchmark") else "right")

@@ -127,12 +127,12 @@ def delimiter_ids(tokenizer: Any, delimiters: Delimiters) -> DelimiterIds:
     )
 
 
-def build_prompt_ids(tokenizer: Any, question: str, delimiters: Delimiters = S1,
-                     system: str | None = None) -> list[int]:
-    """Chat template (user turn, generation prompt; the template's default system prompt unless
-    `system` is given), then the think prefix. Prefix ids are appended to the template's ids, as s1
-    does; if the template already ends with the think prefix (some R1-style templates add "<think>\\n")
-    it is not added twice."""
+def prompt_parts(tokenizer: Any, question: str, delimiters: Delimiters = S1,
+                 system: str | None = None) -> tuple[str, str]:
+    """(chat-template text, think prefix to append after it). The template has the user turn and the
+    generation prompt (and its default system prompt unless `system` is given). The prefix is "" when
+    the template already ends with it (some R1-style templates add "<think>\\n"), so it is never doubled.
+    The one prompt builder: the runner's token ids and the lm-eval tasks' text both come from here."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template, so the s1 prompt cannot be built; fix: use an "
                         "instruct/chat model or a tokenizer folder with chat_template.jinja")
@@ -140,8 +140,17 @@ def build_prompt_ids(tokenizer: Any, question: str, delimiters: Delimiters = S1,
         {"role": "user", "content": question}
     ]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    ids = list(tokenizer.encode(text, add_special_tokens=False))
     prefix = delimiters.think_prefix
-    if prefix and not text.endswith(prefix):
-        ids += encode(tokenizer, prefix)
-    return ids
+    return text, ("" if not prefix or text.endswith(prefix) else prefix)
+
+
+def build_prompt_ids(tokenizer: Any, question: str, delimiters: Delimiters = S1,
+                     system: str | None = None) -> list[int]:
+    """Token ids of the prompt: the template's ids, then the prefix's ids appended (as s1 does)."""
+    text, prefix = prompt_parts(tokenizer, question, delimiters, system)
+    return list(tokenizer.encode(text, add_special_tokens=False)) + (encode(tokenizer, prefix) if prefix else [])
+
+
+def prompt_text(tokenizer: Any, question: str, delimiters: Delimiters = S1, system: str | None = None) -> str:
+    """The same prompt as text (for harnesses that take text, e.g. lm-eval)."""
+    return "".join(prompt_parts(tokenizer, question, delimiters, system))

@@ -100,19 +100,12 @@ def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool):
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
-def prompt_text(tokenizer: Any, question: str, system: str | None = None) -> str:
-    """The prompt as text: the text form of harness.evaluation.generation.prompts.build_prompt_ids (chat template
-    with the generation prompt, then the s1 think prefix unless the template already ends with it)."""
-    from harness.evaluation.generation.prompts import S1
+def prompt_text(tokenizer: Any, question: str, system: str | None = None, delimiters: str = "s1") -> str:
+    """The prompt as text, from the runner's one prompt builder (harness.evaluation.generation.prompts):
+    chat template with the generation prompt, then the think prefix of the `delimiters` preset."""
+    from harness.evaluation.generation import prompts
 
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError("the tokenizer has no chat template, so the s1 prompt cannot be built; fix: use an "
-                        "instruct/chat model or pass a tokenizer with a chat template (--metadata tokenizer)")
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
-        {"role": "user", "content": question}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    prefix = S1.think_prefix
-    return text if text.endswith(prefix) else text + prefix
+    return prompts.prompt_text(tokenizer, question, prompts.get_delimiters(delimiters), system)
 
 
 def load_docs(benchmark: str, **metadata: Any):
@@ -123,7 +116,7 @@ def load_docs(benchmark: str, **metadata: Any):
     import datasets
 
     from harness.evaluation.benchmarks import BenchmarkUnavailable, get_benchmark, load_benchmark
-    from harness.evaluation.generation.prompts import build_prompt_ids
+    from harness.evaluation.generation.prompts import build_prompt_ids, get_delimiters
 
     spec = get_benchmark(benchmark)
     options = {k: metadata[k] for k in spec.options if metadata.get(k) is not None}   # the loader's own keys
@@ -136,11 +129,12 @@ def load_docs(benchmark: str, **metadata: Any):
     tokenizer = _load_tokenizer(source, str(revision) if revision else None,
                                 _truthy(metadata.get("trust_remote_code", False)))
     system = metadata.get("system")
+    delimiters = metadata.get("delimiters") or "s1"       # a preset of harness.evaluation.generation.prompts
     rows, mismatched = [], 0
     for p in problems:
-        prompt = prompt_text(tokenizer, p.question, system)
+        prompt = prompt_text(tokenizer, p.question, system, delimiters)
         if mismatched == 0 and list(tokenizer.encode(prompt, add_special_tokens=False)) != \
-                build_prompt_ids(tokenizer, p.question, system=system):
+                build_prompt_ids(tokenizer, p.question, get_delimiters(delimiters), system=system):
             mismatched += 1
         row = {"id": p.id, "benchmark": benchmark, "gold": p.gold}
         if spec.public:
