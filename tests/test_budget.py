@@ -1,4 +1,4 @@
-"""Budget forcing (method.md section 3) against a scripted fake backend, then on the real model."""
+"""Budget forcing (docs/method.md#budget-forcing) against a scripted fake backend, then on the real model."""
 
 from __future__ import annotations
 

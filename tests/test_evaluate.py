@@ -78,7 +78,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 def test_wilson_and_pass_at_k():
     lo, hi = metrics.wilson_interval(0, 2)
     assert lo == 0.0 and hi == pytest.approx(0.6576, abs=1e-4)
-    lo, hi = metrics.wilson_interval(18, 30)  # about +/-18 points around 60% (method.md section 4)
+    lo, hi = metrics.wilson_interval(18, 30)  # 42% to 75% around 60% (docs/method.md#known-limitations)
     assert lo == pytest.approx(0.4232, abs=1e-3) and hi == pytest.approx(0.7541, abs=1e-3)
     assert metrics.pass_at_k(4, 0, 1) == 0.0 and metrics.pass_at_k(4, 4, 4) == 1.0
     assert metrics.pass_at_k(4, 1, 1) == pytest.approx(0.25)

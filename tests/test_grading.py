@@ -1,5 +1,6 @@
 """Offline grader: extraction rules, integer / math / choice equivalence (one named case per pitfall
-of method.md §3), math-verify false positives and their guards, the timeout pool, determinism."""
+of docs/method.md#answer-extraction-and-grading), math-verify false positives and their guards,
+the timeout pool, determinism."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Micro-batches and the one code path that turns a model and a batch into per-token log-probs.
 
 Policy, q and reference log-probs all come from `batch_logprobs`, so at theta = q = ref they are
-bitwise equal and every importance weight is exactly 1 (method.md: numerics).
+bitwise equal and every importance weight is exactly 1 (docs/method.md#numerics).
 """
 
 from __future__ import annotations

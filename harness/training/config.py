@@ -39,7 +39,7 @@ class TrainConfig:
     section included), as `iwsft curate` writes it; when set, thinking/answer columns are not used,
     so training sees exactly the tokens the reference model sampled."""
     think_prefix: str = "<|im_start|>think"
-    """Opens the thinking section; the loss starts here (method.md §2)."""
+    """Opens the thinking section; the loss starts here (docs/method.md#training-data-format)."""
     answer_prefix: str = "<|im_start|>answer"
     """Opens the answer section, followed by "\\nAnswer: {attempt}"."""
     block_size: int = 2048

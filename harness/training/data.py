@@ -1,6 +1,6 @@
 """Curated training data: loading, the s1 text format, label masks, block size, SFT(Q) oversampling.
 
-One example's text (method.md §2), through the tokenizer's own chat template (its default system
+One example's text (docs/method.md#training-data-format), through the tokenizer's own chat template (its default system
 prompt, no system message passed):
 
     {chat template for the user turn, with the generation prompt}

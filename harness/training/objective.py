@@ -1,6 +1,6 @@
 """The iw-SFT objective: a pure function of per-token log-probs and masks.
 
-Notation (method.md §1). For a curated sequence tau with response tokens y_1..y_T:
+Notation (docs/method.md#the-method). For a curated sequence tau with response tokens y_1..y_T:
 
     rho_t  = log pi_q(y_t | prefix) - log pi_ref(y_t | prefix)
     w(tau) = exp( sum_t g(rho_t) )                 constant: no gradient flows through w
@@ -177,7 +177,7 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int 
     """log softmax(logits)[target] in float32, chunked over positions so a [tokens x vocab] float32
     tensor is never materialised whole (see _ChunkedTokenLogprobs). logits[..., t, :] scores
     targets[..., t] (caller shifts; negative targets are treated as 0 and must be masked by the
-    caller). Policy, q and reference must all go through this one function (method.md: numerics)."""
+    caller). Policy, q and reference must all go through this one function (docs/method.md#numerics)."""
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
     tgt = targets.reshape(-1).clamp_min(0)

@@ -1,4 +1,4 @@
-"""Where pi_q's log-probs come from (paper Algorithm 1; method.md §1).
+"""Where pi_q's log-probs come from (paper Algorithm 1; docs/method.md#choosing-q).
 
 The objective only receives q's log-probs; a recipe picks one of these sources:
 

@@ -70,7 +70,7 @@ def _peak_flops(cfg: TrainConfig, device) -> float | None:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         if "H100" in name or "H200" in name:
-            return 790e12   # measured dense bf16 rate of the lent H100/H200 (device tool notes)
+            return 790e12   # measured dense bf16 rate of H100/H200 (docs/performance.md)
     return None
 
 

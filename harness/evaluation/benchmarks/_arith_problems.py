@@ -1,6 +1,6 @@
 """`arith`: a seeded synthetic arithmetic task on which the embedded 135M model succeeds sometimes.
 
-This is the laptop-scale testbed of the paper's setting (shared/tiny-model.md: SmolLM2-135M solves
+This is the laptop-scale testbed of the paper's setting (docs/method.md#the-tiny-preset: SmolLM2-135M solves
 one-digit addition about a quarter of the time when sampling), so "sample from the reference model,
 keep what the grader accepts, train on it" visibly moves held-out accuracy.
 

@@ -1,4 +1,4 @@
-"""s1 budget forcing (method.md section 3), above the Backend interface, shared by every backend.
+"""s1 budget forcing (docs/method.md#budget-forcing), above the Backend interface, shared by every backend.
 
 Per request:
   thinking: generate from prompt (which ends with the think prefix) until a thinking stop

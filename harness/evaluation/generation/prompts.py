@@ -1,4 +1,4 @@
-"""Prompt building and the thinking/answer delimiters (method.md section 3).
+"""Prompt building and the thinking/answer delimiters (docs/method.md#evaluation-protocol).
 
 The s1 format (ChatML models: Qwen2.5, SmolLM2): the chat template with the generation prompt, then
 "<|im_start|>think"; thinking ends at "<|im_start|>" or "<|im_end|>"; the answer is introduced by

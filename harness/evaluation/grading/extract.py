@@ -1,6 +1,6 @@
 """Answer extraction from a full generated response (thinking + answer).
 
-Rules (method.md §3, s1's grader made deterministic):
+Rules (docs/method.md#answer-extraction-and-grading, s1's grader made deterministic):
 - The answer section is the text after the LAST answer delimiter (default "<|im_start|>answer";
   pass "</think>" for models that close their thinking that way).
 - Inside it: the last complete \\boxed{...} / \\fbox{...} (balanced braces), else the last
