@@ -174,12 +174,9 @@ def test_gpqa_from_csv_deterministic_and_gold_by_position(tmp_path, capsys):
         assert p.meta["gold_index"] == order.index(0)
         assert p.gold == "ABCD"[order.index(0)]
         options = [rec["correct"], *rec["wrong"]]
-        # The prompt shows option order[k] at letter k, in s1's format.
-        for k, letter in enumerate("ABCD"):
-            assert f"\n{letter}) {options[order[k]]}" in p.question
-        assert p.question.startswith("Answer the following multiple choice question.")
-        assert "'Answer: $LETTER'" in p.question
-        assert rec["q"] in p.question
+        # The prompt shows option order[k] at letter k, in s1's format: question, blank line, options.
+        shown = [options[i] for i in order]
+        assert p.question == (f"{rec['q']}\n\nA) {shown[0]}\nB) {shown[1]}\nC) {shown[2]}\nD) {shown[3]}")
         assert CANARY not in p.question and CANARY not in str(p.meta)
         assert not any(t in str(p.meta) for t in options + [rec["q"]])
     # The case-only pair: gold is where the correct option sits, not where "xyloid" sits.
@@ -190,6 +187,23 @@ def test_gpqa_from_csv_deterministic_and_gold_by_position(tmp_path, capsys):
     assert len({tuple(p.meta["option_order"]) for p in a}) > 1
     out = capsys.readouterr()
     assert not any(t in out.out + out.err for t in secret_texts())
+
+
+def test_gpqa_prompt_option(tmp_path):
+    # s1's template (simplescaling/lm-evaluation-harness, gpqa_diamond_openai doc_to_text) is the
+    # default; OpenAI simple-evals' instruction is a named option. A made-up problem, never GPQA text.
+    rec = FAKE_GPQA[2]
+    csv_path = write_fake_gpqa_csv(tmp_path / "gpqa.csv", [rec])
+    s1 = load_benchmark("gpqa_diamond", gpqa_csv=str(csv_path))[0]
+    assert load_benchmark("gpqa_diamond", gpqa_csv=str(csv_path), gpqa_prompt="s1")[0].question == s1.question
+    assert s1.question.startswith(rec["q"] + "\n\nA) ") and "Answer" not in s1.question
+    se = load_benchmark("gpqa_diamond", gpqa_csv=str(csv_path), gpqa_prompt="simple-evals")[0]
+    assert se.question.startswith("Answer the following multiple choice question. The last line of your response")
+    assert se.question.endswith(s1.question) and "'Answer: $LETTER'" in se.question
+    assert (se.gold, se.meta) == (s1.gold, s1.meta)
+    with pytest.raises(UserError, match=r"gpqa_prompt 'openai' .*s1, simple-evals"):
+        load_benchmark("gpqa_diamond", gpqa_csv=str(csv_path), gpqa_prompt="openai")
+    assert "gpqa_prompt" in get_benchmark("gpqa_diamond").options
 
 
 def test_gpqa_option_order_stable():

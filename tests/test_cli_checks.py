@@ -197,7 +197,7 @@ def test_compare_writes_markdown(tmp_path):
         assert (tmp_path / "rep" / f).is_file(), f
     md = (tmp_path / "rep" / "compare.md").read_text()
     assert "## arith" in md and "| A | 5 | 60.0 [" in md and "| B | 5 | 80.0 [" in md
-    assert "| A | B | 5 | +20.0 [" in md and "McNemar p" in md
+    assert "| A | B | 5 | +20.0 [" in md and "p (exact)" in md and "Method: exact McNemar test" in md
     assert "| A | 3 | 2 |" in md     # agreement: A right on 3, both right on 2
 
 

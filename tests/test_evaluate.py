@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.core.stats import wilson
 from harness.evaluation import metrics, store
 from harness.evaluation import runner as ev
 from harness.evaluation.config import EvalConfig
@@ -76,9 +77,9 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 def test_wilson_and_pass_at_k():
-    lo, hi = metrics.wilson_interval(0, 2)
+    lo, hi = wilson(0, 2)
     assert lo == 0.0 and hi == pytest.approx(0.6576, abs=1e-4)
-    lo, hi = metrics.wilson_interval(18, 30)  # 42% to 75% around 60% (docs/method.md#known-limitations)
+    lo, hi = wilson(18, 30)  # 42% to 75% around 60% (docs/method.md#known-limitations)
     assert lo == pytest.approx(0.4232, abs=1e-3) and hi == pytest.approx(0.7541, abs=1e-3)
     assert metrics.pass_at_k(4, 0, 1) == 0.0 and metrics.pass_at_k(4, 4, 4) == 1.0
     assert metrics.pass_at_k(4, 1, 1) == pytest.approx(0.25)
@@ -104,11 +105,11 @@ def test_compute_metrics_k_samples():
     # every sample wrong: the bootstrap alone would say [0, 0]; the interval still says how little 2 problems tell
     wrong = {(str(i), s): {**rows[("0", s)], "correct": False} for i in range(2) for s in range(2)}
     m0 = metrics.compute_metrics(probs[:2], wrong, 2)
-    assert m0["accuracy"] == 0 and m0["ci95"][0] == 0 and m0["ci95"][1] == pytest.approx(metrics.wilson_interval(0, 2)[1])
+    assert m0["accuracy"] == 0 and m0["ci95"][0] == 0 and m0["ci95"][1] == pytest.approx(wilson(0, 2)[1])
     assert m0["ci95"][1] > 0.5
     assert m["thinking_tokens_mean"] == 15 and m["thinking_tokens_median"] == 15
     m1 = metrics.compute_metrics(probs, rows, 1)
-    assert m1["ci_method"] == "wilson" and "pass_at_k" not in m1 and m1["n_samples"] == 4
+    assert m1["ci_method"] == "Wilson score" and "pass_at_k" not in m1 and m1["n_samples"] == 4
 
 
 def test_sample_store_drops_malformed_and_duplicates(tmp_path):

@@ -345,3 +345,83 @@ def test_bare_value_in_answer_section(response, gold, extracted, correct):
 
     v = grade_one("arith", response, gold)
     assert (v.extracted, v.correct) == (extracted, correct)
+
+
+# ---- "Numbers a reviewer can trust": explicit answers win, readable integer forms, special tokens --
+
+CHOICE_EXPLICIT = [
+    # name, answer section, expected letter. An explicit answer beats a later bare "(X)" mention;
+    # a lower-case "(a)" is a step label, never an option.
+    ("boxed_then_discussion", r"\boxed{B} because option (A) is wrong", "B"),
+    ("answer_colon_then_step_label", "Answer: C. In step (a) we used the ideal gas law", "C"),
+    ("answer_is_then_paren", "The answer is D; (B) fails the second test", "D"),
+    ("answer_then_step_list", "Answer: B\n(a) first step\n(b) second step", "B"),
+    ("last_explicit_wins", "Answer: A\nOn reflection the answer is C, not (D)", "C"),
+    ("bare_paren_without_explicit", "so it must be (D) here", "D"),
+    ("step_labels_only", "(a) compute the mass (b) compare", None),
+]
+
+
+@pytest.mark.parametrize("name,section,expected", CHOICE_EXPLICIT, ids=[c[0] for c in CHOICE_EXPLICIT])
+def test_choice_explicit_answer_beats_bare_letter(name, section, expected):
+    assert extract_choice(T + "thinking" + A + section) == expected
+
+
+def test_choice_truncated_thinking_bare_letter_is_no_answer():
+    # Cut off inside its thinking: a "(B)" mention there is not an answer; an explicit one still is.
+    assert extract_choice(T + "Option (B) looks plausible, but (C) has the right") is None
+    assert grade_one("gpqa_diamond", T + "Option (B) looks plausible", "B") == Verdict(False, None)
+    assert extract_choice(T + "so the answer is B, and (C) is out") == "B"
+
+
+INTEGER_FORMS = [
+    # name, answer section, gold, extracted, correct
+    ("rhs_of_final_equals", "Answer: m + n = 37", "37", "m + n = 37", True),
+    ("rhs_chain", r"\boxed{x = 3 + 4 = 7}", "7", "x = 3 + 4 = 7", True),
+    ("rhs_latex_lhs", r"Answer: $\binom{5}{2} = 10$", "10", r"\binom{5}{2} = 10", True),
+    ("unit_word", "Answer: 25 apples", "25", "25 apples", True),
+    ("unit_text", r"\boxed{25 \text{ ways}}", "25", r"25 \text{ ways}", True),
+    ("unit_squared", r"Answer: $25\text{ cm}^2$", "25", r"25\text{ cm}^2", True),
+    ("bare_value_with_unit", "25 dollars", "25", "25 dollars", True),
+    ("line_after_prose_answer", "Answer: The number of ways is\n25", "25", "25", True),
+    ("display_after_prose_answer", "**Answer:** Adding the counts gives\n\\[\n 25\n\\]", "25", "25", True),
+    ("display_after_final_answer", "Final Answer:\n$$\n3 + 4 = 7\n$$", "7", "3 + 4 = 7", True),
+    ("bare_display_block", "\\[\n25\n\\]", "25", "25", True),
+    # Never a number picked out of a line that states several values.
+    ("several_values_prose", "Answer: 3 apples and 5 pears", "5", "3 apples and 5 pears", False),
+    ("several_assignments", "Answer: x = 3 and y = 5", "5", "x = 3 and y = 5", False),
+    ("prose_equation", "Answer: The total is 3 + 4 = 7", "7", "The total is 3 + 4 = 7", False),
+    ("equation_equals_zero", "Answer: 2x + 3 = 0", "0", "2x + 3 = 0", False),
+    ("negated_value", "Answer: not 25", "25", "not 25", False),
+]
+
+
+@pytest.mark.parametrize("name,section,gold,extracted,correct", INTEGER_FORMS, ids=[c[0] for c in INTEGER_FORMS])
+def test_integer_readable_forms(name, section, gold, extracted, correct):
+    for bench in ("aime24", "arith"):
+        assert grade_one(bench, T + "thinking 99" + A + section, gold) == Verdict(correct, extracted)
+
+
+@pytest.mark.parametrize("response", [
+    A + "<|im_start|>solution",
+    A + "Answer: <|im_start|>solution",
+    A + r"\boxed{<|endoftext|>}",
+    T + "Answer: <|im_start|>",
+])
+def test_special_token_is_never_an_answer(response):
+    assert extract_answer(response) is None
+    assert grade_one("math500", response, "1").extracted is None
+
+
+def test_special_token_ends_the_answer():
+    assert extract_answer(A + "Answer: 42<|im_end|>") == "42"
+
+
+def test_factorial_quotient_large_arguments():
+    # Raw math-verify 0.9 calls 1000!/998! (= 999000) equal to 999!/997! (= 997002), as it does
+    # 30!/28! and 29!/27!; ours evaluates the quotient as the exact product of its terms.
+    assert math_equal(r"\frac{999!}{997!}", r"\frac{1000!}{998!}") is False
+    assert math_equal(r"\frac{30!}{28!}", r"\frac{29!}{27!}") is False
+    assert math_equal("999000", r"\frac{1000!}{998!}") is True
+    assert math_equal(r"\frac{1000!}{998!}", r"\frac{1000!}{998!}") is True
+    assert numeric_value(r"\frac{2000!}{1998!}") == 2000 * 1999

@@ -105,3 +105,40 @@ def test_compare_notes_other_differing_settings(tmp_path, capsys):
     assert main(["compare", f"A={a}", f"B={b}", "--out", str(tmp_path / "rep")]) == 0
     assert "also differ in wait" in capsys.readouterr().out
     assert json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["arith"]["settings_differ"] == ["wait"]
+
+
+def _arith_runs(root: Path, name: str, correct_pairs: set[int], k_pairs: int = 10) -> Path:
+    """An arith run on real arith ids: k_pairs operand pairs x 6 phrasings, all phrasings of a
+    pair right or wrong together."""
+    from harness.evaluation.benchmarks import load_benchmark
+
+    problems = load_benchmark("arith")
+    pairs = sorted({p.meta["cluster"] for p in problems})[:k_pairs]
+    chosen = [p for p in problems if p.meta["cluster"] in pairs]
+    return _write_run(root, name, "arith", {p.id: pairs.index(p.meta["cluster"]) in correct_pairs for p in chosen})
+
+
+def test_report_resamples_and_tests_arith_clusters(tmp_path):
+    base = load_run(_arith_runs(tmp_path / "a", "m", set(range(2))))
+    iw = load_run(_arith_runs(tmp_path / "b", "m", set(range(7))))
+    report = build_table({"base": [{"arith": base}], "iw-sft": [{"arith": iw}]}, [["base", "iw-sft"]], [], "Clusters")
+    (pc,) = report["paired"]
+    # 5 pairs (30 problems) won by iw-sft: 5 independent wins, p = 2/32, not 30 (p = 2/2^30).
+    assert (pc["only_a"], pc["only_b"], pc["clusters"]) == (0, 30, 10)
+    assert pc["p_mcnemar"] == pytest.approx(0.0625) and pc["diff_ci95"][0] <= 0
+    cell = report["rows"][0]["benchmarks"]["arith"]
+    assert cell["ci_method"].startswith("bootstrap over 10 clusters")
+    md = markdown(report)
+    assert "## Statistical methods" in md and "10 clusters of correlated problems" in md and "Holm" not in md
+
+
+def test_report_adjusts_many_paired_tests(tmp_path):
+    a = {"arith": load_run(_write_run(tmp_path / "a", "m", "arith", A))}
+    b = {"arith": load_run(_write_run(tmp_path / "b", "m", "arith", B))}
+    c = {"arith": load_run(_write_run(tmp_path / "c", "m", "arith", {k: True for k in A}))}
+    report = build_table({"base": [a], "iw-sft": [b], "sft": [c]}, [["base", "iw-sft"], ["base", "sft"]], [], "Many")
+    # base vs iw-sft: discordant 1 / 2, p = 1; base vs sft: 0 / 2, p = 2/4. Holm: 2 x 0.5, then 1.
+    assert [p["p_mcnemar"] for p in report["paired"]] == pytest.approx([1.0, 0.5])
+    assert [p["p_holm"] for p in report["paired"]] == pytest.approx([1.0, 1.0])
+    md = markdown(report)
+    assert "| p (exact) | Holm p |" in md and "adjusted for the 2 tests" in md

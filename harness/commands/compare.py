@@ -19,8 +19,9 @@ def run(args) -> int:
 
     from harness.core.errors import UserError
     from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from harness.evaluation.store import differing_settings, find_runs
     from harness.core.stats import paired_compare, wilson
+    from harness.evaluation.benchmarks import clusters_for
+    from harness.evaluation.store import differing_settings, find_runs
 
     if len(args.runs) < 2:
         raise UserError("give at least two runs to compare")
@@ -58,17 +59,19 @@ def run(args) -> int:
             console.print(f"[yellow]note[/]: these {bench} runs also differ in {', '.join(differ)} (see each run's settings.json)")
         if len(have) >= 2:
             pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left")
-            for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "McNemar p"):
+            for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "p (exact)"):
                 pt.add_column(col, justify="left" if col in ("A", "B") else "right")
             for i in range(len(have)):
                 for j in range(i + 1, len(have)):
                     (na, ra), (nb, rb) = have[i], have[j]
-                    p = paired_compare(ra.scores, rb.scores)
+                    p = paired_compare(ra.scores, rb.scores, clusters=clusters_for(bench, set(ra.scores) & set(rb.scores)))
                     lo, hi = p.diff_ci95
                     pt.add_row(na, nb, str(p.n), f"{100 * p.diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(p.only_a),
                                str(p.only_b), str(p.both), str(p.neither), f"{p.p_mcnemar:.3g}")
                     entry["paired"].append({"a": na, "b": nb, **p.to_dict()})
             console.print(pt)
+            for m in sorted({q["method"] for q in entry["paired"]}):
+                console.print(f"method: {m}")
             # Agreement matrix: how many common problems each pair got right together.
             at = Table(title=f"{bench}: problems both got right (diagonal: each run's own)", title_justify="left")
             at.add_column("")
@@ -105,12 +108,13 @@ def markdown(report: dict) -> str:
             out.append(f"| {r['run']} | {r['n']} | {pct(r['accuracy'])} [{pct(lo)}, {pct(hi)}] | {r['thinking_tokens_mean']:.0f} |")
         if e["paired"]:
             out += ["", f"### {bench}: paired (B - A) on common problems", "",
-                    "| A | B | n | diff % [95% CI] | A only | B only | both | neither | McNemar p |",
+                    "| A | B | n | diff % [95% CI] | A only | B only | both | neither | p (exact) |",
                     "|---|---|---|---|---|---|---|---|---|"]
             for p in e["paired"]:
                 lo, hi = p["diff_ci95"]
                 out.append(f"| {p['a']} | {p['b']} | {p['n']} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
                            f"{p['only_a']} | {p['only_b']} | {p['both']} | {p['neither']} | {p['p_mcnemar']:.3g} |")
+            out += [""] + [f"Method: {m}" for m in sorted({p["method"] for p in e["paired"]})]
         if e["agreement"]:
             names = list(e["agreement"])
             out += ["", f"### {bench}: problems both got right (diagonal: each run's own)", "",

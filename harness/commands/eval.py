@@ -61,7 +61,8 @@ def add_arguments(p):
                    help="local GPQA Diamond CSV (dataset columns); default $IWSFT_GPQA_CSV, else the hub")
     p.add_argument("--benchmark-option", action="append", default=[], metavar="KEY=VALUE",
                    help="option of a chosen benchmark's loader, repeatable; unknown keys are refused "
-                        "(arith: arith_level=add1|add2|sub1|mul1, arith_split=test|train)")
+                        "(arith: arith_level=add1|add2|sub1|mul1, arith_split=test|train; "
+                        "gpqa_diamond: gpqa_prompt=s1|simple-evals, default s1)")
     p.add_argument("--system", default=None, help="system message (default: the chat template's own)")
     p.add_argument("--out", default="runs/eval", help="output root (default runs/eval)")
     p.add_argument("--dtype", default="auto",

@@ -2,6 +2,11 @@
 
 Thirty AIME problems make a 3-point difference noise: every accuracy carries a 95% interval and
 every comparison a paired test on the problems both runs answered.
+
+Independent problems, one sample each (AIME, MATH500, GPQA at K = 1): Wilson intervals, the exact
+McNemar test, and for the difference an exact conditional interval that agrees with that test.
+Correlated items (arith: 6 phrasings of each operand pair; K > 1 samples of one problem): the unit
+of resampling and of the test is the cluster (the operand pair; else the problem), never the row.
 """
 
 from __future__ import annotations
@@ -9,9 +14,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from fractions import Fraction
+from typing import Hashable, Sequence
 
 Z95 = 1.959963984540054
+ALPHA = 0.05
 
 
 def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -27,6 +34,18 @@ def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
     return (lo, hi)
 
 
+def clopper_pearson(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval for a binomial proportion: the inversion of the two one-sided
+    exact binomial tests at alpha/2 each."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return (0.0, 1.0)
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return (lo, hi)
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: b = right only in A, c = right only in B."""
     n = b + c
@@ -37,8 +56,24 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def mcnemar_interval(b: int, c: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Interval for acc_B - acc_A from paired binary outcomes, consistent with mcnemar_exact.
+
+    Given m = b + c discordant problems, c ~ Binomial(m, pi) with pi the share of discordant
+    problems that favour B, and the difference is (m/n)(2 pi - 1). The Clopper-Pearson interval for
+    pi inverts the same exact binomial test as McNemar's, so the mapped interval excludes 0 exactly
+    when p < alpha. Conditional on m: with no discordant problem it is [0, 0]."""
+    m = b + c
+    if n == 0 or m == 0:
+        return (0.0, 0.0)
+    lo, hi = clopper_pearson(c, m, alpha)
+    return (m / n * (2 * lo - 1), m / n * (2 * hi - 1))
+
+
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of mean(b) - mean(a), resampling problems (pairs kept together)."""
+    """95% percentile interval of mean(b) - mean(a), resampling problems (pairs kept together).
+    Kept for callers; paired_compare no longer uses it (its interval could exclude 0 where the exact
+    McNemar test is not significant)."""
     n = len(a)
     if n == 0:
         return (0.0, 0.0)
@@ -47,6 +82,171 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10
     stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return (stats[int(0.025 * resamples)], stats[min(resamples - 1, int(0.975 * resamples))])
 
+
+# ---- clusters ------------------------------------------------------------------------------------
+
+def _group(values: Sequence[float], clusters: Sequence[Hashable] | None) -> tuple[list[float], list[int]]:
+    """Per-cluster sums and sizes, clusters in order of first appearance (each item alone when None)."""
+    if clusters is None:
+        return [float(v) for v in values], [1] * len(values)
+    sums: dict[Hashable, float] = {}
+    sizes: dict[Hashable, int] = {}
+    for v, g in zip(values, clusters, strict=True):
+        sums[g] = sums.get(g, 0.0) + float(v)
+        sizes[g] = sizes.get(g, 0) + 1
+    return list(sums.values()), list(sizes.values())
+
+
+def cluster_bootstrap(values: Sequence[float], clusters: Sequence[Hashable] | None = None, *,
+                      resamples: int = 2000, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
+    """Percentile interval of the mean of `values`, resampling whole clusters with replacement (the
+    mean is over items: sum of the drawn clusters' sums / sum of their sizes)."""
+    import numpy as np
+
+    sums, sizes = _group(values, clusters)
+    if not sums:
+        return (0.0, 1.0)
+    s, w = np.asarray(sums), np.asarray(sizes, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(s), size=(resamples, len(s)))
+    means = s[idx].sum(axis=1) / w[idx].sum(axis=1)
+    return (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+
+
+def accuracy_interval(per_problem: Sequence[float], clusters: Sequence[Hashable] | None = None,
+                      samples_per_problem: int = 1, *, resamples: int = 2000, seed: int = 0) -> tuple[tuple[float, float], str]:
+    """95% interval of mean accuracy over problems and the name of the method used.
+
+    per_problem: each problem's fraction of samples correct; clusters: each problem's cluster key
+    (problems sharing one are correlated, e.g. the phrasings of one arith operand pair), None when
+    all are independent. Independent problems with one sample: Wilson. Otherwise a bootstrap over
+    clusters (each problem its own cluster when there are none), never narrower than Wilson with
+    one trial per cluster: the percentile bootstrap collapses to [0, 0] when every sample is wrong.
+    This is what a per-run metric (compute_metrics) should use too."""
+    n = len(per_problem)
+    if n == 0:
+        return (0.0, 1.0), "no problems"
+    acc = sum(per_problem) / n
+    n_clusters = n if clusters is None else len(set(clusters))
+    if n_clusters == n and samples_per_problem == 1:
+        return wilson(sum(per_problem), n), "Wilson score"
+    blo, bhi = cluster_bootstrap(per_problem, clusters if n_clusters < n else None, resamples=resamples, seed=seed)
+    wlo, whi = wilson(acc * n_clusters, n_clusters)
+    unit = "problems" if n_clusters == n else f"{n_clusters} clusters of correlated problems"
+    return (min(blo, wlo), max(bhi, whi)), (f"bootstrap over {unit} ({resamples} resamples, percentile), "
+                                            f"at least Wilson with one trial per {'problem' if n_clusters == n else 'cluster'}")
+
+
+def _integer_scale(xs: Sequence[float]) -> int | None:
+    """Smallest L making every x * L an integer when each x is a fraction with a small denominator
+    (scores are counts / K); None otherwise."""
+    scale = 1
+    for x in xs:
+        f = Fraction(x).limit_denominator(1024)
+        if abs(float(f) - x) > 1e-9:
+            return None
+        scale = math.lcm(scale, f.denominator)
+        if scale > 1 << 20:
+            return None
+    return scale
+
+
+def _signed_sum_distribution(magnitudes: Sequence[int], pi: float):
+    """P(sum_g s_g * v_g = t) for t in [-total, total], each s_g = +1 with probability pi, else -1."""
+    import numpy as np
+
+    total = sum(magnitudes)
+    dist = np.zeros(2 * total + 1)    # index t + total
+    dist[total] = 1.0
+    for x in magnitudes:               # |t| <= total throughout, so np.roll never wraps a nonzero mass
+        dist = pi * np.roll(dist, x) + (1 - pi) * np.roll(dist, -x)
+    return dist
+
+
+def _as_integers(diffs: Sequence[float]) -> tuple[list[int], int, int]:
+    """(nonzero |d| * L, observed signed sum * L, L) for the smallest L that makes them integers."""
+    scale = _integer_scale(diffs)
+    if scale is None:
+        raise ValueError("the sign test needs differences that are fractions with small denominators (counts / K)")
+    ints = [round(d * scale) for d in diffs]
+    return [abs(x) for x in ints if x], sum(ints), scale
+
+
+def sign_flip_test(diffs: Sequence[float]) -> float:
+    """Exact two-sided paired randomisation (sign-flip) test of "no difference": under the null each
+    unit's difference is as likely to have either sign; p = P(|sum of randomly signed diffs| >=
+    |observed sum|), enumerated exactly (dynamic programme over integer sums). With single binary
+    items it is the exact McNemar test."""
+    import numpy as np
+
+    v, observed, _ = _as_integers(diffs)
+    if not v:
+        return 1.0
+    dist = _signed_sum_distribution(v, 0.5)
+    t = np.arange(-sum(v), sum(v) + 1)
+    return float(min(1.0, dist[np.abs(t) >= abs(observed)].sum()))
+
+
+def sign_test_interval(diffs: Sequence[float], n_items: int, p_two_sided: float | None = None,
+                       alpha: float = ALPHA) -> tuple[float, float]:
+    """Interval for the mean difference per item, sum(diffs) / n_items, consistent with sign_flip_test.
+
+    Conditional on the magnitudes |d_g| (what the sign-flip test conditions on), each unit's
+    difference favours B with probability pi, so the expected difference is
+    (sum |d_g| / n_items)(2 pi - 1). pi's interval inverts the two exact one-sided tests at alpha/2
+    (Clopper-Pearson when the units are single binary items: then this is mcnemar_interval). Since
+    the sign-flip p is twice the one-sided tail, the interval excludes 0 exactly when p < alpha;
+    `p_two_sided` (that p, computed if None) anchors the search so floating point cannot break it."""
+    v, observed, scale = _as_integers(diffs)
+    if n_items == 0 or not v:
+        return (0.0, 0.0)
+    import numpy as np
+
+    total = sum(v)
+    t = np.arange(-total, total + 1)
+
+    def upper_tail(pi: float) -> float:     # P_pi(T >= observed): increases with pi
+        return float(_signed_sum_distribution(v, pi)[t >= observed].sum())
+
+    def lower_tail(pi: float) -> float:     # P_pi(T <= observed): decreases with pi
+        return float(_signed_sum_distribution(v, pi)[t <= observed].sum())
+
+    def solve(f, increasing: bool, lo: float, hi: float) -> float:
+        """pi in [lo, hi] where f(pi) crosses alpha/2 (f monotone)."""
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            if (f(mid) > alpha / 2) == increasing:
+                hi = mid
+            else:
+                lo = mid
+        return (lo + hi) / 2
+
+    p = sign_flip_test(diffs) if p_two_sided is None else p_two_sided
+    zero_in = p >= alpha
+    # pi_lo: smallest pi whose upper tail exceeds alpha/2; pi_hi: largest whose lower tail does.
+    if observed <= -total:
+        pi_lo = 0.0
+    else:
+        pi_lo = solve(upper_tail, True, 0.0, 0.5) if (zero_in or observed <= 0) else solve(upper_tail, True, 0.5, 1.0)
+    if observed >= total:
+        pi_hi = 1.0
+    else:
+        pi_hi = solve(lower_tail, False, 0.5, 1.0) if (zero_in or observed >= 0) else solve(lower_tail, False, 0.0, 0.5)
+    reach = total / scale / n_items
+    return (reach * (2 * pi_lo - 1), reach * (2 * pi_hi - 1))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (family-wise error over all the tests given), input order."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+# ---- paired comparison -----------------------------------------------------------------------------
 
 @dataclass
 class Paired:
@@ -59,14 +259,28 @@ class Paired:
     only_b: int
     both: int
     neither: int
-    p_mcnemar: float
+    p_mcnemar: float        # the paired test's p: exact McNemar, or its cluster form (see method)
+    method: str = ""        # how diff_ci95 and the p-value were computed
+    clusters: int = 0       # independent units the test and interval use
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "diff_ci95": list(self.diff_ci95)}
 
 
-def paired_compare(a: dict[str, float], b: dict[str, float], seed: int = 0) -> Paired:
-    """Compare per-problem scores (fraction of samples correct) of two runs on their common problems."""
+METHOD_EXACT = ("exact McNemar test; interval: Clopper-Pearson for the share of discordant problems favouring B, "
+                "times discordant/n (agrees with the test; conditional on the number of discordant problems)")
+
+
+def paired_compare(a: dict[str, float], b: dict[str, float], seed: int = 0,
+                   clusters: dict[str, Hashable] | None = None) -> Paired:
+    """Compare per-problem scores (fraction of samples correct) of two runs on their common problems.
+
+    clusters: problem id -> cluster key for correlated problems (None or a missing id: the problem
+    is its own cluster). Independent problems with binary scores: the exact McNemar test and its
+    consistent interval (mcnemar_interval). Otherwise (clusters, or K > 1 samples): the exact
+    sign-flip test on per-cluster sums of differences (McNemar's test when clusters are single
+    binary items) and the interval that inverts it. Both methods are exact: `seed` is unused (kept
+    for callers)."""
     common = sorted(set(a) & set(b))
     xa = [a[k] for k in common]
     xb = [b[k] for k in common]
@@ -75,15 +289,32 @@ def paired_compare(a: dict[str, float], b: dict[str, float], seed: int = 0) -> P
     only_a = sum(x and not y for x, y in zip(ra, rb))
     only_b = sum(y and not x for x, y in zip(ra, rb))
     n = len(common)
+    keys = [(clusters or {}).get(k, ("problem", k)) for k in common]
+    n_clusters = len(set(keys))
+    binary = all(x in (0.0, 1.0) for x in xa + xb)
+    if n_clusters == n and binary:
+        p = mcnemar_exact(only_a, only_b)
+        ci = mcnemar_interval(only_a, only_b, n)
+        method = METHOD_EXACT
+    else:
+        sums, _ = _group([y - x for x, y in zip(xa, xb)], keys)
+        p = sign_flip_test(sums)
+        ci = sign_test_interval(sums, n, p)
+        units = f"{n_clusters} problems" if n_clusters == n else f"{n_clusters} clusters of correlated problems"
+        method = (f"exact sign-flip test on the per-unit differences B - A ({units}; McNemar's test for single "
+                  "binary items); interval: exact inversion of its one-sided tests, conditional on the units' "
+                  "|differences| (agrees with the test)")
     return Paired(
         n=n,
         acc_a=sum(xa) / n if n else 0.0,
         acc_b=sum(xb) / n if n else 0.0,
         diff=(sum(xb) - sum(xa)) / n if n else 0.0,
-        diff_ci95=paired_bootstrap(xa, xb, seed=seed),
+        diff_ci95=ci,
         only_a=only_a,
         only_b=only_b,
         both=sum(x and y for x, y in zip(ra, rb)),
         neither=sum(not x and not y for x, y in zip(ra, rb)),
-        p_mcnemar=mcnemar_exact(only_a, only_b),
+        p_mcnemar=p,
+        method=method,
+        clusters=n_clusters,
     )

@@ -6,25 +6,8 @@ import math
 import statistics
 from typing import Any, Sequence
 
-from harness.core.stats import wilson
+from harness.core.stats import accuracy_interval
 from harness.evaluation.benchmarks import Problem
-
-wilson_interval = wilson   # one implementation, in harness.core.stats
-
-
-def bootstrap_interval(per_problem: Sequence[float], *, resamples: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap of the mean over problems."""
-    import numpy as np
-
-    x = np.asarray(per_problem, dtype=float)
-    if len(x) == 0:
-        return (0.0, 1.0)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
-    a = (1 - level) / 2
-    return (float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
-
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
@@ -48,16 +31,9 @@ def compute_metrics(problems: Sequence[Problem], rows: dict[tuple[str, int], dic
     n_correct = sum(sum(c) for c in per_problem_correct)
     per_problem_mean = [sum(c) / k for c in per_problem_correct]
     accuracy = (sum(per_problem_mean) / n) if n else None
-    if k == 1:
-        lo, hi = wilson_interval(n_correct, n)
-        ci_method = "wilson"
-    else:
-        # The percentile bootstrap collapses to [0, 0] when every sample is wrong (and is narrow on a
-        # few problems): never report narrower than Wilson's interval with each problem as one trial.
-        blo, bhi = bootstrap_interval(per_problem_mean)
-        wlo, whi = wilson_interval(sum(per_problem_mean), n)
-        lo, hi = min(blo, wlo), max(bhi, whi)
-        ci_method = "bootstrap over problems (2000 resamples, percentile), at least Wilson over problems"
+    # Wilson for independent single samples; with correlated problems (a cluster key in their meta, e.g.
+    # arith's operand pair) or K > 1 samples, a bootstrap over clusters, never narrower than Wilson.
+    (lo, hi), ci_method = accuracy_interval(per_problem_mean, [p.meta.get("cluster", p.id) for p in problems], k)
     thinking = [int(r.get("thinking_tokens") or 0) for r in samples]
     total = [int(r.get("total_tokens") or 0) for r in samples]
     m: dict[str, Any] = {

@@ -8,12 +8,14 @@ import statistics
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-from harness.evaluation.benchmarks import report_order, title
+from harness.core.stats import accuracy_interval, holm, paired_compare
+from harness.evaluation.benchmarks import clusters_for, report_order
+from harness.evaluation.benchmarks import title as bench_title
 from harness.evaluation.store import Run
-from harness.core.stats import paired_compare, wilson
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,10 +25,14 @@ def paper_rows() -> list[dict]:
 
 
 def cell(run: Run) -> dict:
+    """One accuracy with its 95% interval; correlated problems (clusters) and K > 1 samples are
+    resampled as units (harness.core.stats.accuracy_interval), and ci_method says how."""
     n = len(run.scores)
     acc = sum(run.scores.values()) / n if n else 0.0
-    ci = run.metrics.get("ci95") if run.metrics.get("samples_per_problem", 1) > 1 else list(wilson(sum(run.scores.values()), n))
-    return {"accuracy": acc, "ci95": ci, "n": n, "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
+    clusters = clusters_for(run.benchmark, run.scores)
+    (lo, hi), method = accuracy_interval(list(run.scores.values()), None if clusters is None else [clusters[i] for i in run.scores],
+                                         int(run.metrics.get("samples_per_problem") or 1))
+    return {"accuracy": acc, "ci95": [lo, hi], "ci_method": method, "n": n, "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
             "unextracted": run.metrics.get("unextracted"), "truncated": run.metrics.get("truncated"),
             "run_dir": str(run.path)}
 
@@ -60,10 +66,29 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             la, lb = (la * n if len(la) == 1 else la), (lb * n if len(lb) == 1 else lb)
             for seed, (ra, rb) in enumerate(zip(la, lb)):
                 if bench in ra and bench in rb:
-                    p = paired_compare(ra[bench].scores, rb[bench].scores, seed=seed)
+                    sa, sb = ra[bench].scores, rb[bench].scores
+                    p = paired_compare(sa, sb, clusters=clusters_for(bench, set(sa) & set(sb)))
                     comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p.to_dict()})
+    # Many paired tests in one report: Holm's adjustment keeps the family-wise error at 5%.
+    for c, adjusted in zip(comparisons, holm([c["p_mcnemar"] for c in comparisons])):
+        c["p_holm"] = adjusted
     return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models), "deviations": deviations,
-            **(extra or {})}
+            "methods": methods(rows, comparisons), **(extra or {})}
+
+
+def methods(rows: list[dict], comparisons: list[dict]) -> list[str]:
+    """One line per benchmark: how its accuracy intervals and its paired tests were computed."""
+    out = []
+    for bench in report_order({b for r in rows for b in r["benchmarks"]} | {c["benchmark"] for c in comparisons}):
+        acc = sorted({x.get("ci_method") for r in rows if bench in r["benchmarks"]
+                      for x in r["benchmarks"][bench].get("per_seed", [r["benchmarks"][bench]]) if x.get("ci_method")})
+        paired = sorted({c["method"] for c in comparisons if c["benchmark"] == bench})
+        if acc or paired:
+            out.append(f"{bench_title(bench)}: accuracy 95% CI by {'; '.join(acc) or '-'}" +
+                       (f". Paired: {'; '.join(paired)}" if paired else ""))
+    if len(comparisons) > 1:
+        out.append(f"Holm p: the paired p-values adjusted for the {len(comparisons)} tests of this report (family-wise 5%).")
+    return out
 
 
 def paper_rows_for(models) -> list[dict]:
@@ -90,7 +115,7 @@ def render(report: dict, console: Console) -> None:
     t = Table(title=report["title"], title_justify="left", show_lines=False)
     t.add_column("model")
     for b in benches:
-        t.add_column(title(b) + " % [95% CI]", justify="right")
+        t.add_column(bench_title(b) + " % [95% CI]", justify="right")
     t.add_column("think tok", justify="right")
     for r in report["rows"]:
         th = [c.get("thinking_tokens_mean") for c in r["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
@@ -101,7 +126,7 @@ def render(report: dict, console: Console) -> None:
     paper = Table(title="Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)", title_justify="left")
     paper.add_column("model")
     for b in ("aime24", "math500", "gpqa_diamond"):
-        paper.add_column(title(b) + " %", justify="right")
+        paper.add_column(bench_title(b) + " %", justify="right")
     for r in report["paper"]:
         style = "bold" if r.get("ours") else ""
         paper.add_row(r["model"] + (f"  ← ours: {r['ours']}" if r.get("ours") else ""),
@@ -110,20 +135,28 @@ def render(report: dict, console: Console) -> None:
 
     if report["paired"]:
         pt = Table(title="Paired comparisons on the problems both answered (diff = B - A)", title_justify="left")
-        for col in ("A", "B", "benchmark", "n", "A %", "B %", "diff [95% CI]", "A only / B only", "McNemar p"):
+        cols = ["A", "B", "benchmark", "n", "A %", "B %", "diff [95% CI]", "A only / B only", "p (exact)"]
+        for col in cols + (["Holm p"] if _holm_shown(report) else []):
             pt.add_column(col, justify="right" if col not in ("A", "B", "benchmark") else "left")
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
             verdict = "" if p["p_mcnemar"] < 0.05 else " (n.s.)"
             pt.add_row(p["a"], p["b"], _paired_bench(p, report), str(p["n"]),
                        _pct(p["acc_a"]), _pct(p["acc_b"]), f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
-                       f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}")
+                       f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}",
+                       *([f"{p['p_holm']:.3g}"] if _holm_shown(report) else []))
         console.print(pt)
+    if report.get("methods"):
+        console.print("[bold]Statistical methods[/]")
+        for line in report["methods"]:
+            console.print(f"  • {escape(line)}")
     console.print("[bold]Deviations from the paper's protocol[/]")
-    from rich.markup import escape
-
     for d in report["deviations"]:
         console.print(f"  • {escape(d)}")
+
+
+def _holm_shown(report: dict) -> bool:
+    return len(report["paired"]) > 1 and all("p_holm" in p for p in report["paired"])
 
 
 def _paired_bench(p: dict, report: dict) -> str:
@@ -134,7 +167,7 @@ def _paired_bench(p: dict, report: dict) -> str:
 
 def markdown(report: dict) -> str:
     benches = report_order({b for r in report["rows"] for b in r["benchmarks"]})
-    out = [f"# {report['title']}", "", "| model | " + " | ".join(title(b) + " % [95% CI]" for b in benches) + " |",
+    out = [f"# {report['title']}", "", "| model | " + " | ".join(bench_title(b) + " % [95% CI]" for b in benches) + " |",
            "|---|" + "---|" * len(benches)]
     for r in report["rows"]:
         out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + " |")
@@ -142,12 +175,17 @@ def markdown(report: dict) -> str:
     for r in report["paper"]:
         out.append(f"| {r['model']} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")
     if report["paired"]:
-        out += ["", "## Paired comparisons (diff = B - A)", "", "| A | B | benchmark | n | A % | B % | diff [95% CI] | A only / B only | McNemar p |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        holm_col = _holm_shown(report)
+        out += ["", "## Paired comparisons (diff = B - A)", "",
+                "| A | B | benchmark | n | A % | B % | diff [95% CI] | A only / B only | p (exact) |" + (" Holm p |" if holm_col else ""),
+                "|---|---|---|---|---|---|---|---|---|" + ("---|" if holm_col else "")]
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
             out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {p['n']} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
-                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |")
+                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |"
+                       + (f" {p['p_holm']:.3g} |" if holm_col else ""))
+    if report.get("methods"):
+        out += ["", "## Statistical methods", ""] + [f"- {m}" for m in report["methods"]]
     out += ["", "## Deviations", ""] + [f"- {d}" for d in report["deviations"]]
     return "\n".join(out) + "\n"
 

@@ -44,6 +44,9 @@ class Benchmark:
     public: bool = True         # False: question text must never be printed, logged or written
     source: str = ""            # one line: where the data comes from
     options: tuple[str, ...] = ()  # loader option keys it reads (`iwsft eval --benchmark-option KEY=VALUE`)
+    # Problem id -> key of its cluster of correlated problems (e.g. the phrasings of one arith operand
+    # pair; also in each Problem's meta["cluster"]); None: every problem is independent.
+    cluster_of: Callable[[str], str] | None = None
     title: str = ""             # its column title in reports (default: the name)
     report_order: int = 100     # left-to-right position in reports (then by name)
 
@@ -102,6 +105,20 @@ def get_benchmark(name: str) -> Benchmark:
         return _REGISTRY[name]
     except KeyError:
         raise UserError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
+
+
+def clusters_for(name: str, problem_ids: Iterable[str]) -> dict[str, str] | None:
+    """Problem id -> cluster key for a benchmark whose problems are correlated, from the ids alone
+    (no data is loaded); None when its problems are independent or the benchmark is unknown."""
+    spec = _REGISTRY.get(name) if _DISCOVERED else None
+    if spec is None:
+        try:
+            spec = get_benchmark(name)
+        except UserError:
+            return None
+    if spec.cluster_of is None:
+        return None
+    return {i: spec.cluster_of(i) for i in problem_ids}
 
 
 def check_options(benchmarks: Iterable[str], options: Mapping[str, Any]) -> None:

@@ -12,6 +12,9 @@ Options are shuffled with a per-question permutation derived from sha256 of the 
 (independent of Python's `random`), the order is kept in `meta["option_order"]`, and the gold letter
 is the POSITION of the correct answer in that order: never found by comparing option texts (two
 options of one record differ only in letter case).
+
+Prompt (option `gpqa_prompt`): `s1` (default, s1's evaluation: the question, a blank line, then
+"A) ..." to "D) ...") or `simple-evals` (OpenAI simple-evals' instruction asking for "Answer: X").
 """
 
 from __future__ import annotations
@@ -36,12 +39,19 @@ UNAVAILABLE = (
     f"(HF_TOKEN / huggingface-cli login), or give a local CSV with --gpqa-csv PATH or {ENV_VAR}=PATH"
 )
 
-# The prompt of s1's `gpqa_diamond_openai` task (OpenAI simple-evals' multiple-choice template).
-TEMPLATE = (
-    "Answer the following multiple choice question. The last line of your response should be of "
-    "the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think "
-    "step by step before answering.\n\n{question}\n\nA) {A}\nB) {B}\nC) {C}\nD) {D}"
-)
+# Prompt templates, option `gpqa_prompt`. "s1" (default): the doc_to_text of s1's
+# `gpqa_diamond_openai` tasks (simplescaling/lm-evaluation-harness), the question and the options and
+# no instruction; those tasks keep the simple-evals instruction commented out. "simple-evals": OpenAI
+# simple-evals' multiple-choice template, which asks for a last line "Answer: $LETTER".
+_OPTIONS = "{question}\n\nA) {A}\nB) {B}\nC) {C}\nD) {D}"
+TEMPLATES = {
+    "s1": _OPTIONS,
+    "simple-evals": (
+        "Answer the following multiple choice question. The last line of your response should be of "
+        "the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think "
+        "step by step before answering.\n\n" + _OPTIONS),
+}
+DEFAULT_PROMPT = "s1"
 
 
 def option_order(record_id: str) -> list[int]:
@@ -54,14 +64,21 @@ def _clean(text) -> str:
     return "" if text is None else str(text).strip()
 
 
-def problem_from_record(row: dict) -> Problem:
+def prompt_template(name: str | None) -> str:
+    name = name or DEFAULT_PROMPT
+    if name not in TEMPLATES:
+        raise UserError(f"gpqa_prompt {name!r} is not a GPQA prompt; use one of: {', '.join(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def problem_from_record(row: dict, template: str = TEMPLATES[DEFAULT_PROMPT]) -> Problem:
     record_id = _clean(row["Record ID"])
     question = _clean(row["Question"])
     options = [_clean(row[c]) for c in SOURCE_COLUMNS]
     order = option_order(record_id)
     shown = [options[i] for i in order]
     gold_index = order.index(0)           # by position, never by text
-    prompt = TEMPLATE.format(question=question, **dict(zip(LETTERS, shown)))
+    prompt = template.format(question=question, **dict(zip(LETTERS, shown)))
     meta = {"record_id": record_id, "option_order": order, "gold_index": gold_index}
     for col, key in (("High-level domain", "domain"), ("Subdomain", "subdomain")):
         if row.get(col):
@@ -103,9 +120,10 @@ def _rows_from_hub() -> list[dict]:
 
 
 def _load(options) -> list[Problem]:
+    template = prompt_template(options.get("gpqa_prompt"))  # a bad name fails before any data is read
     path = options.get("gpqa_csv") or os.environ.get(ENV_VAR)
     rows = _rows_from_csv(path) if path else _rows_from_hub()
-    problems = [problem_from_record(r) for r in rows]
+    problems = [problem_from_record(r, template) for r in rows]
     seen: set[str] = set()
     for p in problems:
         if not p.id:
@@ -125,4 +143,5 @@ BENCHMARK = Benchmark(
     report_order=40,
     public=False,
     source=f"hub {HUB_ID}/{HUB_CONFIG} or a local CSV (--gpqa-csv / {ENV_VAR})",
+    options=("gpqa_prompt",),   # s1 (default) | simple-evals
 )

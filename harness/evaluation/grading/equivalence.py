@@ -29,18 +29,24 @@ per guard):
    "neve"). -> When either side is a text answer (letters only, with a \\text{} wrapper or 3+
    letters), compare case-insensitive letter strings: "\\text{(C)}" == "C", "Monday" != "Tuesday".
 
+8. Factorial quotients. math-verify evaluates them inexactly: "\\frac{30!}{28!}" == "\\frac{29!}{27!}"
+   (870 vs 812) and "\\frac{1000!}{998!}" == "\\frac{999!}{997!}". Guard 4 catches small arguments;
+   for large ones (SymPy is not asked factorials of >= 1000) `numeric_value` rewrites a!/b! as the
+   exact product (b+1)...a first.
+
 Not guarded (documented limits): math-verify accepts "10\\%" as both 10 and 0.1; it compares numbers
 to 6 significant decimals ("0.3333333" == 1/3) and with 15-digit precision, so two integers that
 differ only beyond that inside a symbolic product can match ("10^{20}x" == "(10^{20}+1)x").
-Factorial quotients ("\\frac{10!}{5!}") are exact once wrapped (guard 1); "5!" == "5" only bare.
+"5!" == "5" only bare (guard 1).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 
-from harness.evaluation.grading.extract import boxed_spans
+from harness.evaluation.grading.extract import UNIT_WORDS, boxed_spans, stated_result
 
 # ---- integers (AIME, arithmetic) ----------------------------------------------------------------
 
@@ -60,32 +66,41 @@ def _unbox(s: str) -> str:
     return spans[-1][1] if spans else s
 
 
+_UNIT_TAIL_RE = re.compile(  # a trailing unit: \text{ ways}, \mathrm{cm}^2, "dollars", "square units"
+    r"(?:\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}|" + UNIT_WORDS + r")(?:\^\{?\d\}?)?\s*$")
+# An integer, with "," or a space as thousands separator, and an optional ".0".
+_PLAIN_INT_RE = re.compile(r"([+-]?)\s*(\d{1,3}(?:[ ,]\d{3})+|\d+)(?:\.0*)?")
+
+
+def _as_plain_int(s: str) -> int | None:
+    m = _PLAIN_INT_RE.fullmatch(s.strip().rstrip(".").strip())
+    if not m:
+        return None
+    try:
+        return int(m.group(1) + re.sub(r"[ ,]", "", m.group(2)))
+    except ValueError:  # more digits than int() accepts
+        return None
+
+
 def to_int(s: str | None) -> int | None:
     """Parse an integer answer: "025" -> 25, "25.0" -> 25, "$1,000$." -> 1000, "\\text{25}" -> 25,
-    "x = 5" -> 5. Anything that is not an integer (fractions, words, 2.5) -> None."""
+    a unit ("25 \\text{ ways}", "25 dollars") -> 25, the right of a final "=" ("x = 5",
+    "m + n = 37", "3 + 4 = 7") -> its value. Anything else -> None: fractions, words, 2.5, prose
+    ("x = 3 and y = 5", "The total is 7"), an equation "2x + 3 = 0"."""
     if s is None:
         return None
     s = _strip_math_delims(_unbox(str(s)))
     s = s.replace("\\$", "").replace("$", "").replace("**", "")
-    s = _TEXT_WRAP_RE.sub(r"\1", s)
-    s = re.sub(r"\\[!,;: ]|\\q?quad|~", "", s)
+    s = re.sub(r"\\[!,;: ]|\\q?quad|~", " ", s)
     s = re.sub(r"\^\s*\{?\\circ\}?", "", s)
+    s = re.sub(r"\s+", " ", s)  # one space per run: the unit pattern below then cannot backtrack quadratically
     s = s.replace("{,}", ",").strip().rstrip(".").strip()
-    s = re.sub(r"\s+", "", s)
-    m = re.fullmatch(r"[A-Za-z]\w?=(.+)", s)  # "x=5", "n=025"
-    if m:
-        s = m.group(1)
-    elif re.fullmatch(r"[\d+\-*/x×()]+=[+-]?\d+", s):  # a worked sum "7+7=10": its stated result
-        s = s.rsplit("=", 1)[1]
-    if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", s):
-        s = s.replace(",", "")
-    m = re.fullmatch(r"([+-]?\d+)(?:\.0*)?", s)
-    if not m:
-        return None
-    try:
-        return int(m.group(1))
-    except ValueError:  # more digits than int() accepts
-        return None
+    if "=" in s:
+        result = stated_result(s)
+        return None if result is None else to_int(result)
+    s = _UNIT_TAIL_RE.sub("", s).strip() if re.search(r"\d", s) else s
+    s = _TEXT_WRAP_RE.sub(r"\1", s)
+    return _as_plain_int(s)
 
 
 def integer_equal(extracted: str | None, gold: str) -> bool:
@@ -222,6 +237,26 @@ def _replace_group_cmd(s: str, cmd: str, nargs: int, fmt) -> str | None:
     return s
 
 
+_FACT_QUOTIENT_RE = re.compile(r"\\frac\{(\d+)!\}\{(\d+)!\}|(?<![\d!)}])(\d+)!/(\d+)!(?![\d!^])")
+
+
+def _expand_factorial_quotients(t: str) -> str | None:
+    """Guard 8: a!/b! as the exact product (b+1)...a (or its reciprocal). math-verify calls
+    1000!/998! equal to 999!/997!, and SymPy would not be asked a factorial of >= 1000; the
+    product of a - b terms is exact and cheap. None when the product itself would be huge."""
+    def product(m: re.Match) -> str:
+        a, b = (int(x) for x in (m.group(1, 2) if m.group(1) else m.group(3, 4)))
+        lo, hi = min(a, b), max(a, b)
+        if hi - lo > 2000:
+            raise OverflowError
+        value = math.prod(range(lo + 1, hi + 1))
+        return f"({value})" if a >= b else f"(1/({value}))"
+    try:
+        return _FACT_QUOTIENT_RE.sub(product, t)
+    except OverflowError:
+        return None
+
+
 def numeric_value(s: str) -> complex | None:
     """Evaluate a closed-form numeric answer with SymPy, independently of math-verify's parser.
     Returns None for anything that is not a plain number expression (variables, sets, tuples,
@@ -229,7 +264,9 @@ def numeric_value(s: str) -> complex | None:
     raw = _strip_math_delims(_unbox(str(s)))
     if "%" in raw or "=" in raw or "," in raw.replace("{,}", ""):
         return None
-    t = normalize_answer(raw)
+    t = _expand_factorial_quotients(normalize_answer(raw))
+    if t is None:
+        return None
     if re.search(r"\d\s*\\frac", t):  # "1\frac12": a mixed number to math-verify, a product to SymPy
         return None
     t = re.sub(r"\\(?:mathbf|mathrm|text|textbf|mbox|operatorname)\s*\{([^{}]*)\}", r"(\1)", t)

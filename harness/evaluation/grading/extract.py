@@ -8,8 +8,14 @@ Rules (docs/method.md#answer-extraction-and-grading, s1's grader made determinis
 - Only when the response has NO answer section may the thinking text be searched, and only with
   those explicit patterns. Never "the last number in the text": a truncated response that never
   states an answer yields None ("unextracted"), which grades as incorrect.
-- Multiple choice (GPQA): the LAST of \\boxed{X}, "Answer: X", "(X)" or "answer is X" with X in
-  A-D, case-insensitive; no letter found -> None. There is no default letter (s1 defaulted to "A").
+- An "Answer:" line that is only prose ("Answer: The number of ways is") gives the value on the next
+  line or in the display block (\\[...\\], $$...$$) after it.
+- Special tokens ("<|im_start|>", anything "<|...|>") are never part of an answer: a value is cut
+  at the first one, and nothing is extracted when nothing precedes it.
+- Multiple choice (GPQA): the LAST explicit answer (\\boxed{X}, "Answer: X", "answer is X", X in
+  A-D, case-insensitive); only when there is none, the last bare upper-case "(X)" of the answer
+  section (a lower-case "(a)" is a step label). No letter -> None; never a default letter (s1
+  defaulted to "A"). Thinking text (no answer section) is read for explicit answers only.
 """
 
 from __future__ import annotations
@@ -25,18 +31,67 @@ _BOX_SPACE_RE = re.compile(r"\\boxed +([^\s{}$]+)")  # "\boxed 5" (valid TeX, se
 # gives 2. Single character classes, so a long whitespace run cannot make a failed match backtrack.
 _ANSWER_COLON_RE = re.compile(r"answer[\s*]*[:：][ \t*]*", re.IGNORECASE)
 _ANSWER_IS_RE = re.compile(r"\banswer\s+is\b[ \t]*:?", re.IGNORECASE)
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[^|<>\n]*\|>")
+_DISPLAY_OPEN = ("\\[", "$$")
+_DISPLAY_CLOSE = {"\\[": "\\]", "$$": "$$"}
 
 
-def _after_last(pattern: re.Pattern, text: str, skip_blank_lines: bool = False) -> str | None:
+def _before_special_token(value: str) -> str:
+    """A chat-template token ends whatever answer text precedes it ("42<|im_end|>" -> "42")."""
+    m = _SPECIAL_TOKEN_RE.search(value)
+    return value if m is None else value[:m.start()]
+
+
+def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
     last = None
     for last in pattern.finditer(text):
         pass
+    return last
+
+
+def _after_last(pattern: re.Pattern, text: str) -> str | None:
+    last = _last_match(pattern, text)
+    return None if last is None else text[last.end():].split("\n", 1)[0]
+
+
+def _is_prose(value: str) -> bool:
+    """More than one word and a word of 2+ letters outside LaTeX commands: a sentence, not a value."""
+    return len(value.split()) > 1 and re.search(r"(?<![\\A-Za-z])[A-Za-z]{2,}", value) is not None
+
+
+def _leading_block(text: str) -> str | None:
+    """The first non-blank line of text, or the whole display block (\\[ ... \\] / $$ ... $$) when that
+    line opens one without closing it; None when there is no such line or the block never closes."""
+    lines = text.lstrip().split("\n")
+    first = lines[0].strip()
+    if not first:
+        return None
+    opener = next((o for o in _DISPLAY_OPEN if first.startswith(o)), None)
+    if opener is None or _DISPLAY_CLOSE[opener] in first[len(opener):]:
+        return first
+    body = [first[len(opener):]]
+    for line in lines[1:]:
+        close = line.find(_DISPLAY_CLOSE[opener])
+        if close >= 0:
+            body.append(line[:close])
+            return " ".join(x.strip() for x in body if x.strip()) or None
+        body.append(line)
+    return None  # truncated inside the block
+
+
+def _answer_line(text: str) -> str | None:
+    """What follows the LAST "Answer:" anchor: its line (or display block); when that line is prose
+    without a single digit ("Answer: The number of ways is"), the line or block after it."""
+    last = _last_match(_ANSWER_COLON_RE, text)
     if last is None:
         return None
     rest = text[last.end():]
-    if skip_blank_lines:
-        rest = rest.lstrip()
-    return rest.split("\n", 1)[0]
+    first = _leading_block(rest)
+    if first is None or re.search(r"\d", first) or not _is_prose(first) or _ANSWER_IS_RE.search(first):
+        return first
+    after = rest.lstrip().split("\n", 1)
+    following = _leading_block(after[1]) if len(after) > 1 else None
+    return following if following is not None and not _is_prose(following) else first
 
 
 def answer_section(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
@@ -93,7 +148,7 @@ def last_boxed(text: str) -> str | None:
 
 def _clean_line(value: str) -> str | None:
     """Trim an "Answer:"-style capture: whitespace, surrounding ** and $, trailing period."""
-    v = value.strip()
+    v = _before_special_token(value).strip()
     v = re.sub(r"^\*+|\*+$", "", v).strip()
     v = re.sub(r"[.。]+$", "", v).strip()
     if len(v) >= 2 and v.startswith("$") and v.endswith("$"):
@@ -116,8 +171,8 @@ def extract_from(text: str) -> str | None:
     """The explicit-pattern cascade on one piece of text."""
     boxed = last_boxed(text)
     if boxed is not None:
-        return boxed or None
-    line = _after_last(_ANSWER_COLON_RE, text, skip_blank_lines=True)  # "Final Answer:\n\n 5"
+        return _before_special_token(boxed).strip() or None
+    line = _answer_line(text)  # "Final Answer:\n\n 5", "Answer: The count is\n$$5$$"
     if line is not None:
         value = _last_answer_is(line) or _clean_line(line)  # "Answer: The answer is 5." -> "5"
         if value is not None:
@@ -125,24 +180,48 @@ def extract_from(text: str) -> str | None:
     return _last_answer_is(text)
 
 
+# A unit after a number: at most three words, none of them a connective or verb ("25 dollars",
+# "25 square units"; not "25 or 26", "25 is wrong").
+UNIT_WORDS = (r"(?:\s+(?!(?:or|and|not|no|but|is|are|was|if|plus|minus|times|to|over|divided|by)\b)"
+              r"[A-Za-z]+){1,3}")
+_UNIT_VALUE_RE = re.compile(r"[+-]?\d[\d,]*(?:\.0+)?" + UNIT_WORDS)
+_LONE_SYMBOL_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\([^()]*\))?")  # x, a_5, f(3)
+
+
+def stated_result(line: str) -> str | None:
+    """The right-hand side of the final "=" of a line that states one result ("x = 5",
+    "m + n = 37", "3 + 4 = 7"), or None: a sentence ("x = 3 and y = 5", "The total is 3 + 4 = 7")
+    or an equation "2x + 3 = 0" (the "...=0" false positive of method.md)."""
+    lhs, rhs = line.rsplit("=", 1)
+    rhs = rhs.strip()
+    if not rhs or any(not side.strip() or _is_prose(side) for side in lhs.split("=")):
+        return None
+    if (re.fullmatch(r"[+-]?0+(?:\.0*)?", rhs) and re.search(r"(?<!\\)[A-Za-z]", lhs)
+            and not _LONE_SYMBOL_RE.fullmatch(lhs.strip())):
+        return None
+    return rhs
+
+
 def _bare_answer(section: str) -> str | None:
     """The answer section's own first line when it states a value without a pattern ("4" or
     "4 + 0 = 4" -> its right-hand side). s1's judge read the whole answer section, so a bare
     stated value counts; this applies ONLY inside an answer section, never to thinking text."""
-    lines = [l.strip() for l in section.replace("<|im_end|>", "\n").splitlines() if l.strip()]
-    if not lines or len(lines[0]) > 64:
+    first = _leading_block(_before_special_token(section))
+    if first is None or len(first) > 64:
         return None
-    value = lines[0].rsplit("=", 1)[-1].strip().rstrip(".").strip()
-    # A value, not prose: one word, or no letters outside LaTeX commands ("I give up" is no answer).
-    looks_like_value = len(value.split()) <= 1 or not re.search(r"(?<!\\)\b[A-Za-z]{2,}", value)
-    return value if value and looks_like_value else None
+    value = _clean_line(stated_result(first) or "") if "=" in first else _clean_line(first)
+    # A value, not prose ("I give up" is no answer); a number with a short unit ("25 dollars") is a value.
+    return value if value and (not _is_prose(value) or _UNIT_VALUE_RE.fullmatch(value)) else None
 
 
 def extract_answer(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
     """The final answer string of a response, or None when it states none."""
     section = answer_section(response, delimiter)
     if section is not None:
-        return extract_from(section) or _bare_answer(section)
+        explicit = extract_from(section)
+        if explicit is not None or _BOX_RE.search(section) or _ANSWER_COLON_RE.search(section):
+            return explicit  # an answer pattern that states nothing readable is not a bare value
+        return _bare_answer(section)
     return extract_from(response)  # no answer section: explicit patterns only, never a bare number
 
 
@@ -150,7 +229,7 @@ def extract_answer(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | N
 
 _LETTER = r"([A-Da-d])"
 _ANSWER_LEAD = r"(?i:answer)(?:\s+is)?[\s*:：]*\(?"
-_CHOICE_PATTERNS = [
+_EXPLICIT_CHOICE = [
     # \boxed{B}, \boxed{(B)}, \boxed{\text{B}}, \boxed{\textbf{(B)}}
     re.compile(r"\\(?:boxed|fbox)\s*\{\s*(?:\\text(?:bf)?\{)?\s*\(?" + _LETTER + r"\)?\s*\}?\s*\}"),
     # Answer: B / Answer: (B) / **Answer:** B / the answer is B. An upper-case letter may be followed
@@ -158,22 +237,27 @@ _CHOICE_PATTERNS = [
     # that "Answer: a detailed derivation" is not read as choice A.
     re.compile(_ANSWER_LEAD + r"([A-D])\)?(?![A-Za-z0-9])"),
     re.compile(_ANSWER_LEAD + r"([a-d])\)?(?=[ \t]*(?:$|[.,;:!)\]*]))", re.MULTILINE),
-    # (B) not glued to a word, so "f(c)" is not read as choice C
-    re.compile(r"(?<![A-Za-z0-9_])\(" + _LETTER + r"\)"),
 ]
+# A bare upper-case (B) not glued to a word ("f(C)" is a function): only when no explicit answer
+# exists; a lower-case "(a)" is a step or part label, never an option.
+_BARE_CHOICE = re.compile(r"(?<![A-Za-z0-9_])\(([A-D])\)")
 
 
-def _last_choice_in(text: str) -> str | None:
+def _last_of(patterns: list[re.Pattern], text: str) -> str | None:
     best: tuple[int, str] | None = None
-    for pat in _CHOICE_PATTERNS:
+    for pat in patterns:
         for m in pat.finditer(text):
-            pos = m.start(1)
-            if best is None or pos > best[0]:
-                best = (pos, m.group(1).upper())
+            if best is None or m.start(1) > best[0]:
+                best = (m.start(1), m.group(1).upper())
     return best[1] if best else None
 
 
 def extract_choice(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
-    """The last explicitly stated letter A-D, or None. Never a default letter."""
+    """The last explicitly stated letter A-D, else (answer section only) the last bare "(X)", else
+    None. Never a default letter."""
     section = answer_section(response, delimiter)
-    return _last_choice_in(section if section is not None else response)
+    text = _before_special_token(section) if section is not None else response
+    explicit = _last_of(_EXPLICIT_CHOICE, text)
+    if explicit is not None or section is None:  # thinking text: explicit answers only
+        return explicit
+    return _last_of([_BARE_CHOICE], text)

@@ -24,8 +24,8 @@ Tasks (YAML files in this folder, functions in `utils.py`): `iwsft_aime24`, `iws
   `exact_match` (mean of Verdict.correct) and `extracted` (per sample the extracted answer or null,
   in --log_samples output; aggregated as the fraction of samples with an answer).
 - Options via --metadata JSON: `gpqa_csv` (else IWSFT_GPQA_CSV, else the gated hub dataset; if none
-  works the task fails with our one-line BenchmarkUnavailable message), `arith_level`,
-  `arith_split`, `system` (a system message instead of the template's default),
+  works the task fails with our one-line BenchmarkUnavailable message), `gpqa_prompt` (s1 default,
+  or simple-evals), `arith_level`, `arith_split`, `system` (a system message instead of the template's default),
   `tokenizer`, `revision`, `trust_remote_code`.
 
 Not the same as our runner (`iwsft eval`), by design of lm-eval:
