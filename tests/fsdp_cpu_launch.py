@@ -36,7 +36,7 @@ def _report_sharding(self, *args, **kwargs):
     from torch.distributed.tensor import DTensor
 
     out = _prepare(self, *args, **kwargs)
-    for obj in out if isinstance(out, tuple) else (out,):
+    for obj in out if isinstance(out, (tuple, list)) else (out,):
         if isinstance(obj, torch.nn.Module):
             params = list(obj.parameters())
             sharded = sum(isinstance(p, DTensor) for p in params)

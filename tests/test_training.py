@@ -431,12 +431,22 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
 
 def test_every_shipped_recipe_validates():
     recipes = sorted(p for p in Path(__file__).parents[1].joinpath("recipes").rglob("*.yaml") if not p.name.startswith("accelerate"))
+    from harness.training.objective import preset
+
     assert len(recipes) >= 6
+    row_preset = {"s1.1-sft": "sft", "iw-sft": "iw-sft", "iw-sft-per-step": "per-step"}   # README: Table 1's rows
+    tiny = {}
     for r in recipes:
         cfg = load_recipe(r)
-        assert cfg.weight_spec() is not None
+        assert cfg.weight_spec() == preset(row_preset[r.stem]), r
         text = r.read_text()
         assert "iwsft train" in text or "accelerate launch" in text, f"{r} carries no launch command"
+        if r.parent.name == "tiny":
+            tiny[r.stem] = cfg.to_dict()
+    # The tiny recipes differ only in weighting and output_dir: their comparison is about the objective alone.
+    assert len(tiny) == 3
+    differ = {k for d in tiny.values() for k in d if len({str(e[k]) for e in tiny.values()}) > 1}
+    assert differ == {"weighting", "output_dir"}, differ
 
 
 @pytest.mark.parametrize(
@@ -521,8 +531,9 @@ def test_compiled_layers_train_like_eager(tiny_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
-    assert _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}",
-                     "compile_layers=true", "q_source=periodic", f"output_dir={tmp_path / 'bad'}"]).returncode == 2
+    r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}",
+                  "compile_layers=true", "q_source=periodic", f"output_dir={tmp_path / 'bad'}"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "compile_layers" in r.stderr and "q_source" in r.stderr, r.stderr
 
 
 def test_second_trainer_on_one_output_dir_is_refused(tiny_dir, tmp_path):
