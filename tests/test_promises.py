@@ -432,3 +432,21 @@ def test_mfu_peak_is_detected_for_h100_and_h200(monkeypatch, name, peak):
     assert _peak_flops(cfg, torch.device("cuda", 0)) == peak
     assert _peak_flops(load_recipe(None, ["peak_tflops=312"]), torch.device("cuda", 0)) == 312e12   # the recipe wins
     assert _peak_flops(cfg, torch.device("cpu")) is None
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def test_presets_are_the_readme_table():
+    """Each preset's fields as README.md's table and the docstrings give them (mutation testing found
+    the names and several values unchecked)."""
+    from harness.training.objective import PRESETS, WeightSpec, preset
+
+    assert list(PRESETS) == ["sft", "iw-sft", "iw-sft-paper", "per-step"]
+    assert {n: preset(n).name for n in PRESETS} == {n: n for n in PRESETS}
+    assert preset("sft") == WeightSpec("sft", level="none")
+    assert preset("iw-sft") == WeightSpec("iw-sft", level="sequence", reduce="mean", g="linear", k=1.0, w_clip=(0.0, 16.0),
+                                          self_normalize=False, loss_norm="tokens")
+    assert preset("iw-sft-paper") == WeightSpec("iw-sft-paper", level="sequence", reduce="sum", g="clip", k=0.1,
+                                                g_clip=(0.2, 1.8), w_clip=None, self_normalize=False)
+    assert preset("per-step") == WeightSpec("per-step", level="token", token_clip=(0.2, 1.8))
