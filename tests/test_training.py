@@ -532,7 +532,7 @@ def test_compiled_layers_train_like_eager(tiny_dir, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
     r = _run_cli(["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}",
-                  "compile_layers=true", "q_source=periodic", f"output_dir={tmp_path / 'bad'}"])
+                  "weighting=iw-sft", "compile_layers=true", "q_source=periodic", f"output_dir={tmp_path / 'bad'}"])
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "compile_layers" in r.stderr and "q_source" in r.stderr, r.stderr
 
 
