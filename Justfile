@@ -14,6 +14,14 @@ figure1 out="reports/latest":
 test *args: setup
     python -m pytest -q {{args}}
 
+# Mutation testing (mutmut; slow, not in CI) of the objective and its weights, budget forcing and the grader
+# (targets and tests: [tool.mutmut] in pyproject.toml); `just mutants harness.training.objective*` runs one module.
+# Review the survivors in docs/testing.md: each one killed by a new assertion or listed as harmless.
+mutants *names:
+    @python -c "import mutmut" 2>/dev/null || python -m pip install -q "mutmut==3.8.1"
+    python -m mutmut run {{names}} || true
+    python -m mutmut results
+
 # Lint the whole tree (ruff; rules and line length in pyproject.toml). CI runs it.
 lint:
     python -m ruff check harness tests scripts

@@ -10,6 +10,7 @@ from the shipped config (tests/test_training.py). Not part of the product.
 
 import sys
 
+import accelerate
 import accelerate.state as state
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
@@ -24,6 +25,27 @@ def _fsdp_on_cpu(self, *args, **kwargs):
 
 
 state.AcceleratorState.__init__ = _fsdp_on_cpu
+
+_prepare = accelerate.Accelerator.prepare
+
+
+def _report_sharding(self, *args, **kwargs):
+    """Say what accelerate really did with the model (the test checks it: should the flip above stop
+    working, accelerate would fall back to plain data parallel and every other check would still pass)."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    out = _prepare(self, *args, **kwargs)
+    for obj in out if isinstance(out, (tuple, list)) else (out,):
+        if isinstance(obj, torch.nn.Module):
+            params = list(obj.parameters())
+            sharded = sum(isinstance(p, DTensor) for p in params)
+            print(f"fsdp-launch: rank {self.process_index} distributed_type={self.distributed_type.name} "
+                  f"dtensor_params={sharded}/{len(params)}", flush=True)
+    return out
+
+
+accelerate.Accelerator.prepare = _report_sharding
 
 if __name__ == "__main__":
     from harness.cli import main

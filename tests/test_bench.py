@@ -31,6 +31,8 @@ def test_bench_compiled_layers_keep_step0_weights_at_one(tmp_path):
 
 def test_bench_rejects_unknown_shape(capsys):
     assert main(["bench", "--shapes", "3B"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: unknown shape/variant ['3B']; shapes: tiny,"), err
 
 
 def test_bench_generation_tiny_cpu(tmp_path):
@@ -47,8 +49,10 @@ def test_bench_generation_tiny_cpu(tmp_path):
     assert forced["time_per_token_vs_plain"] > 0
 
 
-def test_bench_generation_rejects_bad_sizes():
+def test_bench_generation_rejects_bad_sizes(capsys):
     assert main(["bench-gen", "--shape", "tiny", "--new-tokens", "10", "--answer-tokens", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "need 0 < --answer-tokens < --new-tokens" in err, err
 
 
 def test_bench_report_checks_targets(tmp_path, capsys):

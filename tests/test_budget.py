@@ -221,9 +221,9 @@ def test_auto_cap_and_answer_budget(tok, X):
     cfg = BudgetConfig(thinking_budget="auto", total_budget=200, longest_prompt=50)
     res, _, _ = run(tok, {M1: {"think": [[IM_END]], "answer": [X, IM_END]}}, cfg)
     assert res[0].thinking_cap == 200 - 50 - len(ids.final_answer_close_no_newline) - 100
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"thinking budget 'auto' = 50 - longest prompt 5 - 6 - 100 = -61 < 1; fix: raise the total budget$"):
         run(tok, {M1: {"think": [[IM_END]], "answer": [IM_END]}}, BudgetConfig(total_budget=50))
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="^thinking budget must be a positive token count, 'auto' or none, not 0$"):
         BudgetConfig(thinking_budget=0)
 
 

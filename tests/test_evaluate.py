@@ -197,12 +197,10 @@ class FakeEngine(Engine):
 
 
 def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, capsys):
-    from harness.evaluation.benchmarks import gpqa_diamond
+    from test_benchmarks import gated_hub
 
     monkeypatch.setattr(ev, "Engine", FakeEngine)
-    monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
-    monkeypatch.setattr(gpqa_diamond, "_rows_from_hub", lambda: (_ for _ in ()).throw(
-        gpqa_diamond.BenchmarkUnavailable(gpqa_diamond.UNAVAILABLE)))
+    gated_hub(monkeypatch)
     argv = ["eval", "--model", "fake", "--benchmarks", "aime24,gpqa_diamond", "--limit", "1",
             "--samples", "4", "--temperature", "0.7", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
@@ -213,11 +211,16 @@ def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, ca
     m = json.loads(next((tmp_path / "fake" / "aime24").glob("*/metrics.json")).read_text())
     rows = read_rows(next((tmp_path / "fake" / "aime24").glob("*/samples.jsonl")))
     assert sorted(r["sample_index"] for r in rows) == [0, 1, 2, 3]
-    c = sum(r["correct"] for r in rows)
-    assert m["n"] == 1 and m["samples_per_problem"] == 4 and m["accuracy"] == c / 4
-    assert m["pass_at_k"]["4"] == (1.0 if c else 0.0)
+    # Pinned: the fake answers 204 (AIME problem 60's gold) on even request seeds, and the seeds of
+    # (seed 0, problem 60, samples 0..3) are odd, odd, even, odd.
+    assert [r["correct"] for r in sorted(rows, key=lambda r: r["sample_index"])] == [False, False, True, False]
+    assert [r["extracted"] for r in sorted(rows, key=lambda r: r["sample_index"])] == ["7", "7", "204", "7"]
+    assert m["n"] == 1 and m["samples_per_problem"] == 4 and m["accuracy"] == 0.25
+    assert m["pass_at_k"] == {"1": 0.25, "2": 0.5, "4": 1.0}       # 1 - C(3,k)/C(4,k)
     assert len({r["seed"] for r in rows}) == 4          # one seed per (problem, sample)
-    assert main(argv + ["--benchmarks", "gpqa_diamond"]) == 2   # nothing could run
+    assert main(argv + ["--benchmarks", "gpqa_diamond"]) == 2   # nothing could run: said in one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("skipping gpqa_diamond") and "--gpqa-csv" in err, err
     calls = FakeEngine.calls
     assert main(argv) == 0 and FakeEngine.calls == calls  # resumed: nothing generated
 

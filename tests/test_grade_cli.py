@@ -114,5 +114,5 @@ def test_grade_subprocess_exit_2(tmp_path):
     inp, out = _write(tmp_path / "in.jsonl", text=json.dumps(ROWS[0]) + "\n{oops\n"), tmp_path / "out.jsonl"
     proc = _run_module("--benchmark", "aime24", "--input", str(inp), "--output", str(out))
     assert proc.returncode == 2
-    assert "in.jsonl:2: malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "in.jsonl:2: malformed JSON" in proc.stderr, proc.stderr
     assert not out.exists()

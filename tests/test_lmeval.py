@@ -1,7 +1,7 @@
 """lm-evaluation-harness tasks (harness/lmeval_tasks): registration, prompts, and lm-eval's HF backend on
 the embedded SmolLM2-135M, with every per-sample verdict checked against our own grader.
 
-Needs the `lmeval` extra (pip install -e '.[lmeval]'); skipped otherwise."""
+Needs lm-eval, which the `dev` extra installs: without it these tests fail (they are not skipped)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed; pip install -e '.[lmeval]'")
+from lm_eval.tasks import TaskManager   # the dev extra installs lm-eval: a missing one fails
 
-from lm_eval.tasks import TaskManager  # noqa: E402
-
-from harness.evaluation import lmeval_tasks  # noqa: E402
-from harness.evaluation.benchmarks import BenchmarkUnavailable, load_benchmark  # noqa: E402
-from harness.evaluation.generation.prompts import build_prompt_ids  # noqa: E402
-from harness.evaluation.grading import grade_one  # noqa: E402
+from harness.evaluation import lmeval_tasks
+from harness.evaluation.benchmarks import BenchmarkUnavailable, load_benchmark
+from harness.evaluation.generation.prompts import build_prompt_ids
+from harness.evaluation.grading import grade_one
 
 pytestmark = pytest.mark.slow
 
@@ -161,13 +159,9 @@ def test_gpqa_docs_keep_question_text_private(tmp_path, smollm2_path):
 
 
 def test_gpqa_unavailable_fails_with_one_line(monkeypatch, smollm2_path):
-    from harness.evaluation.benchmarks import gpqa_diamond
+    from test_benchmarks import gated_hub
 
-    def fail():
-        raise BenchmarkUnavailable(gpqa_diamond.UNAVAILABLE + " (hub load failed: GatedRepoError)")
-
-    monkeypatch.delenv(gpqa_diamond.ENV_VAR, raising=False)
-    monkeypatch.setattr(gpqa_diamond, "_rows_from_hub", fail)
+    gated_hub(monkeypatch)       # the library's error; the message checked below is the product's
     with pytest.raises(BenchmarkUnavailable) as e:
         _manager(pretrained=smollm2_path).load("iwsft_gpqa_diamond")
     msg = str(e.value)

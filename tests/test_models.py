@@ -25,8 +25,11 @@ def test_missing_path_is_a_user_error(tmp_path):
 
 @pytest.mark.parametrize("name", ["./missing-model", "not a model!", "a/b/c", ""])
 def test_names_that_fit_nothing(name):
-    with pytest.raises(UserError):
+    with pytest.raises(UserError) as e:
         resolve_model(name)
+    msg = str(e.value)
+    assert "\n" not in msg and "smollm2-135m" in msg
+    assert (f"model {name!r} resolves to nothing" in msg) if name else msg.startswith("empty model name")
 
 
 def test_file_and_empty_folder_are_rejected(tmp_path):
@@ -126,7 +129,7 @@ def test_atomic_materialize_failure_and_stale(tmp_path):
 
 
 @pytest.mark.slow
-def test_alias_loads_from_cache(smollm2):
+def test_alias_loads_from_cache(smollm2, monkeypatch):
     model, tok = smollm2
     r = resolve_model("smollm2-135m")
     assert r.kind == "alias" and (Path(r.path) / "config.json").is_file()
@@ -135,9 +138,9 @@ def test_alias_loads_from_cache(smollm2):
     n = sum(p.numel() for p in model.parameters())
     assert 130e6 < n < 140e6
     assert tok.chat_template and tok.convert_ids_to_tokens([1, 2]) == ["<|im_start|>", "<|im_end|>"]
-    t0 = time.time()
-    again = models.load_model(r, dtype="float32")
-    assert time.time() - t0 < 15
+    # Loads from the converted cache: the GGUF is not converted again (a check that no busy machine flakes).
+    monkeypatch.setattr(models, "_convert_gguf", lambda *a: pytest.fail("the alias was converted again"))
+    again = models.load_model(resolve_model("smollm2-135m"), dtype="float32")
     import torch
 
     x = torch.tensor([[1, 4093, 198, 1780, 314]])

@@ -209,6 +209,10 @@ def test_chunked_logprobs_gradient_matches_simple_path(dtype):
     (token_logprobs(a, targets, chunk_size=5) * w).sum().backward()
     b = logits.clone().requires_grad_()
     (torch.log_softmax(b.float(), -1).gather(-1, targets[..., None]).squeeze(-1) * w).sum().backward()
-    tol = dict(rtol=0, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
-    torch.testing.assert_close(a.grad.float(), b.grad.float(), **tol)
+    # float32: rounding apart; bf16: the same float32 softmax cast once to bf16 in both, bitwise equal
+    # (a softmax computed in bf16 would differ by ~1e-2)
+    if dtype == torch.float32:
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
+    else:
+        assert torch.equal(a.grad, b.grad), float((a.grad.float() - b.grad.float()).abs().max())
     assert a.grad.dtype == dtype

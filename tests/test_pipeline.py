@@ -2,6 +2,7 @@
 reproduce-table1` runs it, plus Figure 2 and `iwsft table1` on the results."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,12 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     real_load = HFBackend.load.__func__
     monkeypatch.setattr(HFBackend, "load", classmethod(lambda cls, resolved, **kw: loads.append(str(resolved.path))
                                                        or real_load(cls, resolved, **kw)))
-    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", "max_steps=2",
-               "--out", "rep"])
+    # The reference cache in this test's folder: computed here, by this code, not read from a cache that
+    # an earlier run (maybe of older code) left in the user's cache folder.
+    train = ["--train-override", "max_steps=2", "--train-override", f"ref_cache_dir={tmp_path / 'ref'}"]
+    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--out", "rep"])
     assert rc == 0
+    assert list((tmp_path / "ref").glob("*.safetensors"))        # computed here (iw-sft, per-step share one)
     assert len(loads) == len(set(loads)) >= 4, loads    # base + 3 trained (+ step-curve checkpoints)
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["base", "s1.1-sft", "iw-sft", "iw-sft-per-step"]
@@ -41,7 +45,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
 
     # Re-running reuses finished training and samples.
     loaded_first = len(loads)
-    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", "max_steps=2", "--out", "rep"])
+    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--out", "rep"])
     assert rc == 0
     out = capsys.readouterr().out
     assert out.count("reusing") == 3
@@ -50,7 +54,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     # before any work, nothing written.
     for override, message in (("max_steps=3", "trained with other settings (max_steps: 2 -> 3)"),
                               ("output_dir=runs/same", "would both train into runs/same")):
-        rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", "--train-override", override, "--out", "rep2"])
+        rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--train-override", override, "--out", "rep2"])
         err = capsys.readouterr().err
         assert rc == 2 and message in err and err.count("\n") == 1, err
         assert not (tmp_path / "rep2").exists()
@@ -74,11 +78,30 @@ def test_table1_for_existing_checkpoints(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IWSFT_GPQA_CSV", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    rc = main(["table1", "--checkpoints", "base=smollm2-135m", "again=smollm2-135m", "--preset", "tiny",
+    from harness.core.models import resolve_model
+
+    # The same weights under a second path (a folder of links to the alias's files): its own run folders.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in Path(resolve_model("smollm2-135m").path).iterdir():
+        (copy / f.name).symlink_to(f)
+    rc = main(["table1", "--checkpoints", "base=smollm2-135m", f"again={copy}", "--preset", "tiny",
                "--limit", "1", "--out", "rep"])
     assert rc == 0
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["base", "again"]
+    base, again = (r["benchmarks"] for r in report["rows"])
+    assert set(base) == set(again) >= {"arith", "aime24", "math500"}
+    for b in base:
+        a_dir, b_dir = Path(base[b]["run_dir"]), Path(again[b]["run_dir"])
+        assert a_dir != b_dir and a_dir.is_dir() and b_dir.is_dir()      # two runs, not one file read twice
+        responses = [[r["response"] for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines())]
+                     for d in (a_dir, b_dir)]
+        assert responses[0] == responses[1] and len(responses[0]) == 1, b
     # The same model twice: identical greedy outputs, so the paired test sees no discordant problem.
+    assert {p["benchmark"] for p in report["paired"]} == set(base)
     assert all(p["only_a"] == p["only_b"] == 0 for p in report["paired"])
+    capsys.readouterr()
     assert main(["table1", "--checkpoints", "no-equals-sign"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no-equals-sign'" in err and "NAME=PATH" in err, err

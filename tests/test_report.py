@@ -87,6 +87,8 @@ def test_compare_command(tmp_path, capsys):
 
 def test_compare_missing_path_is_exit_2(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'nope'} does not exist; give evaluation output folders (see `iwsft eval --out`)\n"
 
 
 def test_paired_rows_name_their_seed(tmp_path):
