@@ -103,8 +103,8 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         "top_p": cfg.top_p if cfg.temperature > 0 else None,
         "seed": cfg.seed if cfg.temperature > 0 else None,
         "backend": kind,
-        "dtype": cfg.dtype,
         "tensor_parallel_size": cfg.tensor_parallel_size if backend_class(kind).tensor_parallel else None,
+        **engine.settings(),     # resolved dtype, generation libraries + versions, engine options
     }
 
 

@@ -28,6 +28,12 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 class BackendClass(Protocol):
     tensor_parallel: bool        # takes tensor_parallel_size > 1 (it then keys a run's settings)
     continuous_batching: bool    # give it every request at once rather than in --batch-size chunks
+    libraries: tuple[str, ...]   # distributions whose versions key a run's settings
+    options: tuple[str, ...]     # engine options it takes (harness.evaluation.engine.ENGINE_OPTIONS)
+
+    @classmethod
+    def default_options(cls, device: str) -> dict:
+        """Its values for its `options` on "cpu" or "cuda" when a config leaves them None."""
 
     @classmethod
     def check_available(cls) -> None:
