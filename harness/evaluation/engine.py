@@ -92,7 +92,8 @@ class Engine:
 
         cls = backend_class(self.backend_kind())
         given = {k: v for k, v in self.options.items() if k in cls.options}
-        return {**cls.default_options(compute_device()), **{k: v for k, v in given.items() if v is not None}}
+        return {**dict.fromkeys(cls.options), **cls.default_options(compute_device()),
+                **{k: v for k, v in given.items() if v is not None}}
 
     def settings(self) -> dict:
         """What of the engine changes outputs, for a run's settings (and its folder's hash): the

@@ -125,11 +125,11 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
     to {"skipped": reason}). Resumes from, and appends to, OUT/<model-slug>/<benchmark>/<hash12>/."""
     validate(cfg)
     ids_per = split_ids(cfg.ids, cfg.benchmarks)
-    out_root = ensure_writable_dir(Path(cfg.out))
     if engine is None:
         engine = Engine.for_config(cfg)
     else:
         engine.check_serves(cfg)
+    out_root = ensure_writable_dir(Path(cfg.out))
     results: dict[str, dict] = {}
     # Load and select everything first: a bad id in the last benchmark fails before any generation.
     plan = []
