@@ -9,7 +9,6 @@ One vLLM engine for the whole module, reused by every config through run_eval(cf
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,29 +164,31 @@ def test_engine_options_reach_vllm(engines, tmp_path):
 # ------------------------------------------------------------------ bad input, no engine left running
 
 
-def _eval_cli(tmp_path, *extra, env=None):
-    cmd = [sys.executable, "-m", "harness", "eval", "--model", MODEL, "--benchmarks", "arith", "--limit", "2",
-           "--backend", "vllm", "--thinking-budget", "8", "--out", str(tmp_path / "out"), "--no-progress", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+def _eval_cli(tmp_path, capsys, *extra, model=MODEL):
+    """`iwsft eval` in this process (vllm is imported already): (exit code, last stderr line)."""
+    from harness.cli import main
+
+    rc = main(["eval", "--model", model, "--benchmarks", "arith", "--limit", "2", "--backend", "vllm",
+               "--thinking-budget", "8", "--out", str(tmp_path / "out"), "--no-progress", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err[-1] if err else ""
 
 
-def test_too_little_memory_for_the_kv_cache(tmp_path):
-    r = _eval_cli(tmp_path, "--gpu-memory-utilization", "0.0005")
-    assert r.returncode == 2, r.stderr[-2000:]
-    line = r.stderr.strip().splitlines()[-1]
-    assert "too little memory for vLLM's KV cache" in line and "fix:" in line and "--max-model-len" in line
+def test_too_little_memory_for_the_kv_cache(tmp_path, capsys):
+    rc, line = _eval_cli(tmp_path, capsys, "--gpu-memory-utilization", "0.0005")
+    assert rc == 2, line
+    assert "too little memory for vLLM's KV cache" in line and "fix:" in line and "--max-model-len" in line, line
     assert not any((tmp_path / "out").rglob("settings.json"))      # no run folder left half-made
 
 
-def test_more_memory_than_free(tmp_path):
-    r = _eval_cli(tmp_path, "--gpu-memory-utilization", "1.0")
-    assert r.returncode == 2, r.stderr[-2000:]
-    line = r.stderr.strip().splitlines()[-1]
-    assert "reserves --gpu-memory-utilization x RAM" in line and "fix: --gpu-memory-utilization" in line
+def test_more_memory_than_free(tmp_path, capsys):
+    rc, line = _eval_cli(tmp_path, capsys, "--gpu-memory-utilization", "1.0")
+    assert rc == 2, line
+    assert "reserves --gpu-memory-utilization x RAM" in line and "fix: --gpu-memory-utilization" in line, line
     assert not any((tmp_path / "out").rglob("settings.json"))
 
 
-def test_a_model_vllm_cannot_load(tmp_path):
+def test_a_model_vllm_cannot_load(tmp_path, capsys):
     from harness.core.models import resolve_model
 
     src = Path(resolve_model(MODEL).path)
@@ -199,12 +200,9 @@ def test_a_model_vllm_cannot_load(tmp_path):
     config = json.loads((src / "config.json").read_text())
     config.update(architectures=["NoSuchModelForCausalLM"], model_type="no_such_model")
     (bad / "config.json").write_text(json.dumps(config))
-    r = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", str(bad), "--benchmarks", "arith",
-                        "--limit", "2", "--backend", "vllm", "--thinking-budget", "8", "--out", str(tmp_path / "out"),
-                        "--no-progress"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2, r.stderr[-2000:]
-    line = r.stderr.strip().splitlines()[-1]
-    assert "cannot load" in line and "fix:" in line, line
+    rc, line = _eval_cli(tmp_path, capsys, model=str(bad))
+    assert rc == 2, line
+    assert "vLLM cannot load" in line and "no_such_model" in line and "fix:" in line, line
     assert not any((tmp_path / "out").rglob("settings.json"))
 
 
