@@ -25,7 +25,7 @@ test-vllm *args:
         echo "vLLM tests not run: no $venv (build it with: just vllm-env)"; exit 0
     fi
     start=$(date +%s)
-    rc=0; IWSFT_REQUIRE_VLLM=1 "$venv/bin/python" -m pytest -q -m vllm {{args}} || rc=$?
+    rc=0; IWSFT_REQUIRE_VLLM=1 "$venv/bin/python" -m pytest -q {{args}} -m vllm || rc=$?   # last -m wins: only vllm tests
     echo "vLLM tests ($venv): exit $rc, $(( $(date +%s) - start )) s"
     [ "$rc" = 0 ] || [ "$rc" = 5 ]    # 5: the selection holds no vllm test
 
