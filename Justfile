@@ -10,9 +10,28 @@ reproduce-table1 preset="tiny": setup
 figure1 out="reports/latest":
     python -m harness toy --out {{out}}
 
-# The test suite (CPU; loads the embedded 135M model).
+# The test suite (CPU; loads the embedded 135M model), then the real-engine tests in the vLLM environment.
 test *args: setup
     python -m pytest -q {{args}}
+    just test-vllm {{args}}
+
+# The real-engine tests (-m vllm) in the vLLM environment ($IWSFT_VLLM_VENV, default .venv-vllm; `just vllm-env`).
+test-vllm *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="${IWSFT_VLLM_VENV:-.venv-vllm}"
+    if [ ! -x "$venv/bin/python" ]; then
+        if [ -n "${IWSFT_VLLM_VENV:-}" ]; then echo "IWSFT_VLLM_VENV=$venv: no virtual environment there; build it: just vllm-env" >&2; exit 1; fi
+        echo "vLLM tests not run: no $venv (build it with: just vllm-env)"; exit 0
+    fi
+    start=$(date +%s)
+    rc=0; IWSFT_REQUIRE_VLLM=1 "$venv/bin/python" -m pytest -q {{args}} -m vllm || rc=$?   # last -m wins: only vllm tests
+    echo "vLLM tests ($venv): exit $rc, $(( $(date +%s) - start )) s"
+    [ "$rc" = 0 ] || [ "$rc" = 5 ]    # 5: the selection holds no vllm test
+
+# The virtual environment for vLLM's CPU build (torch 2.13, transformers < 5.20): .ci/vllm-env.
+vllm-env path="":
+    bash .ci/vllm-env {{path}}
 
 # Mutation testing (mutmut; slow, not in CI) of the objective and its weights, budget forcing and the grader
 # (targets and tests: [tool.mutmut] in pyproject.toml); `just mutants harness.training.objective*` runs one module.

@@ -1,4 +1,6 @@
-"""The vLLM adapter's mapping, against a fake `vllm` module (vLLM cannot run here)."""
+"""The vLLM adapter's mapping, against a fake `vllm` module standing for vLLM on GPUs (what a CPU engine
+cannot show: tensor parallelism, GPU memory settings, and output cases that are hard to provoke). The
+real engine (vLLM's CPU build) is tested in tests/test_vllm_engine.py."""
 
 from __future__ import annotations
 
@@ -59,6 +61,14 @@ def make_fake_vllm(outputs_for):
     inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
     mod.SamplingParams, mod.LLM, mod.inputs = SamplingParams, LLM, inputs
     return mod, inputs, rec
+
+
+@pytest.fixture(autouse=True)
+def gpu_engine(monkeypatch):
+    """The fake stands for a GPU engine: no CPU memory check (it reads this machine's free RAM)."""
+    from harness.evaluation.generation import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "_on_cpu", lambda: False)
 
 
 @pytest.fixture
@@ -172,10 +182,9 @@ def test_make_backend_kinds(monkeypatch, tmp_path, fake_vllm):
     monkeypatch.setattr(gen, "vllm_available", lambda: True)
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert gen.resolve_backend_kind("auto") == "hf"  # no GPU
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert gen.resolve_backend_kind("auto") == "vllm"
+    for gpu in (False, True):     # vLLM wherever it is installed: measured faster on a CPU too (docs/performance.md)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        assert gen.resolve_backend_kind("auto") == "vllm"
     monkeypatch.setattr(gen, "vllm_available", lambda: False)
     assert gen.resolve_backend_kind("auto") == "hf"
     rec = fake_vllm(lambda p, sp: ([3], "length", None))

@@ -35,7 +35,7 @@ def add_arguments(p):
     p.add_argument("--benchmarks", type=_csv_list, default=["aime24", "math500", "gpqa_diamond"],
                    help="comma-separated (default: aime24,math500,gpqa_diamond)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                   help="generation backend; auto = vLLM when installed with a GPU, else HF")
+                   help="generation backend; auto = vLLM when it is installed (GPU or its CPU build), else HF")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     p.add_argument("--ids", type=_csv_list, nargs="+", default=None, metavar="ID",
                    help="problem ids (comma or space separated); with several benchmarks write BENCHMARK:ID")
@@ -66,9 +66,23 @@ def add_arguments(p):
     p.add_argument("--system", default=None, help="system message (default: the chat template's own)")
     p.add_argument("--out", default="runs/eval", help="output root (default runs/eval)")
     p.add_argument("--dtype", default="auto",
-                   help="auto (float32 on hf, the checkpoint's on vllm) | float32 | bfloat16 | float16; "
-                        "s1 used float32 on vLLM")
+                   help="auto (the same on every backend: float32 on a CPU; on CUDA the checkpoint's 16-bit dtype, "
+                        "else bfloat16) | float32 | bfloat16 | float16; s1 used float32 on vLLM")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism")
+    p.add_argument("--revision", default=None, help="hub branch, tag or commit of --model (hub ids only)")
+    p.add_argument("--tokenizer", default=None, metavar="NAME",
+                   help="another tokenizer (folder or hub id) for the prompts and the engine")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="vLLM: context length of the engine (default: the model's)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None,
+                   help="vLLM: fraction of GPU memory it reserves (default 0.9); on vLLM's CPU build the fraction "
+                        "of RAM (default 0.15; or set VLLM_CPU_KVCACHE_SPACE=GiB)")
+    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                   help="vLLM: no CUDA graphs / compilation (default: on a CPU yes, a start takes ~30 s "
+                        "instead of ~150 s; on CUDA no)")
+    p.add_argument("--prefix-caching", dest="enable_prefix_caching", action=argparse.BooleanOptionalAction,
+                   default=None, help="vLLM: reuse the KV cache of shared prefixes (default yes: budget forcing "
+                                      "re-submits each request; s1 ran without it)")
     p.add_argument("--batch-size", type=int, default=None, help="requests per backend call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -115,7 +129,9 @@ def config_from_args(args):
         wait=args.wait, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
-        system=args.system, progress=not args.no_progress,
+        system=args.system, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,
+        max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching,
     )
 
 

@@ -292,20 +292,22 @@ def check_models(names) -> None:
             resolve_model(name)
 
 
-def load_tokenizer(name: str | os.PathLike | ResolvedModel):
-    """AutoTokenizer for a model name (alias, folder or hub id)."""
+def load_tokenizer(name: str | os.PathLike | ResolvedModel, revision: str | None = None):
+    """AutoTokenizer for a model name (alias, folder or hub id; `revision`: a hub branch, tag or commit)."""
     from transformers import AutoTokenizer
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
     _check_hub(resolved)
     try:
-        return AutoTokenizer.from_pretrained(resolved.path)
+        return AutoTokenizer.from_pretrained(resolved.path, **({"revision": revision} if revision else {}))
     except OSError as e:
         raise _hub_error(resolved, "tokenizer", e) from e
 
 
-def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device: str | None = "cpu"):
-    """AutoModelForCausalLM in eval mode on `device` ("cpu", "cuda", "cuda:1", or None = leave)."""
+def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device: str | None = "cpu",
+               revision: str | None = None):
+    """AutoModelForCausalLM in eval mode on `device` ("cpu", "cuda", "cuda:1", or None = leave);
+    `revision`: a hub branch, tag or commit."""
     from transformers import AutoModelForCausalLM
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
@@ -313,7 +315,8 @@ def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device:
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=_torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=_torch_dtype(dtype),
+                                                     **({"revision": revision} if revision else {}))
     except OSError as e:
         raise _hub_error(resolved, "model", e) from e
     except SafetensorError as e:   # a weights file cut short (interrupted copy or download)

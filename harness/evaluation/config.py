@@ -37,8 +37,16 @@ class EvalConfig:
     benchmark_options: dict = field(default_factory=dict)  # extra loader options (e.g. arith_level);
                                                # they reach the hash through the data fingerprint
     out: str = "runs/eval"
-    dtype: str = "auto"
+    dtype: str = "auto"                        # auto = one explicit dtype per device on every backend
+                                               # (generation/precision.py); the resolved one keys the run
     tensor_parallel_size: int = 1
+    # engine options (harness.evaluation.engine.ENGINE_OPTIONS); None = the backend's default
+    revision: str | None = None                # hub branch, tag or commit of --model
+    tokenizer: str | None = None               # another tokenizer (folder or hub id) for prompts and the engine
+    max_model_len: int | None = None           # vLLM: context length (default: the model's)
+    gpu_memory_utilization: float | None = None  # vLLM: memory fraction reserved (on a CPU: of RAM)
+    enforce_eager: bool | None = None          # vLLM: no CUDA graphs / compilation
+    enable_prefix_caching: bool | None = None  # vLLM: reuse the KV cache of shared prefixes
     batch_size: int | None = None              # requests per backend call (None: backend default)
     system: str | None = None                  # system message; None = chat template's default
     grade_timeout_s: float = 10.0
@@ -87,7 +95,38 @@ def validate(cfg: EvalConfig) -> None:
         raise UserError("--limit must be >= 0")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    from harness.core.models import _torch_dtype
+    from harness.evaluation.generation.precision import canonical
 
-    _torch_dtype(cfg.dtype)                     # before any run folder is made
-    backend_class(resolve_backend_kind(cfg.backend)).check_available()
+    canonical(cfg.dtype)                        # before any run folder is made
+    cls = backend_class(resolve_backend_kind(cfg.backend))
+    _validate_engine_options(cfg, cls)
+    cls.check_available()
+
+
+def _validate_engine_options(cfg: EvalConfig, cls) -> None:
+    from harness.evaluation.engine import ENGINE_OPTIONS
+
+    for key in ENGINE_OPTIONS:
+        if getattr(cfg, key) is not None and key not in cls.options:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} applies to {', '.join(n for n in _backends_taking(key))} only, not the "
+                            f"{cls.name} backend; drop it or use --backend vllm")
+    if cfg.max_model_len is not None and cfg.max_model_len < 1:
+        raise UserError("--max-model-len must be >= 1")
+    if cfg.gpu_memory_utilization is not None and not 0 < cfg.gpu_memory_utilization <= 1:
+        raise UserError(f"--gpu-memory-utilization must be in (0, 1], got {cfg.gpu_memory_utilization:g}")
+    for key in ("revision", "tokenizer"):
+        if getattr(cfg, key) is not None and not str(getattr(cfg, key)).strip():
+            raise UserError(f"--{key} is empty; give a value or leave it out")
+    if cfg.revision is not None:
+        from harness.core.models import resolve_model
+
+        if resolve_model(cfg.model).kind != "hub":
+            raise UserError(f"--revision applies to hub models; {cfg.model!r} is a local folder or alias "
+                            "(check out the revision there instead)")
+
+
+def _backends_taking(key: str) -> list[str]:
+    from harness.evaluation.generation import BACKENDS, backend_class
+
+    return [name for name in BACKENDS if key in backend_class(name).options]

@@ -15,30 +15,43 @@ from harness.core.errors import UserError
 from harness.evaluation.benchmarks import Problem
 
 
+# Load-time settings an EvalConfig carries to its engine (None = the backend's default). Which backend
+# takes which is its class's `options`; harness.evaluation.config.validate refuses the others.
+ENGINE_OPTIONS = ("revision", "tokenizer", "max_model_len", "gpu_memory_utilization", "enforce_eager",
+                  "enable_prefix_caching")
+
+
 class Engine:
     def __init__(self, model: str, *, backend: str = "auto", dtype: str = "auto", tensor_parallel_size: int = 1,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, **options):
+        unknown = set(options) - set(ENGINE_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown engine option(s) {sorted(unknown)}")
         self.model = model
         self.backend_name = backend
         self.dtype = dtype
         self.tensor_parallel_size = tensor_parallel_size
         self.batch_size = batch_size
+        self.options = {k: options.get(k) for k in ENGINE_OPTIONS}
         self._resolved = None
         self._tokenizer = None
         self._backend = None
+        self._dtype_resolved = None
 
     @classmethod
     def for_config(cls, cfg) -> "Engine":
         return cls(cfg.model, backend=cfg.backend, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
-                   batch_size=cfg.batch_size)
+                   batch_size=cfg.batch_size, **{k: getattr(cfg, k) for k in ENGINE_OPTIONS})
 
     def check_serves(self, cfg) -> None:
         """A config evaluated on this engine must ask for the model and load settings it holds."""
-        want = (cfg.model, cfg.backend, cfg.dtype, cfg.tensor_parallel_size)
-        have = (self.model, self.backend_name, self.dtype, self.tensor_parallel_size)
+        want = (cfg.model, cfg.backend, cfg.dtype, cfg.tensor_parallel_size, *(getattr(cfg, k) for k in ENGINE_OPTIONS))
+        have = (self.model, self.backend_name, self.dtype, self.tensor_parallel_size, *self.options.values())
         if want != have:
-            raise UserError(f"this engine holds {have} (model, backend, dtype, tensor parallel) but the "
-                            f"evaluation asks for {want}; make an engine for that config")
+            names = ("model", "backend", "dtype", "tensor_parallel_size", *ENGINE_OPTIONS)
+            diff = ", ".join(f"{n} {h!r} vs {w!r}" for n, h, w in zip(names, have, want) if h != w)
+            raise UserError(f"this engine was loaded with other settings than the evaluation asks for ({diff}); "
+                            "make an engine for that config")
 
     # -- identity without loading weights
     @property
@@ -62,13 +75,50 @@ class Engine:
 
         return resolve_backend_kind(self.backend_name)
 
+    def resolved_dtype(self) -> str:
+        """The explicit dtype "auto" means here (harness.evaluation.generation.precision)."""
+        if self._dtype_resolved is None:
+            from harness.evaluation.generation.precision import compute_device, resolve_dtype
+
+            device = compute_device()
+            path = self.resolved.path if device != "cpu" else self.model   # the config is read on CUDA only
+            self._dtype_resolved = resolve_dtype(self.dtype, path, device, self.options["revision"])
+        return self._dtype_resolved
+
+    def load_options(self) -> dict:
+        """The engine options this backend loads with, its defaults for this device filled in."""
+        from harness.evaluation.generation import backend_class
+        from harness.evaluation.generation.precision import compute_device
+
+        cls = backend_class(self.backend_kind())
+        given = {k: v for k, v in self.options.items() if k in cls.options}
+        return {**dict.fromkeys(cls.options), **cls.default_options(compute_device()),
+                **{k: v for k, v in given.items() if v is not None}}
+
+    def settings(self) -> dict:
+        """What of the engine changes outputs, for a run's settings (and its folder's hash): the
+        resolved dtype, the generation libraries and their versions (samples of two engines or two
+        versions never share a folder), and the load options that change the computation (not
+        gpu_memory_utilization: memory only)."""
+        from harness.core.versions import version_of
+        from harness.evaluation.generation import backend_class
+
+        cls = backend_class(self.backend_kind())
+        opts = self.load_options()
+        return {
+            "dtype": self.resolved_dtype(),
+            "generation_libraries": {lib: version_of(lib) for lib in cls.libraries},
+            "engine_options": {k: v for k, v in sorted(opts.items()) if k != "gpu_memory_utilization"},
+        }
+
     # -- loaded on first use
     @property
     def tokenizer(self):
         if self._tokenizer is None:
             from harness.core.models import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.resolved)
+            self._tokenizer = load_tokenizer(self.options["tokenizer"] or self.resolved,
+                                             revision=None if self.options["tokenizer"] else self.options["revision"])
         return self._tokenizer
 
     @property
@@ -77,10 +127,13 @@ class Engine:
             from harness.evaluation.generation import make_backend
 
             opts = {} if self.batch_size is None else {"batch_size": self.batch_size}
+            load = self.load_options()
+            if load.get("tokenizer") is not None:       # a name; the backend gets the loaded tokenizer too
+                load["tokenizer_path"] = load.pop("tokenizer")
+            load.pop("tokenizer", None)
             self._backend = make_backend(
-                self.backend_kind(), self.model, tokenizer=self.tokenizer,
-                dtype=None if self.dtype == "auto" else self.dtype,
-                tensor_parallel_size=self.tensor_parallel_size, **opts,
+                self.backend_kind(), self.model, tokenizer=self.tokenizer, dtype=self.resolved_dtype(),
+                tensor_parallel_size=self.tensor_parallel_size, **opts, **load,
             )
         return self._backend
 

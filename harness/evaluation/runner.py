@@ -103,8 +103,8 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         "top_p": cfg.top_p if cfg.temperature > 0 else None,
         "seed": cfg.seed if cfg.temperature > 0 else None,
         "backend": kind,
-        "dtype": cfg.dtype,
         "tensor_parallel_size": cfg.tensor_parallel_size if backend_class(kind).tensor_parallel else None,
+        **engine.settings(),     # resolved dtype, generation libraries + versions, engine options
     }
 
 
@@ -125,11 +125,11 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
     to {"skipped": reason}). Resumes from, and appends to, OUT/<model-slug>/<benchmark>/<hash12>/."""
     validate(cfg)
     ids_per = split_ids(cfg.ids, cfg.benchmarks)
-    out_root = ensure_writable_dir(Path(cfg.out))
     if engine is None:
         engine = Engine.for_config(cfg)
     else:
         engine.check_serves(cfg)
+    out_root = ensure_writable_dir(Path(cfg.out))
     results: dict[str, dict] = {}
     # Load and select everything first: a bad id in the last benchmark fails before any generation.
     plan = []

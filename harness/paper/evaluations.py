@@ -34,7 +34,7 @@ class Evaluations:
                           answer_budget=s.answer_budget, wait=s.wait if wait is None else wait,
                           temperature=s.temperature, out=out, dtype=s.dtype,
                           tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
-                          gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=False)
+                          gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=False, **s.engine_options(model))
 
     def run(self, model: str, bench: str, limit: int | None, **kw) -> Run | None:
         """One benchmark of one model; its Run, or None when the benchmark is unavailable here."""

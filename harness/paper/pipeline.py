@@ -96,6 +96,7 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
         "AIME24 copy: Qwen2.5-Math's, with [asy] figure code in II-8 and II-15 (s1 used a copy without figure code).",
         "Objective: recipes use the released code's weights (iw-sft: clamp(exp(mean log-ratio), 0, 16), q = current policy); "
         "the paper's text (0.1 x clipped ratio, lagged q) is the iw-sft-paper preset.",
+        *suite.engine_deviations(),
     ]
     for name, cfg in trained.items():
         s = cfg.get("data_summary") or {}
@@ -204,6 +205,69 @@ def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train
         if "=" not in ov:
             raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
     check_reusable(suite, seeds, train_overrides)   # loads every (recipe, seed) with the overrides
+    check_resources(suite, seeds, train_overrides)
+
+
+def check_resources(suite: Suite, seeds: int, train_overrides: list[str] = ()) -> None:
+    """What the preset needs from this machine, before any process starts: as many GPUs as the launch
+    config starts processes (when something is left to train), each unfinished recipe's training data
+    (a local file, or a hub dataset that is cached or reachable), and vLLM when the suite evaluates with
+    it. Everything missing is said in one line, with how to run with less."""
+    from harness.core import hub
+    from harness.training.data import is_local
+
+    missing, fixes = [], []
+    todo = [cfg for name in suite.recipes for s in range(seeds)
+            for _, _, cfg in [_recipe_config(suite, name, s, train_overrides)]
+            if not (Path(cfg.output_dir) / "final" / "iwsft_train.json").is_file()]
+    if todo and suite.accelerate_config:
+        procs, gpus = _launch_processes(ROOT / suite.accelerate_config), _gpu_count()
+        if procs is not None and procs > gpus:
+            missing.append(f"{procs} GPUs ({suite.accelerate_config} starts {procs} training processes; "
+                           f"this machine has {gpus})")
+            fixes.append("a copy of that launch config with num_processes <= the GPUs here and a copy of the suite "
+                         "pointing at it (accelerate_config), run as --preset COPY.yaml")
+    for dataset in dict.fromkeys(cfg.dataset for cfg in todo):
+        if is_local(dataset):
+            if not Path(dataset).exists():
+                missing.append(f"the training data {dataset} (no such file)")
+                fixes.append("--train-override dataset=PATH of an existing .jsonl/.parquet file")
+            continue
+        why = hub.unavailable(dataset, "dataset")
+        if why:
+            missing.append(f"the training data {dataset} (not in the hub cache, and {why})")
+            fixes.append("--train-override dataset=PATH of a local copy (.jsonl/.parquet)")
+    from harness.evaluation.generation import vllm_available
+
+    if suite.backend == "vllm" and not vllm_available():
+        missing.append("vLLM for the evaluation (not importable)")
+        fixes.append("pip install -e '.[vllm]' on the GPU machine (or backend: hf in the suite copy: much slower)")
+    if missing:
+        raise UserError(f"preset {suite.name} cannot start here: it needs {'; '.join(missing)}; "
+                        f"fix: {'; '.join(dict.fromkeys(fixes))}")
+
+
+def _launch_processes(config: Path) -> int | None:
+    """The processes an accelerate config launches (num_processes), None when it does not say."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read the launch config {config} ({e}); fix the file or the suite's accelerate_config") from None
+    if data.get("use_cpu"):
+        return None
+    n = data.get("num_processes")
+    return int(n) if n is not None else None
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
 
 
 def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,

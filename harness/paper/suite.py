@@ -14,7 +14,8 @@ from harness.core.errors import UserError
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_config", "base_model", "benchmarks",
         "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
-        "paired", "budget_sweep"}
+        "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
+        "enforce_eager", "enable_prefix_caching", "vllm_version"}
 
 
 @dataclass
@@ -37,9 +38,40 @@ class Suite:
     step_curve: dict | None = None
     paired: list[list[str]] = field(default_factory=list)
     budget_sweep: dict | None = None
+    # engine options (harness.evaluation.engine.ENGINE_OPTIONS; None = the backend's default)
+    revision: str | None = None                # of base_model (a hub id); checkpoints are local folders
+    tokenizer: str | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    enforce_eager: bool | None = None
+    enable_prefix_caching: bool | None = None
+    vllm_version: str | None = None            # the vLLM release line the protocol was reproduced with (a
+                                               # version prefix, e.g. "0.6"); another one is a listed deviation
 
     def __post_init__(self):
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
+
+    def engine_options(self, model: str) -> dict:
+        """EvalConfig keywords of the engine options for evaluating `model` in this suite."""
+        return {"revision": self.revision if model == self.base_model else None, "tokenizer": self.tokenizer,
+                "max_model_len": self.max_model_len, "gpu_memory_utilization": self.gpu_memory_utilization,
+                "enforce_eager": self.enforce_eager, "enable_prefix_caching": self.enable_prefix_caching}
+
+    def engine_deviations(self) -> list[str]:
+        """Where this machine's engine differs from the one the suite pins (for the report's deviations)."""
+        if not self.vllm_version:
+            return []
+        from harness.core.versions import version_of
+        from harness.evaluation.generation import resolve_backend_kind
+
+        if resolve_backend_kind(self.backend) != "vllm":
+            return [f"Generation engine: {resolve_backend_kind(self.backend)}, not vLLM {self.vllm_version}.x, which "
+                    "reproduced s1's numbers."]
+        have = version_of("vllm")
+        if have and (have == self.vllm_version or have.startswith(self.vllm_version + ".")):
+            return []
+        return [f"vLLM {have}, not {self.vllm_version}.x: s1's numbers were reproduced with vLLM {self.vllm_version}.x "
+                "(newer releases shifted AIME scores, simplescaling/s1 issue #134)."]
 
     def recipe_path(self, name: str) -> Path:
         p = Path(self.recipes[name])

