@@ -174,6 +174,12 @@ class FakeEngine(Engine):
     def model_identity(self):
         return "fake:model"
 
+    def weights_id(self):
+        return "fakeweights0"
+
+    def close_tokens(self, cfg):
+        return 3
+
     def backend_kind(self):
         return "hf"
 

@@ -35,29 +35,53 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def compute_metrics(problems: Sequence[Problem], rows: dict[tuple[str, int], dict], k: int) -> dict:
-    """Metrics over `problems` x range(k); every pair must have a row."""
+def accuracy_interval(per_problem: Sequence[Sequence[bool]]) -> tuple[tuple[float, float] | None, str]:
+    """The one 95% interval of a run's accuracy (mean over problems of the fraction of K samples
+    right), shared by `iwsft eval`, compare and the reports: Wilson over samples when K = 1; with
+    K > 1 the percentile bootstrap over problems, never narrower than Wilson with each problem as
+    one trial (the bootstrap collapses to [0, 0] when every sample is wrong)."""
+    n = len(per_problem)
+    if n == 0:
+        return None, "wilson"
+    k = len(per_problem[0])
+    means = [sum(c) / len(c) for c in per_problem]
+    if k == 1:
+        return wilson_interval(sum(means), n), "wilson"
+    blo, bhi = bootstrap_interval(means)
+    wlo, whi = wilson_interval(sum(means), n)
+    return (min(blo, wlo), max(bhi, whi)), "bootstrap over problems (2000 resamples, percentile), at least Wilson over problems"
+
+
+def _pid(p) -> str:
+    return p if isinstance(p, str) else p.id
+
+
+def compute_metrics(problems: Sequence[Problem | str], rows: dict[tuple[str, int], dict], k: int) -> dict:
+    """Metrics over `problems` x range(k). A problem is scored when all its K samples are stored;
+    one marked no_room (its prompt left no room under the total budget) is counted in `no_room`
+    and left out of n and accuracy; any other is listed in `missing_ids` (not generated yet: an
+    interrupted run, or shards still to finish)."""
     per_problem_correct: list[list[bool]] = []
     samples: list[dict] = []
+    scored, no_room, missing = [], [], []
     for p in problems:
-        rs = [rows[(p.id, s)] for s in range(k)]
+        pid = _pid(p)
+        rs = [rows.get((pid, s)) for s in range(k)]
+        if any(r is not None and r.get("no_room") for r in rs):
+            no_room.append(pid)
+            continue
+        if any(r is None for r in rs):
+            missing.append(pid)
+            continue
+        scored.append(pid)
         samples.extend(rs)
         per_problem_correct.append([bool(r["correct"]) for r in rs])
-    n = len(problems)
+    n = len(per_problem_correct)
     n_samples = len(samples)
     n_correct = sum(sum(c) for c in per_problem_correct)
     per_problem_mean = [sum(c) / k for c in per_problem_correct]
     accuracy = (sum(per_problem_mean) / n) if n else None
-    if k == 1:
-        lo, hi = wilson_interval(n_correct, n)
-        ci_method = "wilson"
-    else:
-        # The percentile bootstrap collapses to [0, 0] when every sample is wrong (and is narrow on a
-        # few problems): never report narrower than Wilson's interval with each problem as one trial.
-        blo, bhi = bootstrap_interval(per_problem_mean)
-        wlo, whi = wilson_interval(sum(per_problem_mean), n)
-        lo, hi = min(blo, wlo), max(bhi, whi)
-        ci_method = "bootstrap over problems (2000 resamples, percentile), at least Wilson over problems"
+    ci, ci_method = accuracy_interval(per_problem_correct)
     thinking = [int(r.get("thinking_tokens") or 0) for r in samples]
     total = [int(r.get("total_tokens") or 0) for r in samples]
     m: dict[str, Any] = {
@@ -66,8 +90,14 @@ def compute_metrics(problems: Sequence[Problem], rows: dict[tuple[str, int], dic
         "n_samples": n_samples,
         "correct": n_correct,
         "accuracy": accuracy,
-        "ci95": [lo, hi] if n else None,
+        "ci95": list(ci) if ci else None,
         "ci_method": ci_method,
+        "accuracy_definition": "mean over problems of the fraction of their samples graded correct",
+        "problem_ids": scored,                 # what n, accuracy and the interval cover
+        "no_room": len(no_room),
+        "no_room_ids": no_room,
+        "missing": len(missing),
+        "missing_ids": missing,
         "thinking_tokens_mean": statistics.fmean(thinking) if thinking else None,
         "thinking_tokens_median": statistics.median(thinking) if thinking else None,
         "total_tokens_mean": statistics.fmean(total) if total else None,
@@ -84,3 +114,36 @@ def compute_metrics(problems: Sequence[Problem], rows: dict[tuple[str, int], dic
         }
     return m
 
+
+PAIRED_UNIT_NOTE = ("with K > 1 samples, paired counts and McNemar are over (problem, sample) pairs (sample i of A "
+                    "with sample i of B), so diff = (B only - A only) / (n x K) = the difference of mean accuracies; "
+                    "the diff's interval resamples problems")
+
+
+def paired_runs(a, b, seed: int = 0) -> dict:
+    """The paired comparison of two runs (harness.evaluation.store.Run) on their common problems, one
+    definition for compare and the reports. K = 1: per problem. K > 1: per (problem, sample index)
+    pair, so the discordant counts, McNemar and the difference all agree with the mean accuracy
+    (no per-problem majority); the difference's interval still resamples whole problems."""
+    from harness.core.stats import paired_bootstrap, paired_compare
+
+    common = [q for q in a.outcomes if q in b.outcomes]
+    ka, kb = a.samples_per_problem, b.samples_per_problem
+    k = min(ka, kb)
+    if ka == kb == 1:
+        p = paired_compare({q: a.scores[q] for q in common}, {q: b.scores[q] for q in common}, seed=seed).to_dict()
+    else:
+        xa = {f"{q}\0{s}": float(a.outcomes[q][s]) for q in common for s in range(k)}
+        xb = {f"{q}\0{s}": float(b.outcomes[q][s]) for q in common for s in range(k)}
+        p = paired_compare(xa, xb, seed=seed).to_dict()
+        ma = [sum(a.outcomes[q][:k]) / k for q in common]
+        mb = [sum(b.outcomes[q][:k]) / k for q in common]
+        p["diff_ci95"] = list(paired_bootstrap(ma, mb, seed=seed))
+    p.update({"n_problems": len(common), "samples_per_problem": k,
+              "unit": "problem" if k == 1 and ka == kb else "(problem, sample) pair"})
+    return p
+
+
+def n_text(n_problems: int, k: int) -> str:
+    """n as shown everywhere: problems, times samples when K > 1."""
+    return f"{n_problems}" + (f" x{k}" if k > 1 else "")

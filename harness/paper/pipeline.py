@@ -39,7 +39,7 @@ def _eval(suite: Suite, model: str, bench: str, limit, *, out: str = EVAL_OUT, t
     m = run_eval(cfg)[bench]
     if "skipped" in m:
         return None
-    return load_run(Path(m["run_dir"]))
+    return load_run(Path(m["run_dir"]), ids=m["selected_ids"])   # what was asked, not all the folder holds
 
 
 def _recipe_config(suite: Suite, name: str, seed_offset: int, extra: list[str] = ()):
@@ -126,8 +126,9 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
                        f"{cfg.get('block_size')} and were {'dropped' if cfg.get('truncation') == 'drop' else 'right-truncated'}.")
     subsets = {}
     for b, lim in suite.benchmarks.items():   # what the runs really hold: a limit past the end is no subset
-        ms = [r[b].metrics for seeds in runs.values() for r in seeds if b in r]
-        n = max((m.get("n", 0) for m in ms), default=lim)
+        rs = [r[b] for seeds in runs.values() for r in seeds if b in r]
+        ms = [r.metrics for r in rs]
+        n = max((len(r.scores) + len(getattr(r, "no_room", [])) for r in rs), default=lim)
         total = max((int((m.get("settings") or {}).get("n_problems_total") or 0) for m in ms), default=0)
         if lim is not None and not (total and n >= total):
             subsets[b] = f"{b} first {n}" + (f" of {total}" if total else "")

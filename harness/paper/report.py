@@ -13,7 +13,8 @@ from rich.table import Table
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from harness.evaluation.benchmarks import report_order, title
 from harness.evaluation.store import Run
-from harness.core.stats import paired_compare, wilson
+from harness.core.errors import UserError
+from harness.evaluation.metrics import accuracy_interval, n_text, paired_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,12 +24,17 @@ def paper_rows() -> list[dict]:
 
 
 def cell(run: Run) -> dict:
+    """One run's cell, with the same accuracy, interval and n as `iwsft eval` and compare."""
+    if run.missing:
+        raise UserError(f"{run.path} is incomplete: {len(run.missing)} problem(s) asked for are not stored yet (shards "
+                        "still to run, or an interrupted eval); finish it (re-run its eval or the missing shards) first")
     n = len(run.scores)
     acc = sum(run.scores.values()) / n if n else 0.0
-    ci = run.metrics.get("ci95") if run.metrics.get("samples_per_problem", 1) > 1 else list(wilson(sum(run.scores.values()), n))
-    return {"accuracy": acc, "ci95": ci, "n": n, "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
+    ci, _ = accuracy_interval(list(run.outcomes.values()))
+    return {"accuracy": acc, "ci95": list(ci) if ci else None, "n": n, "samples_per_problem": run.samples_per_problem,
+            "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
             "unextracted": run.metrics.get("unextracted"), "truncated": run.metrics.get("truncated"),
-            "run_dir": str(run.path)}
+            "no_room": len(run.no_room), "weights_id": run.weights_id, "run_dir": str(run.path)}
 
 
 def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]], deviations: list[str],
@@ -45,7 +51,8 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             c = dict(cells[0])
             if len(cells) > 1:
                 accs = [x["accuracy"] for x in cells]
-                c = {"accuracy": statistics.fmean(accs), "ci95": None, "n": cells[0]["n"], "seeds": len(cells),
+                c = {"accuracy": statistics.fmean(accs), "ci95": None, "n": cells[0]["n"],
+                     "samples_per_problem": cells[0]["samples_per_problem"], "seeds": len(cells),
                      "seed_std": statistics.stdev(accs), "seed_min": min(accs), "seed_max": max(accs),
                      "per_seed": cells, "thinking_tokens_mean": statistics.fmean(x["thinking_tokens_mean"] or 0 for x in cells)}
             row["benchmarks"][b] = c
@@ -60,10 +67,30 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             la, lb = (la * n if len(la) == 1 else la), (lb * n if len(lb) == 1 else lb)
             for seed, (ra, rb) in enumerate(zip(la, lb)):
                 if bench in ra and bench in rb:
-                    p = paired_compare(ra[bench].scores, rb[bench].scores, seed=seed)
-                    comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p.to_dict()})
-    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models), "deviations": deviations,
-            **(extra or {})}
+                    p = paired_runs(ra[bench], rb[bench], seed=seed)
+                    comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p})
+    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models),
+            "deviations": deviations + notes(rows), **(extra or {})}
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """Which weights each row scored, and the problems left unscored for want of room."""
+    out = []
+    ids = {r["model"]: sorted({c.get("weights_id") for c in _cells(r)} - {None}) for r in rows}
+    if any(ids.values()):
+        out.append("Weights scored: " + "; ".join(f"{m} {', '.join(v)}" for m, v in ids.items() if v) + ".")
+    for r in rows:
+        for b, c in r["benchmarks"].items():
+            n_room = max((x.get("no_room") or 0) for x in _cells(r, b))
+            if n_room:
+                out.append(f"{r['model']}, {b}: {n_room} problem(s) not scored (left out of n): the prompt left no room "
+                           "under the total budget.")
+    return out
+
+
+def _cells(row: dict, bench: str | None = None) -> list[dict]:
+    cs = row["benchmarks"].values() if bench is None else [row["benchmarks"][bench]]
+    return [x for c in cs for x in (c.get("per_seed") or [c])]
 
 
 def paper_rows_for(models) -> list[dict]:
@@ -79,10 +106,11 @@ def _pct(x):
 def _cell_text(c: dict | None) -> str:
     if c is None:
         return "-"
+    n = n_text(c["n"], c.get("samples_per_problem", 1))
     if c.get("seeds"):
-        return f"{_pct(c['accuracy'])} ± {_pct(c['seed_std'])} (n={c['n']}, {c['seeds']} seeds)"
+        return f"{_pct(c['accuracy'])} ± {_pct(c['seed_std'])} (n={n}, {c['seeds']} seeds)"
     lo, hi = c["ci95"] or (None, None)
-    return f"{_pct(c['accuracy'])} [{_pct(lo)}, {_pct(hi)}] n={c['n']}"
+    return f"{_pct(c['accuracy'])} [{_pct(lo)}, {_pct(hi)}] n={n}"
 
 
 def render(report: dict, console: Console) -> None:
@@ -115,7 +143,7 @@ def render(report: dict, console: Console) -> None:
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
             verdict = "" if p["p_mcnemar"] < 0.05 else " (n.s.)"
-            pt.add_row(p["a"], p["b"], _paired_bench(p, report), str(p["n"]),
+            pt.add_row(p["a"], p["b"], _paired_bench(p, report), _paired_n(p),
                        _pct(p["acc_a"]), _pct(p["acc_b"]), f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                        f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}")
         console.print(pt)
@@ -132,6 +160,10 @@ def _paired_bench(p: dict, report: dict) -> str:
     return p["benchmark"] + (f" (seed {p['seed_index'] + 1})" if multi else "")
 
 
+def _paired_n(p: dict) -> str:
+    return n_text(p.get("n_problems", p["n"]), p.get("samples_per_problem", 1))
+
+
 def markdown(report: dict) -> str:
     benches = report_order({b for r in report["rows"] for b in r["benchmarks"]})
     out = [f"# {report['title']}", "", "| model | " + " | ".join(title(b) + " % [95% CI]" for b in benches) + " |",
@@ -146,7 +178,7 @@ def markdown(report: dict) -> str:
                 "|---|---|---|---|---|---|---|---|---|"]
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
-            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {p['n']} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
+            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {_paired_n(p)} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
                        f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |")
     out += ["", "## Deviations", ""] + [f"- {d}" for d in report["deviations"]]
     return "\n".join(out) + "\n"
