@@ -46,7 +46,8 @@ def add_arguments(p):
     p.add_argument("--max-new-tokens", type=int, default=None, help=argparse.SUPPRESS)   # deprecated alias
     p.add_argument("--thinking-budget", type=_thinking_budget, default="auto",
                    help="thinking cap in tokens, 'auto' (s1: total - longest prompt of the benchmark - "
-                        "len(close) - 100) or 'none'")
+                        "len(close) - 100) or 'none' (no cap of its own: thinking may fill the total less the "
+                        "prompt, the close and the answer's room, --answer-budget or 100 tokens)")
     p.add_argument("--answer-budget", type=int, default=None,
                    help="max answer tokens after thinking (default: what is left of the total)")
     p.add_argument("--wait", type=int, default=0,

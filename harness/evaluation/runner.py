@@ -338,7 +338,7 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
         store.append(row)
         rows[(problem.id, s)] = row
         tokens += row["total_tokens"]
-        done = [r for key, r in rows.items() if key[0] in subset_ids and key[1] < k]
+        done = [r for key, r in rows.items() if key[0] in subset_ids and key[1] < k and not r.get("no_room")]
         acc = (sum(r["correct"] for r in done) / len(done)) if done else None
         elapsed = time.time() - t0
         progress.update(task, n_done_problems(), tokens / elapsed if elapsed > 0 else None, acc)
