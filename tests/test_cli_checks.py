@@ -234,7 +234,7 @@ def test_step_curve_says_which_checkpoints_are_gone(tmp_path, monkeypatch):
     (root / "checkpoints" / "step-000004").mkdir(parents=True)
     (root / "final").mkdir()
     (root / "config.yaml").write_text("save_every: 2\n")
-    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(6)))
+    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 7)))
     monkeypatch.setattr(pipeline, "_eval", lambda *a, **k: SimpleNamespace(scores={"q": 1.0}))
     suite = load_suite("tiny")
     name = suite.step_curve["recipes"][0]

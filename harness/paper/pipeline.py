@@ -178,7 +178,7 @@ def _read_yaml(path: Path):
 
 def _final_step(run_root: Path) -> int:
     rows = [json.loads(l) for l in (run_root / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return rows[-1]["step"] + 1 if rows else 0
+    return rows[-1]["step"] if rows else 0      # "step" counts optimizer steps done (1 after the first)
 
 
 def plot_step_curve(curve: dict, path: Path) -> None:
