@@ -202,7 +202,9 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
         generated = sum(1 for p, s in missing if (p.id, s) in rows and not rows[(p.id, s)].get("no_room"))
         command = {"limit": cfg.limit, "ids": None if cfg.ids is None else [p.id for p in subset],
                    "shard": None if cfg.shard is None else f"{cfg.shard[0]}/{cfg.shard[1]}",
-                   "generated_now": generated, "reused": reused}
+                   "generated_now": generated, "reused": reused, "wall_time_s": time.time() - t_start,
+                   "generation_time_s": gen_time, "generated_tokens": gen_tokens,
+                   "tokens_per_s": (gen_tokens / gen_time) if gen_time > 0 else None}
         with metrics_lock(run_dir):
             rows = read_samples(run_dir)
             previous = read_json(run_dir / METRICS_FILE) or {}
@@ -243,12 +245,7 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
         "subset": {"limit": cfg.limit, "ids": command["ids"]},
         "selected_ids": [p.id for p in subset],
         "shard": command["shard"],
-        "generated_now": generated,
-        "reused": reused,
-        "wall_time_s": time.time() - t_start,
-        "generation_time_s": gen_time,
-        "generated_tokens": gen_tokens,
-        "tokens_per_s": (gen_tokens / gen_time) if gen_time > 0 else None,
+        **{k: v for k, v in command.items() if k not in ("limit", "ids", "shard")},
     })
     return metrics
 

@@ -93,7 +93,9 @@ def dropped_if_failed_empty(run_dir: Path, out_root: Path, fresh: bool):
         yield
     except BaseException:
         if fresh and not any(p.stat().st_size > 0 for p in samples_files(run_dir)):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(UserError, OSError):
+                with dir_lock(run_dir, "busy"):     # never under another shard still working here
+                    shutil.rmtree(run_dir, ignore_errors=True)
             for parent in (run_dir.parent, run_dir.parent.parent):
                 if parent != out_root:
                     with contextlib.suppress(OSError):
