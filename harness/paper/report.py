@@ -29,7 +29,7 @@ def cell(run: Run) -> dict:
         raise UserError(f"{run.path} is incomplete: {len(run.missing)} problem(s) asked for are not stored yet (shards "
                         "still to run, or an interrupted eval); finish it (re-run its eval or the missing shards) first")
     n = len(run.scores)
-    acc = sum(run.scores.values()) / n if n else 0.0
+    acc = sum(run.scores.values()) / n if n else None      # nothing scored (e.g. every prompt had no room)
     ci, _ = accuracy_interval(list(run.outcomes.values()))
     return {"accuracy": acc, "ci95": list(ci) if ci else None, "n": n, "samples_per_problem": run.samples_per_problem,
             "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
@@ -49,7 +49,7 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             if not cells:
                 continue
             c = dict(cells[0])
-            if len(cells) > 1:
+            if len(cells) > 1 and all(x["accuracy"] is not None for x in cells):
                 accs = [x["accuracy"] for x in cells]
                 c = {"accuracy": statistics.fmean(accs), "ci95": None, "n": cells[0]["n"],
                      "samples_per_problem": cells[0]["samples_per_problem"], "seeds": len(cells),
@@ -66,7 +66,7 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             n = max(len(la), len(lb))     # one untrained base row pairs with every seed of a trained row
             la, lb = (la * n if len(la) == 1 else la), (lb * n if len(lb) == 1 else lb)
             for seed, (ra, rb) in enumerate(zip(la, lb)):
-                if bench in ra and bench in rb:
+                if bench in ra and bench in rb and set(ra[bench].outcomes) & set(rb[bench].outcomes):
                     p = paired_runs(ra[bench], rb[bench], seed=seed)
                     comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p})
     return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models),
