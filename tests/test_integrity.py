@@ -321,3 +321,24 @@ def test_two_real_shard_processes_match_one_process(tmp_path):
     aime = _metrics(next((tmp_path / "one" / "smollm2-135m" / "aime24").iterdir()))
     assert aime["no_room"] >= 2 and aime["n"] + aime["no_room"] == 3       # most AIME prompts exceed 128 tokens
     assert _metrics(next((tmp_path / "one" / "smollm2-135m" / "arith").iterdir()))["n"] == 3
+
+
+def test_shards_share_a_run_folder_and_an_unsharded_run_has_it_alone(tmp_path):
+    from harness.evaluation import store
+
+    with store.run_lock(tmp_path, (1, 2)), store.run_lock(tmp_path, (2, 2)):    # two shards side by side
+        with pytest.raises(UserError, match="shard 1/2 is already running"):
+            with store.run_lock(tmp_path, (1, 2)):
+                pass
+        with pytest.raises(UserError, match="another eval"):
+            with store.run_lock(tmp_path):
+                pass
+    with store.run_lock(tmp_path):
+        with pytest.raises(UserError, match="unsharded eval"):
+            with store.run_lock(tmp_path, (1, 2)):
+                pass
+    # the union: first file holding a pair wins; a shard's line being written now is skipped
+    (tmp_path / "samples.shard-1-of-2.jsonl").write_text(json.dumps({"problem_id": "a", "sample_index": 0, "correct": True})
+                                                         + "\n" + '{"problem_id": "b", "sam')
+    (tmp_path / "samples.shard-2-of-2.jsonl").write_text(json.dumps({"problem_id": "c", "sample_index": 0, "correct": False}) + "\n")
+    assert set(store.read_samples(tmp_path)) == {("a", 0), ("c", 0)}

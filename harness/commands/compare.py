@@ -88,7 +88,8 @@ def run(args) -> int:
                     entry["paired"].append({"a": na, "b": nb, **p})
             console.print(pt)
             # Agreement matrix: how many common problems (samples when K > 1) each pair got right together.
-            at = Table(title=f"{bench}: right in both (diagonal: each run's own; samples when K > 1)", title_justify="left")
+            at = Table(title=f"{bench}: right in both", caption="diagonal: each run's own; samples when K > 1",
+                       title_justify="left", caption_justify="left")
             at.add_column("")
             for n, _ in have:
                 at.add_column(n, justify="right")
@@ -106,7 +107,7 @@ def run(args) -> int:
             console.print(at)
         report["benchmarks"][bench] = entry
     if any_k:
-        console.print(f"K > 1: {PAIRED_UNIT_NOTE}.")
+        console.print(f"{PAIRED_UNIT_NOTE[0].upper()}{PAIRED_UNIT_NOTE[1:]}.")
     if args.out:
         out = ensure_writable_dir(Path(args.out))
         atomic_write_json(out / "compare.json", report)
@@ -141,7 +142,7 @@ def markdown(report: dict) -> str:
                            f"{p['only_a']} | {p['only_b']} | {p['both']} | {p['neither']} | {p['p_mcnemar']:.3g} |")
         if e["agreement"]:
             names = list(e["agreement"])
-            out += ["", f"### {bench}: problems both got right (diagonal: each run's own)", "",
+            out += ["", f"### {bench}: right in both (diagonal: each run's own; samples when K > 1)", "",
                     "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             for a in names:
                 out.append(f"| {a} | " + " | ".join(str(e["agreement"][a].get(b, "-")) for b in names) + " |")
