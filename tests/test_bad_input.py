@@ -324,6 +324,6 @@ def test_failed_eval_leaves_no_run_folder(tmp_path, capsys):
     the folder it made; finished runs are untouched."""
     out = tmp_path / "ev"
     assert main(["eval", "--model", "smollm2-135m", "--benchmarks", "arith", "--limit", "2", "--thinking-budget",
-                 "auto", "--max-new-tokens", "128", "--out", str(out), "--no-progress"]) == 2
+                 "auto", "--total-budget", "128", "--out", str(out), "--no-progress"]) == 2
     _one_line_error(capsys, "raise the total budget")           # before the model loads: nothing else printed
     assert list(out.iterdir()) == []

@@ -166,8 +166,8 @@ EVAL = ["eval", "--model", "smollm2-135m", "--limit", "1", "--no-progress"]
     (["--benchmarks", "arith", "--benchmark-option", "arith_level=add9"], ["unknown arith level 'add9'"]),
     (["--benchmarks", "arith", "--top-p", "2"], ["--top-p must be in (0, 1]"]),
     (["--benchmarks", "arith", "--top-p", "0"], ["--top-p must be in (0, 1]"]),
-    (["--benchmarks", "arith", "--answer-budget", "200", "--max-new-tokens", "50"],
-     ["--answer-budget 200 exceeds --max-new-tokens 50"]),
+    (["--benchmarks", "arith", "--answer-budget", "200", "--total-budget", "50"],
+     ["--answer-budget 200 exceeds --total-budget 50"]),
 ])
 def test_eval_rejects_bad_options_before_loading(tmp_path, monkeypatch, capsys, args, needles):
     monkeypatch.setattr(ev, "run_eval", _never("the evaluation (model loading)"))
@@ -180,7 +180,7 @@ def test_eval_known_benchmark_option_is_passed_on(tmp_path, monkeypatch):
     got = []
     monkeypatch.setattr(ev, "run_eval", lambda cfg: got.append(cfg) or {"arith": {"n": 1}})
     assert main([*EVAL, "--benchmarks", "arith", "--benchmark-option", "arith_level=add2", "--top-p", "0.9",
-                 "--answer-budget", "50", "--max-new-tokens", "50", "--out", str(tmp_path / "X")]) == 0
+                 "--answer-budget", "50", "--total-budget", "50", "--out", str(tmp_path / "X")]) == 0
     assert got[0].benchmark_options == {"arith_level": "add2"} and got[0].top_p == 0.9
 
 
@@ -217,8 +217,10 @@ def test_subsets_line_says_what_the_runs_hold():
 
     suite = load_suite("tiny")
     suite.benchmarks = {"aime24": 1000, "arith": 5}
-    runs = {"base": [{"aime24": SimpleNamespace(metrics={"n": 30, "settings": {"n_problems_total": 30}}),
-                      "arith": SimpleNamespace(metrics={"n": 5, "settings": {"n_problems_total": 300}})}]}
+    held = lambda n: dict.fromkeys(map(str, range(n)), 1.0)   # noqa: E731
+    # the folder's metrics may cover more problems than the run asked for (n 120): the line counts what was asked
+    runs = {"base": [{"aime24": SimpleNamespace(metrics={"n": 30, "settings": {"n_problems_total": 30}}, scores=held(30)),
+                      "arith": SimpleNamespace(metrics={"n": 120, "settings": {"n_problems_total": 300}}, scores=held(5))}]}
     lines = [d for d in pipeline.deviations(suite, runs, {}) if d.startswith("Subsets")]
     assert lines == ["Subsets: arith first 5 of 300 problems (not the full benchmark)."]
 
@@ -233,7 +235,7 @@ def test_step_curve_says_which_checkpoints_are_gone(tmp_path, monkeypatch):
     (root / "checkpoints" / "step-000004").mkdir(parents=True)
     (root / "final").mkdir()
     (root / "config.yaml").write_text("save_every: 2\n")
-    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(6)))
+    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 7)))
     evals = SimpleNamespace(run=lambda *a, **k: SimpleNamespace(scores={"q": 1.0}))
     suite = load_suite("tiny")
     name = suite.step_curve["recipes"][0]

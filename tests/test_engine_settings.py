@@ -113,7 +113,7 @@ def test_no_vllm_is_one_line_and_no_run_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_suite_engine_options_reach_the_eval_config(monkeypatch, tmp_path):
-    from harness.paper import pipeline
+    from harness.paper.evaluations import Evaluations
     from harness.paper.suite import load_suite
 
     suite = load_suite("paper")
@@ -121,13 +121,14 @@ def test_suite_engine_options_reach_the_eval_config(monkeypatch, tmp_path):
     suite.revision, suite.max_model_len = "abc", 2048
     seen = []
 
-    def fake_run_eval(cfg):
+    def fake_run_eval(cfg, engine=None):
         seen.append(cfg)
         return {cfg.benchmarks[0]: {"skipped": "test"}}
 
-    monkeypatch.setattr("harness.evaluation.runner.run_eval", fake_run_eval)
-    pipeline._eval(suite, suite.base_model, "aime24", 1, out=str(tmp_path))
-    pipeline._eval(suite, "runs/table1/iw-sft/final", "aime24", 1, out=str(tmp_path))
+    monkeypatch.setattr("harness.paper.evaluations.run_eval", fake_run_eval)
+    with Evaluations(suite) as evals:
+        evals.run(suite.base_model, "aime24", 1, out=str(tmp_path))
+        evals.run("runs/table1/iw-sft/final", "aime24", 1, out=str(tmp_path))
     base, checkpoint = seen
     assert (base.revision, base.max_model_len, base.enable_prefix_caching) == ("abc", 2048, False)
     assert checkpoint.revision is None and checkpoint.max_model_len == 2048   # a checkpoint is a local folder

@@ -175,6 +175,12 @@ class FakeEngine(Engine):
     def model_identity(self):
         return "fake:model"
 
+    def weights_id(self):
+        return "fakeweights0"
+
+    def close_tokens(self, cfg):
+        return 3
+
     def backend_kind(self):
         return "hf"
 
@@ -315,10 +321,10 @@ def test_eval_end_to_end(reference):
                 assert r["extracted"] in (None, "A", "B", "C", "D")
         m = json.loads((d / "metrics.json").read_text())
         for key in ("accuracy", "ci95", "n", "thinking_tokens_mean", "thinking_tokens_median",
-                    "unextracted", "truncated", "wall_time_s", "tokens_per_s", "settings", "versions",
-                    "backend"):
+                    "unextracted", "truncated", "settings", "versions", "backend", "weights_id", "no_room", "missing"):
             assert key in m, key
-        assert m["n"] == 2 and m["generated_now"] == 2 and m["ci_method"] == "wilson"
+        assert m["last_command"]["tokens_per_s"] > 0 and m["last_command"]["wall_time_s"] > 0
+        assert m["n"] == 2 and m["last_command"]["generated_now"] == 2 and m["ci_method"] == "wilson"
         assert m["problem_ids"] == [r["problem_id"] for r in rows]
         assert m["accuracy"] == sum(r["correct"] for r in rows) / 2
         assert m["ci95"][0] <= m["accuracy"] <= m["ci95"][1]
@@ -345,17 +351,17 @@ def test_eval_resume_subset_and_malformed_line(reference, gpqa_csv, tmp_path):
         assert (d / "samples.jsonl").read_text() == before[b]
         m = json.loads((d / "metrics.json").read_text())
         ref = json.loads((reference.out / d.relative_to(out) / "metrics.json").read_text())
-        assert m["generated_now"] == 0 and m["reused"] == 2
+        assert m["last_command"]["generated_now"] == 0 and m["last_command"]["reused"] == 2
         assert (m["n"], m["accuracy"], m["unextracted"]) == (ref["n"], ref["accuracy"], ref["unextracted"])
 
-    # an explicit id subset reuses the same directory; metrics cover the subset only
+    # an explicit id subset reuses the same directory; the folder's metrics still cover all it holds
     first = {b: read_rows(d / "samples.jsonl")[0]["problem_id"] for b, d in dirs.items()}
     rc, _, stderr = run_cli(eval_args(out, gpqa_csv, ("--ids", *(f"{b}:{i}" for b, i in first.items()))))
     assert rc == 0, stderr
     for b, d in dirs.items():
         m = json.loads((d / "metrics.json").read_text())
-        assert m["n"] == 1 and m["generated_now"] == 0 and m["subset"]["ids"] == [first[b]]
-        assert m["problem_ids"] == [first[b]]
+        assert m["n"] == 2 and m["last_command"]["generated_now"] == 0 and m["last_command"]["ids"] == [first[b]]
+        assert first[b] in m["problem_ids"] and len(m["problem_ids"]) == 2
         assert (d / "samples.jsonl").read_text() == before[b]
 
     # a partial trailing line (a write cut by a kill) is reported in one line and dropped
@@ -370,7 +376,7 @@ def test_eval_resume_subset_and_malformed_line(reference, gpqa_csv, tmp_path):
     rows = read_rows(path)
     assert len(rows) == 2 and len({(r["problem_id"], r["sample_index"]) for r in rows}) == 2
     m = json.loads((dirs["aime24"] / "metrics.json").read_text())
-    assert m["generated_now"] == 1 and m["n"] == 2
+    assert m["last_command"]["generated_now"] == 1 and m["n"] == 2
     assert path.read_text() == before["aime24"]  # greedy: the regenerated sample is the same
     assert_no_secrets(all_written_text(out), stdout, stderr)
 

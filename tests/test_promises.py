@@ -52,6 +52,9 @@ class EchoEngine(Engine):
     def budget(self, cfg, longest_prompt):
         return cfg.thinking_budget if isinstance(cfg.thinking_budget, int) else 16
 
+    def close_tokens(self, cfg):
+        return 3
+
     def right(self, problem, seed) -> bool:
         return int(hashlib.sha256(f"{self.model}:{problem.id}:{seed}".encode()).hexdigest(), 16) % 2 == 0
 

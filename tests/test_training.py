@@ -84,7 +84,7 @@ def test_tensorboard_option_logs_the_metrics(tiny_dir, tmp_path):
     ea.Reload()
     assert {"loss", "w_mean", "ess", "tokens_per_s", "grad_norm"} <= set(ea.Tags()["scalars"])
     m = _metrics(tmp_path / "run")
-    assert [e.step for e in ea.Scalars("loss")] == [0, 1, 2]
+    assert [e.step for e in ea.Scalars("loss")] == [1, 2, 3]   # optimizer steps done, as the console
     assert [e.value for e in ea.Scalars("w_mean")][0] == 1.0
     assert ea.Scalars("loss")[-1].value == pytest.approx(m[-1]["loss"], rel=1e-6)
 
@@ -268,7 +268,7 @@ def test_kill_and_resume_matches_uninterrupted(tiny_dir, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     steps = [r["step"] for r in _metrics(tmp_path / "killed")]
-    assert steps == sorted(set(steps)) == list(range(6))
+    assert steps == sorted(set(steps)) == list(range(1, 7))
 
 
 AMP_SCRIPT = """
@@ -336,7 +336,7 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
     b = _params(tmp_path / "two" / "final")
     for k in first:
         torch.testing.assert_close(first[k], b[k], rtol=0, atol=1e-6)
-    assert [r["step"] for r in _metrics(tmp_path / "two")] == list(range(6))
+    assert [r["step"] for r in _metrics(tmp_path / "two")] == list(range(1, 7))
     # ... and in ONE process from the same 2-process checkpoint (the optimizer shards are re-split).
     shutil.rmtree(tmp_path / "two" / "final")
     single = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'two'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -546,3 +546,39 @@ def test_second_trainer_on_one_output_dir_is_refused(tiny_dir, tmp_path):
                       "global_batch_size=4", "micro_batch_size=2", "max_steps=1", f"output_dir={tmp_path / 'run'}",
                       f"ref_cache_dir={tmp_path / 'ref'}"])
     assert r.returncode == 2 and "another training run is writing to" in r.stderr, r.stderr[-500:]
+
+
+def test_one_numbering_one_unit_and_start_warnings(tiny_dir, tmp_path):
+    """console `step 1/N` = metrics.jsonl "step": 1 = checkpoints/step-000001; ess in one unit; a
+    1-step run under warm-up (lr 0: the base weights saved) and a batch larger than the data say so;
+    weights and reference caches are as readable as the run's other files."""
+    import re
+
+    from rich.console import Console
+
+    old = os.umask(0o022)
+    try:
+        con = Console(record=True, width=250)
+        train(_cfg(tiny_dir, tmp_path, "num", weighting="iw-sft", max_steps=2, save_every=1, keep_checkpoints=5), con)
+        text = con.export_text()
+        rows = _metrics(tmp_path / "num")
+        assert [r["step"] for r in rows] == [1, 2]
+        assert (tmp_path / "num" / "checkpoints" / "step-000001").is_dir()
+        lines = [l for l in text.splitlines() if re.match(r"step\s+\d+/2", l)]
+        assert [int(re.match(r"step\s+(\d+)/", l).group(1)) for l in lines] == [1, 2]
+        for line, row in zip(lines, rows):
+            assert f"ess_frac {row['ess_frac']:.2f}" in line
+        assert "warning" not in text
+
+        con = Console(record=True, width=400)
+        final = train(_cfg(tiny_dir, tmp_path, "one", weighting="iw-sft", max_steps=1, warmup_ratio=0.1,
+                           global_batch_size=16), con)
+        warnings = [l for l in con.export_text().splitlines() if l.startswith("warning")]
+        assert len(warnings) == 2 and "learning rate 0" in warnings[0] and "repeats examples" in warnings[1]
+        base = _params(tiny_dir / "model")
+        for k, v in _params(final).items():       # what the warning says: the base model, unchanged
+            torch.testing.assert_close(v, base[k], rtol=0, atol=0)
+        for f in [final / "model.safetensors", *(tmp_path / "ref").glob("*.safetensors")]:
+            assert f.stat().st_mode & 0o777 == 0o644, f
+    finally:
+        os.umask(old)

@@ -18,15 +18,17 @@ def run(args) -> int:
     from rich.table import Table
 
     from harness.core.errors import UserError
-    from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-    from harness.core.stats import paired_compare, wilson
+    from harness.core.io import atomic_write_json, atomic_write_text, check_writable_dir, ensure_writable_dir
     from harness.evaluation.benchmarks import clusters_for
+    from harness.evaluation.metrics import PAIRED_UNIT_NOTE, accuracy_interval, n_text, paired_runs
     from harness.evaluation.store import differing_settings, find_runs
 
     if len(args.runs) < 2:
         raise UserError("give at least two runs to compare")
     from harness.commands import labelled_paths
 
+    if args.out:
+        check_writable_dir(Path(args.out), "--out")      # before printing anything
     labelled = []
     for label, path in labelled_paths(args.runs, "compare").items():
         p = Path(path)
@@ -34,23 +36,37 @@ def run(args) -> int:
             raise UserError(f"{p} does not exist; give evaluation output folders (see `iwsft eval --out`)")
         labelled.append((label, find_runs(p)))
     console = Console(record=True, width=150)
-    report = {"runs": [n for n, _ in labelled], "benchmarks": {}}
+    report = {"runs": [n for n, _ in labelled], "benchmarks": {},
+              "definitions": {"accuracy": "mean over problems of the fraction of samples graded correct",
+                              "n": "problems (x samples per problem when K > 1)", "paired": PAIRED_UNIT_NOTE}}
     benches = [b for b in dict.fromkeys(b for _, r in labelled for b in r)]
+    any_k = False
     for bench in benches:
         have = [(n, r[bench]) for n, r in labelled if bench in r]
         t = Table(title=f"{bench}", title_justify="left")
-        for col in ("run", "n", "accuracy % [95% CI]", "mean thinking tokens"):
-            t.add_column(col, justify="left" if col == "run" else "right")
+        for col in ("run", "n", "accuracy % [95% CI]", "mean thinking tokens", "weights"):
+            t.add_column(col, justify="left" if col in ("run", "weights") else "right")
         entry = {"runs": [], "paired": [], "agreement": {}}
         for n, r in have:
-            k = len(r.scores)
-            c = sum(r.scores.values())
-            lo, hi = wilson(c, k)
-            th = sum(r.thinking.values()) / k if k else 0
-            t.add_row(n, str(k), f"{100 * c / max(k, 1):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", f"{th:.0f}")
-            entry["runs"].append({"run": n, "n": k, "accuracy": c / max(k, 1), "ci95": [lo, hi], "thinking_tokens_mean": th,
-                                  "path": str(r.path)})
+            k, np_ = r.samples_per_problem, len(r.outcomes)
+            any_k |= k > 1
+            acc = sum(r.scores.values()) / np_ if np_ else None
+            ci, method = accuracy_interval(list(r.outcomes.values()), clusters_for(bench, r.outcomes))
+            lo, hi = ci or (0.0, 1.0)
+            th = sum(r.thinking.values()) / np_ if np_ else 0
+            t.add_row(n, n_text(np_, k), "-" if acc is None else f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                      f"{th:.0f}", r.weights_id or "-")
+            entry["runs"].append({"run": n, "n": np_, "samples_per_problem": k, "accuracy": acc, "ci95": [lo, hi],
+                                  "ci_method": method, "thinking_tokens_mean": th, "weights_id": r.weights_id,
+                                  "no_room": len(r.no_room), "missing": len(r.missing), "path": str(r.path)})
         console.print(t)
+        for n, r in have:
+            if r.missing:
+                console.print(f"[yellow]warning[/]: {n} ({bench}) is incomplete: {len(r.missing)} problem(s) asked for "
+                              "are not stored yet (shards still to run, or an interrupted eval); it is compared on the rest")
+            if r.no_room:
+                console.print(f"[yellow]note[/]: {n} ({bench}): {len(r.no_room)} problem(s) not scored (no room under "
+                              "the total budget)")
         # Different models are the point; other differing settings (budgets, Waits, samples) are
         # legitimate comparisons too, but the reader should know.
         differ = differing_settings([r.path for _, r in have], ignore=("model", "settings_sha256", "model_arg"))
@@ -61,32 +77,40 @@ def run(args) -> int:
             pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left")
             for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "p (exact)"):
                 pt.add_column(col, justify="left" if col in ("A", "B") else "right")
+            pairs = {}
             for i in range(len(have)):
                 for j in range(i + 1, len(have)):
                     (na, ra), (nb, rb) = have[i], have[j]
-                    p = paired_compare(ra.scores, rb.scores, clusters=clusters_for(bench, set(ra.scores) & set(rb.scores)))
-                    lo, hi = p.diff_ci95
-                    pt.add_row(na, nb, str(p.n), f"{100 * p.diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(p.only_a),
-                               str(p.only_b), str(p.both), str(p.neither), f"{p.p_mcnemar:.3g}")
-                    entry["paired"].append({"a": na, "b": nb, **p.to_dict()})
+                    p = pairs[na, nb] = paired_runs(ra, rb)
+                    lo, hi = p["diff_ci95"]
+                    pt.add_row(na, nb, n_text(p["n_problems"], p["samples_per_problem"]),
+                               f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(p["only_a"]),
+                               str(p["only_b"]), str(p["both"]), str(p["neither"]), f"{p['p_mcnemar']:.3g}")
+                    entry["paired"].append({"a": na, "b": nb, **p})
             console.print(pt)
             for m in sorted({q["method"] for q in entry["paired"]}):
                 console.print(f"method: {m}")
-            # Agreement matrix: how many common problems each pair got right together.
-            at = Table(title=f"{bench}: problems both got right (diagonal: each run's own)", title_justify="left")
+            # Agreement matrix: how many common problems (samples when K > 1) each pair got right together.
+            at = Table(title=f"{bench}: right in both", caption="diagonal: each run's own; samples when K > 1",
+                       title_justify="left", caption_justify="left")
             at.add_column("")
             for n, _ in have:
                 at.add_column(n, justify="right")
             for na, ra in have:
                 cells = []
                 for nb, rb in have:
-                    common = set(ra.scores) & set(rb.scores)
-                    both = sum(1 for q in common if ra.scores[q] >= 0.5 and rb.scores[q] >= 0.5)
+                    if na == nb:
+                        both, total = sum(sum(v) for v in ra.outcomes.values()), len(ra.outcomes) * ra.samples_per_problem
+                    else:
+                        p = pairs.get((na, nb)) or pairs[nb, na]
+                        both, total = p["both"], p["n"]
                     entry["agreement"].setdefault(na, {})[nb] = both
-                    cells.append(f"{both}/{len(common)}")
+                    cells.append(f"{both}/{total}")
                 at.add_row(na, *cells)
             console.print(at)
         report["benchmarks"][bench] = entry
+    if any_k:
+        console.print(f"{PAIRED_UNIT_NOTE[0].upper()}{PAIRED_UNIT_NOTE[1:]}.")
     if args.out:
         out = ensure_writable_dir(Path(args.out))
         atomic_write_json(out / "compare.json", report)
@@ -98,27 +122,39 @@ def run(args) -> int:
 def markdown(report: dict) -> str:
     """compare.md: the same tables as the terminal output, from the JSON report."""
     def pct(x):
-        return f"{100 * x:.1f}"
+        return "-" if x is None else f"{100 * x:.1f}"
 
     out = ["# Comparison of evaluation runs", "", "Runs: " + ", ".join(report["runs"])]
+    if "definitions" in report:
+        d = report["definitions"]
+        out += ["", f"Accuracy: {d['accuracy']}; n: {d['n']}; paired: {d['paired']}."]
     for bench, e in report["benchmarks"].items():
-        out += ["", f"## {bench}", "", "| run | n | accuracy % [95% CI] | mean thinking tokens |", "|---|---|---|---|"]
+        out += ["", f"## {bench}", "", "| run | n | accuracy % [95% CI] | mean thinking tokens | weights |",
+                "|---|---|---|---|---|"]
         for r in e["runs"]:
             lo, hi = r["ci95"]
-            out.append(f"| {r['run']} | {r['n']} | {pct(r['accuracy'])} [{pct(lo)}, {pct(hi)}] | {r['thinking_tokens_mean']:.0f} |")
+            out.append(f"| {r['run']} | {_n(r['n'], r.get('samples_per_problem', 1))} | {pct(r['accuracy'])} [{pct(lo)}, {pct(hi)}] | "
+                       f"{r['thinking_tokens_mean']:.0f} | {r.get('weights_id') or '-'} |")
         if e["paired"]:
             out += ["", f"### {bench}: paired (B - A) on common problems", "",
                     "| A | B | n | diff % [95% CI] | A only | B only | both | neither | p (exact) |",
                     "|---|---|---|---|---|---|---|---|---|"]
             for p in e["paired"]:
                 lo, hi = p["diff_ci95"]
-                out.append(f"| {p['a']} | {p['b']} | {p['n']} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                n = _n(p.get('n_problems', p['n']), p.get('samples_per_problem', 1))
+                out.append(f"| {p['a']} | {p['b']} | {n} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
                            f"{p['only_a']} | {p['only_b']} | {p['both']} | {p['neither']} | {p['p_mcnemar']:.3g} |")
             out += [""] + [f"Method: {m}" for m in sorted({p["method"] for p in e["paired"]})]
         if e["agreement"]:
             names = list(e["agreement"])
-            out += ["", f"### {bench}: problems both got right (diagonal: each run's own)", "",
+            out += ["", f"### {bench}: right in both (diagonal: each run's own; samples when K > 1)", "",
                     "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             for a in names:
                 out.append(f"| {a} | " + " | ".join(str(e["agreement"][a].get(b, "-")) for b in names) + " |")
     return "\n".join(out) + "\n"
+
+
+def _n(n: int, k: int) -> str:
+    from harness.evaluation.metrics import n_text
+
+    return n_text(n, k)

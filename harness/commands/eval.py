@@ -39,12 +39,15 @@ def add_arguments(p):
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     p.add_argument("--ids", type=_csv_list, nargs="+", default=None, metavar="ID",
                    help="problem ids (comma or space separated); with several benchmarks write BENCHMARK:ID")
-    p.add_argument("--max-new-tokens", type=int, default=32768,
-                   help="s1's total budget per request (max_gen_toks, 32768); like s1, the 'auto' cap and "
-                        "the answer's room count the prompt inside it")
+    p.add_argument("--total-budget", type=int, default=None, metavar="N",
+                   help="tokens per request, the PROMPT INCLUDED (s1's max_gen_toks, default 32768); the 'auto' "
+                        "cap and the answer's room count the prompt inside it; a problem whose prompt leaves no "
+                        "room is reported as no_room, not scored")
+    p.add_argument("--max-new-tokens", type=int, default=None, help=argparse.SUPPRESS)   # deprecated alias
     p.add_argument("--thinking-budget", type=_thinking_budget, default="auto",
                    help="thinking cap in tokens, 'auto' (s1: total - longest prompt of the benchmark - "
-                        "len(close) - 100) or 'none'")
+                        "len(close) - 100) or 'none' (no cap of its own: thinking may fill the total less the "
+                        "prompt, the close and the answer's room, --answer-budget or 100 tokens)")
     p.add_argument("--answer-budget", type=int, default=None,
                    help="max answer tokens after thinking (default: what is left of the total)")
     p.add_argument("--wait", type=int, default=0,
@@ -84,7 +87,10 @@ def add_arguments(p):
                    default=None, help="vLLM: reuse the KV cache of shared prefixes (default yes: budget forcing "
                                       "re-submits each request; s1 ran without it)")
     p.add_argument("--batch-size", type=int, default=None, help="requests per backend call")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="worker K of N sharing one run (Slurm array, shell loop): every N-th problem from the "
+                        "K-th; each shard appends its own samples file and metrics read the union")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
@@ -122,17 +128,44 @@ def config_from_args(args):
     check_benchmark_options(list(args.benchmarks), options)
     if args.tensor_parallel_size < 1:
         raise UserError("--tensor-parallel-size must be >= 1")
+    total = _total_budget(args)
+    from harness.evaluation.config import parse_shard
+
+    shard = None if args.shard is None else parse_shard(args.shard)
+    _check_not_a_training_run(args.model)
     return EvalConfig(
         model=args.model, benchmarks=list(args.benchmarks), backend=args.backend, limit=args.limit,
-        ids=ids, max_new_tokens=args.max_new_tokens, thinking_budget=args.thinking_budget,
+        ids=ids, max_new_tokens=total, thinking_budget=args.thinking_budget,
         answer_budget=args.answer_budget, budget_mode=args.budget_mode, delimiters=args.delimiters,
         wait=args.wait, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
-        system=args.system, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,
+        system=args.system, shard=shard, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,
         max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching,
     )
+
+
+def _total_budget(args) -> int:
+    if args.max_new_tokens is not None:
+        if args.total_budget is not None:
+            raise UserError("give --total-budget only (--max-new-tokens is its deprecated old name)")
+        import sys
+
+        print("warning: --max-new-tokens is deprecated and means the TOTAL budget per request, prompt included; "
+              "use --total-budget", file=sys.stderr)
+        return args.max_new_tokens
+    return 32768 if args.total_budget is None else args.total_budget
+
+
+def _check_not_a_training_run(model: str) -> None:
+    """A training run's folder (final/ and checkpoints/ inside, no weights) is not a model."""
+    from pathlib import Path
+
+    p = Path(model).expanduser()
+    if p.is_dir() and not (p / "config.json").is_file() and ((p / "final").is_dir() or (p / "checkpoints").is_dir()):
+        hint = p / "final" if (p / "final").is_dir() else p / "checkpoints" / "step-N"
+        raise UserError(f"--model {model} is a training run's folder, not a model; evaluate its weights: --model {hint}")
 
 
 def run(args) -> int:

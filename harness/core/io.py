@@ -84,6 +84,16 @@ def _plain_open_mode(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
+def give_plain_mode(path: Path) -> None:
+    """Give a file written by a library that creates 0600 files (safetensors, mkstemp), or every
+    file under a folder, the permissions a plain open() would: 0666 & ~umask, so a group on a
+    shared cluster can read weights and caches like the run's other outputs."""
+    path = Path(path)
+    mode = 0o666 & ~_umask()
+    for p in ([path] if path.is_file() else [q for q in path.rglob("*") if q.is_file() and not q.is_symlink()]):
+        os.chmod(p, mode)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same directory and rename: readers never see a partial file.
     The file gets the permissions a plain open() would give it (not mkstemp's 0600)."""
@@ -141,13 +151,14 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 
 
 @contextlib.contextmanager
-def dir_lock(folder: Path, busy: str):
-    """Hold an exclusive lock on `folder`/.lock (a UserError `busy` when another process holds it);
-    released when the block ends or the process dies (a stale .lock file blocks nothing)."""
-    f = open(Path(folder) / ".lock", "a+")
+def dir_lock(folder: Path, busy: str, *, name: str = ".lock", shared: bool = False):
+    """Hold an exclusive (or `shared`) lock on `folder`/`name` (a UserError `busy` when another
+    process holds it in a conflicting mode); released when the block ends or the process dies (a
+    stale lock file blocks nothing)."""
+    f = open(Path(folder) / name, "a+")
     try:
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             raise UserError(busy) from None
         yield

@@ -22,8 +22,9 @@ class EvalConfig:
     backend: str = "auto"                      # auto | hf | vllm
     limit: int | None = None                   # first N problems of each benchmark
     ids: Sequence[str] | None = None           # explicit ids; "bench:id" scopes one to a benchmark
-    max_new_tokens: int = 32768                # s1's total budget per request (max_gen_toks; the
-                                               # "auto" cap and the answer room count the prompt in it)
+    max_new_tokens: int = 32768                # the TOTAL budget per request, prompt included (s1's
+                                               # max_gen_toks; `--total-budget`): the "auto" cap and the
+                                               # answer's room count the prompt in it
     thinking_budget: int | str | None = "auto"  # thinking cap: int, "auto" (s1) or None (no cap)
     answer_budget: int | None = None           # max answer tokens; None = what is left of the total
     wait: int = 0                              # forced "Wait"s when thinking stops on its own
@@ -51,9 +52,30 @@ class EvalConfig:
     system: str | None = None                  # system message; None = chat template's default
     grade_timeout_s: float = 10.0
     grade_workers: int | None = None
+    shard: tuple[int, int] | None = None       # (K, N): this worker's share of the selection (--shard K/N)
     progress: bool = True
     summary: bool = True                       # print the rich summary table
 
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N), 1 <= K <= N; a UserError in one line otherwise."""
+    k, sep, n = str(text).strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        shard = (int(k), int(n))
+    except ValueError:
+        raise UserError(f"--shard expects K/N (this worker's number K of N workers, e.g. 1/4), got {text!r}") from None
+    check_shard(shard)
+    return shard
+
+
+def check_shard(shard) -> None:
+    k, n = shard
+    if n < 1 or not 1 <= k <= n:
+        raise UserError(f"--shard {k}/{n}: K must be between 1 and N (N >= 1), e.g. --shard 1/{max(n, 2)} ... "
+                        f"--shard {max(n, 2)}/{max(n, 2)}")
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -78,21 +100,24 @@ def validate(cfg: EvalConfig) -> None:
     if cfg.temperature < 0:
         raise UserError("--temperature must be >= 0")
     if cfg.max_new_tokens < 1:
-        raise UserError("--max-new-tokens must be >= 1")
+        raise UserError("--total-budget must be >= 1")
     tb = cfg.thinking_budget
     if not (tb is None or tb == "auto" or (isinstance(tb, int) and not isinstance(tb, bool) and tb >= 1)):
         raise UserError(f"--thinking-budget must be a token count, 'auto' or 'none', not {tb!r}")
     if cfg.answer_budget is not None and cfg.answer_budget < 1:
         raise UserError("--answer-budget must be >= 1")
     if cfg.answer_budget is not None and cfg.answer_budget > cfg.max_new_tokens:
-        raise UserError(f"--answer-budget {cfg.answer_budget} exceeds --max-new-tokens {cfg.max_new_tokens}, the "
-                        "total per request (prompt included); lower --answer-budget or raise --max-new-tokens")
+        raise UserError(f"--answer-budget {cfg.answer_budget} exceeds --total-budget {cfg.max_new_tokens}, the "
+                        "total per request (prompt included); lower --answer-budget or raise --total-budget")
     if not 0 < cfg.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p:g} (1 = no nucleus truncation)")
     if cfg.wait < 0:
         raise UserError("--wait must be >= 0")
-    if cfg.limit is not None and cfg.limit < 0:
-        raise UserError("--limit must be >= 0")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise UserError(f"--limit must be >= 1 (the number of problems of each benchmark), got {cfg.limit}; "
+                        "leave it out to evaluate them all")
+    if cfg.shard is not None:
+        check_shard(cfg.shard)
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     from harness.evaluation.generation.precision import canonical

@@ -23,11 +23,12 @@ ENGINE_OPTIONS = ("revision", "tokenizer", "max_model_len", "gpu_memory_utilizat
 
 class Engine:
     def __init__(self, model: str, *, backend: str = "auto", dtype: str = "auto", tensor_parallel_size: int = 1,
-                 batch_size: int | None = None, **options):
+                 batch_size: int | None = None, progress: bool = True, **options):
         unknown = set(options) - set(ENGINE_OPTIONS)
         if unknown:
             raise TypeError(f"unknown engine option(s) {sorted(unknown)}")
         self.model = model
+        self.progress = progress
         self.backend_name = backend
         self.dtype = dtype
         self.tensor_parallel_size = tensor_parallel_size
@@ -37,11 +38,13 @@ class Engine:
         self._tokenizer = None
         self._backend = None
         self._dtype_resolved = None
+        self._weights_id: str | None | bool = False    # False: not computed yet
 
     @classmethod
     def for_config(cls, cfg) -> "Engine":
         return cls(cfg.model, backend=cfg.backend, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
-                   batch_size=cfg.batch_size, **{k: getattr(cfg, k) for k in ENGINE_OPTIONS})
+                   batch_size=cfg.batch_size, progress=cfg.progress,
+                   **{k: getattr(cfg, k) for k in ENGINE_OPTIONS})
 
     def check_serves(self, cfg) -> None:
         """A config evaluated on this engine must ask for the model and load settings it holds."""
@@ -62,13 +65,36 @@ class Engine:
             self._resolved = resolve_model(self.model)
         return self._resolved
 
+    def weights_id(self) -> str | None:
+        """A short identity of the weights (harness.core.fingerprint): a local folder's files, a hub
+        model's cached revision (None when not cached), the alias's GGUF file name."""
+        if self._weights_id is False:
+            from harness.core.fingerprint import folder_fingerprint, hub_revision
+
+            r = self.resolved
+            if r.kind == "local":
+                self._weights_id = folder_fingerprint(r.path)[:12]
+            elif r.kind == "hub":
+                rev = hub_revision(r.path)
+                self._weights_id = rev[:12] if rev else None
+            else:                                     # the alias: the GGUF file shipped in its package
+                import hashlib
+                from pathlib import Path
+
+                src = Path(r.source)
+                blob = f"{src.name}:{src.stat().st_size if src.is_file() else ''}"
+                self._weights_id = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return self._weights_id
+
     def model_identity(self) -> str:
         """What the settings hash sees: alias name + GGUF file, a local folder's absolute path, or
-        the hub id (not the alias's cache folder, which moves with $IWSFT_CACHE)."""
+        the hub id (not the alias's cache folder, which moves with $IWSFT_CACHE), and the weights'
+        identity: a retrained checkpoint in the same folder gets a run folder of its own."""
         r = self.resolved
         if r.kind == "alias":
             return f"alias:{r.info.get('alias', r.name)}:{r.info.get('gguf', '')}"
-        return f"{r.kind}:{r.path}"
+        w = self.weights_id()
+        return f"{r.kind}:{r.path}" + (f"@{w}" if w else "")
 
     def backend_kind(self) -> str:
         from harness.evaluation.generation import resolve_backend_kind
@@ -126,6 +152,10 @@ class Engine:
         if self._backend is None:
             from harness.evaluation.generation import make_backend
 
+            if not self.progress:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()     # the "Loading weights" bar
             opts = {} if self.batch_size is None else {"batch_size": self.batch_size}
             load = self.load_options()
             if load.get("tokenizer") is not None:       # a name; the backend gets the loaded tokenizer too
@@ -160,6 +190,12 @@ class Engine:
         from harness.evaluation.generation.prompts import build_prompt_ids, get_delimiters
 
         return list(build_prompt_ids(self.tokenizer, problem.question, get_delimiters(cfg.delimiters), system=cfg.system))
+
+    def close_tokens(self, cfg) -> int:
+        """Tokens of the forced close ("\\n<|im_start|>answer\\nFinal Answer:") after no thinking."""
+        from harness.evaluation.generation.prompts import delimiter_ids, get_delimiters
+
+        return len(delimiter_ids(self.tokenizer, get_delimiters(cfg.delimiters)).final_answer_close)
 
     def budget(self, cfg, longest_prompt: int):
         from harness.evaluation.generation.budget import BudgetConfig

@@ -10,10 +10,15 @@ thinking_tokens (generated + injected Waits), answer_tokens, total_tokens (their
 (None = no answer found), correct, gold, finish_reason (answer phase: stop | length), hit_cap,
 num_waits, thinking_cap, seed (None when greedy).
 
-metrics.json (harness.evaluation.metrics): n, samples_per_problem, n_samples, correct, accuracy, ci95 +
-ci_method, avg_at_k + pass_at_k when K>1, thinking token mean/median, total_tokens_mean, unextracted,
-truncated, hit_thinking_cap, timing for this invocation and cumulated, thinking_cap_tokens, grader,
-backend, settings, versions.
+metrics.json (harness.evaluation.metrics), over every problem the folder holds: n, samples_per_problem,
+n_samples, correct, accuracy, ci95 + ci_method, avg_at_k + pass_at_k when K>1, no_room (+ ids),
+missing (+ ids: asked for by the latest command, not stored yet), thinking token mean/median,
+total_tokens_mean, unextracted, truncated, hit_thinking_cap, cumulative timing, thinking_cap_tokens,
+weights_id, grader, backend, settings, versions. `run_eval` returns the same over the command's own
+selection (all shards of it), with this invocation's timing.
+
+`--shard K/N` (cfg.shard): N workers share one run folder, each generating every N-th problem of the
+selection from the K-th on into its own samples file; each reads the union.
 
 Non-public benchmarks (GPQA Diamond): no question text is printed, logged or written.
 """
@@ -34,8 +39,8 @@ from harness.evaluation.benchmarks import Benchmark, BenchmarkUnavailable, Probl
 from harness.evaluation.config import EvalConfig, validate
 from harness.evaluation.engine import Engine
 from harness.evaluation.metrics import compute_metrics
-from harness.evaluation.store import (METRICS_FILE, SAMPLES_FILE, SETTINGS_FILE, SampleStore, dropped_if_failed_empty,
-                                      model_slug, read_json, redact, run_lock, settings_hash)
+from harness.evaluation.store import (METRICS_FILE, SETTINGS_FILE, SampleStore, dropped_if_failed_empty, metrics_lock,
+                                      model_slug, read_json, read_samples, redact, run_lock, samples_file, settings_hash)
 from harness.evaluation.generation import backend_class
 from harness.evaluation.generation.prompts import get_delimiters
 from harness.evaluation.summary import Progress, print_summary
@@ -143,6 +148,9 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
             continue
         subset = select(all_problems, limit=cfg.limit, ids=ids_per[name], benchmark=name)
         plan.append((spec, all_problems, subset))
+    if cfg.shard is not None and plan and not any(shard_of(subset, cfg.shard) for _, _, subset in plan):
+        raise UserError(f"--shard {cfg.shard[0]}/{cfg.shard[1]} selects no problem (each benchmark has fewer problems "
+                        f"than shards); use fewer shards")
     with Progress(cfg.progress) as progress:
         for spec, all_problems, subset in plan:
             results[spec.name] = _run_benchmark(cfg, engine, spec, all_problems, subset, out_root, progress)
@@ -152,8 +160,19 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
     return results
 
 
+def shard_of(problems: Sequence[Problem], shard: tuple[int, int] | None) -> list[Problem]:
+    """Shard K of N: every N-th problem starting at the K-th (1-based), a deterministic split of the
+    selection that every worker of one run computes alike."""
+    if shard is None:
+        return list(problems)
+    k, n = shard
+    return list(problems)[k - 1::n]
+
+
 def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: list[Problem],
                    subset: list[Problem], out_root: Path, progress: Progress) -> dict:
+    """Generate what this command (or its shard) lacks; write the folder's metrics.json over
+    everything the folder holds; return the metrics of the command's selection (all shards)."""
     t_start = time.time()
     settings = _settings(cfg, engine, spec, all_problems)
     digest = settings_hash(settings)
@@ -161,60 +180,101 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
     fresh = not run_dir.exists()
     run_dir = ensure_writable_dir(run_dir)
     k = cfg.samples
-    with dropped_if_failed_empty(run_dir, out_root, fresh), run_lock(run_dir):
+    mine = shard_of(subset, cfg.shard)
+    with dropped_if_failed_empty(run_dir, out_root, fresh), run_lock(run_dir, cfg.shard):
         settings_path = run_dir / SETTINGS_FILE
         if not settings_path.exists():
             atomic_write_json(settings_path, {**settings, "settings_sha256": digest, "model_arg": cfg.model})
-        store = SampleStore(run_dir / SAMPLES_FILE, _warn)
-        rows = store.load()
-        missing = [(p, s) for p in subset for s in range(k) if (p.id, s) not in rows]
-        reused = len(subset) * k - len(missing)
+        store = SampleStore(samples_file(run_dir, cfg.shard), _warn)
+        store.load()                      # repairs this writer's own file
+        rows = read_samples(run_dir)      # the union: other shards' rows count as done
+        missing = [(p, s) for p in mine for s in range(k) if (p.id, s) not in rows]
+        reused = len(mine) * k - len(missing)
 
         gen_tokens = 0
         gen_time = 0.0
         try:
             if missing:
-                gen_tokens, gen_time = _generate_missing(cfg, engine, spec, all_problems, subset,
+                gen_tokens, gen_time = _generate_missing(cfg, engine, spec, all_problems, mine,
                                                          missing, rows, store, progress)
         finally:
             store.close()
-        metrics = compute_metrics(subset, rows, k)
-        previous = read_json(run_dir / METRICS_FILE) or {}
-        cum_tokens = int(previous.get("cumulative_generated_tokens") or 0) + gen_tokens
-        cum_time = float(previous.get("cumulative_generation_time_s") or 0.0) + gen_time
-        backend = engine.backend_info() if missing else previous.get("backend") or engine.backend_info()
-        metrics.update({
-            "benchmark": spec.name,
-            "model": cfg.model,
-            "run_dir": str(run_dir),
-            "settings_sha256": digest,
-            "subset": {"limit": cfg.limit, "ids": None if cfg.ids is None else [p.id for p in subset]},
-            "problem_ids": [p.id for p in subset],  # what the metrics cover (the file may hold more)
-            "generated_now": len(missing),
-            "reused": reused,
-            "wall_time_s": time.time() - t_start,
-            "generation_time_s": gen_time,
-            "generated_tokens": gen_tokens,
-            "tokens_per_s": (gen_tokens / gen_time) if gen_time > 0 else None,
-            # over every invocation that wrote to this directory (killed ones excepted)
-            "cumulative_generated_tokens": cum_tokens,
-            "cumulative_generation_time_s": cum_time,
-            "cumulative_tokens_per_s": (cum_tokens / cum_time) if cum_time > 0 else None,
-            "thinking_cap_tokens": _caps(subset, rows, k),
-            "grader": {"benchmark": spec.name, "kind": spec.grader, "note": "deterministic offline grader (harness.evaluation.grading), "
-                       "not s1's gpt-4o-mini judge; GPQA never defaults to a letter"},
-            "backend": backend,
-            "settings": settings,
-            "versions": package_versions(),
-        })
-        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        generated = sum(1 for p, s in missing if (p.id, s) in rows and not rows[(p.id, s)].get("no_room"))
+        command = {"limit": cfg.limit, "ids": None if cfg.ids is None else [p.id for p in subset],
+                   "shard": None if cfg.shard is None else f"{cfg.shard[0]}/{cfg.shard[1]}",
+                   "generated_now": generated, "reused": reused, "wall_time_s": time.time() - t_start,
+                   "generation_time_s": gen_time, "generated_tokens": gen_tokens,
+                   "tokens_per_s": (gen_tokens / gen_time) if gen_time > 0 else None}
+        with metrics_lock(run_dir):
+            rows = read_samples(run_dir)
+            previous = read_json(run_dir / METRICS_FILE) or {}
+            cum_tokens = int(previous.get("cumulative_generated_tokens") or 0) + gen_tokens
+            cum_time = float(previous.get("cumulative_generation_time_s") or 0.0) + gen_time
+            backend = engine.backend_info() if missing else previous.get("backend") or engine.backend_info()
+            held = {pid for pid, _ in rows} | {p.id for p in subset}
+            common = {
+                "benchmark": spec.name,
+                "model": cfg.model,
+                "weights_id": engine.weights_id(),
+                "run_dir": str(run_dir),
+                "settings_sha256": digest,
+                "thinking_cap_tokens": _caps(rows),
+                "grader": {"benchmark": spec.name, "kind": spec.grader, "note": "deterministic offline grader (harness.evaluation.grading), "
+                           "not s1's gpt-4o-mini judge; GPQA never defaults to a letter"},
+                "backend": backend,
+                "settings": settings,
+                "versions": package_versions(),
+            }
+            folder = compute_metrics([p for p in all_problems if p.id in held], rows, k)
+            # `missing_ids` of the folder: what the latest command asked for and is not there yet
+            # (other shards still running, or an interrupted run), not every problem of the benchmark.
+            folder.update(common)
+            folder.update({
+                "covers": "every problem stored in this run folder (all samples files)",
+                "last_command": command,
+                # over every invocation that wrote to this directory (killed ones excepted)
+                "cumulative_generated_tokens": cum_tokens,
+                "cumulative_generation_time_s": cum_time,
+                "cumulative_tokens_per_s": (cum_tokens / cum_time) if cum_time > 0 else None,
+            })
+            atomic_write_json(run_dir / METRICS_FILE, folder)
+    metrics = compute_metrics(subset, rows, k)
+    metrics.update(common)
+    metrics.update({
+        "covers": "the problems this command selected" + (" (all shards)" if cfg.shard else ""),
+        "subset": {"limit": cfg.limit, "ids": command["ids"]},
+        "selected_ids": [p.id for p in subset],
+        "shard": command["shard"],
+        **{k: v for k, v in command.items() if k not in ("limit", "ids", "shard")},
+    })
     return metrics
 
 
-def _caps(subset, rows, k):
-    caps = sorted({rows[(p.id, s)].get("thinking_cap") for p in subset for s in range(k)} - {None})
+def _caps(rows):
+    caps = sorted({r.get("thinking_cap") for r in rows.values()} - {None})
     return caps[0] if len(caps) == 1 else (caps or None)
 
+
+
+def _mark_no_room(cfg, engine: Engine, spec: Benchmark, missing, prompt_of, rows, store: SampleStore):
+    """Problems whose prompt leaves no room for one answer token under the total budget (after the
+    forced close) are not generated: their rows say no_room, and metrics count them apart instead
+    of scoring an empty forced answer. Returns the pairs still to generate."""
+    close = engine.close_tokens(cfg)
+    roomless = {pid for pid, ids in prompt_of.items() if cfg.max_new_tokens - len(ids) - close < 1}
+    if not roomless:
+        return missing
+    longest = max(len(prompt_of[pid]) for pid in roomless)
+    _warn(f"{spec.name}: {len(roomless)} problem(s) not scored: their prompt (up to {longest} tokens) + the "
+          f"{close}-token close leave no room under the total budget of {cfg.max_new_tokens} tokens "
+          "(--total-budget counts the prompt); raise --total-budget to score them")
+    for p, s in missing:
+        if p.id in roomless:
+            row = {"problem_id": p.id, "sample_index": s, "no_room": True, "correct": None, "response": None,
+                   "prompt_tokens": len(prompt_of[p.id]), "total_budget": cfg.max_new_tokens}
+            store.append(row)
+            rows[(p.id, s)] = row
+    return [(p, s) for p, s in missing if p.id not in roomless]
 
 
 def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset, missing, rows,
@@ -231,7 +291,10 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
                       for p in all_problems)
     else:
         longest = max(len(v) for v in prompt_of.values())
-    budget = engine.budget(cfg, longest)
+    budget = engine.budget(cfg, longest)      # a bad budget fails here, before anything is written
+    missing = _mark_no_room(cfg, engine, spec, missing, prompt_of, rows, store)
+    if not missing:
+        return 0, 0.0
     prompts = [prompt_of[p.id] for p, _ in missing]
     seeds = [sample_seed(cfg.seed, p.id, s) for p, s in missing]
     # Budget forcing returns a request when its answer is done, but a backend call holds a whole
@@ -272,7 +335,7 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
         store.append(row)
         rows[(problem.id, s)] = row
         tokens += row["total_tokens"]
-        done = [r for key, r in rows.items() if key[0] in subset_ids and key[1] < k]
+        done = [r for key, r in rows.items() if key[0] in subset_ids and key[1] < k and not r.get("no_room")]
         acc = (sum(r["correct"] for r in done) / len(done)) if done else None
         elapsed = time.time() - t0
         progress.update(task, n_done_problems(), tokens / elapsed if elapsed > 0 else None, acc)

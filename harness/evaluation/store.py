@@ -3,12 +3,19 @@
 Layout, one directory per (model, benchmark, settings):
 
     OUT/<model-slug>/<benchmark>/<hash12>/
-        settings.json   everything that changes outputs (written first); hash12 = its sha256[:12]
+        settings.json   everything that changes outputs (written first); hash12 = its sha256[:12];
+                        the model's identity in it includes its weights (Engine.model_identity)
         samples.jsonl   one row per (problem_id, sample_index), appended + fsync'd as each completes
-        metrics.json    over the requested subset only, written atomically at the end
-        .lock           flock held while a run writes here (a second concurrent run is refused)
+        samples.shard-K-of-N.jsonl   the same, written by `--shard K/N` (one file per shard)
+        metrics.json    over every problem the folder holds (the union of its samples files), with
+                        the problems the latest command asked for that are still missing; written
+                        atomically under .metrics.lock, so the last shard to finish writes the whole
+        .lock           flock: exclusive for an unsharded run, shared by shards (each also holds
+                        .lock.shard-K-of-N exclusively): shards of one run write side by side
 
-The hash leaves out --limit/--ids, so a larger --limit (or other ids) reuses finished samples.
+The hash leaves out --limit/--ids/--shard, so a larger --limit (or other ids) reuses finished samples.
+A problem whose prompt leaves no room under the total budget gets rows marked "no_room": true
+(no response, no verdict): it is counted as such, never scored.
 A malformed line (a write cut by a kill) is reported in one line and dropped (the file is rewritten
 without it), so a run killed at any moment loses only the samples in flight.
 
@@ -19,13 +26,14 @@ or its options replaced by REDACTED (`redact`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -84,9 +92,10 @@ def dropped_if_failed_empty(run_dir: Path, out_root: Path, fresh: bool):
     try:
         yield
     except BaseException:
-        samples = run_dir / SAMPLES_FILE
-        if fresh and not (samples.is_file() and samples.stat().st_size > 0):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if fresh and not any(p.stat().st_size > 0 for p in samples_files(run_dir)):
+            with contextlib.suppress(UserError, OSError):
+                with dir_lock(run_dir, "busy"):     # never under another shard still working here
+                    shutil.rmtree(run_dir, ignore_errors=True)
             for parent in (run_dir.parent, run_dir.parent.parent):
                 if parent != out_root:
                     with contextlib.suppress(OSError):
@@ -94,8 +103,41 @@ def dropped_if_failed_empty(run_dir: Path, out_root: Path, fresh: bool):
         raise
 
 
-def run_lock(run_dir: Path):
-    return dir_lock(run_dir, f"another eval is writing to {run_dir}; wait for it or use another --out")
+@contextlib.contextmanager
+def run_lock(run_dir: Path, shard: tuple[int, int] | None = None):
+    """An unsharded run has the folder to itself; shards share it, one writer per shard."""
+    busy = f"another eval is writing to {run_dir}; wait for it or use another --out"
+    if shard is None:
+        with dir_lock(run_dir, busy):
+            yield
+        return
+    k, n = shard
+    with dir_lock(run_dir, f"an unsharded eval is writing to {run_dir}; wait for it or use another --out", shared=True), \
+            dir_lock(run_dir, f"shard {k}/{n} is already running in {run_dir}; run each shard once",
+                     name=f".lock.shard-{k}-of-{n}"):
+        yield
+
+
+def samples_file(run_dir: Path, shard: tuple[int, int] | None = None) -> Path:
+    return Path(run_dir) / (SAMPLES_FILE if shard is None else f"samples.shard-{shard[0]}-of-{shard[1]}.jsonl")
+
+
+def samples_files(run_dir: Path) -> list[Path]:
+    """Every samples file of a run: the unsharded one first, then the shards' in name order."""
+    run_dir = Path(run_dir)
+    return [p for p in [run_dir / SAMPLES_FILE] if p.is_file()] + sorted(run_dir.glob("samples.shard-*-of-*.jsonl"))
+
+
+@contextlib.contextmanager
+def metrics_lock(run_dir: Path):
+    """Held (blocking, briefly) while metrics.json is computed and written: the last writer has
+    read every row the others appended before they took it."""
+    with open(Path(run_dir) / ".metrics.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------ samples
@@ -114,7 +156,7 @@ def _parse_rows(data: bytes):
         try:
             row = json.loads(line.decode("utf-8"))
             key = (str(row["problem_id"]), int(row["sample_index"]))
-            if not isinstance(row.get("correct"), bool):
+            if not isinstance(row.get("correct"), bool) and row.get("no_room") is not True:
                 raise ValueError("no verdict")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             bad.append(n)
@@ -128,10 +170,14 @@ def _parse_rows(data: bytes):
 
 
 def read_samples(run_dir: Path) -> dict[tuple[str, int], dict]:
-    """A run folder's rows by (problem_id, sample_index), read only: a malformed line (a cut write)
-    is skipped here and dropped by the runner on its next pass."""
-    path = Path(run_dir) / SAMPLES_FILE
-    return _parse_rows(path.read_bytes())[0] if path.exists() else {}
+    """A run folder's rows by (problem_id, sample_index), over all its samples files (shards
+    included; the first file holding a pair wins), read only: a malformed line (a cut write, or a
+    shard's line being written now) is skipped here and dropped by its writer on its next pass."""
+    rows: dict[tuple[str, int], dict] = {}
+    for path in samples_files(run_dir):
+        for key, row in _parse_rows(path.read_bytes())[0].items():
+            rows.setdefault(key, row)
+    return rows
 
 
 class SampleStore:
@@ -190,26 +236,52 @@ class Run:
     metrics: dict
     scores: dict[str, float]          # problem id -> fraction of samples correct
     thinking: dict[str, float]        # problem id -> mean thinking tokens
+    outcomes: dict[str, list[bool]] = field(default_factory=dict)   # problem id -> verdict per sample index
+    samples_per_problem: int = 1
+    missing: list[str] = field(default_factory=list)   # asked for, not (all K samples) stored yet
+    no_room: list[str] = field(default_factory=list)   # prompt left no room under the total budget
+
+    @property
+    def weights_id(self) -> str | None:
+        return self.metrics.get("weights_id")
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path, ids: list[str] | None = None) -> Run:
+    """A finished run folder read back: every problem with all K samples (the union of its samples
+    files), or only `ids` when given (then `missing` lists those not all there). Problems whose
+    prompt had no room are listed in `no_room`, not scored."""
     path = Path(path)
     mfile = path / METRICS_FILE
     if not mfile.is_file():
         raise UserError(f"{path} has no metrics.json: not a finished evaluation run (re-run its `iwsft eval` to finish it)")
     metrics = json.loads(mfile.read_text())
-    ids = metrics.get("problem_ids") or (metrics.get("subset") or {}).get("ids")
-    subset = set(ids) if ids is not None else None
-    per, think = defaultdict(list), defaultdict(list)
-    for (pid, _), row in sorted(read_samples(path).items(), key=lambda kv: kv[0][1]):
-        if subset is not None and pid not in subset:
+    settings = read_json(path / SETTINGS_FILE) or {}
+    k = int(settings.get("samples") or metrics.get("samples_per_problem") or 1)
+    per, think, no_room = defaultdict(dict), defaultdict(list), set()
+    for (pid, s), row in read_samples(path).items():
+        if s >= k:
             continue
-        per[pid].append(bool(row["correct"]))
+        if row.get("no_room"):
+            no_room.add(pid)
+            continue
+        per[pid][s] = bool(row["correct"])
         think[pid].append(float(row.get("thinking_tokens") or 0))
-    keys = [i for i in ids if i in per] if ids is not None else list(per)
-    scores = {k: sum(per[k]) / len(per[k]) for k in keys}
-    thinking = {k: sum(think[k]) / len(think[k]) for k in keys}
-    return Run(path, metrics.get("benchmark") or path.parent.name, metrics, scores, thinking)
+    complete = [pid for pid in per if len(per[pid]) == k and pid not in no_room]
+    if ids is None:
+        order = {pid: i for i, pid in enumerate(metrics.get("problem_ids") or [])}
+        keys = sorted(complete, key=lambda q: (order.get(q, len(order)), q))
+        missing = [q for q in metrics.get("missing_ids") or [] if q not in set(complete) | no_room]
+        rooms = sorted(no_room)
+    else:
+        have = set(complete)
+        keys = [q for q in ids if q in have]
+        missing = [q for q in ids if q not in have and q not in no_room]
+        rooms = [q for q in ids if q in no_room]
+    outcomes = {q: [per[q][s] for s in range(k)] for q in keys}
+    scores = {q: sum(v) / k for q, v in outcomes.items()}
+    thinking = {q: sum(think[q]) / len(think[q]) for q in keys}
+    return Run(path, metrics.get("benchmark") or path.parent.name, metrics, scores, thinking, outcomes, k,
+               missing, rooms)
 
 
 def find_runs(path: Path) -> dict[str, Run]:

@@ -67,7 +67,8 @@ def print_summary(results: dict[str, dict], console=None) -> None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=max(console.width, 110))
-    table = Table(title="iwsft eval")
+    table = Table(title="iwsft eval", caption="accuracy: mean over problems of the fraction of samples right; "
+                  "n: problems x samples", caption_justify="left")
     for col, just in (("benchmark", "left"), ("n", "right"), ("accuracy % [95% CI]", "right"),
                       ("mean thinking tokens", "right"), ("unextracted", "right"), ("truncated", "right")):
         table.add_column(col, justify=just, no_wrap=True)
@@ -77,5 +78,21 @@ def print_summary(results: dict[str, dict], console=None) -> None:
     for name, m in results.items():
         if "skipped" in m:
             console.print(f"{name} skipped: {m['skipped']}", markup=False, highlight=False, soft_wrap=True)
-        else:
-            console.print(f"{name}: {m['run_dir']}", markup=False, highlight=False, soft_wrap=True)
+            continue
+        console.print(f"{name}: {m['run_dir']}" + (f" (weights {m['weights_id']})" if m.get("weights_id") else ""),
+                      markup=False, highlight=False, soft_wrap=True)
+        for line in notes(name, m):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def notes(name: str, m: dict) -> list[str]:
+    """What the numbers leave out: problems with no room, problems not stored yet."""
+    out = []
+    if m.get("no_room"):
+        out.append(f"{name}: {m['no_room']} problem(s) not scored (left out of n and accuracy): the prompt left no "
+                   f"room under the total budget of {(m.get('settings') or {}).get('max_new_tokens')} tokens")
+    if m.get("missing"):
+        shard = f" (this was shard {m['shard']})" if m.get("shard") else ""
+        out.append(f"{name}: {m['missing']} problem(s) of this selection not evaluated yet{shard}: other shards still "
+                   "to run or an interrupted run; the numbers cover the rest")
+    return out

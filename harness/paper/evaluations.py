@@ -43,7 +43,7 @@ class Evaluations:
             self.close()
             self._engine = Engine.for_config(cfg)
         m = run_eval(cfg, engine=self._engine)[bench]
-        return None if "skipped" in m else load_run(Path(m["run_dir"]))
+        return None if "skipped" in m else load_run(Path(m["run_dir"]), ids=m["selected_ids"])   # what was asked
 
     def close(self) -> None:
         if self._engine is not None:

@@ -105,8 +105,9 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
                        f"{cfg.get('block_size')} and were {'dropped' if cfg.get('truncation') == 'drop' else 'right-truncated'}.")
     subsets = {}
     for b, lim in suite.benchmarks.items():   # what the runs really hold: a limit past the end is no subset
-        ms = [r[b].metrics for seeds in runs.values() for r in seeds if b in r]
-        n = max((m.get("n", 0) for m in ms), default=lim)
+        rs = [r[b] for seeds in runs.values() for r in seeds if b in r]
+        ms = [r.metrics for r in rs]
+        n = max((len(r.scores) + len(getattr(r, "no_room", [])) for r in rs), default=lim)
         total = max((int((m.get("settings") or {}).get("n_problems_total") or 0) for m in ms), default=0)
         if lim is not None and not (total and n >= total):
             subsets[b] = f"{b} first {n}" + (f" of {total}" if total else "")
@@ -156,7 +157,7 @@ def _read_yaml(path: Path):
 
 def _final_step(run_root: Path) -> int:
     rows = [json.loads(l) for l in (run_root / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return rows[-1]["step"] + 1 if rows else 0
+    return rows[-1]["step"] if rows else 0      # "step" counts optimizer steps done (1 after the first)
 
 
 def plot_step_curve(curve: dict, path: Path) -> None:

@@ -12,10 +12,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-from harness.core.stats import accuracy_interval, holm, paired_compare
+from harness.core.stats import holm
 from harness.evaluation.benchmarks import clusters_for, report_order
 from harness.evaluation.benchmarks import title as bench_title
 from harness.evaluation.store import Run
+from harness.core.errors import UserError
+from harness.evaluation.metrics import accuracy_interval, n_text, paired_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,16 +27,17 @@ def paper_rows() -> list[dict]:
 
 
 def cell(run: Run) -> dict:
-    """One accuracy with its 95% interval; correlated problems (clusters) and K > 1 samples are
-    resampled as units (harness.core.stats.accuracy_interval), and ci_method says how."""
+    """One run's cell, with the same accuracy, interval and n as `iwsft eval` and compare."""
+    if run.missing:
+        raise UserError(f"{run.path} is incomplete: {len(run.missing)} problem(s) asked for are not stored yet (shards "
+                        "still to run, or an interrupted eval); finish it (re-run its eval or the missing shards) first")
     n = len(run.scores)
-    acc = sum(run.scores.values()) / n if n else 0.0
-    clusters = clusters_for(run.benchmark, run.scores)
-    (lo, hi), method = accuracy_interval(list(run.scores.values()), None if clusters is None else [clusters[i] for i in run.scores],
-                                         int(run.metrics.get("samples_per_problem") or 1))
-    return {"accuracy": acc, "ci95": [lo, hi], "ci_method": method, "n": n, "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
+    acc = sum(run.scores.values()) / n if n else None      # nothing scored (e.g. every prompt had no room)
+    ci, method = accuracy_interval(list(run.outcomes.values()), clusters_for(run.benchmark, run.outcomes))
+    return {"accuracy": acc, "ci95": list(ci) if ci else None, "ci_method": method, "n": n, "samples_per_problem": run.samples_per_problem,
+            "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
             "unextracted": run.metrics.get("unextracted"), "truncated": run.metrics.get("truncated"),
-            "run_dir": str(run.path)}
+            "no_room": len(run.no_room), "weights_id": run.weights_id, "run_dir": str(run.path)}
 
 
 def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]], deviations: list[str],
@@ -49,9 +52,10 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             if not cells:
                 continue
             c = dict(cells[0])
-            if len(cells) > 1:
+            if len(cells) > 1 and all(x["accuracy"] is not None for x in cells):
                 accs = [x["accuracy"] for x in cells]
-                c = {"accuracy": statistics.fmean(accs), "ci95": None, "n": cells[0]["n"], "seeds": len(cells),
+                c = {"accuracy": statistics.fmean(accs), "ci95": None, "n": cells[0]["n"],
+                     "samples_per_problem": cells[0]["samples_per_problem"], "seeds": len(cells),
                      "seed_std": statistics.stdev(accs), "seed_min": min(accs), "seed_max": max(accs),
                      "per_seed": cells, "thinking_tokens_mean": statistics.fmean(x["thinking_tokens_mean"] or 0 for x in cells)}
             row["benchmarks"][b] = c
@@ -65,15 +69,34 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
             n = max(len(la), len(lb))     # one untrained base row pairs with every seed of a trained row
             la, lb = (la * n if len(la) == 1 else la), (lb * n if len(lb) == 1 else lb)
             for seed, (ra, rb) in enumerate(zip(la, lb)):
-                if bench in ra and bench in rb:
-                    sa, sb = ra[bench].scores, rb[bench].scores
-                    p = paired_compare(sa, sb, clusters=clusters_for(bench, set(sa) & set(sb)))
-                    comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p.to_dict()})
+                if bench in ra and bench in rb and set(ra[bench].outcomes) & set(rb[bench].outcomes):
+                    p = paired_runs(ra[bench], rb[bench], seed=seed)
+                    comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p})
     # Many paired tests in one report: Holm's adjustment keeps the family-wise error at 5%.
     for c, adjusted in zip(comparisons, holm([c["p_mcnemar"] for c in comparisons])):
         c["p_holm"] = adjusted
-    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models), "deviations": deviations,
-            "methods": methods(rows, comparisons), **(extra or {})}
+    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models),
+            "deviations": deviations + notes(rows), "methods": methods(rows, comparisons), **(extra or {})}
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """Which weights each row scored, and the problems left unscored for want of room."""
+    out = []
+    ids = {r["model"]: sorted({c.get("weights_id") for c in _cells(r)} - {None}) for r in rows}
+    if any(ids.values()):
+        out.append("Weights scored: " + "; ".join(f"{m} {', '.join(v)}" for m, v in ids.items() if v) + ".")
+    for r in rows:
+        for b, c in r["benchmarks"].items():
+            n_room = max((x.get("no_room") or 0) for x in _cells(r, b))
+            if n_room:
+                out.append(f"{r['model']}, {b}: {n_room} problem(s) not scored (left out of n): the prompt left no room "
+                           "under the total budget.")
+    return out
+
+
+def _cells(row: dict, bench: str | None = None) -> list[dict]:
+    cs = row["benchmarks"].values() if bench is None else [row["benchmarks"][bench]]
+    return [x for c in cs for x in (c.get("per_seed") or [c])]
 
 
 def methods(rows: list[dict], comparisons: list[dict]) -> list[str]:
@@ -104,10 +127,11 @@ def _pct(x):
 def _cell_text(c: dict | None) -> str:
     if c is None:
         return "-"
+    n = n_text(c["n"], c.get("samples_per_problem", 1))
     if c.get("seeds"):
-        return f"{_pct(c['accuracy'])} ± {_pct(c['seed_std'])} (n={c['n']}, {c['seeds']} seeds)"
+        return f"{_pct(c['accuracy'])} ± {_pct(c['seed_std'])} (n={n}, {c['seeds']} seeds)"
     lo, hi = c["ci95"] or (None, None)
-    return f"{_pct(c['accuracy'])} [{_pct(lo)}, {_pct(hi)}] n={c['n']}"
+    return f"{_pct(c['accuracy'])} [{_pct(lo)}, {_pct(hi)}] n={n}"
 
 
 def render(report: dict, console: Console) -> None:
@@ -141,7 +165,7 @@ def render(report: dict, console: Console) -> None:
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
             verdict = "" if p["p_mcnemar"] < 0.05 else " (n.s.)"
-            pt.add_row(p["a"], p["b"], _paired_bench(p, report), str(p["n"]),
+            pt.add_row(p["a"], p["b"], _paired_bench(p, report), _paired_n(p),
                        _pct(p["acc_a"]), _pct(p["acc_b"]), f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                        f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}",
                        *([f"{p['p_holm']:.3g}"] if _holm_shown(report) else []))
@@ -165,6 +189,10 @@ def _paired_bench(p: dict, report: dict) -> str:
     return p["benchmark"] + (f" (seed {p['seed_index'] + 1})" if multi else "")
 
 
+def _paired_n(p: dict) -> str:
+    return n_text(p.get("n_problems", p["n"]), p.get("samples_per_problem", 1))
+
+
 def markdown(report: dict) -> str:
     benches = report_order({b for r in report["rows"] for b in r["benchmarks"]})
     out = [f"# {report['title']}", "", "| model | " + " | ".join(bench_title(b) + " % [95% CI]" for b in benches) + " |",
@@ -181,7 +209,7 @@ def markdown(report: dict) -> str:
                 "|---|---|---|---|---|---|---|---|---|" + ("---|" if holm_col else "")]
         for p in report["paired"]:
             lo, hi = p["diff_ci95"]
-            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {p['n']} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
+            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {_paired_n(p)} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
                        f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |"
                        + (f" {p['p_holm']:.3g} |" if holm_col else ""))
     if report.get("methods"):

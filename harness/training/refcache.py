@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.core.errors import UserError
+from harness.core.io import give_plain_mode
 
 
 def model_identity(model, name: str) -> str:
@@ -49,6 +50,7 @@ def save_cache(path: Path, logprobs: dict[int, torch.Tensor], meta: dict) -> Non
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({"flat": flat, "lengths": lengths, "ids": torch.tensor(ids, dtype=torch.long)}, str(tmp),
               metadata={"meta": json.dumps(meta, sort_keys=True)})
+    give_plain_mode(tmp)        # safetensors writes 0600; a shared cache is read by the group too
     os.replace(tmp, path)
 
 

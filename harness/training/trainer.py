@@ -28,7 +28,7 @@ import yaml
 
 from harness.training.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.core.errors import UserError
-from harness.core.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir
+from harness.core.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir, give_plain_mode
 from harness.training.objective import iw_objective, weight_diagnostics
 from harness.training.qsource import make_q_source
 from harness.training.config import TrainConfig, settings_diff
@@ -62,6 +62,23 @@ def total_steps(cfg: TrainConfig, n_examples: int) -> int:
     if cfg.max_steps is not None:
         return cfg.max_steps
     return max(1, math.ceil(cfg.num_epochs * n_examples / cfg.global_batch_size))
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    return math.ceil(cfg.warmup_ratio * steps)
+
+
+def start_warnings(cfg: TrainConfig, steps: int, n_examples: int) -> list[str]:
+    """One line each for a run that would silently do less than it seems."""
+    out = []
+    if warmup_steps(cfg, steps) >= 1 and steps == 1:
+        out.append(f"warning: step 1 runs at learning rate 0 (linear warm-up from 0, as the reference code; warmup_ratio "
+                   f"{cfg.warmup_ratio:g}), so this 1-step run saves the base model's weights unchanged; raise "
+                   "max_steps or set warmup_ratio=0")
+    if n_examples < cfg.global_batch_size:
+        out.append(f"warning: {n_examples} training examples for a global batch of {cfg.global_batch_size}: every step "
+                   "repeats examples (the batch wraps around the data); lower global_batch_size to avoid it")
+    return out
 
 
 def _peak_flops(cfg: TrainConfig, device) -> float | None:
@@ -253,6 +270,7 @@ class Trainer:
             acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
+            give_plain_mode(tmp)            # safetensors writes 0600: readable like the run's other files
             if state is not None:
                 torch.save(state, tmp / "trainer_state.pt")   # last: its presence marks a complete checkpoint
             shutil.rmtree(folder, ignore_errors=True)
@@ -307,7 +325,7 @@ class Trainer:
             model = acc.prepare(model)
             opt = acc.prepare(adamw(model))
         drop_fp32_output_wrapper(acc.unwrap_model(model))
-        sched = get_cosine_schedule_with_warmup(opt.optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
+        sched = get_cosine_schedule_with_warmup(opt.optimizer, warmup_steps(cfg, steps), steps)
         ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
 
@@ -324,12 +342,14 @@ class Trainer:
         metrics_path = self.out / "metrics.jsonl"
         if acc.is_main_process:   # drop rows logged after the checkpoint we resume from
             rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
-            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] < start))
+            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
         tb = self._tensorboard()
         peak = _peak_flops(cfg, acc.device)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
                            f"{n_params / 1e6:.1f}M params on {acc.device}")
+        for line in start_warnings(cfg, steps, len(self.data.examples)):
+            self.console.print(line, style="yellow", markup=False, highlight=False)
 
         for step in range(start, steps):
             t0 = time.perf_counter()
@@ -365,7 +385,8 @@ class Trainer:
                     loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
                 d = weight_diagnostics(w_all, lw_all)
                 tps = n_tok / dt
-                row = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "w_mean": d["w_mean"], "w_max": d["w_max"],
+                # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
+                row = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "w_mean": d["w_mean"], "w_max": d["w_max"],
                        "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
                        "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
                        "mfu": (6 * n_params * tps / (peak * acc.num_processes)) if peak else None,   # tps: all ranks
@@ -377,11 +398,11 @@ class Trainer:
                     if tb is not None:
                         for k, v in row.items():
                             if isinstance(v, (int, float)) and k != "step":
-                                tb.add_scalar(k, v, step)
+                                tb.add_scalar(k, v, step + 1)
                     mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
                     self.console.print(
                         f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f}  "
-                        f"w {d['w_mean']:.4f} (max {d['w_max']:.3f}, ess {d['ess_frac']:.2f})  "
+                        f"w {d['w_mean']:.4f} (max {d['w_max']:.3f}, ess_frac {d['ess_frac']:.2f})  "
                         f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
                     )
             done = step + 1

@@ -47,7 +47,8 @@ CAP_MARGIN = 100  # s1: "Leave 100 tokens for answer"
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    thinking_budget: int | Literal["auto"] | None = "auto"  # cap on thinking tokens; None = context only
+    thinking_budget: int | Literal["auto"] | None = "auto"  # cap on thinking tokens; None = no cap of its own:
+                                            # the total less the prompt, the close and the answer's room
     num_wait: int = 0                       # times a natural end of thinking is replaced by "Wait"
     min_thinking_tokens: int = 0            # stop tokens are masked until this many thinking tokens
     max_answer_tokens: int | None = None    # None = whatever is left of total_budget
@@ -83,7 +84,10 @@ class BudgetConfig:
                                 f"{close} - {CAP_MARGIN} = {cap} < 1; fix: raise the total budget")
             return [cap] * len(prompt_lengths)
         if tb is None:
-            return [max(1, self.total_budget - n - close - CAP_MARGIN) for n in prompt_lengths]
+            # no cap of its own: thinking may fill the context, less the close and the answer's room
+            # (max_answer_tokens when given, else s1's 100 tokens)
+            room = self.max_answer_tokens or CAP_MARGIN
+            return [max(1, self.total_budget - n - close - room) for n in prompt_lengths]
         return [int(tb)] * len(prompt_lengths)
 
 

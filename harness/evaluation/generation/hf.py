@@ -92,10 +92,12 @@ class HFBackend:
         try:
             import inspect
 
-            self._extra = ({"logits_to_keep": 1}
-                           if "logits_to_keep" in inspect.signature(model.forward).parameters else {})
+            params = inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
-            self._extra = {}
+            params = {}
+        self._extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers >= 5.2x names the KV cache `cache` (`past_key_values` warns as deprecated)
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def version(self) -> str:
         import torch
@@ -153,7 +155,7 @@ class HFBackend:
         rows = [_Row(self, gp) for gp in plist]
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True,
                          **self._extra)
-        cache = out.past_key_values
+        cache = out[self._cache_arg]
         logits = out.logits[:, -1, :]
         next_pos = pos[:, -1] + 1
         alive = list(range(B))  # batch row -> original row, for the rows still in the batch
@@ -174,8 +176,8 @@ class HFBackend:
             step_ids = torch.tensor(tokens, dtype=torch.long, device=dev).unsqueeze(1)
             attn = torch.cat([attn, torch.ones((len(alive), 1), dtype=attn.dtype, device=dev)], dim=1)
             out = self.model(input_ids=step_ids, attention_mask=attn, position_ids=next_pos.unsqueeze(1),
-                             past_key_values=cache, use_cache=True, **self._extra)
-            cache = out.past_key_values
+                             use_cache=True, **{self._cache_arg: cache}, **self._extra)
+            cache = out[self._cache_arg]
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [r.completion() for r in rows]
