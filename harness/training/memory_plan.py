@@ -214,6 +214,13 @@ def _layer_bytes_per_token(a: Architecture, r: int, c: int) -> int:
     return norms + attention + 4 * c * a.intermediate
 
 
+def _chunk_peak(rows: int, chunk: int, cur: int, prev: int) -> int:
+    """Bytes per vocabulary entry at the worst moment of a chunked backward loop: the current chunk's
+    buffers (`cur` bytes per row) while the previous chunk's gradient (`prev` per row) is still bound."""
+    sizes = [min(chunk, rows - s) for s in range(0, rows, chunk)] or [0]
+    return max(cur * n + prev * (sizes[i - 1] if i else 0) for i, n in enumerate(sizes))
+
+
 def plan(arch: Architecture, launch: Launch, *, dtype: str = "auto", micro_batch_size: int = 1, block_size: int = 2048,
          gradient_checkpointing: bool = False, fused_lm_head: bool = False, gpu_memory_gib: float | None = None,
          cpu_memory_gib: float | None = None, global_batch_size: int | None = None) -> Plan:
@@ -254,16 +261,18 @@ def plan(arch: Architecture, launch: Launch, *, dtype: str = "auto", micro_batch
         rows.append(Row("saved activations", saved + rope + final_norm, 0.0,
                         f"no checkpointing: {L} layers x {per_layer / T / 1024:.1f} KiB per token x {T} tokens"))
     grad_h = T * H * c
+    lp_rows = micro_batch_size * (block_size - 1)   # next-token log-probs
     if fused_lm_head:
         head_saved = 4 * T
-        # float32 chunk buffers: logits - lse and its exp (8 B), and the previous chunk's gradient (c) if any
-        head_bwd = min(FUSED_CHUNK, T) * V * (8 + (c if T > FUSED_CHUNK else 0)) + V * H * 4 + grad_h
+        # float32 chunk buffers: logits - lse and its exp (8 B), beside the previous chunk's gradient (c)
+        head_bwd = _chunk_peak(lp_rows, FUSED_CHUNK, 8, c) * V + V * H * 4 + grad_h
         rows.append(Row("LM head (fused)", head_saved + head_bwd, 0.0,
                         f"backward: {FUSED_CHUNK}-token chunks of logits, a float32 head gradient, no [T x vocab] tensor"))
     else:
         head_saved = T * V * c + 4 * T
-        # the logits' gradient, and float32 chunk buffers: logits - lse, its exp, the previous chunk's gradient if any
-        head_bwd = T * V * c + min(LOGITS_CHUNK, T) * V * (8 + (4 if T > LOGITS_CHUNK else 0)) + grad_h
+        # the logits' gradient, and float32 chunk buffers: logits - lse and its exp, beside the previous
+        # chunk's float32 gradient
+        head_bwd = T * V * c + _chunk_peak(lp_rows, LOGITS_CHUNK, 8, 4) * V + grad_h
         rows.append(Row("LM head logits", head_saved + head_bwd, 0.0,
                         f"[{T} x {V}] logits and their gradient, {c} B each (fused_lm_head=true avoids both)"))
     # Backward of one layer: the gradients of its MLP intermediates (three of c x intermediate live at
