@@ -107,10 +107,12 @@ class Launch:
         return -(-self.processes // self.machines)
 
     def describe(self) -> str:
-        how = "FSDP full shard" + (" + CPU offload" if self.offload else "") if self.fsdp else (
-            "DDP" if self.processes > 1 else "one process")
+        kind = "GPU" if self.gpu else "CPU"
+        if self.processes == 1 and not self.fsdp:
+            return f"one {kind} process"
+        how = "FSDP full shard" + (" + CPU offload" if self.offload else "") if self.fsdp else "DDP"
         nodes = f"{self.machines} nodes x {self.per_node}" if self.machines > 1 else f"{self.processes}"
-        return f"{nodes} {'GPU' if self.gpu else 'CPU'} process{'es' if self.processes > 1 else ''}, {how} ({self.source})"
+        return f"{nodes} {kind} processes, {how} ({self.source})"
 
 
 def _truthy(v) -> bool:
@@ -173,8 +175,8 @@ class Plan:
         return FIT_FRACTION * self.gpu_memory
 
     @property
-    def fits_gpu(self) -> bool:
-        return self.peak <= self.budget
+    def fits_gpu(self) -> bool:   # CPU processes: their RAM, not a GPU's memory, is what they use
+        return not self.launch.gpu or self.peak <= self.budget
 
     @property
     def fits_cpu(self) -> bool:
@@ -188,6 +190,8 @@ class Plan:
         return next(r for r in self.rows if r.name == name)
 
     def summary(self) -> str:
+        if not self.launch.gpu:
+            return f"peak {self.peak / GiB:.1f} GiB per process (CPU processes: not checked against a GPU)"
         s = (f"peak {self.peak / GiB:.1f} GiB per GPU of {self.budget / GiB:.1f} usable "
              f"({FIT_FRACTION:.0%} of {self.gpu_memory / GiB:.0f} GiB)")
         if self.launch.offload:
