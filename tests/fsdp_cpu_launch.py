@@ -3,8 +3,8 @@
 accelerate turns FSDP on only for accelerator devices (on CPU its state says MULTI_CPU and the FSDP
 plugin is dropped), while torch's FSDP2 (fully_shard) itself runs on CPU. This helper flips the
 state to FSDP after accelerate's own CPU set-up, so everything else is accelerate's real FSDP2 path
-(sharding, cpu_ram_efficient_loading, full-state gathering) and ours (sharded optimizer checkpoints,
-weights broadcast from rank 0). Launched by torchrun with the environment `accelerate launch` builds
+(sharding, cpu_ram_efficient_loading, full-state gathering, CPU offload unpinned) and ours (sharded
+optimizer checkpoints, weights broadcast from rank 0). Launched by torchrun with the environment `accelerate launch` builds
 from the shipped config (tests/test_training.py). Not part of the product.
 """
 
@@ -24,7 +24,22 @@ def _fsdp_on_cpu(self, *args, **kwargs):
         self.fsdp_plugin = kwargs.get("fsdp_plugin") or FullyShardedDataParallelPlugin()
 
 
-state.AcceleratorState.__init__ = _fsdp_on_cpu
+def _offload_without_pinning(plugin) -> None:
+    # FSDP CPU offload pins its CPU copies by default, and pinning needs an accelerator; on CPU
+    # processes the same policy runs unpinned (the only difference; `iwsft` prints that offload is on).
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    if isinstance(plugin.cpu_offload, CPUOffloadPolicy) and plugin.cpu_offload.pin_memory:
+        plugin.cpu_offload = CPUOffloadPolicy(pin_memory=False)
+
+
+def _fsdp_on_cpu_unpinned(self, *args, **kwargs):
+    _fsdp_on_cpu(self, *args, **kwargs)
+    if self.distributed_type == DistributedType.FSDP:
+        _offload_without_pinning(self.fsdp_plugin)
+
+
+state.AcceleratorState.__init__ = _fsdp_on_cpu_unpinned
 
 _prepare = accelerate.Accelerator.prepare
 

@@ -392,6 +392,8 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 x 2 accum x 2 proc" in first.stdout and _metrics(tmp_path / "fsdp")[0]["w_mean"] == 1.0
     _assert_fsdp_sharded(first.stdout)
+    # The shipped config offloads (its header: 93 GiB per GPU without): FSDP2's CPUOffloadPolicy, unpinned here.
+    assert env["FSDP_OFFLOAD_PARAMS"] == "true" and "FSDP CPU offload" in " ".join(first.stdout.split())
     a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "fsdp" / "final")
     assert a.keys() == b.keys()
     for k in a:
@@ -427,6 +429,58 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
     assert all(t.dtype == torch.float32 for t in e.values())            # float32 master weights
     _assert_same_update(_params(tiny_dir / "model"), a, e, rel=0.05)   # bf16 rounding, same training
     _assert_fsdp_sharded(r.stdout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_with_the_shipped_multi_node_config(tiny_dir, tmp_path):
+    """recipes/table1/accelerate_fsdp_2x8xh100.yaml through `accelerate launch` itself, as each node runs
+    it: 2 "nodes" of 1 CPU process on this machine (machine_rank 0 and 1, main_process_ip 127.0.0.1,
+    a main_process_port), FSDP2 without offload over gloo. Same weights as one process; resumed from a
+    checkpoint, the same end. What cannot run here: two hosts, NCCL, a filesystem that is not shared."""
+    config = Path(__file__).parents[1] / "recipes" / "table1" / "accelerate_fsdp_2x8xh100.yaml"
+    common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+              "micro_batch_size=1", "learning_rate=3e-3", "max_steps=4", "save_every=2", "weighting=iw-sft",
+              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5", f"output_dir={tmp_path / 'nodes'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+    def two_nodes():
+        port = _free_port()
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
+             "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+             "--main_process_port", str(port), "--mixed_precision", "no",
+             # CPU-only differences, as in the FSDP2 test: a Llama tiny model, no accelerator to sync onto
+             "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "--fsdp_sync_module_states", "false",
+             str(Path(__file__).parent / "fsdp_cpu_launch.py"), "train", "-", *common],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-3000:]
+        return outs[0][0]
+
+    one = _run_cli(["train", "-", *common[:-1], f"output_dir={tmp_path / 'one'}"], env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    out = two_nodes()
+    assert "1 x 2 accum x 2 proc" in out and "offload" not in out
+    assert _metrics(tmp_path / "nodes")[0]["w_mean"] == 1.0
+    a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "nodes" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert sum(s.name.endswith(".distcp") for s in (tmp_path / "nodes" / "checkpoints" / "step-000002" / "optimizer").iterdir()) == 2
+    shutil.rmtree(tmp_path / "nodes" / "final")
+    out = two_nodes()
+    assert "resuming" in out and "(step 2/4)" in out
+    c = _params(tmp_path / "nodes" / "final")
+    for k in b:
+        torch.testing.assert_close(b[k], c[k], rtol=0, atol=0)
 
 
 def test_every_shipped_recipe_validates():

@@ -10,7 +10,9 @@ def add_arguments(p):
     p.add_argument("overrides", nargs="*", help="key=value pairs, e.g. max_steps=2 output_dir=/tmp/run")
     p.add_argument("--help-keys", action="store_true", help="list every recipe key with its documentation")
     p.set_defaults(_trailing="overrides")    # key=value pairs may also follow the flags
-    p.add_argument("--check", action="store_true", help="validate the recipe (and a local dataset's rows, and output_dir) and print it; train nothing")
+    p.add_argument("--check", action="store_true",
+                   help="validate the recipe (and a local dataset's rows, and output_dir), print it and its memory plan "
+                        "per GPU; refuse a plan that does not fit; train nothing")
 
 
 def run(args) -> int:
@@ -40,6 +42,16 @@ def run(args) -> int:
             check_rows(load_rows(cfg.dataset, cfg.dataset_split), cfg)
 
         console.print(escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+        from harness.training import memory_plan
+
+        plan = memory_plan.plan_recipe(cfg)
+        if plan is None:
+            console.print(f"[yellow]memory plan: skipped[/]: no config.json of {escape(cfg.model)} on this machine "
+                          "(set model_config=PATH to plan offline)")
+        else:
+            console.print(memory_plan.table(plan))
+            memory_plan.check(plan)
+            console.print(f"memory plan fits: {plan.summary()}; {escape(plan.launch.describe())}")
         console.print(f"[green]ok[/]: {args.recipe}")
         return 0
     from harness.training.trainer import train

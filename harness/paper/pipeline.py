@@ -206,6 +206,8 @@ def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train
         if "=" not in ov:
             raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
     check_reusable(suite, seeds, train_overrides)   # loads every (recipe, seed) with the overrides
+    if suite.accelerate_config:
+        check_memory(suite, train_overrides)
     check_resources(suite, seeds, train_overrides)
 
 
@@ -271,6 +273,26 @@ def _gpu_count() -> int:
         return 0
 
 
+def check_memory(suite: Suite, train_overrides: list[str] = ()) -> list[str]:
+    """Each recipe's memory plan under the suite's launch config, before any process starts: a
+    UserError naming the fix when one does not fit. Returns one summary line per recipe."""
+    from harness.training import memory_plan
+
+    lines = []
+    for name in suite.recipes:
+        _, _, cfg = _recipe_config(suite, name, 0, train_overrides)
+        plan = memory_plan.plan_recipe(cfg, accelerate_config=str(ROOT / suite.accelerate_config))
+        if plan is None:
+            lines.append(f"{name}: memory plan skipped (no config.json of {cfg.model} here; set model_config)")
+            continue
+        try:
+            memory_plan.check(plan)
+        except UserError as e:
+            raise UserError(f"{name}: {e}") from None
+        lines.append(f"{name}: memory plan fits, {plan.summary()} ({plan.launch.describe()})")
+    return lines
+
+
 def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,
                      limit: int | None = None, train_overrides: list[str] = ()) -> dict:
     from harness.paper.report import build_table, write_report
@@ -286,6 +308,9 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
         if suite.step_curve:
             suite.step_curve = {**suite.step_curve, "limit": min(suite.step_curve["limit"], limit)}
     suite.benchmarks = available_benchmarks(suite, console)
+    if suite.accelerate_config:
+        for line in check_memory(suite, train_overrides):
+            console.print(line)
     t0 = time.time()
 
     console.rule("Figure 1: the two-armed bandit")

@@ -107,6 +107,20 @@ class TrainConfig:
     pay the compile time. The reference cache then goes through the same compiled training graph, so
     step-0 weights stay exactly 1; needs q_source=lag0."""
 
+    # --- memory plan (iwsft train --check; harness/training/memory_plan.py) -------------------------
+    model_config: str | None = None
+    """The model's config.json (Hugging Face format) for planning memory offline; unset: the model's own,
+    from a local folder or the hub cache. Relative paths are looked up beside the recipe first."""
+    accelerate_config: str | None = None
+    """The accelerate config the recipe is launched with (its processes, machines, FSDP and offload plan
+    the memory); the launch command in the recipe's header names the same file. Inside a launch, the
+    launch's own environment counts instead."""
+    gpu_memory_gib: float | None = None
+    """Memory of one GPU in GiB for the plan; unset: detected where CUDA is visible, else 80 (H100)."""
+    cpu_memory_gib: float | None = None
+    """CPU RAM of one node in GiB, checked against what CPU offload needs; unset: detected where CUDA is
+    visible, else not checked (a laptop's RAM says nothing about the cluster's)."""
+
     # --- output -----------------------------------------------------------------------------------
     output_dir: str = "runs/train/default"
     """Run directory: checkpoints, metrics.jsonl, config.yaml."""
@@ -199,8 +213,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           ("q_ema_decay", lambda v: 0 <= v < 1, "in [0, 1)")):
         if not ok(getattr(cfg, key)):
             raise UserError(f"{key} must be {want} (got {getattr(cfg, key)})")
-    if cfg.peak_tflops is not None and not cfg.peak_tflops > 0:
-        raise UserError(f"peak_tflops must be > 0 (got {cfg.peak_tflops})")
+    for key in ("peak_tflops", "gpu_memory_gib", "cpu_memory_gib"):
+        if getattr(cfg, key) is not None and not 0 < getattr(cfg, key) < math.inf:
+            raise UserError(f"{key} must be > 0 (got {getattr(cfg, key)})")
     if cfg.compile_layers and cfg.q_source != "lag0":
         raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
                         "than the reference, and step-0 weights would not be exactly 1); set one of them back")
@@ -214,7 +229,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
-RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir"}
+RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir",
+                  "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}
 
 
 def settings_diff(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -266,10 +282,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise UserError(f"recipe {path} must be a mapping of key: value")
         for k, v in loaded.items():
             _apply(data, str(k), v, str(path))
-        # A relative data file is looked up beside the recipe first, so recipes run from any directory.
-        ds = data.get("dataset")
-        if isinstance(ds, str) and not Path(ds).is_absolute() and (path.parent / ds).is_file():
-            data["dataset"] = str((path.parent / ds).resolve())
+        # Relative files (data, model config, accelerate config) are looked up beside the recipe first,
+        # so recipes run from any directory.
+        for key in ("dataset", "model_config", "accelerate_config"):
+            f = data.get(key)
+            if isinstance(f, str) and not Path(f).is_absolute() and (path.parent / f).is_file():
+                data[key] = str((path.parent / f).resolve())
     for k, v in parse_overrides(list(overrides)):
         _apply(data, k, v, "the command line")
     return validate(TrainConfig(**data))

@@ -157,9 +157,45 @@ class Trainer:
             raise UserError(f"q_source={cfg.q_source} keeps an unsharded copy of the model and runs in one process only; "
                             "use q_source=lag0 (the released code's choice) for multi-GPU runs")
         self.spec = cfg.weight_spec()
+        if world > 1:
+            self._check_shared_dirs()
         if cfg.fused_lm_head and self.acc.distributed_type.name == "FSDP" and not getattr(self.acc, "is_fsdp2", False):
             raise UserError("fused_lm_head reads the output layer after the model's forward, where FSDP1 may have "
                             "re-sharded it; use FSDP2 (fsdp_version: 2, as the shipped config) or fused_lm_head=false")
+
+    def _check_shared_dirs(self) -> None:
+        """Collective, before anything loads: every rank must see the folder rank 0 writes checkpoints
+        and the reference cache to (on several nodes: a shared filesystem). Rank 0 drops a probe file
+        in the nearest existing folder of each; every rank looks for it."""
+        import uuid
+
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        acc, token = self.acc, broadcast_object_list([uuid.uuid4().hex])[0]
+        folders = {"output_dir": self.out, "ref_cache_dir": Path(self.cfg.ref_cache_dir) if self.cfg.ref_cache_dir
+                   else refcache.default_dir()}
+        probes = {}
+        for key, folder in folders.items():
+            folder = folder.absolute()
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            probes[key] = folder / f".iwsft-shared-{token}"
+        if acc.is_main_process:
+            for probe in probes.values():
+                probe.touch()
+        acc.wait_for_everyone()
+        seen = {key: probe.exists() for key, probe in probes.items()}
+        blind = gather_object([(acc.process_index, [k for k, ok in seen.items() if not ok])])
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            for probe in probes.values():
+                probe.unlink(missing_ok=True)
+        missing = sorted({k for _, ks in blind for k in ks})
+        if missing:
+            ranks = sorted(r for r, ks in blind if ks)
+            raise UserError(f"ranks {ranks} do not see {' and '.join(f'{k} {folders[k]}' for k in missing)} as rank 0 "
+                            "writes it: on several nodes it must be on a filesystem all nodes share (NFS, Lustre); "
+                            "set output_dir / ref_cache_dir to such a folder")
 
     # -- set-up -------------------------------------------------------------------------------------
     def _load(self):
@@ -347,7 +383,8 @@ class Trainer:
         peak = _peak_flops(cfg, acc.device)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
-                           f"{n_params / 1e6:.1f}M params on {acc.device}")
+                           f"{n_params / 1e6:.1f}M params on {acc.device}"
+                           + (" (FSDP CPU offload: weights, gradients and AdamW states in CPU RAM)" if self._offloaded() else ""))
         for line in start_warnings(cfg, steps, len(self.data.examples)):
             self.console.print(line, style="yellow", markup=False, highlight=False)
 
@@ -416,6 +453,14 @@ class Trainer:
             tb.close()
         self.console.print(f"[green]saved[/] {final}")
         return final
+
+    def _offloaded(self) -> bool:
+        plugin = getattr(self.acc.state, "fsdp_plugin", None)
+        if plugin is None:
+            return False
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        return isinstance(plugin.cpu_offload, CPUOffloadPolicy)
 
     def _tensorboard(self):
         if not (self.cfg.tensorboard and self.acc.is_main_process):
