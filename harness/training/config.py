@@ -37,7 +37,12 @@ class TrainConfig:
     completion_column: str | None = None
     """Column holding a sampled response verbatim (the text generated after the think prefix, answer
     section included), as `iwsft curate` writes it; when set, thinking/answer columns are not used,
-    so training sees exactly the tokens the reference model sampled."""
+    so training sees exactly the tokens the reference model sampled. The think prefix, which was part of the
+    sampling prompt, then goes on the prompt side (no loss)."""
+    forced_column: str | None = None
+    """With completion_column: a column of [start, end] character spans of the response that the sampler
+    forced rather than sampled (`iwsft curate` writes `forced_spans`: the close after thinking). They
+    carry no loss and no importance weight, so training sees only what the policy generated."""
     think_prefix: str = "<|im_start|>think"
     """Opens the thinking section; the loss starts here (docs/method.md#training-data-format)."""
     answer_prefix: str = "<|im_start|>answer"
