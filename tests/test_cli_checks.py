@@ -67,7 +67,7 @@ def test_table1_report_says_what_was_evaluated(tmp_path, monkeypatch):
     assert {lim for _, _, lim in seen} == {1}
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     subsets = [d for d in report["deviations"] if d.startswith("Subsets")]
-    assert subsets == ["Subsets: arith first 1, aime24 first 1, math500 first 1 problems (not the full benchmark)."]
+    assert subsets == ["Subsets: arith first 1, arith2 first 1, aime24 first 1, math500 first 1 problems (not the full benchmark)."]
     assert [r["ours"] for r in report["paper"] if r.get("ours")] == ["base"]
     txt = (tmp_path / "rep" / "table1.txt").read_text()
     assert "ours: base" in txt and "ours: iw-sft" not in txt and "ours: s1.1-sft" not in txt
