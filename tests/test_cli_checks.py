@@ -168,6 +168,9 @@ EVAL = ["eval", "--model", "smollm2-135m", "--limit", "1", "--no-progress"]
     (["--benchmarks", "arith", "--top-p", "0"], ["--top-p must be in (0, 1]"]),
     (["--benchmarks", "arith", "--answer-budget", "200", "--max-new-tokens", "50"],
      ["--answer-budget 200 exceeds --max-new-tokens 50"]),
+    (["--benchmarks", "arith", "--delimiters", "plain", "--thinking-budget", "64"],
+     ["--delimiters plain generates without a thinking phase"]),
+    (["--benchmarks", "arith", "--delimiters", "plain", "--wait", "2"], ["does not apply"]),
 ])
 def test_eval_rejects_bad_options_before_loading(tmp_path, monkeypatch, capsys, args, needles):
     monkeypatch.setattr(ev, "run_eval", _never("the evaluation (model loading)"))
