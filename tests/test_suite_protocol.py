@@ -57,11 +57,11 @@ def test_deviations_name_the_protocol_and_the_controls():
     from harness.training.config import load_recipe
 
     s = load_suite("paper")
-    trained = {n: load_recipe(s.recipe_path(n)).to_dict() for n in s.recipes}
+    trained = {n: {**load_recipe(s.recipe_path(n)).to_dict(), "data_summary": {"examples": 1000}} for n in s.recipes}
     text = "\n".join(deviations(s, {"base": [{}]}, trained))
     assert "Base row: plain generation" in text
     assert "longest prompt over all" in text
-    assert "twice as many AdamW steps" in text and "sft-matched" in text
+    assert "iw-sft, iw-sft-per-step take 2x as many AdamW steps (625 against 313)" in text and "sft-matched is SFT" in text
     t = load_suite("tiny")
     trained = {n: load_recipe(t.recipe_path(n)).to_dict() for n in t.recipes}
     text = "\n".join(deviations(t, {"base": [{}]}, trained))

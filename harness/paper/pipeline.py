@@ -7,6 +7,7 @@ evaluation runner keeps finished samples, so re-running a job only does what is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -149,6 +150,14 @@ def protocol_notes(suite: Suite, runs: dict) -> list[str]:
     return out
 
 
+def _steps(c: dict) -> int | None:
+    """Optimizer steps of a trained config (max_steps, else epochs x examples / global batch)."""
+    if c.get("max_steps"):
+        return int(c["max_steps"])
+    n = (c.get("data_summary") or {}).get("examples")
+    return math.ceil(c["num_epochs"] * n / c["global_batch_size"]) if n and c.get("num_epochs") else None
+
+
 def control_notes(trained: dict[str, dict]) -> list[str]:
     """What each comparison controls for: optimizer steps (batch, block, epochs) and loss normalisation."""
     out = []
@@ -156,18 +165,21 @@ def control_notes(trained: dict[str, dict]) -> list[str]:
                        c.get("learning_rate"))
     iw = {n: c for n, c in trained.items() if c.get("weighting") != "sft"}
     sft = {n: c for n, c in trained.items() if c.get("weighting") == "sft"}
-    for n, c in iw.items():
-        matched = [m for m, d in sft.items() if shape(d) == shape(c)]
-        other = [(m, d) for m, d in sft.items() if shape(d) != shape(c)]
-        for m, d in other:
-            if d.get("global_batch_size") and c.get("global_batch_size") and d["global_batch_size"] > c["global_batch_size"]:
-                ratio = d["global_batch_size"] / c["global_batch_size"]
-                out.append(f"Steps: {n} (global batch {c['global_batch_size']}, block {c.get('block_size')}) against {m} "
-                           f"(batch {d['global_batch_size']}, block {d.get('block_size')}) at the same peak learning rate is the "
-                           f"paper's comparison: {n} takes {'twice' if ratio == 2 else f'{ratio:g}x'} as many AdamW steps"
-                           + (f"; {', '.join(matched)} is SFT with {n}'s batch, block and steps, the control that isolates "
-                              "the weighting." if matched else "; no step-matched SFT control was run."))
-                break
+    if iw:
+        ref = next(iter(iw.values()))
+        matched = [m for m, d in sft.items() if shape(d) == shape(ref)]
+        bigger = [(m, d) for m, d in sft.items() if (d.get("global_batch_size") or 0) > (ref.get("global_batch_size") or 0)]
+        if bigger:
+            m, d = bigger[0]
+            si, sm = _steps(ref), _steps(d)
+            steps = (f"{', '.join(iw)} take {si / sm:.2g}x as many AdamW steps ({si} against {sm})" if si and sm and si != sm
+                     else f"here both take {si} steps (max_steps), so {m} sees {d['global_batch_size'] / ref['global_batch_size']:g}x "
+                          "the sequences" if si and si == sm else "the step counts are unknown")
+            out.append(f"Steps: {', '.join(iw)} (global batch {ref.get('global_batch_size')}, block {ref.get('block_size')}) "
+                       f"against {m} (batch {d['global_batch_size']}, block {d.get('block_size')}) at the same peak learning "
+                       f"rate is the paper's comparison (iw-SFT 625 steps, s1.1 313): {steps}; "
+                       + (f"{', '.join(matched)} is SFT with iw-SFT's batch, block and steps, the control that isolates the "
+                          "weighting." if matched else "no step-matched SFT control was run."))
     for n, c in trained.items():
         mb = c.get("micro_batch_size") or 1
         if mb > 1 and c.get("loss_normalization", "micro_batch") == "micro_batch":
