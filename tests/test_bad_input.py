@@ -17,7 +17,7 @@ from harness.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny" / "iw-sft.yaml"
-GOOD = {"question": "What is 1 + 1?", "response": "er\nso 2<|im_start|>answer\nAnswer: 2"}
+GOOD = {"question": "What is 1 + 1?", "response": "er\nso 2<|im_start|>answer\nAnswer: 2", "forced_spans": [[7, 25]]}
 
 
 def _one_line_error(capsys, *fragments: str) -> str:
@@ -61,7 +61,7 @@ def test_prepare_checks_every_row_and_scores():
     from harness.training.data import prepare, quality_oversample
 
     cfg = load_recipe(str(RECIPE), ["dataset=rows"])
-    with pytest.raises(UserError, match=r"dataset rows row 2: .*\['response'\]"):
+    with pytest.raises(UserError, match=r"dataset rows row 2: .*\['response', 'forced_spans'\]"):
         prepare([GOOD, GOOD, {"question": "q"}], None, cfg)  # refused before any tokenisation
     with pytest.raises(UserError, match=r"row 1: score_column 'score' is 'high', not a number"):
         quality_oversample([{"score": 1}, {"score": "high"}], "score", [90])

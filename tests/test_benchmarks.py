@@ -294,3 +294,28 @@ def test_gpqa_bad_csv(tmp_path):
     dup = write_fake_gpqa_csv(tmp_path / "dup.csv", [FAKE_GPQA[0], FAKE_GPQA[0]])
     with pytest.raises(UserError, match="duplicate Record ID"):
         load_benchmark("gpqa_diamond", gpqa_csv=str(dup))
+
+
+def test_arith_split_by_unordered_pair_and_transfer_level():
+    """3+5 and 5+3 sit on the same side of the split (a held-out fact is not the training fact
+    reversed), clusters are unordered pairs, and arith2 (two-digit addition) is a separate level."""
+    import re
+
+    from harness.evaluation.benchmarks import load_benchmark
+
+    def pairs(name):
+        out = set()
+        for p in load_benchmark(name):
+            a, b = map(int, re.fullmatch(r"\w+-(\d+)[-+*](\d+)-t\d+", p.id).groups())
+            out.add((a, b))
+        return out
+
+    test, train = pairs("arith"), pairs("arith_train")
+    assert not test & train
+    assert all((b, a) in test for a, b in test) and all((b, a) in train for a, b in train)
+    assert len(test | train) == 100
+    probs = {p.id: p for p in load_benchmark("arith")}
+    assert probs["add1-2+8-t0"].meta["cluster"] == probs["add1-8+2-t3"].meta["cluster"] == "add1-2+8"
+    a2 = load_benchmark("arith2", limit=118)     # one phrasing of each of its 118 ordered pairs
+    assert len(a2) == 118 and all(p.id.startswith("add2-") and p.id.endswith("-t0") for p in a2)
+    assert {p.meta["cluster"] for p in a2} == {p.meta["cluster"] for p in load_benchmark("arith2")}

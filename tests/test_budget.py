@@ -277,3 +277,32 @@ def test_budget_forcing_on_smollm2(smollm2):
         assert r.thinking_tokens <= 3
         if r.hit_cap:
             assert r.thinking_tokens == 3 and "Final Answer:" in r.close
+
+
+def test_plain_protocol_generates_the_whole_answer_without_thinking(tok):
+    """`plain` (the paper's base-model row): the chat template alone (no think prefix), one answer
+    phase up to the end of turn with no thinking cap, and the grader reads the whole response."""
+    from harness.evaluation.generation.prompts import PLAIN, get_delimiters
+    from harness.evaluation.grading import extract
+
+    template = tok.apply_chat_template([{"role": "user", "content": "What is 3 + 4?"}], add_generation_prompt=True,
+                                       tokenize=False)
+    assert build_prompt_ids(tok, "What is 3 + 4?", get_delimiters("plain")) == tok.encode(template, add_special_tokens=False)
+    answer = tok.encode("3 + 4 = 7", add_special_tokens=False)
+
+    class OneShot:
+        calls = []
+
+        def generate(self, prompts, params):
+            self.calls.append(per_prompt_params(params, len(prompts)))
+            return [Completion(list(answer), decode(tok, answer), "stop", tok.eos_token_id) for _ in prompts]
+
+    backend = OneShot()
+    prompt = build_prompt_ids(tok, "What is 3 + 4?", PLAIN)
+    (res,) = generate_with_budget(backend, tok, [prompt], BudgetConfig(thinking_budget="auto", total_budget=200), PLAIN)
+    (gp,) = backend.calls[0]
+    assert len(backend.calls) == 1 and gp.max_new_tokens == 200 - len(prompt)
+    assert tok.eos_token_id in gp.stop_token_ids and not gp.min_tokens
+    assert res.text == "3 + 4 = 7" and res.thinking_tokens == 0 and not res.hit_cap and res.close == ""
+    assert extract("arith", res.text, answer_delimiter=PLAIN.answer_prefix.strip()) == "7"
+    assert extract("arith", res.text) is None       # under s1's delimiter the same text has no answer section

@@ -67,7 +67,7 @@ def test_table1_report_says_what_was_evaluated(tmp_path, monkeypatch):
     assert {lim for _, _, lim in seen} == {1}
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     subsets = [d for d in report["deviations"] if d.startswith("Subsets")]
-    assert subsets == ["Subsets: arith first 1, aime24 first 1, math500 first 1 problems (not the full benchmark)."]
+    assert subsets == ["Subsets: arith first 1, arith2 first 1, aime24 first 1, math500 first 1 problems (not the full benchmark)."]
     assert [r["ours"] for r in report["paper"] if r.get("ours")] == ["base"]
     txt = (tmp_path / "rep" / "table1.txt").read_text()
     assert "ours: base" in txt and "ours: iw-sft" not in txt and "ours: s1.1-sft" not in txt
@@ -168,6 +168,9 @@ EVAL = ["eval", "--model", "smollm2-135m", "--limit", "1", "--no-progress"]
     (["--benchmarks", "arith", "--top-p", "0"], ["--top-p must be in (0, 1]"]),
     (["--benchmarks", "arith", "--answer-budget", "200", "--total-budget", "50"],
      ["--answer-budget 200 exceeds --total-budget 50"]),
+    (["--benchmarks", "arith", "--delimiters", "plain", "--thinking-budget", "64"],
+     ["--delimiters plain generates without a thinking phase"]),
+    (["--benchmarks", "arith", "--delimiters", "plain", "--wait", "2"], ["does not apply"]),
 ])
 def test_eval_rejects_bad_options_before_loading(tmp_path, monkeypatch, capsys, args, needles):
     monkeypatch.setattr(ev, "run_eval", _never("the evaluation (model loading)"))

@@ -244,7 +244,7 @@ def test_choice_thinking_only_when_no_answer_section():
 def test_benchmark_kinds_and_unknown_benchmark():
     assert {b: kind_of(b) for b in ("aime24", "arith", "math500", "gpqa_diamond")} == \
         {"aime24": "integer", "arith": "integer", "math500": "math", "gpqa_diamond": "choice"}
-    with pytest.raises(UserError, match="aime24, arith, arith_train, gpqa_diamond, math500"):
+    with pytest.raises(UserError, match="aime24, arith, arith2, arith_train, gpqa_diamond, math500"):
         grade_one("aime", r"\boxed{1}", "1")
     with pytest.raises(UserError, match="aime24, arith"):
         grade_many("mmlu", [])

@@ -26,3 +26,27 @@ def test_adamw_is_fused_by_default_and_matches_foreach():
     for pa, pb, p0 in zip(a, b, _params()):
         assert not torch.equal(pa, p0)                        # the parameters really moved
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-6)
+
+
+def test_update_norm_from_adamw_state_equals_the_parameter_change():
+    """The logged update norm is rebuilt from AdamW's state (no parameter copy): it must equal
+    ||theta_after - theta_before|| of each step, fused or for-each, with weight decay, as the lr changes."""
+    import math
+
+    import pytest
+
+    from harness.training.optim import adamw_update_sq_norm
+
+    for fused in (True, False):
+        ps = _params(3)
+        opt = adamw(ps, lr=5e-2, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
+        g = torch.Generator().manual_seed(4)
+        for step in range(6):
+            for group in opt.param_groups:
+                group["lr"] = 5e-2 * (1 - step / 8)
+            before = [p.detach().clone() for p in ps]
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g) * (10 if step == 2 else 1)
+            opt.step()
+            actual = math.sqrt(sum(float((p.detach() - b).double().pow(2).sum()) for p, b in zip(ps, before)))
+            assert math.sqrt(adamw_update_sq_norm(opt)) == pytest.approx(actual, rel=1e-4)

@@ -29,7 +29,9 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     assert list((tmp_path / "ref").glob("*.safetensors"))        # computed here (iw-sft, per-step share one)
     assert len(loads) == len(set(loads)) >= 4, loads    # base + 3 trained (+ step-curve checkpoints)
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
-    assert [r["model"] for r in report["rows"]] == ["base", "s1.1-sft", "iw-sft", "iw-sft-per-step"]
+    assert [r["model"] for r in report["rows"]] == ["base", "s1.1-sft", "sft-matched", "iw-sft", "iw-sft-per-step"]
+    assert any(p["a"] == "sft-matched" and p["b"] == "iw-sft" for p in report["paired"])
+    assert "arith2" in report["rows"][0]["benchmarks"]
     arith = report["rows"][0]["benchmarks"]["arith"]
     assert arith["n"] == 3 and 0 <= arith["ci95"][0] <= arith["accuracy"] <= arith["ci95"][1] <= 1
     assert {p["benchmark"] for p in report["paired"]} >= {"arith", "math500"}
@@ -40,9 +42,9 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     assert any("offline checker" in d for d in report["deviations"])
     for f in ("table1.md", "table1.txt", "figure1.png", "figure1.json", "arith_steps.png"):
         assert (tmp_path / "rep" / f).is_file(), f
-    for name in ("s1.1-sft", "iw-sft", "iw-sft-per-step"):
+    for name in ("s1.1-sft", "sft-matched", "iw-sft", "iw-sft-per-step"):
         m = [json.loads(l) for l in (tmp_path / "runs" / "tiny" / name / "metrics.jsonl").read_text().splitlines()]
-        assert m[0]["w_mean"] == 1.0 and len(m) == 2
+        assert m[0]["w_mean"] == 1.0 and len(m) == 2 and "update_norm" in m[0]
     out = capsys.readouterr().out
     assert "Paired comparisons" in out and "Deviations" in out
 

@@ -110,8 +110,8 @@ def test_compare_notes_other_differing_settings(tmp_path, capsys):
 
 
 def _arith_runs(root: Path, name: str, correct_pairs: set[int], k_pairs: int = 10) -> Path:
-    """An arith run on real arith ids: k_pairs operand pairs x 6 phrasings, all phrasings of a
-    pair right or wrong together."""
+    """An arith run on real arith ids: k_pairs unordered operand pairs (both orders) x 6 phrasings, all
+    problems of a pair right or wrong together."""
     from harness.evaluation.benchmarks import load_benchmark
 
     problems = load_benchmark("arith")
@@ -125,8 +125,9 @@ def test_report_resamples_and_tests_arith_clusters(tmp_path):
     iw = load_run(_arith_runs(tmp_path / "b", "m", set(range(7))))
     report = build_table({"base": [{"arith": base}], "iw-sft": [{"arith": iw}]}, [["base", "iw-sft"]], [], "Clusters")
     (pc,) = report["paired"]
-    # 5 pairs (30 problems) won by iw-sft: 5 independent wins, p = 2/32, not 30 (p = 2/2^30).
-    assert (pc["only_a"], pc["only_b"], pc["clusters"]) == (0, 30, 10)
+    # 5 unordered pairs (54 problems: both orders x 6 phrasings, one pair a double) won by iw-sft:
+    # 5 independent wins, p = 2/32, not 54 (p = 2/2^54).
+    assert (pc["only_a"], pc["only_b"], pc["clusters"]) == (0, 54, 10)
     assert pc["p_mcnemar"] == pytest.approx(0.0625) and pc["diff_ci95"][0] <= 0
     cell = report["rows"][0]["benchmarks"]["arith"]
     assert cell["ci_method"].startswith("bootstrap over 10 clusters")

@@ -1,6 +1,7 @@
 """The trainer on a tiny random model (real tokenizer): loss, weights, reference cache, resume, errors."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -59,9 +60,10 @@ def test_sft_loss_falls(tiny_dir, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
 
-@pytest.mark.parametrize("weighting", ["iw-sft", "per-step", "iw-sft-paper"])
-def test_weights_exactly_one_at_step0(tiny_dir, tmp_path, weighting):
-    train(_cfg(tiny_dir, tmp_path, weighting=weighting, max_steps=3))
+@pytest.mark.parametrize("weighting,overrides", [("iw-sft", {}), ("per-step", {}), ("iw-sft-paper", {"w_clip": [0, 16]}),
+                                                 ("iw-sft-paper", {"self_normalize": True})])
+def test_weights_exactly_one_at_step0(tiny_dir, tmp_path, weighting, overrides):
+    train(_cfg(tiny_dir, tmp_path, weighting=weighting, weighting_overrides=overrides, max_steps=3))
     m = _metrics(tmp_path / "run")
     assert m[0]["w_mean"] == 1.0 and m[0]["w_max"] == 1.0 and m[0]["logw_p95"] == 0.0
     assert m[-1]["w_mean"] != 1.0     # the weights do move once the policy leaves pi_ref
@@ -488,7 +490,7 @@ def test_every_shipped_recipe_validates():
     from harness.training.objective import preset
 
     assert len(recipes) >= 6
-    row_preset = {"s1.1-sft": "sft", "iw-sft": "iw-sft", "iw-sft-per-step": "per-step"}   # README: Table 1's rows
+    row_preset = {"s1.1-sft": "sft", "sft-matched": "sft", "iw-sft": "iw-sft", "iw-sft-per-step": "per-step"}   # README: Table 1's rows
     tiny = {}
     for r in recipes:
         cfg = load_recipe(r)
@@ -497,10 +499,13 @@ def test_every_shipped_recipe_validates():
         assert "iwsft train" in text or "accelerate launch" in text, f"{r} carries no launch command"
         if r.parent.name == "tiny":
             tiny[r.stem] = cfg.to_dict()
-    # The tiny recipes differ only in weighting and output_dir: their comparison is about the objective alone.
-    assert len(tiny) == 3
-    differ = {k for d in tiny.values() for k in d if len({str(e[k]) for e in tiny.values()}) > 1}
-    assert differ == {"weighting", "output_dir"}, differ
+    # iw-sft, per-step and the step-matched control differ only in weighting and output_dir: their
+    # comparison is about the objective alone; s1.1-sft adds the paper's s1.1 batch (16, half the steps).
+    assert len(tiny) == 4
+    def differ(names):
+        return {k for k in tiny[names[0]] if len({str(tiny[n][k]) for n in names}) > 1}
+    assert differ(["iw-sft", "iw-sft-per-step", "sft-matched"]) == {"weighting", "output_dir"}
+    assert differ(["sft-matched", "s1.1-sft"]) == {"global_batch_size", "output_dir"}
 
 
 @pytest.mark.parametrize(
@@ -636,3 +641,74 @@ def test_one_numbering_one_unit_and_start_warnings(tiny_dir, tmp_path):
             assert f.stat().st_mode & 0o777 == 0o644, f
     finally:
         os.umask(old)
+
+
+# -- controls: what the optimizer did, normalisations -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def uneven_data(tiny_dir):
+    """Responses of very different lengths, so per-micro-batch and per-window normalisers differ."""
+    rows = [{"question": f"What is {a} + {b}?", "deepseek_thinking_trajectory": " ".join(["step"] * (1 + 9 * (a % 3) * b)),
+             "deepseek_attempt": str(a + b)} for a in range(4) for b in range(2)]
+    path = tiny_dir / "uneven.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_self_normalisation_spans_the_optimizer_step(tiny_dir, tmp_path):
+    """At micro-batch 1 a per-micro-batch mean turned every weight into 1 (SFT); normalised over the
+    whole step, weights differ across sequences and average exactly 1 over the step."""
+    train(_cfg(tiny_dir, tmp_path, weighting="iw-sft-paper", micro_batch_size=1, global_batch_size=4, max_steps=4,
+               weighting_overrides={"g": "linear", "k": 1.0, "reduce": "mean", "self_normalize": True}))
+    m = _metrics(tmp_path / "run")
+    assert m[0]["w_max"] == 1.0
+    assert all(r["w_mean"] == pytest.approx(1.0, abs=1e-5) for r in m)
+    assert max(r["w_max"] for r in m[1:]) > 1.001
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["weighting=iw-sft-paper"], r"w overflows on long sequences.*w_clip: \[0, 16\].*self_normalize"),
+    (["weighting=iw-sft", "weighting_overrides={self_normalize: true}", "global_batch_size=1", "micro_batch_size=1"],
+     "global_batch_size 1 every weight becomes 1"),
+    (["weighting=per-step", "weighting_overrides={self_normalize: true}"], "self_normalize applies to sequence weights"),
+    (["loss_normalization=window"], "loss_normalization 'window' is not one of"),
+])
+def test_no_op_or_overflowing_weightings_are_refused(overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe(None, overrides)
+
+
+def test_iw_sft_paper_with_its_fix_trains(tiny_dir, tmp_path):
+    for name, fix in (("clip", {"w_clip": [0, 16]}), ("norm", {"self_normalize": True})):
+        train(_cfg(tiny_dir, tmp_path, name, weighting="iw-sft-paper", weighting_overrides=fix, max_steps=4))
+        m = _metrics(tmp_path / name)
+        assert len(m) == 4 and all(math.isfinite(r["loss"]) and math.isfinite(r["w_max"]) for r in m)
+
+
+def test_optimizer_effect_is_logged(tiny_dir, tmp_path, capsys):
+    """clip coefficient min(1, max_norm / grad_norm), fraction of weights at w_clip, and the update norm,
+    which equals ||theta_1 - theta_0|| of the step."""
+    cfg = _cfg(tiny_dir, tmp_path, weighting="iw-sft", weighting_overrides={"w_clip": [0, 1.0]}, max_steps=1,
+               max_grad_norm=0.5)
+    final = train(cfg)
+    m = _metrics(tmp_path / "run")[0]
+    assert m["clip_coef"] == pytest.approx(min(1.0, 0.5 / m["grad_norm"]), rel=1e-5) and m["clip_coef"] < 1
+    assert m["w_clip_frac"] == 1.0        # theta = ref at step 0: log w = 0 sits on the clip at 1
+    a, b = _params(final), _params(tiny_dir / "model")
+    moved = math.sqrt(sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in a))
+    assert m["update_norm"] == pytest.approx(moved, rel=1e-4)
+    out = capsys.readouterr().out
+    assert "clip x" in out and "upd " in out and "at clip 1.00" in out
+
+
+def test_loss_normalization_accumulation_window(tiny_dir, uneven_data, tmp_path):
+    """accumulation_window divides by the tokens of the whole step: two micro-batches of 2 then train
+    like one micro-batch of 4; per-micro-batch normalisation (the default) does not."""
+    common = dict(dataset=str(uneven_data), global_batch_size=4, max_steps=2, block_size=160)
+    one = train(_cfg(tiny_dir, tmp_path, "one", micro_batch_size=4, **common))
+    win = train(_cfg(tiny_dir, tmp_path, "win", micro_batch_size=2, loss_normalization="accumulation_window", **common))
+    mb = train(_cfg(tiny_dir, tmp_path, "mb", micro_batch_size=2, **common))
+    a, b, c = _params(one), _params(win), _params(mb)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    assert max(float((a[k] - c[k]).abs().max()) for k in a) > 1e-4

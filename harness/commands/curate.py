@@ -11,13 +11,17 @@ def add_arguments(p):
     p.add_argument("--model", default="smollm2-135m", help="reference model (HF dir, hub id or smollm2-135m)")
     p.add_argument("--task", default="arith", help="task with a training split (arith)")
     p.add_argument("--samples", type=int, default=4, help="samples per problem (K)")
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (1 = the policy itself, as D+ assumes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="first N training problems only")
     p.add_argument("--thinking-budget", type=int, default=48, help="thinking cap in tokens (a positive integer)")
     p.add_argument("--answer-budget", type=int, default=16, help="answer tokens after the thinking")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eval-dir", default="runs/curate", help="where raw samples are kept (resumable)")
+    p.add_argument("--require-natural-close", action="store_true",
+                   help="keep only samples whose thinking stopped before the cap and whose answer ended by itself "
+                        "(nothing forced but the delimiter after thinking, which training masks)")
     p.add_argument("--out", required=True, help="output JSONL (columns question, thinking, attempt, ...)")
 
 
@@ -31,7 +35,9 @@ def run(args) -> int:
         raise UserError("--samples must be >= 1")
     s = curate(args.model, args.task, args.samples, Path(args.out), temperature=args.temperature, seed=args.seed,
                limit=args.limit, thinking_budget=args.thinking_budget, answer_budget=args.answer_budget,
-               eval_dir=args.eval_dir, batch_size=args.batch_size)
+               eval_dir=args.eval_dir, batch_size=args.batch_size, require_natural_close=args.require_natural_close)
     Console().print(f"kept {s['kept']} correct samples covering {s['problems_with_a_correct_sample']}/{s['problems']} "
-                    f"problems (sample accuracy {s['accuracy']:.1%}) -> {args.out}")
+                    f"problems (sample accuracy {s['accuracy']:.1%}"
+                    + (f"; {s['dropped_not_natural']} correct samples dropped for a forced close" if args.require_natural_close else "")
+                    + f") -> {args.out}")
     return 0

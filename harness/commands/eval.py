@@ -55,7 +55,8 @@ def add_arguments(p):
     p.add_argument("--budget-mode", choices=["independent", "s1-compat"], default="independent",
                    help="independent: exact cap per request; s1-compat: s1's round loop (cap can be exceeded)")
     p.add_argument("--delimiters", default="s1",
-                   help="thinking/answer delimiters preset: s1 (<|im_start|>think/answer) or think-tags")
+                   help="thinking/answer delimiters preset: s1 (<|im_start|>think/answer), think-tags, or plain "
+                        "(no think prefix, no thinking phase, no cap: the response is the whole answer)")
     p.add_argument("--samples", type=int, default=1, help="samples per problem (K); K>1 needs --temperature > 0")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (s1)")
     p.add_argument("--top-p", type=float, default=1.0)

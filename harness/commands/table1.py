@@ -57,8 +57,9 @@ def run(args) -> int:
     with Evaluations(suite) as evals:     # one engine per model, models one after another
         for name, path in models.items():
             seed_runs = {}
+            protocol = suite.base_protocol if name == "base" else "s1"   # a row named base: the suite's base protocol
             for bench, limit in suite.benchmarks.items():
-                r = evals.run(path, bench, limit)
+                r = evals.run(path, bench, limit, protocol=protocol)
                 if r is not None:
                     seed_runs[bench] = r
             runs[name] = [seed_runs]

@@ -28,8 +28,12 @@ class EvalConfig:
     thinking_budget: int | str | None = "auto"  # thinking cap: int, "auto" (s1) or None (no cap)
     answer_budget: int | None = None           # max answer tokens; None = what is left of the total
     wait: int = 0                              # forced "Wait"s when thinking stops on its own
+    longest_prompt: int | None = None          # "auto" cap: the longest prompt to subtract; None = the
+                                               # longest of the benchmark (the paper suite passes the
+                                               # longest over all its benchmarks, as s1's single run)
     budget_mode: str = "independent"           # "independent" (exact cap) | "s1-compat" (s1's loop)
     delimiters: str = "s1"                     # preset of harness.evaluation.generation.prompts.PRESETS
+                                               # ("plain": no think prefix, no thinking, no cap)
     samples: int = 1                           # K samples per problem
     temperature: float = 0.0
     top_p: float = 1.0
@@ -92,7 +96,12 @@ def validate(cfg: EvalConfig) -> None:
         raise UserError(f"--budget-mode must be independent or s1-compat, not {cfg.budget_mode!r}")
     from harness.evaluation.generation.prompts import get_delimiters
 
-    get_delimiters(cfg.delimiters)
+    delim = get_delimiters(cfg.delimiters)
+    if not delim.has_thinking and (isinstance(cfg.thinking_budget, int) or cfg.wait):
+        raise UserError(f"--delimiters {delim.name} generates without a thinking phase, so a thinking budget or Wait "
+                        "does not apply; drop --thinking-budget/--wait, or use --delimiters s1")
+    if cfg.longest_prompt is not None and cfg.longest_prompt < 1:
+        raise UserError(f"longest_prompt must be >= 1 (got {cfg.longest_prompt})")
     if cfg.samples < 1:
         raise UserError("--samples must be >= 1")
     if cfg.samples > 1 and cfg.temperature == 0:

@@ -99,6 +99,8 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         "prompt": {"system": cfg.system, "delimiters": _jsonable(get_delimiters(cfg.delimiters))},
         "max_new_tokens": cfg.max_new_tokens,
         "thinking_budget": cfg.thinking_budget,
+        # only when set, so runs made before the key existed keep their hash
+        **({"longest_prompt": cfg.longest_prompt} if cfg.longest_prompt is not None else {}),
         "answer_budget": cfg.answer_budget,
         "wait": cfg.wait,
         "budget_mode": cfg.budget_mode,
@@ -286,7 +288,9 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
     prompt_of = {p.id: engine.prompt_ids(p, cfg) for p in subset}
     # "auto" thinking cap uses the longest prompt of the WHOLE benchmark, so a subset run makes the
     # same requests as a full run (the settings hash leaves --limit/--ids out).
-    if cfg.thinking_budget == "auto":
+    if cfg.thinking_budget == "auto" and cfg.longest_prompt is not None:
+        longest = cfg.longest_prompt            # given by the caller (e.g. over every benchmark of a suite)
+    elif cfg.thinking_budget == "auto":
         longest = max(len(prompt_of[p.id]) if p.id in prompt_of else len(engine.prompt_ids(p, cfg))
                       for p in all_problems)
     else:

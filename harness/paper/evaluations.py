@@ -24,25 +24,51 @@ class Evaluations:
     def __init__(self, suite: Suite):
         self.suite = suite
         self._engine: Engine | None = None
+        self._longest: dict[str, int] = {}
 
     def config(self, model: str, bench: str, limit: int | None, *, out: str = EVAL_OUT,
-               thinking_budget=None, wait=None) -> EvalConfig:
+               thinking_budget=None, wait=None, protocol: str = "s1") -> EvalConfig:
+        """The suite's settings for one run. protocol "plain": no think prefix, no thinking phase, no
+        cap (the suite's base_protocol for the base row); "s1": the suite's budget forcing."""
         s = self.suite
+        plain = protocol == "plain"
+        tb = s.thinking_budget if thinking_budget is None else thinking_budget
         return EvalConfig(model=model, benchmarks=[bench], backend=s.backend, limit=limit,
-                          max_new_tokens=s.max_new_tokens,
-                          thinking_budget=s.thinking_budget if thinking_budget is None else thinking_budget,
-                          answer_budget=s.answer_budget, wait=s.wait if wait is None else wait,
+                          max_new_tokens=s.max_new_tokens, delimiters="plain" if plain else "s1",
+                          thinking_budget=None if plain else tb,
+                          longest_prompt=self._suite_longest(model) if not plain and tb == "auto"
+                          and s.auto_cap_scope == "suite" else None,
+                          answer_budget=s.answer_budget, wait=0 if plain else (s.wait if wait is None else wait),
                           temperature=s.temperature, out=out, dtype=s.dtype,
                           tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
                           gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=False, **s.engine_options(model))
 
+    def _suite_longest(self, model: str) -> int:
+        """Longest s1 prompt (think prefix included) over every problem of every benchmark of the
+        suite, for the "auto" cap: s1 computed it over all the requests of its one lm-eval run."""
+        if model not in self._longest:
+            from harness.evaluation.benchmarks import load_benchmark
+
+            s = self.suite
+            probe = EvalConfig(model=model, delimiters="s1", backend=s.backend, dtype=s.dtype,
+                               tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
+                               **s.engine_options(model))
+            engine = self._engine_for(probe)      # the tokenizer only; the model loads if generation needs it
+            csv = os.environ.get("IWSFT_GPQA_CSV")
+            self._longest[model] = max(len(engine.prompt_ids(p, probe))
+                                       for b in self.suite.benchmarks for p in load_benchmark(b, gpqa_csv=csv))
+        return self._longest[model]
+
+    def _engine_for(self, cfg) -> Engine:
+        if self._engine is None or self._engine.model != cfg.model:
+            self.close()
+            self._engine = Engine.for_config(cfg)
+        return self._engine
+
     def run(self, model: str, bench: str, limit: int | None, **kw) -> Run | None:
         """One benchmark of one model; its Run, or None when the benchmark is unavailable here."""
         cfg = self.config(model, bench, limit, **kw)
-        if self._engine is None or self._engine.model != model:
-            self.close()
-            self._engine = Engine.for_config(cfg)
-        m = run_eval(cfg, engine=self._engine)[bench]
+        m = run_eval(cfg, engine=self._engine_for(cfg))[bench]
         return None if "skipped" in m else load_run(Path(m["run_dir"]), ids=m["selected_ids"])   # what was asked
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ evaluation runner keeps finished samples, so re-running a job only does what is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -98,6 +99,8 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
         "the paper's text (0.1 x clipped ratio, lagged q) is the iw-sft-paper preset.",
         *suite.engine_deviations(),
     ]
+    out += protocol_notes(suite, runs)
+    out += control_notes(trained)
     for name, cfg in trained.items():
         s = cfg.get("data_summary") or {}
         if s.get("truncated"):
@@ -114,14 +117,78 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
     if subsets:
         out.append("Subsets: " + ", ".join(subsets.values()) + " problems (not the full benchmark).")
     if suite.name == "tiny":
-        out.append(f"Preset tiny: model {suite.base_model} (SmolLM2-135M-Instruct), trained on its own correct arith samples; "
-                   "the paper's numbers are for Qwen2.5-32B and are printed for orientation only. arith is not in the paper: "
-                   "its 300 held-out problems are 50 operand pairs x 6 phrasings, so problems are correlated and the "
-                   "interval is optimistic.")
+        out.append(f"Preset tiny: model {suite.base_model} (SmolLM2-135M-Instruct); the paper's numbers are for Qwen2.5-32B "
+                   "and are printed for orientation only. arith is not in the paper: its 312 held-out problems are 28 "
+                   "unordered operand pairs (both orders, 6 phrasings), and intervals and paired tests treat each pair as one "
+                   "cluster; arith2 (two-digit addition, never trained on) measures transfer beyond the trained facts.")
+        out.append("Tiny data: 26 correct samples of the model on arith training pairs at temperature 0.8 (not 1), 12 of "
+                   "them after a thinking cut at the cap; the forced close is masked (no loss, no weight), but the set is "
+                   "not D+ as the paper defines it (samples of pi_ref itself) and is small (recipes/tiny/data/README.md).")
+        out.append("Tiny evidence: one 135M model, 26 training rows, 10-20 AdamW steps, one seed and a correlated test set: "
+                   "a difference between rows here shows the pipeline and the objectives run, and how large the noise "
+                   "is; it is not evidence for or against the paper's claim about Qwen2.5-32B on s1K-1.1.")
     missing = [b for b in suite.all_benchmarks if not any(b in s for seeds in runs.values() for s in seeds)]
     for b in missing:
         out.append(f"{b}: skipped (no access here; see `iwsft eval --help` for --gpqa-csv / IWSFT_GPQA_CSV)."
                    if b == "gpqa_diamond" else f"{b}: not evaluated.")
+    return out
+
+
+def protocol_notes(suite: Suite, runs: dict) -> list[str]:
+    """How the base row was generated and where the "auto" cap's longest prompt came from."""
+    out = []
+    if "base" in runs:
+        if suite.base_protocol == "plain":
+            out.append("Base row: plain generation (chat template, no think prefix, no thinking cap; the whole response "
+                       "is graded as the answer), as the paper's Qwen2.5-32B-Instruct row; the fine-tunes use the s1 protocol.")
+        else:
+            out.append("Base row: evaluated with the fine-tunes' s1 prompt and budget (think prefix, thinking cap); the "
+                       "paper's base numbers come from plain generation (suite key base_protocol: plain).")
+    if suite.thinking_budget == "auto":
+        out.append("Thinking cap 'auto': from the longest prompt over all the suite's benchmarks, as s1's single run."
+                   if suite.auto_cap_scope == "suite" else
+                   "Thinking cap 'auto': from each benchmark's own longest prompt; s1 took the longest over all its tasks "
+                   "in one run (suite key auto_cap_scope: suite), so its caps were equal or smaller.")
+    return out
+
+
+def _steps(c: dict) -> int | None:
+    """Optimizer steps of a trained config (max_steps, else epochs x examples / global batch)."""
+    if c.get("max_steps"):
+        return int(c["max_steps"])
+    n = (c.get("data_summary") or {}).get("examples")
+    return math.ceil(c["num_epochs"] * n / c["global_batch_size"]) if n and c.get("num_epochs") else None
+
+
+def control_notes(trained: dict[str, dict]) -> list[str]:
+    """What each comparison controls for: optimizer steps (batch, block, epochs) and loss normalisation."""
+    out = []
+    shape = lambda c: (c.get("global_batch_size"), c.get("block_size"), c.get("num_epochs"), c.get("max_steps"),  # noqa: E731
+                       c.get("learning_rate"))
+    iw = {n: c for n, c in trained.items() if c.get("weighting") != "sft"}
+    sft = {n: c for n, c in trained.items() if c.get("weighting") == "sft"}
+    if iw:
+        ref = next(iter(iw.values()))
+        matched = [m for m, d in sft.items() if shape(d) == shape(ref)]
+        bigger = [(m, d) for m, d in sft.items() if (d.get("global_batch_size") or 0) > (ref.get("global_batch_size") or 0)]
+        if bigger:
+            m, d = bigger[0]
+            si, sm = _steps(ref), _steps(d)
+            steps = (f"{', '.join(iw)} take {si / sm:.2g}x as many AdamW steps ({si} against {sm})" if si and sm and si != sm
+                     else f"here both take {si} steps (max_steps), so {m} sees {d['global_batch_size'] / ref['global_batch_size']:g}x "
+                          "the sequences" if si and si == sm else "the step counts are unknown")
+            out.append(f"Steps: {', '.join(iw)} (global batch {ref.get('global_batch_size')}, block {ref.get('block_size')}) "
+                       f"against {m} (batch {d['global_batch_size']}, block {d.get('block_size')}) at the same peak learning "
+                       f"rate is the paper's comparison (iw-SFT 625 steps, s1.1 313): {steps}; "
+                       + (f"{', '.join(matched)} is SFT with iw-SFT's batch, block and steps, the control that isolates the "
+                          "weighting." if matched else "no step-matched SFT control was run."))
+    for n, c in trained.items():
+        mb = c.get("micro_batch_size") or 1
+        if mb > 1 and c.get("loss_normalization", "micro_batch") == "micro_batch":
+            out.append(f"{n}: micro-batch {mb} pools the response tokens of {mb} sequences in one token mean (recipe "
+                       "loss_normalization: micro_batch); the paper's runs (micro-batch 1 per GPU) average per-sequence means, "
+                       "and transformers >= 4.46 divides by the tokens of the whole accumulation window.")
+            break
     return out
 
 
@@ -337,8 +404,9 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
             console.rule(f"evaluate {name}")
             for path in paths:
                 seed_runs = {}
+                protocol = suite.base_protocol if name == "base" else "s1"
                 for bench, limit in suite.benchmarks.items():
-                    r = evals.run(path, bench, limit)
+                    r = evals.run(path, bench, limit, protocol=protocol)
                     if r is not None:
                         seed_runs[bench] = r
                 runs.setdefault(name, []).append(seed_runs)

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_config", "base_model", "benchmarks",
         "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
         "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
-        "enforce_eager", "enable_prefix_caching", "vllm_version"}
+        "enforce_eager", "enable_prefix_caching", "vllm_version",
+        "base_protocol", "auto_cap_scope"}
+BASE_PROTOCOLS = ("plain", "s1")
+AUTO_CAP_SCOPES = ("benchmark", "suite")
 
 
 @dataclass
@@ -47,9 +50,20 @@ class Suite:
     enable_prefix_caching: bool | None = None
     vllm_version: str | None = None            # the vLLM release line the protocol was reproduced with (a
                                                # version prefix, e.g. "0.6"); another one is a listed deviation
+    # How the untrained base row is evaluated: "plain" (chat template, no think prefix, no thinking
+    # cap: the whole response is the answer; how the paper's Qwen2.5-32B-Instruct row was made) or
+    # "s1" (the same prompt and budget as the fine-tunes).
+    base_protocol: str = "plain"
+    # "auto" thinking cap: longest prompt of each benchmark ("benchmark", as `iwsft eval`) or of all
+    # the suite's benchmarks together ("suite", as s1's single lm-eval run computed it).
+    auto_cap_scope: str = "benchmark"
 
     def __post_init__(self):
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
+        if self.base_protocol not in BASE_PROTOCOLS:
+            raise UserError(f"{self.path}: base_protocol {self.base_protocol!r} is not one of {', '.join(BASE_PROTOCOLS)}")
+        if self.auto_cap_scope not in AUTO_CAP_SCOPES:
+            raise UserError(f"{self.path}: auto_cap_scope {self.auto_cap_scope!r} is not one of {', '.join(AUTO_CAP_SCOPES)}")
 
     def engine_options(self, model: str) -> dict:
         """EvalConfig keywords of the engine options for evaluating `model` in this suite."""

@@ -37,7 +37,12 @@ class TrainConfig:
     completion_column: str | None = None
     """Column holding a sampled response verbatim (the text generated after the think prefix, answer
     section included), as `iwsft curate` writes it; when set, thinking/answer columns are not used,
-    so training sees exactly the tokens the reference model sampled."""
+    so training sees exactly the tokens the reference model sampled. The think prefix, which was part of the
+    sampling prompt, then goes on the prompt side (no loss)."""
+    forced_column: str | None = None
+    """With completion_column: a column of [start, end] character spans of the response that the sampler
+    forced rather than sampled (`iwsft curate` writes `forced_spans`: the close after thinking). They
+    carry no loss and no importance weight, so training sees only what the policy generated."""
     think_prefix: str = "<|im_start|>think"
     """Opens the thinking section; the loss starts here (docs/method.md#training-data-format)."""
     answer_prefix: str = "<|im_start|>answer"
@@ -56,6 +61,11 @@ class TrainConfig:
     """Objective preset: sft | iw-sft (released code) | iw-sft-paper (paper text) | per-step."""
     weighting_overrides: dict[str, Any] = field(default_factory=dict)
     """Fields of the preset to override, e.g. {w_clip: [0, 8], self_normalize: true} (see harness/training/objective.py)."""
+    loss_normalization: str = "micro_batch"
+    """What a micro-batch's summed loss is divided by: `micro_batch` (its own response tokens, or sequences
+    with loss_norm: sequences; the released code and s1, both at micro-batch 1) or `accumulation_window`
+    (the tokens of the whole optimizer step over every micro-batch and process, as transformers >= 4.46
+    does with gradient accumulation). The same at micro_batch_size 1 with one micro-batch per step."""
     q_source: str = "lag0"
     """Where pi_q comes from: lag0 (current policy, no extra forward) | periodic | ema."""
     q_every: int = 1
@@ -182,6 +192,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     except (TypeError, ValueError) as e:
         raise UserError(f"weighting_overrides {cfg.weighting_overrides!r} holds a value of the wrong type ({e}); "
                         "e.g. weighting_overrides={w_clip: [0, 16]}") from None
+    spec = cfg.weight_spec()
+    if spec.self_normalize and cfg.global_batch_size < 2:
+        raise UserError("self_normalize divides each weight by the mean weight of its optimizer step; with "
+                        "global_batch_size 1 every weight becomes 1 (plain SFT): raise global_batch_size or drop self_normalize")
+    if spec.level == "sequence" and spec.reduce == "sum" and spec.w_clip is None and not spec.self_normalize:
+        raise UserError(f"weighting {cfg.weighting!r} sums log-ratios over every response token (up to block_size "
+                        f"{cfg.block_size}) with no overall clip: w overflows on long sequences; set "
+                        "weighting_overrides={w_clip: [0, 16]} (the paper's beta clip) or {self_normalize: true}")
+    if cfg.loss_normalization not in ("micro_batch", "accumulation_window"):
+        raise UserError(f"loss_normalization {cfg.loss_normalization!r} is not one of micro_batch, accumulation_window")
     if cfg.q_source not in Q_SOURCES:
         raise UserError(f"q_source {cfg.q_source!r} is not one of {', '.join(Q_SOURCES)}")
     if cfg.weighting == "sft" and cfg.q_source != "lag0":

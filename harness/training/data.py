@@ -6,9 +6,16 @@ prompt, no system message passed):
     {chat template for the user turn, with the generation prompt}
     <|im_start|>think\n{thinking}\n<|im_start|>answer\nAnswer: {attempt}<|im_end|>\n
 
-The loss covers everything from the think prefix to the final end-of-turn (and its newline). The
+The loss covers everything from the think prefix to the final end-of-turn (and its newline), as s1
+does; "Answer: " is added only when the attempt does not already contain "Answer:" (s1's rule). The
 prompt, the think prefix and the rest are tokenised separately and concatenated, exactly as
 evaluation builds its prompt (template ids + think prefix ids), so both see the same token ids.
+
+Sampled completions (`completion_column`, what `iwsft curate` writes) are trained as what the policy
+generated: the think prefix was part of the sampling prompt and goes on the prompt side (no loss, no
+weight); spans the sampler forced (`forced_column`: the close between thinking and answer) carry no
+loss; the end-of-turn the policy emitted carries loss, the template's newline after it does not.
+Each generated or forced piece is tokenised on its own, as the sampler appended them.
 """
 
 from __future__ import annotations
@@ -159,7 +166,8 @@ def format_texts(tokenizer, question: str, thinking: str, attempt: str, think_pr
     if verbatim is not None:
         body = think_prefix + verbatim
     else:
-        body = f"{think_prefix}\n{thinking.strip()}\n{answer_prefix}\nAnswer: {attempt.strip()}"
+        answer = attempt if "Answer:" in attempt else "Answer: " + attempt   # s1: only when absent
+        body = f"{think_prefix}\n{thinking.strip()}\n{answer_prefix}\n{answer.strip()}"
     full = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}, {"role": "assistant", "content": body}], tokenize=False
     )
@@ -169,11 +177,49 @@ def format_texts(tokenizer, question: str, thinking: str, attempt: str, think_pr
     return prompt, full[len(prompt):]
 
 
+def sampled_segments(completion: str, think_prefix: str, verbatim: str, forced: list, eos: str | None
+                     ) -> list[tuple[str, bool]]:
+    """(text, carries loss) pieces of a sampled completion (think prefix + verbatim + template tail):
+    the think prefix and forced spans without loss, the generated text and the emitted end-of-turn
+    with loss, the rest of the template tail without."""
+    head = think_prefix if completion.startswith(think_prefix + verbatim) else ""
+    if not completion.startswith(head + verbatim):
+        raise UserError("the chat template changed the sampled response (it must appear verbatim after the think "
+                        "prefix); this harness needs a ChatML-style template (e.g. Qwen, SmolLM)")
+    pieces: list[tuple[str, bool]] = [(head, False)]
+    at = 0
+    for start, end in sorted(forced):
+        pieces += [(verbatim[at:start], True), (verbatim[start:end], False)]
+        at = end
+    pieces.append((verbatim[at:], True))
+    tail = completion[len(head) + len(verbatim):]
+    if eos and tail.startswith(eos):
+        pieces += [(eos, True), (tail[len(eos):], False)]
+    else:
+        pieces.append((tail, False))
+    return [(t, loss) for t, loss in pieces if t]
+
+
+def _forced_spans(value, verbatim: str, where: str) -> list[list[int]]:
+    ok = isinstance(value, list) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, int) for x in p)
+        and 0 <= p[0] <= p[1] <= len(verbatim) for p in value)
+    spans = sorted(value) if ok else []
+    if not ok or any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+        raise UserError(f"{where}: forced spans {value!r:.60} are not non-overlapping [start, end] character "
+                        f"offsets within the response ({len(verbatim)} characters); fix that row")
+    return spans
+
+
 def check_rows(rows: list[dict], cfg) -> None:
     """The rows are there and each has the recipe's columns (a UserError naming the row otherwise)."""
     if not rows:
         raise UserError(f"dataset {cfg.dataset} is empty; point `dataset` at a file or hub id with rows")
+    if cfg.forced_column and not cfg.completion_column:
+        raise UserError("forced_column marks spans of a sampled response: set completion_column too, or unset forced_column")
     text_cols = [cfg.completion_column] if cfg.completion_column else [cfg.thinking_column, cfg.answer_column]
+    if cfg.forced_column:
+        text_cols.append(cfg.forced_column)
     needed = [cfg.question_column, *text_cols] + ([cfg.score_column] if cfg.score_column else [])
     missing = [c for c in needed if c not in rows[0]]
     if missing:
@@ -196,30 +242,37 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
     check_rows(rows, cfg)
     order = quality_oversample(rows, cfg.score_column, cfg.quality_percentiles) if cfg.score_column else range(len(rows))
     examples, n_trunc, n_drop = [], 0, 0
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
     cache: dict[int, Example | None] = {}
     for idx in order:
         if idx not in cache:
             r = rows[idx]
             if cfg.completion_column:
+                verbatim = str(r[cfg.completion_column])
                 prompt, completion = format_texts(tokenizer, str(r[cfg.question_column]), "", "", cfg.think_prefix,
-                                                  cfg.answer_prefix, verbatim=str(r[cfg.completion_column]))
+                                                  cfg.answer_prefix, verbatim=verbatim)
+                forced = _forced_spans(r[cfg.forced_column], verbatim, row_label(rows, idx, cfg.dataset)) \
+                    if cfg.forced_column else []
+                pieces = sampled_segments(completion, cfg.think_prefix, verbatim, forced, tokenizer.eos_token)
             else:
                 prompt, completion = format_texts(
                     tokenizer, str(r[cfg.question_column]), str(r[cfg.thinking_column] or ""),
                     str(r[cfg.answer_column] or ""), cfg.think_prefix, cfg.answer_prefix,
                 )
-            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            # The think prefix is tokenised on its own, as evaluation appends it to the prompt, so a
-            # sampled continuation ("think" + "er") is not merged into a token the model never produced.
-            head = cfg.think_prefix if completion.startswith(cfg.think_prefix) else ""
-            c_ids = (tokenizer(head, add_special_tokens=False)["input_ids"] if head else []) + \
-                tokenizer(completion[len(head):], add_special_tokens=False)["input_ids"]
+                # The think prefix is tokenised on its own, as evaluation appends it to the prompt.
+                head = cfg.think_prefix if completion.startswith(cfg.think_prefix) else ""
+                pieces = [(head, True), (completion[len(head):], True)]
+            p_ids = encode(prompt)
             if len(p_ids) + 1 >= cfg.block_size:
                 raise UserError(
                     f"block_size {cfg.block_size} is shorter than the prompt of row {idx} ({len(p_ids)} tokens) "
                     "plus one response token; raise block_size"
                 )
-            ids, mask, truncated = p_ids + c_ids, [False] * len(p_ids) + [True] * len(c_ids), False
+            ids, mask, truncated = list(p_ids), [False] * len(p_ids), False
+            for text, loss in pieces:
+                piece = encode(text)
+                ids += piece
+                mask += [loss] * len(piece)
             if len(ids) > cfg.block_size:
                 truncated = True
                 ids, mask = ids[: cfg.block_size], mask[: cfg.block_size]

@@ -46,11 +46,16 @@ class WeightSpec:
     k                the scale of g (paper LLM text: 0.1; released code: 1).
     g_clip           (lo, hi) ratio bounds for g = "clip".
     w_clip           optional overall clip of w (released code: (0, 16); paper: (beta_min, beta_max)).
-    self_normalize   divide w by its mean over the sequences of the batch (micro-batch under
-                     gradient accumulation). Mean, not sum, so that w = 1 at step 0.
+    self_normalize   divide w by its mean over the sequences of the whole optimizer step (all
+                     micro-batches and processes: the trainer passes that mean, `step_log_mean`;
+                     a direct call normalises over the batch it is given). Mean, not sum, so that
+                     w = 1 at step 0. Sequence level only.
     token_clip       level "token": per-token weight clamp(exp(rho_t), lo, hi).
-    loss_norm        "tokens": sum over tokens of w * nll / response tokens in the batch (released
-                     code; also what HF SFT does). "sequences": mean over sequences of w * mean nll.
+    loss_norm        "tokens": sum over tokens of w * nll / response tokens (released code).
+                     "sequences": mean over sequences of w * mean nll. Which tokens or sequences the
+                     sum is divided by (one micro-batch, or the whole accumulation window as
+                     transformers >= 4.46 does) is the recipe's `loss_normalization`: the trainer
+                     divides `loss_sum` by its own normaliser when it is the window.
     """
 
     name: str
@@ -81,6 +86,9 @@ class WeightSpec:
             raise UserError(f"token_clip {self.token_clip} must satisfy 0 <= lo <= 1 <= hi so that w = 1 at step 0")
         if self.w_clip is not None and not 0 <= self.w_clip[0] <= 1 <= self.w_clip[1]:
             raise UserError(f"w_clip {self.w_clip} must satisfy 0 <= lo <= 1 <= hi so that w = 1 at step 0")
+        if self.self_normalize and self.level != "sequence":
+            raise UserError(f"self_normalize applies to sequence weights; weighting level {self.level!r} would ignore it: "
+                            "drop self_normalize from weighting_overrides")
 
 
 def _sft() -> WeightSpec:
@@ -214,6 +222,49 @@ def _check_finite(name: str, x: torch.Tensor, mask: torch.Tensor, batch_id) -> N
         )
 
 
+def loss_normalizer(mask: torch.Tensor, spec: WeightSpec, seq_index: torch.Tensor | None = None) -> int:
+    """What `loss_sum` is divided by for this batch: its response tokens ("tokens") or its sequences
+    with at least one response token ("sequences"). Known before any forward pass, so a trainer can
+    sum it over an accumulation window first."""
+    mask = mask.bool()
+    if spec.loss_norm == "tokens":
+        return int(mask.sum())
+    ids, _ = _sequence_ids(mask, seq_index)
+    return int(torch.unique(ids[mask]).numel())
+
+
+def sequence_log_weights(q_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, spec: WeightSpec,
+                         seq_index: torch.Tensor | None = None) -> torch.Tensor:
+    """[S] log w per sequence after g, the reduction and the overall clip, before any
+    self-normalisation: what a step-wide normaliser is computed from (level "sequence" only)."""
+    mask = mask.bool()
+    seq_ids, S = _sequence_ids(mask, seq_index)
+    flat_ids = seq_ids[mask]
+    rho = (q_logprobs.detach().float() - ref_logprobs.detach().float())[mask]
+    log_w = _reduce_log(rho, flat_ids, S, spec)
+    if spec.w_clip is not None:
+        log_w = _clip_log(log_w, spec.w_clip)
+    return log_w
+
+
+def _reduce_log(rho: torch.Tensor, flat_ids: torch.Tensor, S: int, spec: WeightSpec) -> torch.Tensor:
+    if spec.g == "clip":
+        lo, hi = spec.g_clip
+        grho = spec.k * rho.clamp(math.log(lo), math.log(hi))
+    else:
+        grho = spec.k * rho
+    log_w = torch.zeros(S, device=rho.device).index_add_(0, flat_ids, grho)
+    if spec.reduce == "mean":
+        counts = torch.zeros(S, device=rho.device).index_add_(0, flat_ids, torch.ones_like(rho))
+        log_w = log_w / counts.clamp_min(1)
+    return log_w
+
+
+def _clip_log(log_w: torch.Tensor, w_clip: tuple[float, float]) -> torch.Tensor:
+    lo, hi = w_clip
+    return log_w.clamp(max=math.log(hi)) if lo == 0 else log_w.clamp(math.log(lo), math.log(hi))
+
+
 def iw_objective(
     policy_logprobs: torch.Tensor,
     q_logprobs: torch.Tensor | None,
@@ -222,9 +273,12 @@ def iw_objective(
     spec: WeightSpec,
     seq_index: torch.Tensor | None = None,
     batch_id: object = "?",
+    step_log_mean: float | torch.Tensor | None = None,
 ) -> ObjectiveOutput:
     """Loss, weights and diagnostics for one (micro-)batch. All log-prob tensors are [B, T] and
-    aligned with `mask` (True on response tokens). q and ref may be None for level "none"."""
+    aligned with `mask` (True on response tokens). q and ref may be None for level "none".
+    `step_log_mean`: with self_normalize, log of the mean (clipped) weight over the whole optimizer
+    step (see `sequence_log_weights`); None normalises over this batch alone."""
     mask = mask.bool()
     pol = policy_logprobs.float()
     _check_finite("policy", pol.detach(), mask, batch_id)
@@ -237,7 +291,7 @@ def iw_objective(
         log_w = torch.zeros(S, device=dev)
         tok_w = torch.ones_like(nll)
         seq_w = torch.ones(S, device=dev)
-        clip_frac = 0.0
+        clip_frac, n_clip, clip_units = 0.0, 0, 0
     else:
         if q_logprobs is None or ref_logprobs is None:
             raise UserError(f"weighting {spec.name!r} needs q and reference log-probs")
@@ -255,26 +309,20 @@ def iw_objective(
             log_w = torch.zeros(S, device=dev).index_add_(0, flat_ids, rho) / counts.clamp_min(1)
             seq_w = torch.zeros(S, device=dev).index_add_(0, flat_ids, tok_w) / counts.clamp_min(1)
             seq_w = torch.where(counts > 0, seq_w, torch.ones_like(seq_w))
+            n_clip, clip_units = int(((raw < lo) | (raw > hi)).sum()), int(rho.numel())
         else:
-            if spec.g == "clip":
-                lo, hi = spec.g_clip
-                grho = spec.k * rho.clamp(math.log(lo), math.log(hi))
-            else:
-                grho = spec.k * rho
-            log_w = torch.zeros(S, device=dev).index_add_(0, flat_ids, grho)
-            if spec.reduce == "mean":
-                log_w = log_w / counts.clamp_min(1)
-            seq_w, clip_frac = _weights_from_log(log_w, spec, batch_id)
+            log_w = _reduce_log(rho, flat_ids, S, spec)
+            seq_w, clip_frac = _weights_from_log(log_w, spec, batch_id, step_log_mean)
+            n_clip, clip_units = round(clip_frac * S), S
             tok_w = seq_w[flat_ids]
 
     if spec.loss_norm == "tokens":
         loss_sum = (tok_w * nll).sum()
-        normalizer = torch.tensor(float(nll.numel()), device=dev)
     else:
         counts = torch.zeros(S, device=dev).index_add_(0, flat_ids, torch.ones_like(nll))
         per_seq = torch.zeros(S, device=dev).index_add_(0, flat_ids, tok_w * nll) / counts.clamp_min(1)
         loss_sum = per_seq[counts > 0].sum()
-        normalizer = (counts > 0).sum().float()
+    normalizer = torch.tensor(float(loss_normalizer(mask, spec, seq_index)), device=dev)
     loss = loss_sum / normalizer.clamp_min(1)
 
     token_weights = torch.zeros_like(pol)
@@ -286,24 +334,26 @@ def iw_objective(
         seq_weights=seq_w.detach(),
         log_weights=log_w.detach(),
         token_weights=token_weights.detach(),
-        diagnostics=weight_diagnostics(seq_w.detach(), log_w.detach(), clip_frac),
+        diagnostics={**weight_diagnostics(seq_w.detach(), log_w.detach(), clip_frac),
+                     "clip_count": n_clip, "clip_units": clip_units},
     )
 
 
-def _weights_from_log(log_w: torch.Tensor, spec: WeightSpec, batch_id) -> tuple[torch.Tensor, float]:
+def _weights_from_log(log_w: torch.Tensor, spec: WeightSpec, batch_id, step_log_mean=None) -> tuple[torch.Tensor, float]:
     """exp, overall clip, optional self-normalisation; computed in log space so long sums of g
     saturate at the clip instead of overflowing."""
     clip_frac = 0.0
     if spec.w_clip is not None:
         lo, hi = spec.w_clip
         log_lo = math.log(lo) if lo > 0 else -math.inf
-        log_hi = math.log(hi)
-        at_clip = (log_w <= log_lo) | (log_w >= log_hi)
+        at_clip = (log_w <= log_lo) | (log_w >= math.log(hi))
         clip_frac = float(at_clip.float().mean()) if log_w.numel() else 0.0
-        log_w = log_w.clamp(max=log_hi) if lo == 0 else log_w.clamp(log_lo, log_hi)
+        log_w = _clip_log(log_w, spec.w_clip)
     if spec.self_normalize and log_w.numel():
-        # w_i / mean(w) = exp(log_w_i - logsumexp(log_w) + log S): finite for any log_w.
-        w = torch.exp(log_w - torch.logsumexp(log_w, 0) + math.log(log_w.numel()))
+        # w_i / mean(w) = exp(log_w_i - log mean(w)), mean over the step (or this batch): finite for any log_w.
+        if step_log_mean is None:
+            step_log_mean = torch.logsumexp(log_w, 0) - math.log(log_w.numel())
+        w = torch.exp(log_w - step_log_mean)
     else:
         w = torch.exp(log_w)
     if not bool(torch.isfinite(w).all()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -15,3 +17,30 @@ def adamw(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_d
         fused = all(p.is_floating_point() for p in params)
     impl = {"fused": True} if fused else {"foreach": True}
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **impl)
+
+
+@torch.no_grad()
+def adamw_update_sq_norm(opt: torch.optim.Optimizer) -> float:
+    """Sum of squares of the update torch's AdamW just applied (p_after - p_before), rebuilt from its
+    state, so no copy of the parameters is kept. After `step()`, for each parameter with a gradient:
+        u = lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),   p_after = p_before (1 - lr wd) - u
+        =>  p_after - p_before = -(lr wd p_after + u) / (1 - lr wd)
+    Local tensors only (a DTensor's shard): the caller sums over ranks when parameters are sharded.
+    Call it before the scheduler changes the learning rate."""
+    total = 0.0
+    for group in opt.param_groups:
+        if group.get("amsgrad") or group.get("maximize"):
+            raise ValueError("adamw_update_sq_norm covers AdamW without amsgrad or maximize")
+        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+        b1, b2 = group["betas"]
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if p.grad is None or not st or "exp_avg" not in st:
+                continue
+            local = lambda t: t.to_local() if hasattr(t, "to_local") else t  # noqa: E731
+            t = float(st["step"])
+            m, v, w = local(st["exp_avg"]).float(), local(st["exp_avg_sq"]).float(), local(p).float()
+            u = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps).reciprocal_().mul_(m).mul_(lr / (1 - b1 ** t))
+            delta = u.add_(w, alpha=lr * wd).div_(1 - lr * wd)
+            total += float(torch.linalg.vector_norm(delta)) ** 2
+    return total

@@ -5,8 +5,10 @@ Per optimizer step:
         policy log-probs (float32 log-softmax)          -> harness.training.batching.batch_logprobs
         q log-probs: lag 0 = the same tensor detached, or a no-grad forward of the q copy
         reference log-probs: from the on-disk cache (computed once before step 0)
-        loss = iw_objective(...) / grad_accum ; backward
+        loss = iw_objective(...).loss_sum / divisor ; backward   (divisor: recipe loss_normalization)
+    (self_normalize: a first no-grad pass computes the step's mean weight before any backward)
     clip grad norm, AdamW step, cosine schedule step, q source update, log, maybe checkpoint
+    (logged: loss, weights, clip coefficient, fraction of weights at the clip, update norm)
 
 The data order is a pure function of (seed, step), so resuming from a checkpoint continues with
 exactly the batches an uninterrupted run would have seen.
@@ -29,7 +31,7 @@ import yaml
 from harness.training.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.core.errors import UserError
 from harness.core.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir, give_plain_mode
-from harness.training.objective import iw_objective, weight_diagnostics
+from harness.training.objective import iw_objective, loss_normalizer, sequence_log_weights, weight_diagnostics
 from harness.training.qsource import make_q_source
 from harness.training.config import TrainConfig, settings_diff
 from harness.training import checkpoint
@@ -392,23 +394,30 @@ class Trainer:
             t0 = time.perf_counter()
             mbs = micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
                                 acc.process_index, acc.num_processes)
-            loss_sum, weights, logw, n_tok = 0.0, [], [], 0
-            for j, mb in enumerate(mbs):
-                b = self._batch(mb)
-                ctx = acc.no_sync(model) if j < len(mbs) - 1 else contextlib.nullcontext()
+            batches = [self._batch(mb) for mb in mbs]
+            divisors = self._loss_divisors(batches)
+            log_mean = self._step_log_mean(model, batches, q_source, ref) if self.spec.self_normalize else None
+            loss_sum, weights, logw, n_tok, n_clip, clip_units = 0.0, [], [], 0, 0, 0
+            for j, b in enumerate(batches):
+                ctx = acc.no_sync(model) if j < len(batches) - 1 else contextlib.nullcontext()
                 with ctx, acc.autocast():
                     pol = self._logprobs(model, b)
                     q = q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
                     r = self._ref_for(b, ref) if self.spec.level != "none" else None
-                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
-                    acc.backward(out.loss / self.grad_accum)
-                loss_sum += float(out.loss.detach()) / self.grad_accum
+                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, step_log_mean=log_mean,
+                                       batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
+                    loss = out.loss_sum / divisors[j]
+                    acc.backward(loss)
+                loss_sum += float(loss.detach())
                 weights.append(out.seq_weights.float().cpu())
                 logw.append(out.log_weights.float().cpu())
                 n_tok += b.n_tokens
+                n_clip += out.diagnostics.get("clip_count", 0)
+                clip_units += out.diagnostics.get("clip_units", 0)
             gnorm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
             lr = sched.get_last_lr()[0]
             opt.step()
+            update_norm = self._update_norm(opt)
             sched.step()
             opt.zero_grad(set_to_none=True)
             q_source.update(acc.unwrap_model(model), step + 1)
@@ -420,10 +429,14 @@ class Trainer:
                     w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
                     n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
                     loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
+                    n_clip, clip_units = (int(v) for v in acc.reduce(torch.tensor([n_clip, clip_units], device=acc.device), "sum"))
                 d = weight_diagnostics(w_all, lw_all)
                 tps = n_tok / dt
                 # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
-                row = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "w_mean": d["w_mean"], "w_max": d["w_max"],
+                clip_coef = min(1.0, cfg.max_grad_norm / (gnorm + 1e-6))   # the factor clip_grad_norm_ applied
+                row = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "clip_coef": clip_coef,
+                       "update_norm": update_norm, "w_clip_frac": n_clip / clip_units if clip_units else 0.0,
+                       "w_mean": d["w_mean"], "w_max": d["w_max"],
                        "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
                        "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
                        "mfu": (6 * n_params * tps / (peak * acc.num_processes)) if peak else None,   # tps: all ranks
@@ -438,8 +451,9 @@ class Trainer:
                                 tb.add_scalar(k, v, step + 1)
                     mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
                     self.console.print(
-                        f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f}  "
-                        f"w {d['w_mean']:.4f} (max {d['w_max']:.3f}, ess_frac {d['ess_frac']:.2f})  "
+                        f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "
+                        f"upd {update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
+                        f"ess_frac {d['ess_frac']:.2f})  "
                         f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
                     )
             done = step + 1
@@ -461,6 +475,49 @@ class Trainer:
         from torch.distributed.fsdp import CPUOffloadPolicy
 
         return isinstance(plugin.cpu_offload, CPUOffloadPolicy)
+
+    # -- per-step helpers -----------------------------------------------------------------------------
+    def _loss_divisors(self, batches: list[Batch]) -> list[float]:
+        """What each micro-batch's summed loss is divided by. micro_batch: its own normaliser times the
+        accumulation steps. accumulation_window: the normaliser of the whole step over all processes,
+        over the process count (gradients are averaged over processes), as transformers >= 4.46."""
+        norms = [loss_normalizer(b.loss_mask, self.spec, b.seq_index) for b in batches]
+        if self.cfg.loss_normalization == "micro_batch":
+            return [max(n, 1) * self.grad_accum for n in norms]
+        total = float(sum(norms))
+        if self.acc.num_processes > 1:
+            total = float(self.acc.reduce(torch.tensor(total, device=self.acc.device), "sum"))
+        return [max(total, 1.0) / self.acc.num_processes] * len(batches)
+
+    def _step_log_mean(self, model, batches: list[Batch], q_source, ref) -> float:
+        """log of the mean clipped weight over every sequence of the optimizer step (all micro-batches,
+        all processes), for self_normalize. A first pass: weights carry no gradient, so one extra
+        forward per micro-batch computes them all before any backward. Run like the reference cache
+        (no grad unless the layers are compiled), so at step 0 every log weight is exactly 0."""
+        cfg, acc = self.cfg, self.acc
+        no_sync = acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()
+        lws = []
+        with torch.set_grad_enabled(cfg.compile_layers), no_sync, acc.autocast():
+            for b in batches:
+                pol = self._logprobs(model, b).detach()
+                q = q_source.logprobs(pol, lambda m: self._logprobs(m, b)).detach()
+                lws.append(sequence_log_weights(q, self._ref_for(b, ref), b.loss_mask, self.spec, b.seq_index).float())
+        lw = torch.cat(lws) if lws else torch.zeros(0, device=acc.device)
+        part = torch.stack([torch.logsumexp(lw, 0) if lw.numel() else torch.tensor(-math.inf, device=lw.device),
+                            torch.tensor(float(lw.numel()), device=lw.device)])
+        if acc.num_processes > 1:
+            part = acc.gather(part[None].to(acc.device)).reshape(-1, 2)
+        else:
+            part = part[None]
+        return float(torch.logsumexp(part[:, 0], 0) - math.log(float(part[:, 1].sum())))
+
+    def _update_norm(self, opt) -> float:
+        """||theta_after - theta_before|| of the step just taken, from AdamW's own state (no copy of
+        the parameters); each rank's shard under FSDP, summed over ranks."""
+        sq = optim.adamw_update_sq_norm(opt.optimizer)
+        if self.acc.distributed_type.name == "FSDP" and self.acc.num_processes > 1:
+            sq = float(self.acc.reduce(torch.tensor(sq, device=self.acc.device), "sum"))
+        return math.sqrt(sq)
 
     def _tensorboard(self):
         if not (self.cfg.tensorboard and self.acc.is_main_process):

@@ -155,6 +155,12 @@ def generate_with_budget(backend: Backend, tokenizer: Any, prompt_ids_list: Sequ
     ids = delimiter_ids(tokenizer, delimiters)
     prompts = [list(map(int, p)) for p in prompt_ids_list]
     n = len(prompts)
+    if not delimiters.has_thinking:      # plain generation: no thinking phase, no cap, no close
+        reqs = [_Req(index=i, prompt=p, cap=0, seed=_request_seed(seed, i, n), phase="answer")
+                for i, p in enumerate(prompts)]
+        ctx = _Ctx(backend, tokenizer, cfg, delimiters, ids, temperature, top_p, on_result)
+        ctx.run_independent(reqs)
+        return [ctx.results[i] for i in range(n)]
     caps = cfg.resolve_caps([len(p) for p in prompts], ids)
     reqs = [_Req(index=i, prompt=p, cap=caps[i], seed=_request_seed(seed, i, n)) for i, p in enumerate(prompts)]
     ctx = _Ctx(backend, tokenizer, cfg, delimiters, ids, temperature, top_p, on_result)

@@ -4,7 +4,10 @@ The s1 format (ChatML models: Qwen2.5, SmolLM2): the chat template with the gene
 "<|im_start|>think"; thinking ends at "<|im_start|>" or "<|im_end|>"; the answer is introduced by
 "<|im_start|>answer" (natural end of thinking) or "\\n<|im_start|>answer\\nFinal Answer:" (cap hit);
 the answer ends at "<|im_end|>". `THINK_TAGS` is the same protocol for models that think inside
-"<think> ... </think>" (DeepSeek-R1 distills, QwQ, Qwen3).
+"<think> ... </think>" (DeepSeek-R1 distills, QwQ, Qwen3). `PLAIN` is plain generation: the chat
+template with the generation prompt, no think prefix, no thinking phase and so no thinking cap; the
+response, up to the end of turn, is the whole answer (how the paper's Qwen2.5-32B-Instruct row was
+obtained) and the grader reads all of it as the answer section.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ class Delimiters:
     # s1 drops the leading "\n" of final_answer_close when the thinking text already ends with "\n"
     close_skips_newline_after_newline: bool = True
 
+    @property
+    def has_thinking(self) -> bool:
+        """False for plain generation: nothing ends a thinking phase, so there is none (a property,
+        not a field, so the settings hash of existing runs does not change)."""
+        return bool(self.thinking_stops)
+
 
 S1 = Delimiters()
 
@@ -42,7 +51,17 @@ THINK_TAGS = Delimiters(
     wait="Wait",
 )
 
-PRESETS: dict[str, Delimiters] = {"s1": S1, "think-tags": THINK_TAGS}
+PLAIN = Delimiters(
+    name="plain",
+    think_prefix="",
+    answer_prefix="",
+    thinking_stops=(),
+    end_of_turn=None,
+    final_answer_close="",
+    wait="",
+)
+
+PRESETS: dict[str, Delimiters] = {"s1": S1, "think-tags": THINK_TAGS, "plain": PLAIN}
 
 
 def get_delimiters(name: str | Delimiters) -> Delimiters:

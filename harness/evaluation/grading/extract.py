@@ -94,8 +94,11 @@ def _answer_line(text: str) -> str | None:
     return following if following is not None and not _is_prose(following) else first
 
 
-def answer_section(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
-    """Text after the last delimiter, or None when the response has no answer section."""
+def answer_section(response: str, delimiter: str | None = DEFAULT_DELIMITER) -> str | None:
+    """Text after the last delimiter, or None when the response has no answer section. An empty
+    delimiter (plain generation, no thinking phase) makes the whole response the answer section."""
+    if delimiter == "":
+        return response
     if not delimiter:
         return None
     idx = response.rfind(delimiter)

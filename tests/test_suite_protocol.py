@@ -1,0 +1,69 @@
+"""The paper suite's protocol: the base row by plain generation, s1's suite-wide "auto" cap, the
+step-matched SFT control paired against iw-SFT, and the deviations that say all of it."""
+
+import pytest
+
+from harness.core.errors import UserError
+from harness.paper.evaluations import Evaluations
+from harness.paper.suite import load_suite
+
+
+def test_paper_suite_declares_its_protocol_and_controls():
+    s = load_suite("paper")
+    assert s.base_protocol == "plain" and s.auto_cap_scope == "suite"
+    assert ["sft-matched", "iw-sft"] in s.paired and ["s1.1-sft", "iw-sft"] in s.paired
+    from harness.training.config import load_recipe
+
+    iw, ctl, s11 = (load_recipe(s.recipe_path(n)) for n in ("iw-sft", "sft-matched", "s1.1-sft"))
+    assert ctl.weighting == "sft" and iw.weighting == "iw-sft"
+    same = ("global_batch_size", "block_size", "num_epochs", "max_steps", "learning_rate", "micro_batch_size", "seed")
+    assert all(getattr(ctl, k) == getattr(iw, k) for k in same)
+    assert (s11.global_batch_size, s11.block_size) == (16, 20000)      # the paper's comparison: half the steps
+    t = load_suite("tiny")
+    assert ["sft-matched", "iw-sft"] in t.paired and "arith2" in t.benchmarks
+    tiw, tctl, ts11 = (load_recipe(t.recipe_path(n)) for n in ("iw-sft", "sft-matched", "s1.1-sft"))
+    assert all(getattr(tctl, k) == getattr(tiw, k) for k in same) and tctl.weighting == "sft"
+    assert ts11.global_batch_size == 2 * tiw.global_batch_size
+
+
+def test_base_row_plain_and_suite_wide_auto_cap(tmp_path):
+    s = load_suite("tiny")
+    s.thinking_budget, s.auto_cap_scope = "auto", "suite"
+    s.benchmarks = {"arith": None, "math500": 3, "aime24": 2}
+    with Evaluations(s) as ev:
+        plain = ev.config("smollm2-135m", "arith", 3, protocol="plain")
+        assert plain.delimiters == "plain" and plain.thinking_budget is None and plain.wait == 0
+        assert plain.longest_prompt is None
+        s1 = ev.config("smollm2-135m", "arith", 3)
+        from harness.evaluation.benchmarks import load_benchmark
+
+        eng = ev._engine_for(s1)
+        per = {b: max(len(eng.prompt_ids(p, s1)) for p in load_benchmark(b)) for b in s.benchmarks}
+        assert s1.delimiters == "s1" and s1.longest_prompt == max(per.values()) > per["arith"]
+        s.auto_cap_scope = "benchmark"
+        assert Evaluations(s).config("smollm2-135m", "arith", 3).longest_prompt is None
+
+
+def test_bad_suite_protocol_keys(tmp_path):
+    bad = tmp_path / "x.yaml"
+    text = (load_suite("tiny").path.read_text() + "\nbase_protocol: chat\n")
+    bad.write_text(text)
+    with pytest.raises(UserError, match="base_protocol 'chat' is not one of plain, s1"):
+        load_suite(str(bad))
+
+
+def test_deviations_name_the_protocol_and_the_controls():
+    from harness.paper.pipeline import deviations
+    from harness.training.config import load_recipe
+
+    s = load_suite("paper")
+    trained = {n: {**load_recipe(s.recipe_path(n)).to_dict(), "data_summary": {"examples": 1000}} for n in s.recipes}
+    text = "\n".join(deviations(s, {"base": [{}]}, trained))
+    assert "Base row: plain generation" in text
+    assert "longest prompt over all" in text
+    assert "iw-sft, iw-sft-per-step take 2x as many AdamW steps (625 against 313)" in text and "sft-matched is SFT" in text
+    t = load_suite("tiny")
+    trained = {n: load_recipe(t.recipe_path(n)).to_dict() for n in t.recipes}
+    text = "\n".join(deviations(t, {"base": [{}]}, trained))
+    assert "Base row: evaluated with the fine-tunes' s1 prompt" in text
+    assert "pools the response tokens of" in text       # micro-batch 4 loss normalisation vs the paper's 1
