@@ -324,7 +324,7 @@ def test_eval_end_to_end(reference):
                     "unextracted", "truncated", "settings", "versions", "backend", "weights_id", "no_room", "missing"):
             assert key in m, key
         assert m["last_command"]["tokens_per_s"] > 0 and m["last_command"]["wall_time_s"] > 0
-        assert m["n"] == 2 and m["last_command"]["generated_now"] == 2 and m["ci_method"] == "wilson"
+        assert m["n"] == 2 and m["last_command"]["generated_now"] == 2 and m["ci_method"] == "Wilson score"
         assert m["problem_ids"] == [r["problem_id"] for r in rows]
         assert m["accuracy"] == sum(r["correct"] for r in rows) / 2
         assert m["ci95"][0] <= m["accuracy"] <= m["ci95"][1]

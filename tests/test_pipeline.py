@@ -34,10 +34,10 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     assert "arith2" in report["rows"][0]["benchmarks"]
     arith = report["rows"][0]["benchmarks"]["arith"]
     assert arith["n"] == 3 and 0 <= arith["ci95"][0] <= arith["accuracy"] <= arith["ci95"][1] <= 1
-    assert {p["benchmark"] for p in report["paired"]} >= {"arith", "math500"}
-    # the tiny suite's 128-token total leaves the first AIME24 prompts no room: counted, never scored
-    assert report["rows"][0]["benchmarks"]["aime24"]["n"] == 0 and "aime24" not in {p["benchmark"] for p in report["paired"]}
-    assert any("aime24: 2 problem(s) not scored" in d for d in report["deviations"])
+    # every benchmark the suite names is scored (its total budget leaves room for AIME24's prompts)
+    assert {p["benchmark"] for p in report["paired"]} == {"arith", "aime24", "math500"}
+    assert report["rows"][0]["benchmarks"]["aime24"]["n"] >= 1
+    assert not any("not scored" in d for d in report["deviations"])
     assert any("gpqa_diamond: skipped" in d for d in report["deviations"])
     assert any("offline checker" in d for d in report["deviations"])
     for f in ("table1.md", "table1.txt", "figure1.png", "figure1.json", "arith_steps.png"):

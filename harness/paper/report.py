@@ -106,7 +106,10 @@ def methods(rows: list[dict], comparisons: list[dict]) -> list[str]:
         acc = sorted({x.get("ci_method") for r in rows if bench in r["benchmarks"]
                       for x in r["benchmarks"][bench].get("per_seed", [r["benchmarks"][bench]]) if x.get("ci_method")})
         paired = sorted({c["method"] for c in comparisons if c["benchmark"] == bench})
-        if acc or paired:
+        if acc == ["no problems"] and not paired:
+            out.append(f"{bench_title(bench)}: no problem scored, so no interval.")
+        elif acc or paired:
+            acc = [a for a in acc if a != "no problems"]
             out.append(f"{bench_title(bench)}: accuracy 95% CI by {'; '.join(acc) or '-'}" +
                        (f". Paired: {'; '.join(paired)}" if paired else ""))
     if len(comparisons) > 1:
