@@ -35,7 +35,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     arith = report["rows"][0]["benchmarks"]["arith"]
     assert arith["n"] == 3 and 0 <= arith["ci95"][0] <= arith["accuracy"] <= arith["ci95"][1] <= 1
     # every benchmark the suite names is scored (its total budget leaves room for AIME24's prompts)
-    assert {p["benchmark"] for p in report["paired"]} == {"arith", "aime24", "math500"}
+    assert {p["benchmark"] for p in report["paired"]} == {"arith", "arith2", "aime24", "math500"}
     assert report["rows"][0]["benchmarks"]["aime24"]["n"] >= 1
     assert not any("not scored" in d for d in report["deviations"])
     assert any("gpqa_diamond: skipped" in d for d in report["deviations"])
@@ -53,7 +53,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--out", "rep"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert out.count("reusing") == 3
+    assert out.count("reusing") == 4
     assert len(loads) == loaded_first, loads[loaded_first:]   # everything was stored: no model loads
     # ... but never a model trained with other settings, nor one folder for all recipes: refused
     # before any work, nothing written.
