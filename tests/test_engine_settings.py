@@ -126,6 +126,8 @@ def test_suite_engine_options_reach_the_eval_config(monkeypatch, tmp_path):
         return {cfg.benchmarks[0]: {"skipped": "test"}}
 
     monkeypatch.setattr("harness.paper.evaluations.run_eval", fake_run_eval)
+    # the suite-wide "auto" cap reads every prompt with the model's tokenizer, which is not here
+    monkeypatch.setattr(Evaluations, "_suite_longest", lambda self, model: 1000)
     with Evaluations(suite) as evals:
         evals.run(suite.base_model, "aime24", 1, out=str(tmp_path))
         evals.run("runs/table1/iw-sft/final", "aime24", 1, out=str(tmp_path))
