@@ -60,6 +60,16 @@ def add_arguments(p):
     p.add_argument("--samples", type=int, default=1, help="samples per problem (K); K>1 needs --temperature > 0")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (s1)")
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 or -1: off); vLLM's meaning")
+    p.add_argument("--min-p", type=float, default=0.0,
+                   help="drop tokens less likely than MIN_P x the most likely one (0: off); vLLM's meaning")
+    p.add_argument("--presence-penalty", type=float, default=0.0,
+                   help="subtracted once from the logit of every token the request has generated, in [-2, 2] (0: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="logit / P (or x P when negative) for every token of the prompt and output so far, > 0 (1: off)")
+    p.add_argument("--aggregate", dest="aggregates", action="append", default=[], metavar="AGG@K",
+                   help="also report avg@K (mean accuracy over K samples), maj@K (majority vote over equivalent "
+                        "answers) or pass@K (unbiased, Chen et al. 2021); repeatable or comma-separated, K <= --samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpqa-csv", default=None, metavar="PATH",
                    help="local GPQA Diamond CSV (dataset columns); default $IWSFT_GPQA_CSV, else the hub")
@@ -139,6 +149,8 @@ def config_from_args(args):
         ids=ids, max_new_tokens=total, thinking_budget=args.thinking_budget,
         answer_budget=args.answer_budget, budget_mode=args.budget_mode, delimiters=args.delimiters,
         wait=args.wait, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+        top_k=args.top_k, min_p=args.min_p, presence_penalty=args.presence_penalty,
+        repetition_penalty=args.repetition_penalty, aggregates=list(args.aggregates),
         seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
         system=args.system, shard=shard, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,

@@ -63,10 +63,17 @@ def run(args) -> int:
                 if r is not None:
                     seed_runs[bench] = r
             runs[name] = [seed_runs]
+        aggregates = {name: evals.aggregates[path] for name, path in models.items() if path in evals.aggregates}
 
     names = list(models)
     paired = [[names[0], n] for n in names[1:]]
     report = build_table(runs, paired, deviations(suite, runs, {}), f"Table 1 for given checkpoints (suite {suite.name})",
-                         extra={"checkpoints": models})
-    write_report(report, out)
+                         extra={"checkpoints": models, **({"aggregates": aggregates} if aggregates else {})})
+    console = write_report(report, out)
+    if aggregates:
+        from harness.evaluation.aggregates import aggregate_line
+
+        for name, per in aggregates.items():     # the suite's aggregates (e.g. open-r1's avg@16), per row
+            for bench, aggs in per.items():
+                console.print(aggregate_line(f"{name} {bench}", aggs), markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -37,6 +37,11 @@ class EvalConfig:
     samples: int = 1                           # K samples per problem
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0                             # 0 (or -1) = off; these four with vLLM's meaning
+    min_p: float = 0.0                         # on both backends (generation/sampling.py)
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    aggregates: Sequence[str] = ()             # e.g. avg@16, maj@16, pass@1 (harness.evaluation.aggregates)
     seed: int = 0
     gpqa_csv: str | None = None
     benchmark_options: dict = field(default_factory=dict)  # extra loader options (e.g. arith_level);
@@ -120,6 +125,12 @@ def validate(cfg: EvalConfig) -> None:
                         "total per request (prompt included); lower --answer-budget or raise --total-budget")
     if not 0 < cfg.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p:g} (1 = no nucleus truncation)")
+    from harness.evaluation.generation.sampling import check_sampling
+
+    check_sampling(cfg.top_k, cfg.min_p, cfg.presence_penalty, cfg.repetition_penalty)
+    from harness.evaluation.aggregates import parse_aggregates
+
+    parse_aggregates(cfg.aggregates, cfg.samples)
     if cfg.wait < 0:
         raise UserError("--wait must be >= 0")
     if cfg.limit is not None and cfg.limit < 1:

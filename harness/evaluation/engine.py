@@ -212,6 +212,8 @@ class Engine:
                  on_result: Callable[[int, Any], None]) -> None:
         from harness.evaluation.generation.budget import generate_with_budget
         from harness.evaluation.generation.prompts import get_delimiters
+        from harness.evaluation.generation.sampling import sampling_kwargs
 
         generate_with_budget(self.backend, self.tokenizer, prompts, budget, get_delimiters(cfg.delimiters),
-                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seeds, on_result=on_result)
+                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seeds, on_result=on_result,
+                             sampling=sampling_kwargs(cfg))

@@ -11,7 +11,8 @@ thinking_tokens (generated + injected Waits), answer_tokens, total_tokens (their
 num_waits, thinking_cap, seed (None when greedy).
 
 metrics.json (harness.evaluation.metrics), over every problem the folder holds: n, samples_per_problem,
-n_samples, correct, accuracy, ci95 + ci_method, avg_at_k + pass_at_k when K>1, no_room (+ ids),
+n_samples, correct, accuracy, ci95 + ci_method, avg_at_k + pass_at_k when K>1, `aggregates` when the
+config asks for some (avg@k, maj@k, pass@k: harness.evaluation.aggregates), no_room (+ ids),
 missing (+ ids: asked for by the latest command, not stored yet), thinking token mean/median,
 total_tokens_mean, unextracted, truncated, hit_thinking_cap, cumulative timing, thinking_cap_tokens,
 weights_id, grader, backend, settings, versions. `run_eval` returns the same over the command's own
@@ -36,6 +37,7 @@ from harness.core.errors import UserError
 from harness.core.io import atomic_write_json, ensure_writable_dir
 from harness.core.versions import package_versions
 from harness.evaluation.benchmarks import Benchmark, BenchmarkUnavailable, Problem, fingerprint, get_benchmark, select
+from harness.evaluation.aggregates import compute_aggregates, parse_aggregates
 from harness.evaluation.config import EvalConfig, validate
 from harness.evaluation.engine import Engine
 from harness.evaluation.metrics import compute_metrics
@@ -43,6 +45,7 @@ from harness.evaluation.store import (METRICS_FILE, SETTINGS_FILE, SampleStore, 
                                       model_slug, read_json, read_samples, redact, run_lock, samples_file, settings_hash)
 from harness.evaluation.generation import backend_class
 from harness.evaluation.generation.prompts import get_delimiters
+from harness.evaluation.generation.sampling import settings_entries as sampling_settings
 from harness.evaluation.summary import Progress, print_summary
 
 # Bump when the runner's behaviour changes what a (settings -> samples) directory holds.
@@ -109,6 +112,8 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         # greedy decoding ignores these: leaving them out lets a greedy run be resumed under any --seed
         "top_p": cfg.top_p if cfg.temperature > 0 else None,
         "seed": cfg.seed if cfg.temperature > 0 else None,
+        # top_k, min_p, presence/repetition penalty: only when not neutral (older folders keep their hash)
+        **sampling_settings(cfg),
         "backend": kind,
         "tensor_parallel_size": cfg.tensor_parallel_size if backend_class(kind).tensor_parallel else None,
         **engine.settings(),     # resolved dtype, generation libraries + versions, engine options
@@ -228,6 +233,7 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
                 "versions": package_versions(),
             }
             folder = compute_metrics([p for p in all_problems if p.id in held], rows, k)
+            _add_aggregates(folder, cfg, spec, all_problems, rows)
             # `missing_ids` of the folder: what the latest command asked for and is not there yet
             # (other shards still running, or an interrupted run), not every problem of the benchmark.
             folder.update(common)
@@ -241,6 +247,7 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
             })
             atomic_write_json(run_dir / METRICS_FILE, folder)
     metrics = compute_metrics(subset, rows, k)
+    _add_aggregates(metrics, cfg, spec, all_problems, rows)
     metrics.update(common)
     metrics.update({
         "covers": "the problems this command selected" + (" (all shards)" if cfg.shard else ""),
@@ -250,6 +257,16 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
         **{k: v for k, v in command.items() if k not in ("limit", "ids", "shard")},
     })
     return metrics
+
+
+def _add_aggregates(metrics: dict, cfg: EvalConfig, spec: Benchmark, problems: Sequence[Problem], rows) -> None:
+    """The aggregates the config asks for (avg@k, maj@k, pass@k) over the problems `metrics` scored."""
+    aggs = parse_aggregates(cfg.aggregates, cfg.samples)
+    if not aggs:
+        return
+    clusters = {p.id: p.meta["cluster"] for p in problems if "cluster" in p.meta} or None
+    metrics["aggregates"] = compute_aggregates(aggs, metrics["problem_ids"], rows, cfg.samples, spec.grader, clusters,
+                                               timeout_s=cfg.grade_timeout_s, workers=cfg.grade_workers)
 
 
 def _caps(rows):

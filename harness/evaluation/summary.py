@@ -81,6 +81,10 @@ def print_summary(results: dict[str, dict], console=None) -> None:
             continue
         console.print(f"{name}: {m['run_dir']}" + (f" (weights {m['weights_id']})" if m.get("weights_id") else ""),
                       markup=False, highlight=False, soft_wrap=True)
+        if m.get("aggregates"):
+            from harness.evaluation.aggregates import aggregate_line
+
+            console.print(aggregate_line(name, m["aggregates"]), markup=False, highlight=False, soft_wrap=True)
         for line in notes(name, m):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 

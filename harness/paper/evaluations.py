@@ -25,6 +25,7 @@ class Evaluations:
         self.suite = suite
         self._engine: Engine | None = None
         self._longest: dict[str, int] = {}
+        self.aggregates: dict[str, dict[str, dict]] = {}   # model -> benchmark -> the suite's aggregates
 
     def config(self, model: str, bench: str, limit: int | None, *, out: str = EVAL_OUT,
                thinking_budget=None, wait=None, protocol: str = "s1") -> EvalConfig:
@@ -39,7 +40,9 @@ class Evaluations:
                           longest_prompt=self._suite_longest(model) if not plain and tb == "auto"
                           and s.auto_cap_scope == "suite" else None,
                           answer_budget=s.answer_budget, wait=0 if plain else (s.wait if wait is None else wait),
-                          temperature=s.temperature, out=out, dtype=s.dtype,
+                          temperature=s.temperature, samples=s.samples, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+                          presence_penalty=s.presence_penalty, repetition_penalty=s.repetition_penalty, seed=s.seed,
+                          aggregates=list(s.aggregates), out=out, dtype=s.dtype,
                           tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
                           gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=False, **s.engine_options(model))
 
@@ -69,6 +72,8 @@ class Evaluations:
         """One benchmark of one model; its Run, or None when the benchmark is unavailable here."""
         cfg = self.config(model, bench, limit, **kw)
         m = run_eval(cfg, engine=self._engine_for(cfg))[bench]
+        if m.get("aggregates"):
+            self.aggregates.setdefault(model, {})[bench] = m["aggregates"]
         return None if "skipped" in m else load_run(Path(m["run_dir"]), ids=m["selected_ids"])   # what was asked
 
     def close(self) -> None:

@@ -16,7 +16,8 @@ KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_confi
         "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
         "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
         "enforce_eager", "enable_prefix_caching", "vllm_version",
-        "base_protocol", "auto_cap_scope"}
+        "base_protocol", "auto_cap_scope", "samples", "top_p", "top_k", "min_p", "presence_penalty",
+        "repetition_penalty", "seed", "aggregates"}
 BASE_PROTOCOLS = ("plain", "s1")
 AUTO_CAP_SCOPES = ("benchmark", "suite")
 
@@ -57,9 +58,27 @@ class Suite:
     # "auto" thinking cap: longest prompt of each benchmark ("benchmark", as `iwsft eval`) or of all
     # the suite's benchmarks together ("suite", as s1's single lm-eval run computed it).
     auto_cap_scope: str = "benchmark"
+    # Sampling, as `iwsft eval`'s flags of the same names (vLLM's meaning on every backend), and the
+    # aggregates over the samples each run reports (avg@K, maj@K, pass@K: harness.evaluation.aggregates).
+    samples: int = 1
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    aggregates: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
+        from harness.evaluation.aggregates import parse_aggregates
+        from harness.evaluation.generation.sampling import check_sampling
+
+        try:
+            check_sampling(self.top_k, self.min_p, self.presence_penalty, self.repetition_penalty)
+            parse_aggregates(self.aggregates, self.samples)
+        except UserError as e:
+            raise UserError(f"{self.path}: {str(e).replace('--', '')}") from None
         if self.base_protocol not in BASE_PROTOCOLS:
             raise UserError(f"{self.path}: base_protocol {self.base_protocol!r} is not one of {', '.join(BASE_PROTOCOLS)}")
         if self.auto_cap_scope not in AUTO_CAP_SCOPES:

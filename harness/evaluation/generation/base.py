@@ -21,6 +21,11 @@ class GenParams:
     stop_token_ids: tuple[int, ...] = ()  # stop tokens; the matched token is NOT included in token_ids
     min_tokens: int = 0               # before this many new tokens: stop ids/EOS masked, stop strings ignored
     seed: int | None = None
+    # vLLM's meaning on every backend (generation/sampling.py); these values are "off"
+    top_k: int = 0                    # 0 or -1: no top-k truncation
+    min_p: float = 0.0
+    presence_penalty: float = 0.0     # subtracted once from the logit of each token this request generated
+    repetition_penalty: float = 1.0   # on every token of the prompt and the output so far
 
 
 @dataclass

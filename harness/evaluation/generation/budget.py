@@ -147,23 +147,25 @@ def _round_seed(req: _Req) -> int | None:
 def generate_with_budget(backend: Backend, tokenizer: Any, prompt_ids_list: Sequence[Sequence[int]],
                          cfg: BudgetConfig, delimiters: Delimiters = S1, temperature: float = 0.0,
                          seed: int | Sequence[int] | None = None, top_p: float = 1.0,
-                         on_result: Callable[[int, ForcedResult], None] | None = None) -> list[ForcedResult]:
+                         on_result: Callable[[int, ForcedResult], None] | None = None,
+                         sampling: dict | None = None) -> list[ForcedResult]:
     """Run budget forcing for every prompt (each already ending with the think prefix, as
     build_prompt_ids makes them). Returns one ForcedResult per prompt, in order; `on_result(index,
     result)` is called as each request completes. `seed`: one int (request i uses seed + 1000003*i)
-    or one seed per request; each round then uses its own derived seed."""
+    or one seed per request; each round then uses its own derived seed. `sampling`: further GenParams
+    settings of every request (top_k, min_p, presence_penalty, repetition_penalty)."""
     ids = delimiter_ids(tokenizer, delimiters)
     prompts = [list(map(int, p)) for p in prompt_ids_list]
     n = len(prompts)
     if not delimiters.has_thinking:      # plain generation: no thinking phase, no cap, no close
         reqs = [_Req(index=i, prompt=p, cap=0, seed=_request_seed(seed, i, n), phase="answer")
                 for i, p in enumerate(prompts)]
-        ctx = _Ctx(backend, tokenizer, cfg, delimiters, ids, temperature, top_p, on_result)
+        ctx = _Ctx(backend, tokenizer, cfg, delimiters, ids, temperature, top_p, on_result, sampling)
         ctx.run_independent(reqs)
         return [ctx.results[i] for i in range(n)]
     caps = cfg.resolve_caps([len(p) for p in prompts], ids)
     reqs = [_Req(index=i, prompt=p, cap=caps[i], seed=_request_seed(seed, i, n)) for i, p in enumerate(prompts)]
-    ctx = _Ctx(backend, tokenizer, cfg, delimiters, ids, temperature, top_p, on_result)
+    ctx = _Ctx(backend, tokenizer, cfg, delimiters, ids, temperature, top_p, on_result, sampling)
     if cfg.mode == "independent":
         ctx.run_independent(reqs)
     else:
@@ -173,7 +175,7 @@ def generate_with_budget(backend: Backend, tokenizer: Any, prompt_ids_list: Sequ
 
 class _Ctx:
     def __init__(self, backend, tokenizer, cfg: BudgetConfig, delimiters: Delimiters, ids: DelimiterIds,
-                 temperature: float, top_p: float, on_result):
+                 temperature: float, top_p: float, on_result, sampling: dict | None = None):
         self.backend = backend
         self.tok = tokenizer
         self.cfg = cfg
@@ -181,6 +183,7 @@ class _Ctx:
         self.ids = ids
         self.temperature = float(temperature)
         self.top_p = float(top_p)
+        self.sampling = dict(sampling or {})
         self.on_result = on_result
         self.results: dict[int, ForcedResult] = {}
         self.thinking_stop_ids = tuple(dict.fromkeys(ids.thinking_stop_ids))
@@ -190,7 +193,7 @@ class _Ctx:
     def think_params(self, r: _Req, max_new: int, min_tokens: int) -> GenParams:
         return GenParams(max_new_tokens=max_new, temperature=self.temperature, top_p=self.top_p,
                          stop=tuple(self.ids.thinking_stop_strings), stop_token_ids=self.thinking_stop_ids,
-                         min_tokens=max(0, min(min_tokens, max_new)), seed=_round_seed(r))
+                         min_tokens=max(0, min(min_tokens, max_new)), seed=_round_seed(r), **self.sampling)
 
     def answer_params(self, r: _Req) -> tuple[list[int], GenParams | None]:
         thinking = r.conditioned_thinking if r.conditioned_thinking is not None else r.thinking
@@ -201,7 +204,8 @@ class _Ctx:
             return prompt, None
         return prompt, GenParams(max_new_tokens=max_new, temperature=self.temperature, top_p=self.top_p,
                                  stop=tuple(self.ids.answer_stop_strings),
-                                 stop_token_ids=tuple(self.ids.answer_stop_ids), seed=_round_seed(r))
+                                 stop_token_ids=tuple(self.ids.answer_stop_ids), seed=_round_seed(r),
+                                 **self.sampling)
 
     # ---------------------------------------------------------------------------- phases
 

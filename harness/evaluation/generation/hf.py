@@ -10,7 +10,8 @@ seeds, with a stopped row never billed another token. The loop:
 - drops finished rows from the batch and the cache;
 - greedy (argmax) when a row's temperature is 0, else temperature + top-p sampling from a
   per-row torch.Generator seeded with GenParams.seed (so a row's sample does not depend on which
-  other rows share its batch).
+  other rows share its batch); top_k, min_p, presence and repetition penalties as vLLM applies them
+  (generation/sampling.py), with transformers' logits processors.
 
 Works on CPU and on one GPU (the model's device).
 """
@@ -28,6 +29,7 @@ from harness.evaluation.generation.base import (
     per_prompt_params,
 )
 from harness.evaluation.generation.prompts import eos_token_ids
+from harness.evaluation.generation.sampling import Penalties, truncate
 
 
 class HFBackend:
@@ -152,7 +154,7 @@ class HFBackend:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         input_ids, attn, pos = input_ids.to(dev), attn.to(dev), pos.to(dev)
 
-        rows = [_Row(self, gp) for gp in plist]
+        rows = [_Row(self, gp, p) for gp, p in zip(plist, prompts)]
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True,
                          **self._extra)
         cache = out[self._cache_arg]
@@ -190,7 +192,7 @@ def _choose_all(rows: list["_Row"], alive: list[int], logits) -> list[int]:
     import torch
 
     out: list[int | None] = [None] * len(alive)
-    greedy = [b for b, r in enumerate(alive) if rows[r].gp.temperature <= 0]
+    greedy = [b for b, r in enumerate(alive) if rows[r].gp.temperature <= 0 and not rows[r].penalties.active]
     if greedy:
         lg = (logits if len(greedy) == len(alive) else logits[greedy]).float()
         masked: dict[tuple[int, ...], list[int]] = {}     # stop ids -> rows still under min_tokens
@@ -226,11 +228,12 @@ def _select_cache_rows(cache: Any, idx) -> None:
 class _Row:
     """Decode state of one request: sampling, stop checks, and its Completion."""
 
-    def __init__(self, backend: HFBackend, gp: GenParams):
+    def __init__(self, backend: HFBackend, gp: GenParams, prompt: Sequence[int] = ()):
         import torch
 
         self.tok = backend.tokenizer
         self.gp = gp
+        self.penalties = Penalties(gp.repetition_penalty, gp.presence_penalty, prompt)
         self.stop_ids = set(int(i) for i in gp.stop_token_ids)
         self.eos_ids = set(backend.eos_ids)
         self.all_stop = sorted(self.stop_ids | self.eos_ids)
@@ -255,9 +258,11 @@ class _Row:
         if len(self.ids) < gp.min_tokens and self.all_stop:
             logits = logits.clone()
             logits[self.all_stop] = float("-inf")
+        if self.penalties.active:
+            logits = self.penalties.apply(logits)
         if gp.temperature <= 0:
             return int(torch.argmax(logits).item())
-        probs = torch.softmax(logits / gp.temperature, dim=-1)
+        probs = torch.softmax(truncate(logits / gp.temperature, gp.top_k, gp.min_p), dim=-1)
         if gp.top_p < 1.0:
             sorted_p, order = torch.sort(probs, descending=True)
             cum = torch.cumsum(sorted_p, dim=-1)
@@ -275,6 +280,7 @@ class _Row:
             self.finish, self.stop_reason = "stop", tok  # the stop token is not kept, not billed
             return True
         self.ids.append(tok)
+        self.penalties.push(tok)
         if self.stops and len(self.ids) >= gp.min_tokens and self._stop_string_hit():
             return True
         if len(self.ids) >= gp.max_new_tokens:

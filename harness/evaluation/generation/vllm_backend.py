@@ -4,7 +4,8 @@ vllm is imported lazily).
 Mapping (vLLM's documented offline API, `LLM.generate(prompts, sampling_params, use_tqdm=...)`):
 - prompts are token ids: `TokensPrompt(prompt_token_ids=[...])` (a TypedDict, i.e. a plain dict);
 - one `SamplingParams` per prompt (LLM.generate pairs a list with the prompts one by one):
-  temperature, top_p, max_tokens, stop, stop_token_ids, min_tokens, seed, skip_special_tokens=False,
+  temperature, top_p, top_k (-1 for off: vLLM 0.6 refuses 0), min_p, presence_penalty, repetition_penalty,
+  max_tokens, stop, stop_token_ids, min_tokens, seed, skip_special_tokens=False,
   spaces_between_special_tokens=False (so vLLM's text matches tokenizer.decode),
   include_stop_str_in_output=False;
 - `LLM(model, dtype=..., tensor_parallel_size=..., enable_prefix_caching=True, ...)`; budget forcing
@@ -44,6 +45,7 @@ from typing import Any, Sequence
 from harness.core.errors import UserError
 from harness.evaluation.generation.base import Completion, GenParams, cut_at_stop_string, decode, per_prompt_params
 from harness.evaluation.generation.precision import compute_device
+from harness.evaluation.generation.sampling import vllm_top_k
 
 
 def _on_cpu() -> bool:
@@ -263,6 +265,10 @@ class VLLMBackend:
             n=1,
             temperature=float(gp.temperature),
             top_p=float(gp.top_p),
+            top_k=vllm_top_k(gp.top_k),
+            min_p=float(gp.min_p),
+            presence_penalty=float(gp.presence_penalty),
+            repetition_penalty=float(gp.repetition_penalty),
             max_tokens=int(gp.max_new_tokens),
             min_tokens=int(gp.min_tokens),
             stop=list(gp.stop) or None,
