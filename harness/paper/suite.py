@@ -16,7 +16,7 @@ KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_confi
         "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
         "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
         "enforce_eager", "enable_prefix_caching", "vllm_version",
-        "base_protocol", "auto_cap_scope"}
+        "base_protocol", "auto_cap_scope", "thinking_format", "chat_template_kwargs"}
 BASE_PROTOCOLS = ("plain", "s1")
 AUTO_CAP_SCOPES = ("benchmark", "suite")
 
@@ -57,6 +57,10 @@ class Suite:
     # "auto" thinking cap: longest prompt of each benchmark ("benchmark", as `iwsft eval`) or of all
     # the suite's benchmarks together ("suite", as s1's single lm-eval run computed it).
     auto_cap_scope: str = "benchmark"
+    # The thinking format of the budget-forced rows (generation.prompts.PRESETS: s1, think-tags, qwen3) and
+    # the chat template's variables for every row (e.g. {"enable_thinking": true}).
+    thinking_format: str = "s1"
+    chat_template_kwargs: dict | None = None
 
     def __post_init__(self):
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
@@ -64,6 +68,10 @@ class Suite:
             raise UserError(f"{self.path}: base_protocol {self.base_protocol!r} is not one of {', '.join(BASE_PROTOCOLS)}")
         if self.auto_cap_scope not in AUTO_CAP_SCOPES:
             raise UserError(f"{self.path}: auto_cap_scope {self.auto_cap_scope!r} is not one of {', '.join(AUTO_CAP_SCOPES)}")
+        from harness.evaluation.generation.formats import parse_chat_template_kwargs, resolve_format
+
+        self.chat_template_kwargs = parse_chat_template_kwargs(self.chat_template_kwargs)
+        resolve_format(self.thinking_format, self.chat_template_kwargs)
 
     def engine_options(self, model: str) -> dict:
         """EvalConfig keywords of the engine options for evaluating `model` in this suite."""
