@@ -54,9 +54,13 @@ def add_arguments(p):
                    help="times to suppress the end of thinking and append 'Wait' (budget forcing)")
     p.add_argument("--budget-mode", choices=["independent", "s1-compat"], default="independent",
                    help="independent: exact cap per request; s1-compat: s1's round loop (cap can be exceeded)")
-    p.add_argument("--delimiters", default="s1",
-                   help="thinking/answer delimiters preset: s1 (<|im_start|>think/answer), think-tags, or plain "
+    p.add_argument("--delimiters", "--thinking-format", dest="delimiters", default="s1",
+                   help="thinking format: s1 (<|im_start|>think/answer), think-tags (DeepSeek-R1: <think>...</think>, "
+                        "turn ends at EOS), qwen3 (Qwen3's template, <think>...</think>, <|im_end|>), or plain "
                         "(no think prefix, no thinking phase, no cap: the response is the whole answer)")
+    p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                   help="variables for the chat template, a JSON object, e.g. '{\"enable_thinking\": false}' "
+                        "(with qwen3/think-tags, false means no thinking phase)")
     p.add_argument("--samples", type=int, default=1, help="samples per problem (K); K>1 needs --temperature > 0")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (s1)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -124,6 +128,7 @@ def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
 
 def config_from_args(args):
     from harness.evaluation.config import EvalConfig
+    from harness.evaluation.generation.formats import parse_chat_template_kwargs
 
     ids = None
     if args.ids is not None:
@@ -148,6 +153,7 @@ def config_from_args(args):
         model=args.model, benchmarks=list(args.benchmarks), backend=args.backend, limit=args.limit,
         ids=ids, max_new_tokens=total, thinking_budget=args.thinking_budget,
         answer_budget=args.answer_budget, budget_mode=args.budget_mode, delimiters=args.delimiters,
+        chat_template_kwargs=parse_chat_template_kwargs(args.chat_template_kwargs),
         wait=args.wait, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
         top_k=args.top_k, min_p=args.min_p, presence_penalty=args.presence_penalty,
         repetition_penalty=args.repetition_penalty, aggregates=list(args.aggregates),

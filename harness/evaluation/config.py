@@ -32,8 +32,10 @@ class EvalConfig:
                                                # longest of the benchmark (the paper suite passes the
                                                # longest over all its benchmarks, as s1's single run)
     budget_mode: str = "independent"           # "independent" (exact cap) | "s1-compat" (s1's loop)
-    delimiters: str = "s1"                     # preset of harness.evaluation.generation.prompts.PRESETS
-                                               # ("plain": no think prefix, no thinking, no cap)
+    delimiters: str = "s1"                     # thinking format: a preset of generation.prompts.PRESETS
+                                               # (s1 | think-tags | qwen3 | plain: no thinking, no cap)
+    chat_template_kwargs: dict | None = None   # variables for the chat template (e.g. {"enable_thinking": true});
+                                               # part of the run key only when given
     samples: int = 1                           # K samples per problem
     temperature: float = 0.0
     top_p: float = 1.0
@@ -99,12 +101,14 @@ def validate(cfg: EvalConfig) -> None:
     resolve_backend_kind(cfg.backend)           # a known name
     if cfg.budget_mode not in ("independent", "s1-compat"):
         raise UserError(f"--budget-mode must be independent or s1-compat, not {cfg.budget_mode!r}")
-    from harness.evaluation.generation.prompts import get_delimiters
+    from harness.evaluation.generation.formats import parse_chat_template_kwargs, resolve_format
 
-    delim = get_delimiters(cfg.delimiters)
+    cfg.chat_template_kwargs = parse_chat_template_kwargs(cfg.chat_template_kwargs)
+    delim = resolve_format(cfg.delimiters, cfg.chat_template_kwargs)
     if not delim.has_thinking and (isinstance(cfg.thinking_budget, int) or cfg.wait):
-        raise UserError(f"--delimiters {delim.name} generates without a thinking phase, so a thinking budget or Wait "
-                        "does not apply; drop --thinking-budget/--wait, or use --delimiters s1")
+        off = " with enable_thinking=false" if delim.name != "plain" else ""
+        raise UserError(f"--delimiters {delim.name}{off} generates without a thinking phase, so a thinking budget or "
+                        "Wait does not apply; drop --thinking-budget/--wait, or use a thinking format")
     if cfg.longest_prompt is not None and cfg.longest_prompt < 1:
         raise UserError(f"longest_prompt must be >= 1 (got {cfg.longest_prompt})")
     if cfg.samples < 1:

@@ -187,33 +187,44 @@ class Engine:
 
     # -- per-config work
     def prompt_ids(self, problem: Problem, cfg) -> list[int]:
-        from harness.evaluation.generation.prompts import build_prompt_ids, get_delimiters
+        from harness.evaluation.generation.formats import format_of
+        from harness.evaluation.generation.prompts import build_prompt_ids
 
-        return list(build_prompt_ids(self.tokenizer, problem.question, get_delimiters(cfg.delimiters), system=cfg.system))
+        return list(build_prompt_ids(self.tokenizer, problem.question, format_of(cfg), system=cfg.system,
+                                     chat_template_kwargs=cfg.chat_template_kwargs))
+
+    def check_format(self, cfg) -> None:
+        """The thinking format against this tokenizer's chat template (the tokenizer loads, not the model)."""
+        from harness.evaluation.generation.formats import check_template
+
+        check_template(self.tokenizer, cfg.delimiters, cfg.chat_template_kwargs,
+                       source=f"tokenizer {self.options['tokenizer'] or self.model!r}")
 
     def close_tokens(self, cfg) -> int:
         """Tokens of the forced close ("\\n<|im_start|>answer\\nFinal Answer:") after no thinking."""
-        from harness.evaluation.generation.prompts import delimiter_ids, get_delimiters
+        from harness.evaluation.generation.formats import format_of
+        from harness.evaluation.generation.prompts import delimiter_ids
 
-        return len(delimiter_ids(self.tokenizer, get_delimiters(cfg.delimiters)).final_answer_close)
+        return len(delimiter_ids(self.tokenizer, format_of(cfg)).final_answer_close)
 
     def budget(self, cfg, longest_prompt: int):
         from harness.evaluation.generation.budget import BudgetConfig
-        from harness.evaluation.generation.prompts import delimiter_ids, get_delimiters
+        from harness.evaluation.generation.formats import format_of
+        from harness.evaluation.generation.prompts import delimiter_ids
 
         budget = BudgetConfig(thinking_budget=cfg.thinking_budget, num_wait=cfg.wait,
                               max_answer_tokens=cfg.answer_budget, total_budget=cfg.max_new_tokens,
                               mode=cfg.budget_mode, longest_prompt=longest_prompt)
         # fails before the model loads
-        budget.resolve_caps([longest_prompt], delimiter_ids(self.tokenizer, get_delimiters(cfg.delimiters)))
+        budget.resolve_caps([longest_prompt], delimiter_ids(self.tokenizer, format_of(cfg)))
         return budget
 
     def generate(self, cfg, prompts: list[list[int]], budget, seeds: list[int],
                  on_result: Callable[[int, Any], None]) -> None:
         from harness.evaluation.generation.budget import generate_with_budget
-        from harness.evaluation.generation.prompts import get_delimiters
+        from harness.evaluation.generation.formats import format_of
         from harness.evaluation.generation.sampling import sampling_kwargs
 
-        generate_with_budget(self.backend, self.tokenizer, prompts, budget, get_delimiters(cfg.delimiters),
+        generate_with_budget(self.backend, self.tokenizer, prompts, budget, format_of(cfg),
                              temperature=cfg.temperature, top_p=cfg.top_p, seed=seeds, on_result=on_result,
                              sampling=sampling_kwargs(cfg))

@@ -44,7 +44,7 @@ from harness.evaluation.metrics import compute_metrics
 from harness.evaluation.store import (METRICS_FILE, SETTINGS_FILE, SampleStore, dropped_if_failed_empty, metrics_lock,
                                       model_slug, read_json, read_samples, redact, run_lock, samples_file, settings_hash)
 from harness.evaluation.generation import backend_class
-from harness.evaluation.generation.prompts import get_delimiters
+from harness.evaluation.generation.formats import format_of, needs_template_check
 from harness.evaluation.generation.sampling import settings_entries as sampling_settings
 from harness.evaluation.summary import Progress, print_summary
 
@@ -99,7 +99,9 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         "benchmark": spec.name,
         "data_sha256": fingerprint(all_problems),
         "n_problems_total": len(all_problems),
-        "prompt": {"system": cfg.system, "delimiters": _jsonable(get_delimiters(cfg.delimiters))},
+        # chat_template_kwargs only when given, so runs made before the key existed keep their hash
+        "prompt": {"system": cfg.system, "delimiters": _jsonable(format_of(cfg)),
+                   **({"chat_template_kwargs": cfg.chat_template_kwargs} if cfg.chat_template_kwargs else {})},
         "max_new_tokens": cfg.max_new_tokens,
         "thinking_budget": cfg.thinking_budget,
         # only when set, so runs made before the key existed keep their hash
@@ -141,6 +143,8 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
         engine = Engine.for_config(cfg)
     else:
         engine.check_serves(cfg)
+    if needs_template_check(cfg.delimiters, cfg.chat_template_kwargs):
+        engine.check_format(cfg)          # the tokenizer's template, before any folder is made
     out_root = ensure_writable_dir(Path(cfg.out))
     results: dict[str, dict] = {}
     # Load and select everything first: a bad id in the last benchmark fails before any generation.
@@ -329,7 +333,7 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
     task = progress.add(spec.name, total=len(subset), done=n_done_problems())
     t0 = time.time()
     tokens = 0
-    answer_delim = get_delimiters(cfg.delimiters).answer_prefix.strip()
+    answer_delim = format_of(cfg).answer_prefix.strip()
 
     def on_result(i: int, res) -> None:
         nonlocal tokens

@@ -35,7 +35,8 @@ class Evaluations:
         plain = protocol == "plain"
         tb = s.thinking_budget if thinking_budget is None else thinking_budget
         return EvalConfig(model=model, benchmarks=[bench], backend=s.backend, limit=limit,
-                          max_new_tokens=s.max_new_tokens, delimiters="plain" if plain else "s1",
+                          max_new_tokens=s.max_new_tokens, delimiters="plain" if plain else s.thinking_format,
+                          chat_template_kwargs=s.chat_template_kwargs,
                           thinking_budget=None if plain else tb,
                           longest_prompt=self._suite_longest(model) if not plain and tb == "auto"
                           and s.auto_cap_scope == "suite" else None,
@@ -47,13 +48,14 @@ class Evaluations:
                           gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=False, **s.engine_options(model))
 
     def _suite_longest(self, model: str) -> int:
-        """Longest s1 prompt (think prefix included) over every problem of every benchmark of the
+        """Longest prompt of the suite's thinking format (think prefix included) over every problem of every benchmark of the
         suite, for the "auto" cap: s1 computed it over all the requests of its one lm-eval run."""
         if model not in self._longest:
             from harness.evaluation.benchmarks import load_benchmark
 
             s = self.suite
-            probe = EvalConfig(model=model, delimiters="s1", backend=s.backend, dtype=s.dtype,
+            probe = EvalConfig(model=model, delimiters=s.thinking_format, chat_template_kwargs=s.chat_template_kwargs,
+                               backend=s.backend, dtype=s.dtype,
                                tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
                                **s.engine_options(model))
             engine = self._engine_for(probe)      # the tokenizer only; the model loads if generation needs it

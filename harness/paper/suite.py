@@ -17,7 +17,8 @@ KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_confi
         "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
         "enforce_eager", "enable_prefix_caching", "vllm_version",
         "base_protocol", "auto_cap_scope", "samples", "top_p", "top_k", "min_p", "presence_penalty",
-        "repetition_penalty", "seed", "aggregates"}
+        "repetition_penalty", "seed", "aggregates",
+        "thinking_format", "chat_template_kwargs"}
 BASE_PROTOCOLS = ("plain", "s1")
 AUTO_CAP_SCOPES = ("benchmark", "suite")
 
@@ -68,6 +69,10 @@ class Suite:
     repetition_penalty: float = 1.0
     seed: int = 0
     aggregates: list[str] = field(default_factory=list)
+    # The thinking format of the budget-forced rows (generation.prompts.PRESETS: s1, think-tags, qwen3) and
+    # the chat template's variables for every row (e.g. {"enable_thinking": true}).
+    thinking_format: str = "s1"
+    chat_template_kwargs: dict | None = None
 
     def __post_init__(self):
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
@@ -83,6 +88,10 @@ class Suite:
             raise UserError(f"{self.path}: base_protocol {self.base_protocol!r} is not one of {', '.join(BASE_PROTOCOLS)}")
         if self.auto_cap_scope not in AUTO_CAP_SCOPES:
             raise UserError(f"{self.path}: auto_cap_scope {self.auto_cap_scope!r} is not one of {', '.join(AUTO_CAP_SCOPES)}")
+        from harness.evaluation.generation.formats import parse_chat_template_kwargs, resolve_format
+
+        self.chat_template_kwargs = parse_chat_template_kwargs(self.chat_template_kwargs)
+        resolve_format(self.thinking_format, self.chat_template_kwargs)
 
     def engine_options(self, model: str) -> dict:
         """EvalConfig keywords of the engine options for evaluating `model` in this suite."""

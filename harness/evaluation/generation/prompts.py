@@ -4,7 +4,10 @@ The s1 format (ChatML models: Qwen2.5, SmolLM2): the chat template with the gene
 "<|im_start|>think"; thinking ends at "<|im_start|>" or "<|im_end|>"; the answer is introduced by
 "<|im_start|>answer" (natural end of thinking) or "\\n<|im_start|>answer\\nFinal Answer:" (cap hit);
 the answer ends at "<|im_end|>". `THINK_TAGS` is the same protocol for models that think inside
-"<think> ... </think>" (DeepSeek-R1 distills, QwQ, Qwen3). `PLAIN` is plain generation: the chat
+"<think> ... </think>" and end their turn at EOS (DeepSeek-R1 and its distills: the template's assistant
+turn, whose generation prompt may already open "<think>\n"). `QWEN3` is Qwen3's: ChatML turns, thinking
+inside "<think> ... </think>", the turn ending at "<|im_end|>"; its template reads `enable_thinking`
+(harness.evaluation.generation.formats). `PLAIN` is plain generation: the chat
 template with the generation prompt, no think prefix, no thinking phase and so no thinking cap; the
 response, up to the end of turn, is the whole answer (how the paper's Qwen2.5-32B-Instruct row was
 obtained) and the grader reads all of it as the answer section.
@@ -51,6 +54,18 @@ THINK_TAGS = Delimiters(
     wait="Wait",
 )
 
+# Qwen3 (and QwQ): ChatML turns, "<think>"/"</think>" are tokens of their own; the model stops a turn at
+# "<|im_end|>", also when it ends it without closing its thinking.
+QWEN3 = Delimiters(
+    name="qwen3",
+    think_prefix="<think>\n",
+    answer_prefix="</think>\n\n",
+    thinking_stops=("</think>", "<|im_end|>"),
+    end_of_turn="<|im_end|>",
+    final_answer_close="\n</think>\n\nFinal Answer:",
+    wait="Wait",
+)
+
 PLAIN = Delimiters(
     name="plain",
     think_prefix="",
@@ -61,7 +76,7 @@ PLAIN = Delimiters(
     wait="",
 )
 
-PRESETS: dict[str, Delimiters] = {"s1": S1, "think-tags": THINK_TAGS, "plain": PLAIN}
+PRESETS: dict[str, Delimiters] = {"s1": S1, "think-tags": THINK_TAGS, "qwen3": QWEN3, "plain": PLAIN}
 
 
 def get_delimiters(name: str | Delimiters) -> Delimiters:
@@ -147,10 +162,11 @@ def delimiter_ids(tokenizer: Any, delimiters: Delimiters) -> DelimiterIds:
 
 
 def prompt_parts(tokenizer: Any, question: str, delimiters: Delimiters = S1,
-                 system: str | None = None) -> tuple[str, str]:
+                 system: str | None = None, chat_template_kwargs: dict | None = None) -> tuple[str, str]:
     """(chat-template text, think prefix to append after it). The template has the user turn and the
     generation prompt (and its default system prompt unless `system` is given). The prefix is "" when
     the template already ends with it (some R1-style templates add "<think>\\n"), so it is never doubled.
+    `chat_template_kwargs` go to the template as variables (e.g. Qwen3's enable_thinking).
     The one prompt builder: the runner's token ids and the lm-eval tasks' text both come from here."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template, so the s1 prompt cannot be built; fix: use an "
@@ -158,18 +174,20 @@ def prompt_parts(tokenizer: Any, question: str, delimiters: Delimiters = S1,
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": question}
     ]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                         **(chat_template_kwargs or {}))
     prefix = delimiters.think_prefix
     return text, ("" if not prefix or text.endswith(prefix) else prefix)
 
 
 def build_prompt_ids(tokenizer: Any, question: str, delimiters: Delimiters = S1,
-                     system: str | None = None) -> list[int]:
+                     system: str | None = None, chat_template_kwargs: dict | None = None) -> list[int]:
     """Token ids of the prompt: the template's ids, then the prefix's ids appended (as s1 does)."""
-    text, prefix = prompt_parts(tokenizer, question, delimiters, system)
+    text, prefix = prompt_parts(tokenizer, question, delimiters, system, chat_template_kwargs)
     return list(tokenizer.encode(text, add_special_tokens=False)) + (encode(tokenizer, prefix) if prefix else [])
 
 
-def prompt_text(tokenizer: Any, question: str, delimiters: Delimiters = S1, system: str | None = None) -> str:
+def prompt_text(tokenizer: Any, question: str, delimiters: Delimiters = S1, system: str | None = None,
+                chat_template_kwargs: dict | None = None) -> str:
     """The same prompt as text (for harnesses that take text, e.g. lm-eval)."""
-    return "".join(prompt_parts(tokenizer, question, delimiters, system))
+    return "".join(prompt_parts(tokenizer, question, delimiters, system, chat_template_kwargs))

@@ -12,21 +12,28 @@ Tasks (YAML files in this folder, functions in `utils.py`): `iwsft_aime24`, `iws
 - Do NOT pass --apply_chat_template (nor --system_instruction / --num_fewshot): the task builds the
   whole prompt itself, exactly as our runner does (harness.evaluation.generation.prompts.build_prompt_ids):
   the model's own chat template with the generation prompt (the template's default system prompt),
-  then "<|im_start|>think". The tokenizer is loaded from the model arguments lm-eval hands every
+  then the thinking format's think prefix ("<|im_start|>think" for s1, "<think>\\n" for think-tags and
+  qwen3 unless the template already opened it). The format is `--metadata '{"delimiters": "qwen3"}'`
+  (alias key `thinking_format`; default s1) and template variables go in `chat_template_kwargs`
+  (`--metadata '{"delimiters": "qwen3", "chat_template_kwargs": {"enable_thinking": true}}'`). The tokenizer is loaded from the model arguments lm-eval hands every
   task as metadata (`tokenizer`, else `pretrained`, else `model`, as lm-eval's RULER tasks do); for a
   model object, or to override, pass `--metadata '{"tokenizer": "PATH"}'`. Checked for every
   prompt: the text re-tokenizes to exactly build_prompt_ids' ids (a warning says when it does not).
-- Generation: lm-eval's plain `generate_until`, greedy, until "<|im_end|>" (and the model's EOS),
+- Generation: lm-eval's plain `generate_until`, greedy, until "<|im_end|>" (and the model's EOS, which
+  ends a think-tags model's turn),
   at most `max_gen_toks` new tokens (default 31744 = 32768 - 1024 of prompt room; with the HF
   backend prompt + max_gen_toks must fit the model's context, `max_length=` in --model_args, or
   lm-eval left-truncates the prompt).
-- Grading: `process_results` calls harness.evaluation.grading.grade_one on the returned text. Metrics:
+- Grading: `process_results` calls harness.evaluation.grading.grade_one on the returned text, reading
+  the answer after the format's end of thinking ("<|im_start|>answer", "</think>"; the whole response
+  when the format has no thinking phase); thinking that never closed has no answer section, and only
+  explicit answer patterns are read from it (as in our runner). Metrics:
   `exact_match` (mean of Verdict.correct) and `extracted` (per sample the extracted answer or null,
   in --log_samples output; aggregated as the fraction of samples with an answer).
 - Options via --metadata JSON: `gpqa_csv` (else IWSFT_GPQA_CSV, else the gated hub dataset; if none
   works the task fails with our one-line BenchmarkUnavailable message), `gpqa_prompt` (s1 default,
   or simple-evals), `arith_level`, `arith_split`, `system` (a system message instead of the template's default),
-  `tokenizer`, `revision`, `trust_remote_code`.
+  `tokenizer`, `revision`, `trust_remote_code`, `delimiters` (or `thinking_format`), `chat_template_kwargs`.
 
 Not the same as our runner (`iwsft eval`), by design of lm-eval:
 - No budget forcing: one free generation, no thinking cap, no "Wait", no forced
@@ -100,12 +107,15 @@ def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool):
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
-def prompt_text(tokenizer: Any, question: str, system: str | None = None, delimiters: str = "s1") -> str:
+def prompt_text(tokenizer: Any, question: str, system: str | None = None, delimiters: str = "s1",
+                chat_template_kwargs: dict | None = None) -> str:
     """The prompt as text, from the runner's one prompt builder (harness.evaluation.generation.prompts):
-    chat template with the generation prompt, then the think prefix of the `delimiters` preset."""
+    chat template with the generation prompt, then the think prefix of the thinking format."""
     from harness.evaluation.generation import prompts
+    from harness.evaluation.generation.formats import resolve_format
 
-    return prompts.prompt_text(tokenizer, question, prompts.get_delimiters(delimiters), system)
+    return prompts.prompt_text(tokenizer, question, resolve_format(delimiters, chat_template_kwargs), system,
+                               chat_template_kwargs)
 
 
 def load_docs(benchmark: str, **metadata: Any):
@@ -116,9 +126,14 @@ def load_docs(benchmark: str, **metadata: Any):
     import datasets
 
     from harness.evaluation.benchmarks import BenchmarkUnavailable, get_benchmark, load_benchmark
-    from harness.evaluation.generation.prompts import build_prompt_ids, get_delimiters
+    from harness.evaluation.generation.formats import check_template, parse_chat_template_kwargs, resolve_format
+    from harness.evaluation.generation.prompts import build_prompt_ids
 
     spec = get_benchmark(benchmark)
+    # the thinking format first: a bad one is one line before any data or tokenizer loads
+    delimiters = metadata.get("delimiters") or metadata.get("thinking_format") or "s1"
+    template_kwargs = parse_chat_template_kwargs(metadata.get("chat_template_kwargs"))
+    fmt = resolve_format(delimiters, template_kwargs)
     options = {k: metadata[k] for k in spec.options if metadata.get(k) is not None}   # the loader's own keys
     try:
         problems = load_benchmark(benchmark, gpqa_csv=metadata.get("gpqa_csv"), **options)
@@ -128,15 +143,15 @@ def load_docs(benchmark: str, **metadata: Any):
     revision = metadata.get("revision")
     tokenizer = _load_tokenizer(source, str(revision) if revision else None,
                                 _truthy(metadata.get("trust_remote_code", False)))
+    check_template(tokenizer, delimiters, template_kwargs, source=f"tokenizer {source!r}")
     system = metadata.get("system")
-    delimiters = metadata.get("delimiters") or "s1"       # a preset of harness.evaluation.generation.prompts
     rows, mismatched = [], 0
     for p in problems:
-        prompt = prompt_text(tokenizer, p.question, system, delimiters)
+        prompt = prompt_text(tokenizer, p.question, system, delimiters, template_kwargs)
         if mismatched == 0 and list(tokenizer.encode(prompt, add_special_tokens=False)) != \
-                build_prompt_ids(tokenizer, p.question, get_delimiters(delimiters), system=system):
+                build_prompt_ids(tokenizer, p.question, fmt, system=system, chat_template_kwargs=template_kwargs):
             mismatched += 1
-        row = {"id": p.id, "benchmark": benchmark, "gold": p.gold}
+        row = {"id": p.id, "benchmark": benchmark, "gold": p.gold, "answer_delimiter": fmt.answer_prefix.strip()}
         if spec.public:
             row.update(question=p.question, prompt=prompt)
         else:
@@ -168,8 +183,11 @@ def process_results(doc: dict, results: Sequence[str]) -> dict:
     extracted = the extracted answer (None when no answer was found)."""
     from harness.evaluation.grading import grade_one
 
+    from harness.evaluation.grading.extract import DEFAULT_DELIMITER
+
     response = results[0] if results else ""
-    verdict = grade_one(doc["benchmark"], response, doc["gold"])
+    verdict = grade_one(doc["benchmark"], response, doc["gold"],
+                        answer_delimiter=doc.get("answer_delimiter", DEFAULT_DELIMITER))
     return {"exact_match": int(verdict.correct), "extracted": verdict.extracted}
 
 
