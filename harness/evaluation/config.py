@@ -39,6 +39,8 @@ class EvalConfig:
     top_p: float = 1.0
     seed: int = 0
     gpqa_csv: str | None = None
+    benchmark_files: dict = field(default_factory=dict)  # name -> JSONL/YAML file, registered as benchmarks
+                                               # (benchmarks/_files.py); list their names in `benchmarks`
     benchmark_options: dict = field(default_factory=dict)  # extra loader options (e.g. arith_level);
                                                # they reach the hash through the data fingerprint
     out: str = "runs/eval"
@@ -83,8 +85,12 @@ def check_shard(shard) -> None:
 
 
 def validate(cfg: EvalConfig) -> None:
+    if cfg.benchmark_files:
+        from harness.evaluation.benchmarks import register_files
+
+        register_files(cfg.benchmark_files)
     if not cfg.benchmarks:
-        raise UserError("no benchmark given; use --benchmarks aime24,math500,gpqa_diamond")
+        raise UserError("no benchmark given; use --benchmarks aime24,math500,gpqa_diamond or --benchmark-file PATH")
     for b in cfg.benchmarks:
         get_benchmark(b)
     if len(set(cfg.benchmarks)) != len(cfg.benchmarks):

@@ -95,6 +95,8 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         "model": engine.model_identity(),
         "benchmark": spec.name,
         "data_sha256": fingerprint(all_problems),
+        # a file benchmark: the file's bytes (grader kind, options, ...), so an edited file gets a new folder
+        **({"file_sha256": spec.content_sha256} if spec.content_sha256 else {}),
         "n_problems_total": len(all_problems),
         "prompt": {"system": cfg.system, "delimiters": _jsonable(get_delimiters(cfg.delimiters))},
         "max_new_tokens": cfg.max_new_tokens,

@@ -16,7 +16,7 @@ KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_confi
         "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
         "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
         "enforce_eager", "enable_prefix_caching", "vllm_version",
-        "base_protocol", "auto_cap_scope"}
+        "base_protocol", "auto_cap_scope", "benchmark_files"}
 BASE_PROTOCOLS = ("plain", "s1")
 AUTO_CAP_SCOPES = ("benchmark", "suite")
 
@@ -57,13 +57,32 @@ class Suite:
     # "auto" thinking cap: longest prompt of each benchmark ("benchmark", as `iwsft eval`) or of all
     # the suite's benchmarks together ("suite", as s1's single lm-eval run computed it).
     auto_cap_scope: str = "benchmark"
+    # Benchmarks from files (name: path, relative to this suite's folder), registered as benchmarks
+    # (harness/evaluation/benchmarks/_files.py); each is evaluated, with its limit under `benchmarks:`
+    # when listed there, else on all its problems.
+    benchmark_files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        self._register_files()
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
         if self.base_protocol not in BASE_PROTOCOLS:
             raise UserError(f"{self.path}: base_protocol {self.base_protocol!r} is not one of {', '.join(BASE_PROTOCOLS)}")
         if self.auto_cap_scope not in AUTO_CAP_SCOPES:
             raise UserError(f"{self.path}: auto_cap_scope {self.auto_cap_scope!r} is not one of {', '.join(AUTO_CAP_SCOPES)}")
+
+    def _register_files(self) -> None:
+        from harness.evaluation.benchmarks import register_files
+
+        if not isinstance(self.benchmark_files, dict):
+            raise UserError(f"{self.path}: benchmark_files must map a name to a file, e.g. benchmark_files: "
+                            "{aime25: benchmarks/aime25.jsonl}")
+        self.benchmarks = dict(self.benchmarks or {})
+        files = {}
+        for name, rel in self.benchmark_files.items():
+            p = Path(str(rel)).expanduser()
+            files[str(name)] = str(p if p.is_absolute() else Path(self.path).parent / p)
+            self.benchmarks.setdefault(str(name), None)
+        register_files(files)
 
     def engine_options(self, model: str) -> dict:
         """EvalConfig keywords of the engine options for evaluating `model` in this suite."""
