@@ -78,6 +78,9 @@ def add_arguments(p):
                         "else bfloat16) | float32 | bfloat16 | float16; s1 used float32 on vLLM")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism")
     p.add_argument("--revision", default=None, help="hub branch, tag or commit of --model (hub ids only)")
+    p.add_argument("--adapter", default=None, metavar="PATH_OR_HUB_ID",
+                   help="a peft LoRA adapter on --model (needs peft: pip install 'iwsft-harness[lora]'); merged into "
+                        "the weights on hf, a LoRARequest on vLLM; its files' fingerprint keys the run folder")
     p.add_argument("--tokenizer", default=None, metavar="NAME",
                    help="another tokenizer (folder or hub id) for the prompts and the engine")
     p.add_argument("--max-model-len", type=int, default=None,
@@ -147,6 +150,7 @@ def config_from_args(args):
         seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
         system=args.system, shard=shard, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,
+        adapter=args.adapter,
         max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching,
     )

@@ -49,6 +49,8 @@ class EvalConfig:
     tensor_parallel_size: int = 1
     # engine options (harness.evaluation.engine.ENGINE_OPTIONS); None = the backend's default
     revision: str | None = None                # hub branch, tag or commit of --model
+    adapter: str | None = None                 # a peft LoRA adapter (folder or hub id) on --model
+                                               # (generation/adapter.py); its files' fingerprint keys the run
     tokenizer: str | None = None               # another tokenizer (folder or hub id) for prompts and the engine
     max_model_len: int | None = None           # vLLM: context length (default: the model's)
     gpu_memory_utilization: float | None = None  # vLLM: memory fraction reserved (on a CPU: of RAM)
@@ -141,6 +143,10 @@ def validate(cfg: EvalConfig) -> None:
     cls = backend_class(resolve_backend_kind(cfg.backend))
     _validate_engine_options(cfg, cls)
     cls.check_available()
+    if cfg.adapter is not None:
+        from harness.evaluation.generation.adapter import check_adapter
+
+        check_adapter(cfg.adapter, cfg.model, resolve_backend_kind(cfg.backend))
 
 
 def _validate_engine_options(cfg: EvalConfig, cls) -> None:
