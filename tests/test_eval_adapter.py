@@ -99,3 +99,49 @@ def test_bad_adapter_input_is_one_line(folders, tmp_path, capsys, monkeypatch):
     err = _one_line_error(capsys, "--model", str(folders / "base"), "--adapter", str(folders / "adapter"), *out)
     assert "needs the peft package" in err and "[lora]" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_vllm_serves_the_adapter_with_one_lora_request(monkeypatch, tmp_path):
+    """vLLM (a fake module: no vLLM here): enable_lora with a max_lora_rank holding the adapter's rank, and
+    every request carries the adapter's LoRARequest."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from harness.evaluation.generation import vllm_backend
+    from harness.evaluation.generation.adapter import resolve_adapter
+    from harness.evaluation.generation.base import GenParams
+
+    seen = SimpleNamespace(kwargs=None, lora=[])
+
+    class LLM:
+        def __init__(self, **kw):
+            seen.kwargs = kw
+
+        def get_tokenizer(self):
+            return SimpleNamespace(eos_token_id=2, decode=lambda ids, **kw: "x" * len(ids))
+
+        def generate(self, prompts, sps, *, use_tqdm=True, lora_request=None):
+            seen.lora.append(lora_request)
+            out = SimpleNamespace(token_ids=(5, 5), finish_reason="length", stop_reason=None)
+            return [SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    class LoRARequest:
+        def __init__(self, lora_name, lora_int_id, lora_path):
+            self.args = (lora_name, lora_int_id, lora_path)
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams, vllm.__version__ = LLM, lambda **kw: kw, "0.0-fake"
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = LoRARequest
+    for name, mod in {"vllm": vllm, "vllm.lora": types.ModuleType("vllm.lora"), "vllm.lora.request": request}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(vllm_backend, "_on_cpu", lambda: False)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12, "peft_type": "LORA"}))
+    adapter = resolve_adapter(str(tmp_path))
+    b = vllm_backend.VLLMBackend("/models/x", adapter=adapter)
+    assert (seen.kwargs["enable_lora"], seen.kwargs["max_loras"], seen.kwargs["max_lora_rank"]) == (True, 1, 16)
+    b.generate([[1], [2]], GenParams(max_new_tokens=2))
+    assert seen.lora[0].args == ("adapter", 1, str(tmp_path.resolve()))
+    vllm_backend.VLLMBackend("/models/x").generate([[1]], GenParams(max_new_tokens=2))
+    assert seen.lora[-1] is None and "enable_lora" not in seen.kwargs       # no adapter: no LoRA at all
