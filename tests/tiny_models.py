@@ -26,3 +26,11 @@ def tiny_random_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int =
     model.to(torch.float32)
     model.eval()
     return model
+
+
+def save_tiny_model_folder(folder, tokenizer, **kw):
+    """A tiny random model and the tokenizer saved as a Hugging Face folder (`iwsft eval --model FOLDER`)."""
+    model = tiny_random_model(tokenizer, **kw)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model

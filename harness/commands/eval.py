@@ -32,8 +32,12 @@ def _csv_list(text: str) -> list[str]:
 def add_arguments(p):
     p.add_argument("--model", required=True,
                    help="local HF checkpoint dir, hub id, or the alias smollm2-135m")
-    p.add_argument("--benchmarks", type=_csv_list, default=["aime24", "math500", "gpqa_diamond"],
-                   help="comma-separated (default: aime24,math500,gpqa_diamond)")
+    p.add_argument("--benchmarks", type=_csv_list, default=None,
+                   help="comma-separated (default: aime24,math500,gpqa_diamond; with --benchmark-file: only the files)")
+    p.add_argument("--benchmark-file", action="append", default=[], metavar="[NAME=]PATH",
+                   help="a benchmark of your own: a JSONL or YAML file of problems (id, question, gold, grader; "
+                        "options for choice), named after the file's stem unless NAME= is given; repeatable "
+                        "(docs/evaluation.md)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="generation backend; auto = vLLM when it is installed (GPU or its CPU build), else HF")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
@@ -88,6 +92,9 @@ def add_arguments(p):
                         "else bfloat16) | float32 | bfloat16 | float16; s1 used float32 on vLLM")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism")
     p.add_argument("--revision", default=None, help="hub branch, tag or commit of --model (hub ids only)")
+    p.add_argument("--adapter", default=None, metavar="PATH_OR_HUB_ID",
+                   help="a peft LoRA adapter on --model (needs peft: pip install 'iwsft-harness[lora]'); merged into "
+                        "the weights on hf, a LoRARequest on vLLM; its files' fingerprint keys the run folder")
     p.add_argument("--tokenizer", default=None, metavar="NAME",
                    help="another tokenizer (folder or hub id) for the prompts and the engine")
     p.add_argument("--max-model-len", type=int, default=None,
@@ -141,7 +148,8 @@ def config_from_args(args):
         if not sep or not key.strip():
             raise UserError(f"--benchmark-option expects KEY=VALUE, got {item!r}")
         options[key.strip()] = value.strip()
-    check_benchmark_options(list(args.benchmarks), options)
+    files, benchmarks = _benchmark_files(args)
+    check_benchmark_options(benchmarks, options)
     if args.tensor_parallel_size < 1:
         raise UserError("--tensor-parallel-size must be >= 1")
     total = _total_budget(args)
@@ -150,7 +158,7 @@ def config_from_args(args):
     shard = None if args.shard is None else parse_shard(args.shard)
     _check_not_a_training_run(args.model)
     return EvalConfig(
-        model=args.model, benchmarks=list(args.benchmarks), backend=args.backend, limit=args.limit,
+        model=args.model, benchmarks=benchmarks, benchmark_files=files, backend=args.backend, limit=args.limit,
         ids=ids, max_new_tokens=total, thinking_budget=args.thinking_budget,
         answer_budget=args.answer_budget, budget_mode=args.budget_mode, delimiters=args.delimiters,
         chat_template_kwargs=parse_chat_template_kwargs(args.chat_template_kwargs),
@@ -160,9 +168,28 @@ def config_from_args(args):
         seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
         system=args.system, shard=shard, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,
+        adapter=args.adapter,
         max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching,
     )
+
+
+def _benchmark_files(args) -> tuple[dict[str, str], list[str]]:
+    """Register each --benchmark-file (checked now, before any model loads); the benchmarks to run:
+    --benchmarks, then the files' (only the files' when --benchmarks is not given)."""
+    from harness.evaluation.benchmarks import parse_file_arg, register_files
+    from harness.evaluation.config import DEFAULT_BENCHMARKS
+
+    files: dict[str, str] = {}
+    for item in args.benchmark_file:
+        name, path = parse_file_arg(item)
+        if name in files:
+            raise UserError(f"--benchmark-file: two files are named {name!r} ({files[name]}, {path}); name one with "
+                            f"--benchmark-file OTHER={path}")
+        files[name] = path
+    register_files(files)
+    given = list(args.benchmarks) if args.benchmarks is not None else ([] if files else list(DEFAULT_BENCHMARKS))
+    return files, given + [n for n in files if n not in given]
 
 
 def _total_budget(args) -> int:

@@ -46,6 +46,8 @@ class EvalConfig:
     aggregates: Sequence[str] = ()             # e.g. avg@16, maj@16, pass@1 (harness.evaluation.aggregates)
     seed: int = 0
     gpqa_csv: str | None = None
+    benchmark_files: dict = field(default_factory=dict)  # name -> JSONL/YAML file, registered as benchmarks
+                                               # (benchmarks/_files.py); list their names in `benchmarks`
     benchmark_options: dict = field(default_factory=dict)  # extra loader options (e.g. arith_level);
                                                # they reach the hash through the data fingerprint
     out: str = "runs/eval"
@@ -54,6 +56,8 @@ class EvalConfig:
     tensor_parallel_size: int = 1
     # engine options (harness.evaluation.engine.ENGINE_OPTIONS); None = the backend's default
     revision: str | None = None                # hub branch, tag or commit of --model
+    adapter: str | None = None                 # a peft LoRA adapter (folder or hub id) on --model
+                                               # (generation/adapter.py); its files' fingerprint keys the run
     tokenizer: str | None = None               # another tokenizer (folder or hub id) for prompts and the engine
     max_model_len: int | None = None           # vLLM: context length (default: the model's)
     gpu_memory_utilization: float | None = None  # vLLM: memory fraction reserved (on a CPU: of RAM)
@@ -90,8 +94,12 @@ def check_shard(shard) -> None:
 
 
 def validate(cfg: EvalConfig) -> None:
+    if cfg.benchmark_files:
+        from harness.evaluation.benchmarks import register_files
+
+        register_files(cfg.benchmark_files)
     if not cfg.benchmarks:
-        raise UserError("no benchmark given; use --benchmarks aime24,math500,gpqa_diamond")
+        raise UserError("no benchmark given; use --benchmarks aime24,math500,gpqa_diamond or --benchmark-file PATH")
     for b in cfg.benchmarks:
         get_benchmark(b)
     if len(set(cfg.benchmarks)) != len(cfg.benchmarks):
@@ -150,6 +158,10 @@ def validate(cfg: EvalConfig) -> None:
     cls = backend_class(resolve_backend_kind(cfg.backend))
     _validate_engine_options(cfg, cls)
     cls.check_available()
+    if cfg.adapter is not None:
+        from harness.evaluation.generation.adapter import check_adapter
+
+        check_adapter(cfg.adapter, cfg.model, resolve_backend_kind(cfg.backend))
 
 
 def _validate_engine_options(cfg: EvalConfig, cls) -> None:

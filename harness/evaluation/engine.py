@@ -23,7 +23,7 @@ ENGINE_OPTIONS = ("revision", "tokenizer", "max_model_len", "gpu_memory_utilizat
 
 class Engine:
     def __init__(self, model: str, *, backend: str = "auto", dtype: str = "auto", tensor_parallel_size: int = 1,
-                 batch_size: int | None = None, progress: bool = True, **options):
+                 batch_size: int | None = None, progress: bool = True, adapter: str | None = None, **options):
         unknown = set(options) - set(ENGINE_OPTIONS)
         if unknown:
             raise TypeError(f"unknown engine option(s) {sorted(unknown)}")
@@ -34,6 +34,8 @@ class Engine:
         self.tensor_parallel_size = tensor_parallel_size
         self.batch_size = batch_size
         self.options = {k: options.get(k) for k in ENGINE_OPTIONS}
+        self.adapter = adapter             # a LoRA adapter on the model (generation/adapter.py)
+        self._adapter = None
         self._resolved = None
         self._tokenizer = None
         self._backend = None
@@ -43,15 +45,17 @@ class Engine:
     @classmethod
     def for_config(cls, cfg) -> "Engine":
         return cls(cfg.model, backend=cfg.backend, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
-                   batch_size=cfg.batch_size, progress=cfg.progress,
+                   batch_size=cfg.batch_size, progress=cfg.progress, adapter=cfg.adapter,
                    **{k: getattr(cfg, k) for k in ENGINE_OPTIONS})
 
     def check_serves(self, cfg) -> None:
         """A config evaluated on this engine must ask for the model and load settings it holds."""
-        want = (cfg.model, cfg.backend, cfg.dtype, cfg.tensor_parallel_size, *(getattr(cfg, k) for k in ENGINE_OPTIONS))
-        have = (self.model, self.backend_name, self.dtype, self.tensor_parallel_size, *self.options.values())
+        want = (cfg.model, cfg.backend, cfg.dtype, cfg.tensor_parallel_size, *(getattr(cfg, k) for k in ENGINE_OPTIONS),
+                cfg.adapter)
+        have = (self.model, self.backend_name, self.dtype, self.tensor_parallel_size, *self.options.values(),
+                self.adapter)
         if want != have:
-            names = ("model", "backend", "dtype", "tensor_parallel_size", *ENGINE_OPTIONS)
+            names = ("model", "backend", "dtype", "tensor_parallel_size", *ENGINE_OPTIONS, "adapter")
             diff = ", ".join(f"{n} {h!r} vs {w!r}" for n, h, w in zip(names, have, want) if h != w)
             raise UserError(f"this engine was loaded with other settings than the evaluation asks for ({diff}); "
                             "make an engine for that config")
@@ -96,6 +100,14 @@ class Engine:
         w = self.weights_id()
         return f"{r.kind}:{r.path}" + (f"@{w}" if w else "")
 
+    def resolved_adapter(self):
+        """The adapter (checked against the model), or None."""
+        if self.adapter is not None and self._adapter is None:
+            from harness.evaluation.generation.adapter import check_adapter
+
+            self._adapter = check_adapter(self.adapter, self.model, self.backend_kind())
+        return self._adapter
+
     def backend_kind(self) -> str:
         from harness.evaluation.generation import resolve_backend_kind
 
@@ -131,10 +143,14 @@ class Engine:
 
         cls = backend_class(self.backend_kind())
         opts = self.load_options()
+        adapter = self.resolved_adapter()
         return {
             "dtype": self.resolved_dtype(),
             "generation_libraries": {lib: version_of(lib) for lib in cls.libraries},
             "engine_options": {k: v for k, v in sorted(opts.items()) if k != "gpu_memory_utilization"},
+            # only with an adapter, so runs without one keep their hash; its files, not its path, say which
+            **({"adapter": {"name": adapter.name, "files": adapter.identity(),
+                            "peft": version_of("peft")}} if adapter is not None else {}),
         }
 
     # -- loaded on first use
@@ -161,6 +177,8 @@ class Engine:
             if load.get("tokenizer") is not None:       # a name; the backend gets the loaded tokenizer too
                 load["tokenizer_path"] = load.pop("tokenizer")
             load.pop("tokenizer", None)
+            if self.adapter is not None:
+                load["adapter"] = self.resolved_adapter()
             self._backend = make_backend(
                 self.backend_kind(), self.model, tokenizer=self.tokenizer, dtype=self.resolved_dtype(),
                 tensor_parallel_size=self.tensor_parallel_size, **opts, **load,

@@ -98,6 +98,8 @@ def _settings(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problems: Se
         "model": engine.model_identity(),
         "benchmark": spec.name,
         "data_sha256": fingerprint(all_problems),
+        # a file benchmark: the file's bytes (grader kind, options, ...), so an edited file gets a new folder
+        **({"file_sha256": spec.content_sha256} if spec.content_sha256 else {}),
         "n_problems_total": len(all_problems),
         # chat_template_kwargs only when given, so runs made before the key existed keep their hash
         "prompt": {"system": cfg.system, "delimiters": _jsonable(format_of(cfg)),
@@ -187,7 +189,9 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
     t_start = time.time()
     settings = _settings(cfg, engine, spec, all_problems)
     digest = settings_hash(settings)
-    run_dir = out_root / model_slug(cfg.model) / spec.name / digest[:12]
+    # an adapter's runs sit in a model folder of their own: OUT/<base>+<adapter>/
+    slug = model_slug(cfg.model) + (f"+{model_slug(cfg.adapter)}" if cfg.adapter else "")
+    run_dir = out_root / slug / spec.name / digest[:12]
     fresh = not run_dir.exists()
     run_dir = ensure_writable_dir(run_dir)
     k = cfg.samples
@@ -195,7 +199,8 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
     with dropped_if_failed_empty(run_dir, out_root, fresh), run_lock(run_dir, cfg.shard):
         settings_path = run_dir / SETTINGS_FILE
         if not settings_path.exists():
-            atomic_write_json(settings_path, {**settings, "settings_sha256": digest, "model_arg": cfg.model})
+            atomic_write_json(settings_path, {**settings, "settings_sha256": digest, "model_arg": cfg.model,
+                                              **({"adapter_arg": cfg.adapter} if cfg.adapter else {})})
         store = SampleStore(samples_file(run_dir, cfg.shard), _warn)
         store.load()                      # repairs this writer's own file
         rows = read_samples(run_dir)      # the union: other shards' rows count as done
@@ -226,6 +231,7 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
             common = {
                 "benchmark": spec.name,
                 "model": cfg.model,
+                **({"adapter": cfg.adapter} if cfg.adapter else {}),
                 "weights_id": engine.weights_id(),
                 "run_dir": str(run_dir),
                 "settings_sha256": digest,

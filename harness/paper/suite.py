@@ -18,7 +18,7 @@ KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_confi
         "enforce_eager", "enable_prefix_caching", "vllm_version",
         "base_protocol", "auto_cap_scope", "samples", "top_p", "top_k", "min_p", "presence_penalty",
         "repetition_penalty", "seed", "aggregates",
-        "thinking_format", "chat_template_kwargs"}
+        "thinking_format", "chat_template_kwargs", "benchmark_files"}
 BASE_PROTOCOLS = ("plain", "s1")
 AUTO_CAP_SCOPES = ("benchmark", "suite")
 
@@ -73,8 +73,13 @@ class Suite:
     # the chat template's variables for every row (e.g. {"enable_thinking": true}).
     thinking_format: str = "s1"
     chat_template_kwargs: dict | None = None
+    # Benchmarks from files (name: path, relative to this suite's folder), registered as benchmarks
+    # (harness/evaluation/benchmarks/_files.py); each is evaluated, with its limit under `benchmarks:`
+    # when listed there, else on all its problems.
+    benchmark_files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        self._register_files()
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
         from harness.evaluation.aggregates import parse_aggregates
         from harness.evaluation.generation.sampling import check_sampling
@@ -92,6 +97,20 @@ class Suite:
 
         self.chat_template_kwargs = parse_chat_template_kwargs(self.chat_template_kwargs)
         resolve_format(self.thinking_format, self.chat_template_kwargs)
+
+    def _register_files(self) -> None:
+        from harness.evaluation.benchmarks import register_files
+
+        if not isinstance(self.benchmark_files, dict):
+            raise UserError(f"{self.path}: benchmark_files must map a name to a file, e.g. benchmark_files: "
+                            "{aime25: benchmarks/aime25.jsonl}")
+        self.benchmarks = dict(self.benchmarks or {})
+        files = {}
+        for name, rel in self.benchmark_files.items():
+            p = Path(str(rel)).expanduser()
+            files[str(name)] = str(p if p.is_absolute() else Path(self.path).parent / p)
+            self.benchmarks.setdefault(str(name), None)
+        register_files(files)
 
     def engine_options(self, model: str) -> dict:
         """EvalConfig keywords of the engine options for evaluating `model` in this suite."""

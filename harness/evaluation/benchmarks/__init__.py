@@ -4,6 +4,8 @@ tasks. Each benchmark is one module here defining `BENCHMARK = Benchmark(...)` (
 
 Shipped: aime24, math500 (JSONL in harness/data, checksums in harness/data/SOURCES.md);
 gpqa_diamond (gated: from the hub with the user's token, or a local CSV; never written out).
+A user's own file (JSONL/YAML) registers through `register_file` (_files.py); other packages ship
+benchmarks through the `iwsft.benchmarks` entry-point group (_plugins.py).
 """
 
 from harness.evaluation.benchmarks._core import (
@@ -21,6 +23,7 @@ from harness.evaluation.benchmarks._core import (
     select,
     title,
 )
+from harness.evaluation.benchmarks._files import parse_file_arg, register_file, register_files
 
 __all__ = [
     "Benchmark",
@@ -32,7 +35,10 @@ __all__ = [
     "get_benchmark",
     "load_benchmark",
     "names",
+    "parse_file_arg",
     "register",
+    "register_file",
+    "register_files",
     "report_order",
     "select",
     "title",

@@ -49,6 +49,9 @@ class Benchmark:
     cluster_of: Callable[[str], str] | None = None
     title: str = ""             # its column title in reports (default: the name)
     report_order: int = 100     # left-to-right position in reports (then by name)
+    # sha256 of the file a benchmark was read from (`iwsft eval --benchmark-file`; _files.py): it keys
+    # the run folder, so an edited file never reuses old samples. "" for benchmarks defined in code.
+    content_sha256: str = ""
 
     @property
     def display(self) -> str:
@@ -80,6 +83,15 @@ def _discover() -> None:
         spec = getattr(module, "BENCHMARK", None)
         if isinstance(spec, Benchmark):
             register(spec)
+    from harness.evaluation.benchmarks._plugins import plugin_benchmarks
+
+    builtin = set(_REGISTRY)
+    for spec, origin in plugin_benchmarks():
+        if spec.name in _REGISTRY:
+            what = "a built-in benchmark" if spec.name in builtin else "another plugin's benchmark"
+            raise UserError(f"benchmark {spec.name!r} from {origin} has the name of {what}; rename it in that package "
+                            "or uninstall the package")
+        register(spec)
     _DISCOVERED = True
 
 

@@ -50,9 +50,10 @@ class HFBackend:
     @classmethod
     def load(cls, resolved: Any, *, tokenizer: Any = None, dtype: str | None = None, tensor_parallel_size: int = 1,
              batch_size: int | None = None, device: str | None = None, revision: str | None = None,
-             tokenizer_path: str | None = None) -> "HFBackend":
+             tokenizer_path: str | None = None, adapter: Any = None) -> "HFBackend":
         """The model in `dtype` (default float32) on `device` (default: cuda if available, else cpu);
-        `tokenizer_path` only names where the given `tokenizer` came from."""
+        `tokenizer_path` only names where the given `tokenizer` came from; `adapter` (generation/adapter.py)
+        is merged into the weights."""
         import torch
 
         from harness.core.errors import UserError
@@ -63,6 +64,10 @@ class HFBackend:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_model(resolved, dtype=dtype or "float32", device=device, revision=revision)
+        if adapter is not None:
+            from harness.evaluation.generation.adapter import apply_to_hf_model
+
+            model = apply_to_hf_model(model, adapter)
         tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_path or resolved,
                                                                      revision=None if tokenizer_path else revision)
         return cls(model, tok, batch_size=batch_size or 16)

@@ -180,7 +180,7 @@ class VLLMBackend:
                  tokenizer: Any = None, tokenizer_path: str | None = None, seed: int = 0,
                  max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
                  enable_prefix_caching: bool = True, enforce_eager: bool | None = None, revision: str | None = None,
-                 use_tqdm: bool = False, **llm_kwargs: Any):
+                 use_tqdm: bool = False, adapter: Any = None, **llm_kwargs: Any):
         vllm = import_vllm()
         if gpu_memory_utilization is None:
             gpu_memory_utilization = self.default_options(compute_device())["gpu_memory_utilization"]
@@ -201,6 +201,13 @@ class VLLMBackend:
         if revision is not None:
             kwargs["revision"] = revision
             kwargs.setdefault("tokenizer_revision", None if tokenizer_path else revision)
+        self.lora_request = None
+        if adapter is not None:         # one LoRA on every request (generation/adapter.py)
+            from harness.evaluation.generation.adapter import vllm_rank
+            from vllm.lora.request import LoRARequest
+
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_rank(adapter.rank))
+            self.lora_request = LoRARequest("adapter", 1, adapter.path)
         kwargs.update(llm_kwargs)
         self.llm_kwargs = kwargs
         if _on_cpu():
@@ -290,7 +297,8 @@ class VLLMBackend:
         if send:
             reqs = [_tokens_prompt(self._vllm, [int(t) for t in prompts[i]]) for i in send]
             sps = [self.sampling_params(plist[i]) for i in send]
-            outs = self.llm.generate(reqs, sps, use_tqdm=self.use_tqdm)
+            lora = {} if self.lora_request is None else {"lora_request": self.lora_request}
+            outs = self.llm.generate(reqs, sps, use_tqdm=self.use_tqdm, **lora)
             if len(outs) != len(send):
                 raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(send)} prompts")
             for i, o in zip(send, outs):
