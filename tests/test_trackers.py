@@ -138,3 +138,41 @@ def test_log_with_parsing():
     with pytest.raises(UserError, match="tracker names"):
         load_recipe(None, ["log_with=[1]"])
     assert trackers.scalars({"step": 3, "loss": 1.5, "mfu": None, "ok": True, "x": math.nan, "n": 4}) == {"loss": 1.5, "n": 4}
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def test_eval_logs_each_benchmarks_metrics_to_tensorboard(tmp_path, monkeypatch):
+    from harness.evaluation import runner as ev
+    from test_evaluate import FakeEngine
+
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
+    argv = ["eval", "--model", "fake", "--benchmarks", "aime24", "--limit", "1", "--samples", "4", "--temperature", "0.7",
+            "--out", str(tmp_path), "--no-progress", "--log-with", "tensorboard", "--tracker-project", "p"]
+    assert main(argv) == 0
+    m = json.loads(next((tmp_path / "fake" / "aime24").glob("*/metrics.json")).read_text())
+    ea = _events(tmp_path / "tb" / "p" / "fake")
+    got = {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+    assert got["aime24/accuracy"] == [(0, m["accuracy"])] and m["accuracy"] == 0.25
+    assert got["aime24/pass_at_4"] == [(0, 1.0)] and got["aime24/n"] == [(0, 1)]
+    assert got["aime24/ci95_low"][0][1] == pytest.approx(m["ci95"][0], rel=1e-6)
+
+
+def test_eval_with_a_tracker_not_installed_stops_before_generating(tmp_path, monkeypatch, capsys):
+    from harness.evaluation import runner as ev
+    from test_evaluate import FakeEngine
+
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
+    name, calls = _not_installed(), FakeEngine.calls
+    rc = main(["eval", "--model", "fake", "--benchmarks", "aime24", "--limit", "1", "--out", str(tmp_path / "o"),
+               "--no-progress", "--log-with", name])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"--log-with names {name}" in err and len(err.splitlines()) == 1
+    assert FakeEngine.calls == calls and not (tmp_path / "o").exists()
+
+
+def test_eval_step_of_a_checkpoint():
+    from harness.evaluation.tracking import step_of
+
+    assert step_of("runs/x/checkpoints/step-000060") == 60 and step_of("runs/x/final") == 0 and step_of("org/m") == 0
