@@ -150,6 +150,15 @@ class TrainConfig:
     The run is named after output_dir's last folder."""
     tensorboard: bool = False
     """Deprecated: the same as adding tensorboard to log_with."""
+    push_to_hub: str | None = None
+    """Hub model repo (ORG/NAME) that `iwsft train` pushes to when training ends, with a model card (recipe,
+    objective preset, data, harness commit): the final model to main, each push_steps checkpoint to a branch
+    step-N. Needs a hub token (HF_TOKEN or `hf auth login`), checked before training. Or later: `iwsft push`."""
+    push_steps: list[int] = field(default_factory=list)
+    """Step checkpoints (multiples of save_every) to push too, each to its branch step-N; kept on disk past
+    keep_checkpoints so they are there when training ends."""
+    hub_private: bool = False
+    """Create the push_to_hub repo private."""
     peak_tflops: float | None = None
     """One accelerator's peak TFLOP/s for MFU (H100/H200 bf16 measured here: 790); MFU divides by it times the
     number of processes. Unset: known GPUs auto, else MFU not shown."""
@@ -251,6 +260,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.compile_layers and cfg.q_source != "lag0":
         raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
                         "than the reference, and step-0 weights would not be exactly 1); set one of them back")
+    if cfg.push_steps:
+        if not cfg.push_to_hub:
+            raise UserError("push_steps picks checkpoints to push; set push_to_hub=ORG/NAME too, or drop push_steps")
+        bad = [s for s in cfg.push_steps if not isinstance(s, int) or s < 1 or not cfg.save_every or s % cfg.save_every]
+        if bad:
+            raise UserError(f"push_steps {bad} are not saved checkpoints: each must be a multiple of save_every "
+                            f"({cfg.save_every}); e.g. save_every=20 push_steps=[20,40]")
     from harness.core import trackers
 
     cfg.log_with = trackers.parse(cfg.log_with)
@@ -266,6 +282,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
 RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "log_with", "tracker_project",
+                  "push_to_hub", "push_steps", "hub_private",
                   "peak_tflops", "ref_cache_dir",
                   "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}
 

@@ -320,7 +320,8 @@ class Trainer:
         root = self.out / "checkpoints"
         done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file())
         for p in done[: -self.cfg.keep_checkpoints]:
-            shutil.rmtree(p, ignore_errors=True)
+            if int(p.name.split("-")[1]) not in self.cfg.push_steps:    # to be pushed when training ends
+                shutil.rmtree(p, ignore_errors=True)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> Path:
