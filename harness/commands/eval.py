@@ -113,6 +113,11 @@ def add_arguments(p):
                    help="worker K of N sharing one run (Slurm array, shell loop): every N-th problem from the "
                         "K-th; each shard appends its own samples file and metrics read the union")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-with", type=_csv_list, default=[], metavar="TRACKER[,TRACKER]",
+                   help="also log each benchmark's metrics to these experiment trackers (accelerate's: tensorboard, "
+                        "mlflow, wandb, trackio; TensorBoard under OUT/tb/PROJECT/<model>)")
+    p.add_argument("--tracker-project", default=None, metavar="NAME",
+                   help="the trackers' project / MLflow experiment (default iwsft; training's tracker_project)")
 
 
 def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
@@ -218,8 +223,14 @@ def run(args) -> int:
     from harness.evaluation.config import validate
     from harness.evaluation.runner import run_eval
 
+    from harness.core import trackers
+    from harness.evaluation.tracking import log_results
+
     cfg = config_from_args(args)
     validate(cfg)          # every setting, before the model loads (run_eval checks again for library callers)
+    names = trackers.parse(args.log_with)
+    trackers.check(names, "--log-with")
     results = run_eval(cfg)
+    log_results(names, args.tracker_project, cfg, results)
     ran = [m for m in results.values() if "skipped" not in m]
     return 0 if ran else 2

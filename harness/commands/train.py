@@ -54,7 +54,20 @@ def run(args) -> int:
             console.print(f"memory plan fits: {plan.summary()}; {escape(plan.launch.describe())}")
         console.print(f"[green]ok[/]: {args.recipe}")
         return 0
+    if cfg.push_to_hub:                  # a bad repo id or no token: said now, not after hours of training
+        from harness.publish import hub
+
+        hub.check_repo_id(cfg.push_to_hub, "push_to_hub")
+        hub.token()
     from harness.training.trainer import train
 
-    train(cfg, console)
+    final = train(cfg, console)
+    if cfg.push_to_hub:
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            from harness.publish import checkpoint
+
+            checkpoint.push(final.parent, cfg.push_to_hub, steps=cfg.push_steps, private=cfg.hub_private,
+                            console=console.print)
     return 0

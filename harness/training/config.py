@@ -140,11 +140,32 @@ class TrainConfig:
     """How many step checkpoints to keep (the final model is always kept)."""
     log_every: int = 1
     """Log a metrics line (loss, weights, tokens/s, MFU, memory) every N optimizer steps (and the last)."""
+    log_with: list[str] = field(default_factory=list)
+    """Experiment trackers (accelerate's) that get every scalar of metrics.jsonl, a histogram of the
+    log-weights per logged step (TensorBoard, wandb, trackio; others skip it) and this config:
+    tensorboard (output_dir/tb/<tracker_project>), mlflow (MLFLOW_TRACKING_URI), wandb, trackio; each must be
+    installed (`pip install 'iwsft-harness[tensorboard]'`, `[mlflow]`). On the command line: log_with=tensorboard,mlflow."""
+    tracker_project: str | None = None
+    """The trackers' project (wandb/trackio project, MLflow experiment, TensorBoard subfolder); default `iwsft`.
+    The run is named after output_dir's last folder."""
     tensorboard: bool = False
-    """Also write TensorBoard scalars to output_dir/tb (needs the `tensorboard` extra)."""
+    """Deprecated: the same as adding tensorboard to log_with."""
+    push_to_hub: str | None = None
+    """Hub model repo (ORG/NAME) that `iwsft train` pushes to when training ends, with a model card (recipe,
+    objective preset, data, harness commit): the final model to main, each push_steps checkpoint to a branch
+    step-N. Needs a hub token (HF_TOKEN or `hf auth login`), checked before training. Or later: `iwsft push`."""
+    push_steps: list[int] = field(default_factory=list)
+    """Step checkpoints (multiples of save_every) to push too, each to its branch step-N; kept on disk past
+    keep_checkpoints so they are there when training ends."""
+    hub_private: bool = False
+    """Create the push_to_hub repo private."""
     peak_tflops: float | None = None
     """One accelerator's peak TFLOP/s for MFU (H100/H200 bf16 measured here: 790); MFU divides by it times the
     number of processes. Unset: known GPUs auto, else MFU not shown."""
+
+    def trackers(self) -> list[str]:
+        """log_with, with the deprecated tensorboard=true folded in."""
+        return list(dict.fromkeys([*self.log_with, *(["tensorboard"] if self.tensorboard else [])]))
 
     def weight_spec(self) -> WeightSpec:
         return preset(self.weighting, **self.weighting_overrides)
@@ -239,6 +260,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.compile_layers and cfg.q_source != "lag0":
         raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
                         "than the reference, and step-0 weights would not be exactly 1); set one of them back")
+    if cfg.push_steps:
+        if not cfg.push_to_hub:
+            raise UserError("push_steps picks checkpoints to push; set push_to_hub=ORG/NAME too, or drop push_steps")
+        bad = [s for s in cfg.push_steps if not isinstance(s, int) or s < 1 or not cfg.save_every or s % cfg.save_every]
+        if bad:
+            raise UserError(f"push_steps {bad} are not saved checkpoints: each must be a multiple of save_every "
+                            f"({cfg.save_every}); e.g. save_every=20 push_steps=[20,40]")
+    from harness.core import trackers
+
+    cfg.log_with = trackers.parse(cfg.log_with)
+    trackers.check(cfg.trackers())      # a tracker not installed: refused before anything is written
     if cfg.packing:
         from harness.training.batching import packing_supported
 
@@ -249,7 +281,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
-RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "peak_tflops", "ref_cache_dir",
+RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "log_with", "tracker_project",
+                  "push_to_hub", "push_steps", "hub_private",
+                  "peak_tflops", "ref_cache_dir",
                   "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}
 
 
@@ -267,6 +301,10 @@ def _apply(cfg_dict: dict, key: str, value, source: str) -> None:
         close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_NAMES)}"
         raise UserError(f"unknown recipe key {key!r} in {source}{hint}")
+    if key == "log_with" and (value is None or isinstance(value, str)):   # log_with=tensorboard,mlflow
+        from harness.core.trackers import parse
+
+        value = parse(value)
     cfg_dict[key] = _coerce(key, value)
 
 

@@ -37,6 +37,7 @@ from harness.training.config import TrainConfig, settings_diff
 from harness.training import checkpoint
 from harness.training import optim
 from harness.training import refcache
+from harness.training import tracking
 
 
 class DataOrder:
@@ -140,7 +141,7 @@ class Trainer:
         use_cuda = torch.cuda.is_available()
         mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
         try:
-            self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
+            self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda, **tracking.accelerator_kwargs(cfg, self.out))
         except ValueError as e:   # accelerate keeps one state per process
             if "already been initialized" not in str(e):
                 raise
@@ -319,7 +320,8 @@ class Trainer:
         root = self.out / "checkpoints"
         done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file())
         for p in done[: -self.cfg.keep_checkpoints]:
-            shutil.rmtree(p, ignore_errors=True)
+            if int(p.name.split("-")[1]) not in self.cfg.push_steps:    # to be pushed when training ends
+                shutil.rmtree(p, ignore_errors=True)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -381,7 +383,8 @@ class Trainer:
         if acc.is_main_process:   # drop rows logged after the checkpoint we resume from
             rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
             atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
-        tb = self._tensorboard()
+        tracking.start(acc, cfg, self.out, start)
+        self._held.callback(tracking.finish, acc)      # closed on any exit (an MLflow run is not left running)
         peak = _peak_flops(cfg, acc.device)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
@@ -445,10 +448,7 @@ class Trainer:
                 if acc.is_main_process:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(row) + "\n")
-                    if tb is not None:
-                        for k, v in row.items():
-                            if isinstance(v, (int, float)) and k != "step":
-                                tb.add_scalar(k, v, step + 1)
+                    tracking.log_step(acc, row, lw_all.numpy())
                     mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
                     self.console.print(
                         f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "
@@ -463,8 +463,6 @@ class Trainer:
                 if acc.is_main_process:
                     self._prune()
         self._save(model, final)
-        if tb is not None:
-            tb.close()
         self.console.print(f"[green]saved[/] {final}")
         return final
 
@@ -518,15 +516,6 @@ class Trainer:
         if self.acc.distributed_type.name == "FSDP" and self.acc.num_processes > 1:
             sq = float(self.acc.reduce(torch.tensor(sq, device=self.acc.device), "sum"))
         return math.sqrt(sq)
-
-    def _tensorboard(self):
-        if not (self.cfg.tensorboard and self.acc.is_main_process):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("tensorboard=true needs the tensorboard package: pip install 'iwsft-harness[tensorboard]'") from None
-        return SummaryWriter(str(self.out / "tb"))
 
 
 def train(cfg: TrainConfig, console=None) -> Path:
