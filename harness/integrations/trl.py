@@ -260,6 +260,11 @@ class IWSFTTrainer(SFTTrainer):
         unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
         if self._q is None:
             self._q = make_q_source(self.args.q_source, unwrapped, every=self.args.q_every, decay=self.args.q_ema_decay)
+            copy = getattr(self._q, "model", None)
+            if copy is not None and "forward" in copy.__dict__:
+                # TRL's fused-head patch is a closure over the policy's own forward: a deep copy would keep
+                # running the policy (q = theta, silently lag 0). The class's forward is the copy's own.
+                del copy.__dict__["forward"]
             self._q_step = self.state.global_step
         if self.state.global_step > self._q_step:   # after optimizer step s, before step s + 1's forwards
             self._q.update(unwrapped, self.state.global_step)
