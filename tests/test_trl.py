@@ -122,8 +122,6 @@ def test_trl_trains_like_the_harness(tiny_dir, tmp_path, weighting, q_source, ov
     theirs = load_file(str(final / "model.safetensors"))
     for k, v in theirs.items():
         torch.testing.assert_close(mine[k], v, rtol=0, atol=2e-5, msg=lambda m, k=k: f"{k}: {m}")
-    moved = max(float((load_file(str(final / "model.safetensors"))[k] - 0).abs().max()) for k in theirs)
-    assert moved > 0
 
 
 @pytest.mark.parametrize("micro,accum,pad", [(1, 4, None), (4, 1, 16), (3, 2, 8)])
