@@ -1,6 +1,6 @@
 """The package tree is the architecture: imports point from higher layers to lower ones only.
 
-core < training, evaluation < paper, perf, publish < commands < cli. training and evaluation are independent
+core < training, evaluation < paper, perf, publish, integrations < commands < cli. training and evaluation are independent
 of each other. Function-level (lazy) imports count too.
 """
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import harness
 
 ROOT = Path(harness.__file__).parent
-LAYER = {"core": 0, "training": 1, "evaluation": 1, "paper": 2, "perf": 2, "publish": 2, "commands": 3, "cli": 4,
-         "__main__": 5}
+LAYER = {"core": 0, "training": 1, "evaluation": 1, "paper": 2, "perf": 2, "publish": 2, "integrations": 2, "commands": 3,
+         "cli": 4, "__main__": 5}
 
 
 def _package(module: str) -> str | None:
