@@ -100,7 +100,7 @@ def test_suite_keys_reach_the_eval_config_and_bad_ones_fail(tmp_path):
     with pytest.raises(UserError, match="bad.yaml: aggregate avg@16 needs K"):
         load_suite(str(tmp_path / "bad.yaml"))
     (tmp_path / "bad2.yaml").write_text(Path(s.path).read_text().replace("top_p: 0.95", "top_p: 0.95\nmin_p: 3"))
-    with pytest.raises(UserError, match="bad2.yaml: min-p must be in"):
+    with pytest.raises(UserError, match="bad2.yaml: min_p must be in"):
         load_suite(str(tmp_path / "bad2.yaml"))
 
 

@@ -117,8 +117,8 @@ def test_suite_engine_options_reach_the_eval_config(monkeypatch, tmp_path):
     from harness.paper.suite import load_suite
 
     suite = load_suite("paper")
-    assert suite.enable_prefix_caching is False and suite.dtype == "float32"   # as s1 ran vLLM
-    suite.revision, suite.max_model_len = "abc", 2048
+    assert suite.settings.enable_prefix_caching is False and suite.settings.dtype == "float32"   # as s1 ran vLLM
+    suite.settings.revision, suite.settings.max_model_len = "abc", 2048
     seen = []
 
     def fake_run_eval(cfg, engine=None):

@@ -28,7 +28,7 @@ def test_paper_suite_declares_its_protocol_and_controls():
 
 def test_base_row_plain_and_suite_wide_auto_cap(tmp_path):
     s = load_suite("tiny")
-    s.thinking_budget, s.auto_cap_scope = "auto", "suite"
+    s.settings.thinking_budget, s.auto_cap_scope = "auto", "suite"
     s.benchmarks = {"arith": None, "math500": 3, "aime24": 2}
     with Evaluations(s) as ev:
         plain = ev.config("smollm2-135m", "arith", 3, protocol="plain")

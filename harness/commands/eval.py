@@ -47,7 +47,8 @@ def add_arguments(p):
                    help="tokens per request, the PROMPT INCLUDED (s1's max_gen_toks, default 32768); the 'auto' "
                         "cap and the answer's room count the prompt inside it; a problem whose prompt leaves no "
                         "room is reported as no_room, not scored")
-    p.add_argument("--max-new-tokens", type=int, default=None, help=argparse.SUPPRESS)   # deprecated alias
+    p.add_argument("--max-new-tokens", dest="deprecated_max_new_tokens", type=int, default=None,
+                   help=argparse.SUPPRESS)   # deprecated alias of --total-budget
     p.add_argument("--thinking-budget", type=_thinking_budget, default="auto",
                    help="thinking cap in tokens, 'auto' (s1: total - longest prompt of the benchmark - "
                         "len(close) - 100) or 'none' (no cap of its own: thinking may fill the total less the "
@@ -138,9 +139,18 @@ def check_benchmark_options(benchmarks: list[str], options: dict) -> None:
             spec.load({k: v for k, v in options.items() if k in spec.options})
 
 
+# EvalConfig fields that no flag sets under their own name: derived from other flags (or the run's own).
+DERIVED = {"benchmarks", "benchmark_files", "ids", "max_new_tokens", "shard", "progress", "benchmark_options",
+           "longest_prompt", "summary", "grade_timeout_s", "grade_workers"}
+
+
 def config_from_args(args):
-    from harness.evaluation.config import EvalConfig
-    from harness.evaluation.generation.formats import parse_chat_template_kwargs
+    """The EvalConfig of these flags: every flag whose name is a field of EvalConfig passes through
+    as is (tests/test_cli.py checks that each field is a flag or listed in DERIVED); validated by
+    evaluation.config.validate."""
+    from dataclasses import fields
+
+    from harness.evaluation.config import EvalConfig, parse_shard
 
     ids = None
     if args.ids is not None:
@@ -155,28 +165,12 @@ def config_from_args(args):
         options[key.strip()] = value.strip()
     files, benchmarks = _benchmark_files(args)
     check_benchmark_options(benchmarks, options)
-    if args.tensor_parallel_size < 1:
-        raise UserError("--tensor-parallel-size must be >= 1")
-    total = _total_budget(args)
-    from harness.evaluation.config import parse_shard
-
-    shard = None if args.shard is None else parse_shard(args.shard)
     _check_not_a_training_run(args.model)
-    return EvalConfig(
-        model=args.model, benchmarks=benchmarks, benchmark_files=files, backend=args.backend, limit=args.limit,
-        ids=ids, max_new_tokens=total, thinking_budget=args.thinking_budget,
-        answer_budget=args.answer_budget, budget_mode=args.budget_mode, delimiters=args.delimiters,
-        chat_template_kwargs=parse_chat_template_kwargs(args.chat_template_kwargs),
-        wait=args.wait, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
-        top_k=args.top_k, min_p=args.min_p, presence_penalty=args.presence_penalty,
-        repetition_penalty=args.repetition_penalty, aggregates=list(args.aggregates),
-        seed=args.seed, gpqa_csv=args.gpqa_csv, benchmark_options=options, out=args.out, dtype=args.dtype,
-        tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
-        system=args.system, shard=shard, progress=not args.no_progress, revision=args.revision, tokenizer=args.tokenizer,
-        adapter=args.adapter,
-        max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
-        enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching,
-    )
+    flags = vars(args)
+    same = {f.name: flags[f.name] for f in fields(EvalConfig) if f.name in flags and f.name not in DERIVED}
+    return EvalConfig(**same, benchmarks=benchmarks, benchmark_files=files, ids=ids, max_new_tokens=_total_budget(args),
+                      shard=None if args.shard is None else parse_shard(args.shard), progress=not args.no_progress,
+                      benchmark_options=options)
 
 
 def _benchmark_files(args) -> tuple[dict[str, str], list[str]]:
@@ -198,14 +192,14 @@ def _benchmark_files(args) -> tuple[dict[str, str], list[str]]:
 
 
 def _total_budget(args) -> int:
-    if args.max_new_tokens is not None:
+    if args.deprecated_max_new_tokens is not None:
         if args.total_budget is not None:
             raise UserError("give --total-budget only (--max-new-tokens is its deprecated old name)")
         import sys
 
         print("warning: --max-new-tokens is deprecated and means the TOTAL budget per request, prompt included; "
               "use --total-budget", file=sys.stderr)
-        return args.max_new_tokens
+        return args.deprecated_max_new_tokens
     return 32768 if args.total_budget is None else args.total_budget
 
 

@@ -35,7 +35,7 @@ def run(args) -> int:
 
     suite = load_suite(args.preset)
     if args.backend:
-        suite.backend = args.backend
+        suite.settings.backend = args.backend
     from harness.core.io import check_writable_dir
 
     out = check_writable_dir(Path(args.out), "--out")   # creates nothing

@@ -94,6 +94,7 @@ def check_shard(shard) -> None:
 
 
 def validate(cfg: EvalConfig) -> None:
+    """Every check of a run's config, before any model loads."""
     if cfg.benchmark_files:
         from harness.evaluation.benchmarks import register_files
 
@@ -104,6 +105,32 @@ def validate(cfg: EvalConfig) -> None:
         get_benchmark(b)
     if len(set(cfg.benchmarks)) != len(cfg.benchmarks):
         raise UserError(f"--benchmarks lists a benchmark twice: {','.join(cfg.benchmarks)}")
+    validate_settings(cfg)
+    if cfg.longest_prompt is not None and cfg.longest_prompt < 1:
+        raise UserError(f"longest_prompt must be >= 1 (got {cfg.longest_prompt})")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise UserError(f"--limit must be >= 1 (the number of problems of each benchmark), got {cfg.limit}; "
+                        "leave it out to evaluate them all")
+    if cfg.shard is not None:
+        check_shard(cfg.shard)
+    from harness.evaluation.generation import backend_class, resolve_backend_kind
+
+    backend_class(resolve_backend_kind(cfg.backend)).check_available()
+    if cfg.revision is not None:
+        from harness.core.models import resolve_model
+
+        if resolve_model(cfg.model).kind != "hub":
+            raise UserError(f"--revision applies to hub models; {cfg.model!r} is a local folder or alias "
+                            "(check out the revision there instead)")
+    if cfg.adapter is not None:
+        from harness.evaluation.generation.adapter import check_adapter
+
+        check_adapter(cfg.adapter, cfg.model, resolve_backend_kind(cfg.backend))
+
+
+def validate_settings(cfg: EvalConfig) -> None:
+    """The checks of the generation settings alone (what a suite sets for all its runs): no model,
+    benchmark or installed engine needed."""
     from harness.evaluation.generation import backend_class, resolve_backend_kind
 
     resolve_backend_kind(cfg.backend)           # a known name
@@ -117,8 +144,6 @@ def validate(cfg: EvalConfig) -> None:
         off = " with enable_thinking=false" if delim.name != "plain" else ""
         raise UserError(f"--delimiters {delim.name}{off} generates without a thinking phase, so a thinking budget or "
                         "Wait does not apply; drop --thinking-budget/--wait, or use a thinking format")
-    if cfg.longest_prompt is not None and cfg.longest_prompt < 1:
-        raise UserError(f"longest_prompt must be >= 1 (got {cfg.longest_prompt})")
     if cfg.samples < 1:
         raise UserError("--samples must be >= 1")
     if cfg.samples > 1 and cfg.temperature == 0:
@@ -145,23 +170,14 @@ def validate(cfg: EvalConfig) -> None:
     parse_aggregates(cfg.aggregates, cfg.samples)
     if cfg.wait < 0:
         raise UserError("--wait must be >= 0")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UserError(f"--limit must be >= 1 (the number of problems of each benchmark), got {cfg.limit}; "
-                        "leave it out to evaluate them all")
-    if cfg.shard is not None:
-        check_shard(cfg.shard)
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    if cfg.tensor_parallel_size < 1:
+        raise UserError("--tensor-parallel-size must be >= 1")
     from harness.evaluation.generation.precision import canonical
 
     canonical(cfg.dtype)                        # before any run folder is made
-    cls = backend_class(resolve_backend_kind(cfg.backend))
-    _validate_engine_options(cfg, cls)
-    cls.check_available()
-    if cfg.adapter is not None:
-        from harness.evaluation.generation.adapter import check_adapter
-
-        check_adapter(cfg.adapter, cfg.model, resolve_backend_kind(cfg.backend))
+    _validate_engine_options(cfg, backend_class(resolve_backend_kind(cfg.backend)))
 
 
 def _validate_engine_options(cfg: EvalConfig, cls) -> None:
@@ -179,12 +195,6 @@ def _validate_engine_options(cfg: EvalConfig, cls) -> None:
     for key in ("revision", "tokenizer"):
         if getattr(cfg, key) is not None and not str(getattr(cfg, key)).strip():
             raise UserError(f"--{key} is empty; give a value or leave it out")
-    if cfg.revision is not None:
-        from harness.core.models import resolve_model
-
-        if resolve_model(cfg.model).kind != "hub":
-            raise UserError(f"--revision applies to hub models; {cfg.model!r} is a local folder or alias "
-                            "(check out the revision there instead)")
 
 
 def _backends_taking(key: str) -> list[str]:

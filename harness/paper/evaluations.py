@@ -33,19 +33,12 @@ class Evaluations:
         cap (the suite's base_protocol for the base row); "s1": the suite's budget forcing."""
         s = self.suite
         plain = protocol == "plain"
-        tb = s.thinking_budget if thinking_budget is None else thinking_budget
-        return EvalConfig(model=model, benchmarks=[bench], backend=s.backend, limit=limit,
-                          max_new_tokens=s.max_new_tokens, delimiters="plain" if plain else s.thinking_format,
-                          chat_template_kwargs=s.chat_template_kwargs,
-                          thinking_budget=None if plain else tb,
-                          longest_prompt=self._suite_longest(model) if not plain and tb == "auto"
-                          and s.auto_cap_scope == "suite" else None,
-                          answer_budget=s.answer_budget, wait=0 if plain else (s.wait if wait is None else wait),
-                          temperature=s.temperature, samples=s.samples, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
-                          presence_penalty=s.presence_penalty, repetition_penalty=s.repetition_penalty, seed=s.seed,
-                          aggregates=list(s.aggregates), out=out, dtype=s.dtype,
-                          tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
-                          gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"), summary=False, **s.engine_options(model))
+        tb = s.settings.thinking_budget if thinking_budget is None else thinking_budget
+        run = dict(benchmarks=[bench], limit=limit, out=out, summary=False, gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"))
+        if plain:
+            return s.config(model, **run, delimiters="plain", thinking_budget=None, wait=0)
+        return s.config(model, **run, thinking_budget=tb, wait=s.settings.wait if wait is None else wait,
+                        longest_prompt=self._suite_longest(model) if tb == "auto" and s.auto_cap_scope == "suite" else None)
 
     def _suite_longest(self, model: str) -> int:
         """Longest prompt of the suite's thinking format (think prefix included) over every problem of every benchmark of the
@@ -53,11 +46,7 @@ class Evaluations:
         if model not in self._longest:
             from harness.evaluation.benchmarks import load_benchmark
 
-            s = self.suite
-            probe = EvalConfig(model=model, delimiters=s.thinking_format, chat_template_kwargs=s.chat_template_kwargs,
-                               backend=s.backend, dtype=s.dtype,
-                               tensor_parallel_size=s.tensor_parallel_size, batch_size=s.batch_size,
-                               **s.engine_options(model))
+            probe = self.suite.config(model)
             engine = self._engine_for(probe)      # the tokenizer only; the model loads if generation needs it
             csv = os.environ.get("IWSFT_GPQA_CSV")
             self._longest[model] = max(len(engine.prompt_ids(p, probe))

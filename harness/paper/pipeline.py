@@ -89,11 +89,11 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
     out = [
         "Grader: deterministic offline checker (integers as integers; math-verify with guards against its known false "
         "positives; GPQA letter never defaulted) instead of s1's gpt-4o-mini judge.",
-        f"Generation backend: {backend.get('name', suite.backend)} {backend.get('version', '')}".strip()
-        + f"; dtype {suite.dtype}; math-verify {v.get('math-verify') or v.get('math_verify')}, torch {v.get('torch')}, "
+        f"Generation backend: {backend.get('name', suite.settings.backend)} {backend.get('version', '')}".strip()
+        + f"; dtype {suite.settings.dtype}; math-verify {v.get('math-verify') or v.get('math_verify')}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}.",
-        f"Budgets: thinking cap {suite.thinking_budget}, answer {suite.answer_budget}, total {suite.max_new_tokens} tokens, "
-        f"'Wait' x{suite.wait}; the cap is exact in token ids (s1's loop could exceed it).",
+        f"Budgets: thinking cap {suite.settings.thinking_budget}, answer {suite.settings.answer_budget}, total {suite.settings.max_new_tokens} tokens, "
+        f"'Wait' x{suite.settings.wait}; the cap is exact in token ids (s1's loop could exceed it).",
         "AIME24 copy: Qwen2.5-Math's, with [asy] figure code in II-8 and II-15 (s1 used a copy without figure code).",
         "Objective: recipes use the released code's weights (iw-sft: clamp(exp(mean log-ratio), 0, 16), q = current policy); "
         "the paper's text (0.1 x clipped ratio, lagged q) is the iw-sft-paper preset.",
@@ -144,7 +144,7 @@ def protocol_notes(suite: Suite, runs: dict) -> list[str]:
         else:
             out.append("Base row: evaluated with the fine-tunes' s1 prompt and budget (think prefix, thinking cap); the "
                        "paper's base numbers come from plain generation (suite key base_protocol: plain).")
-    if suite.thinking_budget == "auto":
+    if suite.settings.thinking_budget == "auto":
         out.append("Thinking cap 'auto': from the longest prompt over all the suite's benchmarks, as s1's single run."
                    if suite.auto_cap_scope == "suite" else
                    "Thinking cap 'auto': from each benchmark's own longest prompt; s1 took the longest over all its tasks "
@@ -309,7 +309,7 @@ def check_resources(suite: Suite, seeds: int, train_overrides: list[str] = ()) -
             fixes.append("--train-override dataset=PATH of a local copy (.jsonl/.parquet)")
     from harness.evaluation.generation import vllm_available
 
-    if suite.backend == "vllm" and not vllm_available():
+    if suite.settings.backend == "vllm" and not vllm_available():
         missing.append("vLLM for the evaluation (not importable)")
         fixes.append("pip install -e '.[vllm]' on the GPU machine (or backend: hf in the suite copy: much slower)")
     if missing:

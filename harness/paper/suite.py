@@ -4,21 +4,27 @@ preset runs. Declarative, like lm-evaluation-harness task configs; unknown keys 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
 
 from harness.core.errors import UserError
+from harness.evaluation.config import EvalConfig, validate_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"backend", "dtype", "tensor_parallel_size", "recipes", "accelerate_config", "base_model", "benchmarks",
-        "thinking_budget", "answer_budget", "max_new_tokens", "wait", "temperature", "batch_size", "step_curve",
-        "paired", "budget_sweep", "revision", "tokenizer", "max_model_len", "gpu_memory_utilization",
-        "enforce_eager", "enable_prefix_caching", "vllm_version",
-        "base_protocol", "auto_cap_scope", "samples", "top_p", "top_k", "min_p", "presence_penalty",
-        "repetition_penalty", "seed", "aggregates",
-        "thinking_format", "chat_template_kwargs", "benchmark_files"}
+# The suite's own keys: what the paper's jobs run and compare. Every other key is a generation
+# setting: a field of EvalConfig (harness/evaluation/config.py, where each is documented), under the
+# same name, validated by the same code as `iwsft eval`'s flags.
+PAPER_KEYS = {"recipes", "accelerate_config", "base_model", "benchmarks", "step_curve", "paired", "budget_sweep",
+              "vllm_version", "base_protocol", "auto_cap_scope", "benchmark_files"}
+# EvalConfig fields each run sets for itself (model, what it selects, where it writes, progress).
+PER_RUN = {"model", "benchmarks", "limit", "ids", "out", "shard", "progress", "summary", "gpqa_csv", "longest_prompt",
+           "benchmark_files", "benchmark_options", "adapter"}
+ALIASES = {"thinking_format": "delimiters", "total_budget": "max_new_tokens"}   # suite key -> EvalConfig field (as the flags)
+SETTINGS = {f.name for f in fields(EvalConfig)} - PER_RUN
+KEYS = PAPER_KEYS | SETTINGS | set(ALIASES)
 BASE_PROTOCOLS = ("plain", "s1")
 AUTO_CAP_SCOPES = ("benchmark", "suite")
 
@@ -27,29 +33,16 @@ AUTO_CAP_SCOPES = ("benchmark", "suite")
 class Suite:
     name: str
     path: Path
-    backend: str
     recipes: dict[str, str]
     base_model: str
     benchmarks: dict[str, int | None]
-    thinking_budget: int | str | None
-    answer_budget: int | None
-    max_new_tokens: int
-    wait: int = 0
-    temperature: float = 0.0
-    batch_size: int | None = None
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1
+    # The generation settings of every run of the suite (model, benchmark, limit and out are set per
+    # run by paper.evaluations); `revision` applies to base_model only (checkpoints are local folders).
+    settings: EvalConfig
     accelerate_config: str | None = None
     step_curve: dict | None = None
     paired: list[list[str]] = field(default_factory=list)
     budget_sweep: dict | None = None
-    # engine options (harness.evaluation.engine.ENGINE_OPTIONS; None = the backend's default)
-    revision: str | None = None                # of base_model (a hub id); checkpoints are local folders
-    tokenizer: str | None = None
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    enforce_eager: bool | None = None
-    enable_prefix_caching: bool | None = None
     vllm_version: str | None = None            # the vLLM release line the protocol was reproduced with (a
                                                # version prefix, e.g. "0.6"); another one is a listed deviation
     # How the untrained base row is evaluated: "plain" (chat template, no think prefix, no thinking
@@ -59,20 +52,6 @@ class Suite:
     # "auto" thinking cap: longest prompt of each benchmark ("benchmark", as `iwsft eval`) or of all
     # the suite's benchmarks together ("suite", as s1's single lm-eval run computed it).
     auto_cap_scope: str = "benchmark"
-    # Sampling, as `iwsft eval`'s flags of the same names (vLLM's meaning on every backend), and the
-    # aggregates over the samples each run reports (avg@K, maj@K, pass@K: harness.evaluation.aggregates).
-    samples: int = 1
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    aggregates: list[str] = field(default_factory=list)
-    # The thinking format of the budget-forced rows (generation.prompts.PRESETS: s1, think-tags, qwen3) and
-    # the chat template's variables for every row (e.g. {"enable_thinking": true}).
-    thinking_format: str = "s1"
-    chat_template_kwargs: dict | None = None
     # Benchmarks from files (name: path, relative to this suite's folder), registered as benchmarks
     # (harness/evaluation/benchmarks/_files.py); each is evaluated, with its limit under `benchmarks:`
     # when listed there, else on all its problems.
@@ -81,22 +60,14 @@ class Suite:
     def __post_init__(self):
         self._register_files()
         self.all_benchmarks = list(self.benchmarks)   # before any are skipped for lack of access
-        from harness.evaluation.aggregates import parse_aggregates
-        from harness.evaluation.generation.sampling import check_sampling
-
-        try:
-            check_sampling(self.top_k, self.min_p, self.presence_penalty, self.repetition_penalty)
-            parse_aggregates(self.aggregates, self.samples)
-        except UserError as e:
-            raise UserError(f"{self.path}: {str(e).replace('--', '')}") from None
         if self.base_protocol not in BASE_PROTOCOLS:
             raise UserError(f"{self.path}: base_protocol {self.base_protocol!r} is not one of {', '.join(BASE_PROTOCOLS)}")
         if self.auto_cap_scope not in AUTO_CAP_SCOPES:
             raise UserError(f"{self.path}: auto_cap_scope {self.auto_cap_scope!r} is not one of {', '.join(AUTO_CAP_SCOPES)}")
-        from harness.evaluation.generation.formats import parse_chat_template_kwargs, resolve_format
-
-        self.chat_template_kwargs = parse_chat_template_kwargs(self.chat_template_kwargs)
-        resolve_format(self.thinking_format, self.chat_template_kwargs)
+        try:
+            validate_settings(self.settings)
+        except UserError as e:       # the CLI's flag names, said as this file's keys
+            raise UserError(f"{self.path}: {re.sub(r'--([a-z-]+)', lambda m: m[1].replace('-', '_'), str(e))}") from None
 
     def _register_files(self) -> None:
         from harness.evaluation.benchmarks import register_files
@@ -112,11 +83,11 @@ class Suite:
             self.benchmarks.setdefault(str(name), None)
         register_files(files)
 
-    def engine_options(self, model: str) -> dict:
-        """EvalConfig keywords of the engine options for evaluating `model` in this suite."""
-        return {"revision": self.revision if model == self.base_model else None, "tokenizer": self.tokenizer,
-                "max_model_len": self.max_model_len, "gpu_memory_utilization": self.gpu_memory_utilization,
-                "enforce_eager": self.enforce_eager, "enable_prefix_caching": self.enable_prefix_caching}
+    def config(self, model: str, **run) -> EvalConfig:
+        """The EvalConfig of one run of `model`: the suite's settings plus the run's own fields
+        (benchmarks, limit, out, ...; a key of the settings given here overrides the suite's)."""
+        revision = self.settings.revision if model == self.base_model else None
+        return replace(self.settings, model=model, revision=revision, **run)
 
     def engine_deviations(self) -> list[str]:
         """Where this machine's engine differs from the one the suite pins (for the report's deviations)."""
@@ -125,8 +96,8 @@ class Suite:
         from harness.core.versions import version_of
         from harness.evaluation.generation import resolve_backend_kind
 
-        if resolve_backend_kind(self.backend) != "vllm":
-            return [f"Generation engine: {resolve_backend_kind(self.backend)}, not vLLM {self.vllm_version}.x, which "
+        if resolve_backend_kind(self.settings.backend) != "vllm":
+            return [f"Generation engine: {resolve_backend_kind(self.settings.backend)}, not vLLM {self.vllm_version}.x, which "
                     "reproduced s1's numbers."]
         have = version_of("vllm")
         if have and (have == self.vllm_version or have.startswith(self.vllm_version + ".")):
@@ -157,7 +128,14 @@ def load_suite(preset: str) -> Suite:
         k = sorted(unknown)[0]
         close = difflib.get_close_matches(k, KEYS, n=1)
         raise UserError(f"unknown key {k!r} in {path}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    for alias, name in ALIASES.items():
+        if alias in data and name in data:
+            raise UserError(f"{path}: give {alias!r} or {name!r}, not both (the same setting)")
+    settings = {ALIASES.get(k, k): data.pop(k) for k in list(data) if k in SETTINGS or k in ALIASES}
+    missing = sorted({"recipes", "base_model", "benchmarks"} - set(data))
+    if missing:
+        raise UserError(f"{path}: missing key {missing[0]!r} (see evals/tiny.yaml for a complete suite)")
     try:
-        return Suite(name=path.stem, path=path, **data)
+        return Suite(name=path.stem, path=path, settings=EvalConfig(model=data["base_model"], **settings), **data)
     except TypeError as e:
         raise UserError(f"{path}: {e}") from None
