@@ -24,10 +24,11 @@ FORMATS = ("auto", "s1", "messages", "prompt_completion")
 
 def resolve_format(rows: list[dict], cfg) -> str:
     """The recipe's data_format, or with `auto` the one the first row's columns name."""
-    if cfg.data_format not in FORMATS:
-        raise UserError(f"data_format {cfg.data_format!r} is not one of {', '.join(FORMATS)}")
-    if cfg.data_format != "auto" or not rows:
-        return "s1" if cfg.data_format == "auto" else cfg.data_format
+    fmt = getattr(cfg, "data_format", "auto")   # recipes from before the key: auto
+    if fmt not in FORMATS:
+        raise UserError(f"data_format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt != "auto" or not rows:
+        return "s1" if fmt == "auto" else fmt
     cols = set(rows[0])
     if "messages" in cols:
         return "messages"
