@@ -280,10 +280,10 @@ def _validate_lora(cfg: TrainConfig) -> None:
         if set_keys:
             raise UserError(f"{', '.join(set_keys)} only apply to LoRA; set lora_rank (e.g. lora_rank=16) or drop them")
         return
-    import importlib.util
-
-    if importlib.util.find_spec("peft") is None:
-        raise UserError("lora_rank is set but peft is not installed: pip install 'iwsft-harness[lora]' (or unset lora_rank)")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserError("lora_rank is set but peft is not installed: pip install 'iwsft-harness[lora]' (or unset lora_rank)") from None
     if cfg.lora_rank < 1:
         raise UserError(f"lora_rank must be >= 1 (got {cfg.lora_rank})")
     if not 0 < cfg.lora_alpha < math.inf:
