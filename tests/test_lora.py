@@ -110,9 +110,10 @@ def test_lora_resume_matches_uninterrupted(chat_dir, tmp_path):
 def test_merged_checkpoint_evaluates(chat_dir, tmp_path):
     final = train(_cfg(chat_dir, tmp_path, max_steps=2, lora_rank=4, lora_merge_on_save=True))
     r = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", str(final / "merged"), "--benchmarks", "arith",
-                        "--limit", "2", "--total-budget", "96", "--out", str(tmp_path / "eval")],
+                        "--limit", "2", "--total-budget", "128", "--thinking-budget", "16", "--out", str(tmp_path / "eval")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "arith" in r.stdout
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -152,3 +153,24 @@ def test_dataset_of_no_known_format_is_one_line(chat_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no column(s) of any data format" in err, err
     assert not out.exists()
+
+
+def test_adapters_off_is_the_base_model(chat_dir):
+    """pi_ref under LoRA: with the adapters switched off, a trained adapter changes nothing."""
+    from harness.core.models import load_model
+    from harness.training import lora
+
+    cfg = load_recipe(None, [f"model={chat_dir / 'model'}", "lora_rank=4"])
+    base = load_model(str(chat_dir / "model"))
+    ids = torch.tensor([[1, 5, 9, 200, 7, 3]])
+    want = base(input_ids=ids).logits
+    model = lora.wrap(load_model(str(chat_dir / "model")), cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.1)          # a trained adapter
+    assert not torch.equal(model(input_ids=ids).logits, want)
+    with lora.adapters_off(model):
+        assert torch.equal(model(input_ids=ids).logits, want)
+    with lora.adapters_off(base):    # a plain model: nothing to switch off
+        assert torch.equal(base(input_ids=ids).logits, want)

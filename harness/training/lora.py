@@ -35,10 +35,16 @@ def wrap(model, cfg):
                         f"({' '.join(str(e).split())[:160]}); name its linear layers, e.g. [q_proj, v_proj]") from None
 
 
-def is_lora(model) -> bool:
-    from accelerate.utils import extract_model_from_parallel
-
-    return hasattr(extract_model_from_parallel(model), "disable_adapter")
+def check_targets(model, cfg) -> None:
+    """Before anything is written: each named target matches some module of the model."""
+    if cfg.lora_target_modules == ["all-linear"]:
+        return
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in cfg.lora_target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise UserError(f"lora_target_modules {missing} do not fit {type(model).__name__} (its linear layers: "
+                        f"{', '.join(linear[:10])}); name those, or use [all-linear]")
 
 
 def adapters_off(model):

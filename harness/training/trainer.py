@@ -228,6 +228,8 @@ class Trainer:
             why = fused_supported(model)
             if why:
                 raise UserError(f"fused_lm_head does not apply to {cfg.model}: {why}; set fused_lm_head=false")
+        if cfg.lora_rank:
+            lora.check_targets(model, cfg)
         model.train()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return model
