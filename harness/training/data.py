@@ -1,4 +1,5 @@
 """Curated training data: loading, the s1 text format, label masks, block size, SFT(Q) oversampling.
+Chat data (`messages`, `prompt`/`completion`) is rendered and masked by harness/training/chat_data.py.
 
 One example's text (docs/method.md#training-data-format), through the tokenizer's own chat template (its default system
 prompt, no system message passed):
