@@ -134,3 +134,20 @@ def test_template_without_assistant_text_is_refused(smollm2_tokenizer, tmp_path)
     tok.chat_template = "{% for m in messages %}{% if m.role != 'assistant' %}{{ m.content }}\n{% endif %}{% endfor %}"
     with pytest.raises(UserError, match="renders no assistant text"):
         _one(tok, tmp_path, {"messages": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1}]})
+
+
+@pytest.mark.parametrize("generation_prompt,message", [("", "drops part of assistant turn 1"),
+                                                       ("<think>\n", "generation prompt is not how it renders")])
+def test_template_that_drops_reasoning_is_refused(smollm2_tokenizer, tmp_path, generation_prompt, message):
+    """DeepSeek-R1-Distill's template renders an assistant turn without the text up to </think>, and its
+    generation prompt ends in <think>\\n (this stand-in keeps those two lines of it): the reasoning would
+    silently leave the training target."""
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}<|User|>{{ m.content }}{% else %}"
+                         "{% set content = m.content %}{% if '</think>' in content %}"
+                         "{% set content = content.split('</think>')[-1] %}{% endif %}"
+                         "<|Assistant|>{{ content }}<|end|>{% endif %}{% endfor %}"
+                         "{% if add_generation_prompt %}<|Assistant|>" + generation_prompt + "{% endif %}")
+    msgs = [{"role": "user", "content": Q1}, {"role": "assistant", "content": "<think>\n2 and 2.\n</think>" + A1}]
+    with pytest.raises(UserError, match=message):
+        _one(tok, tmp_path, {"messages": msgs})

@@ -88,11 +88,19 @@ def chat_segments(tokenizer, messages: list[dict], loss_from: int, where: str) -
             continue
         head = _render(tokenizer, messages[:i], True) if i else ""
         turn = _render(tokenizer, messages[: i + 1], False)
-        if not (turn.startswith(head) and full.startswith(turn) and len(head) >= at):
+        if not turn.startswith(head):
+            raise UserError(f"{where}: the chat template's generation prompt is not how it renders assistant turn {i} "
+                            "(DeepSeek-R1's prompt ends in <think> that its turns drop), so the turn's tokens cannot be "
+                            "located; give the tokenizer a template whose turns start as its generation prompt")
+        if not (full.startswith(turn) and len(head) >= at):
             raise UserError(f"{where}: the chat template renders assistant turn {i} differently once later turns "
                             "follow (Qwen3's drops earlier thinking), so its tokens cannot be located; keep one "
                             "assistant turn per row, or give the tokenizer a prefix-preserving chat template")
         body = turn[len(head):]
+        if body.strip() and "".join(m["content"].split()) not in "".join(body.split()):   # whitespace aside (Llama 3 trims)
+            raise UserError(f"{where}: the chat template drops part of assistant turn {i} (DeepSeek-R1's drops the "
+                            "text up to </think>), so training would not see it; give the tokenizer a template that "
+                            "renders the whole turn")
         end = len(head) + len(body.rstrip())     # the template's newline after the end-of-turn: no loss
         pieces += [(full[at:len(head)], False), (full[len(head):end], True)]
         at = end
