@@ -107,6 +107,7 @@ def test_lora_resume_matches_uninterrupted(chat_dir, tmp_path):
     assert [r["step"] for r in _metrics(tmp_path / "cut")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow   # a subprocess job
 def test_merged_checkpoint_evaluates(chat_dir, tmp_path):
     final = train(_cfg(chat_dir, tmp_path, max_steps=2, lora_rank=4, lora_merge_on_save=True))
     r = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", str(final / "merged"), "--benchmarks", "arith",
