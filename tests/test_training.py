@@ -490,7 +490,8 @@ def test_every_shipped_recipe_validates():
     from harness.training.objective import preset
 
     assert len(recipes) >= 6
-    row_preset = {"s1.1-sft": "sft", "sft-matched": "sft", "iw-sft": "iw-sft", "iw-sft-per-step": "per-step"}   # README: Table 1's rows
+    row_preset = {"s1.1-sft": "sft", "sft-matched": "sft", "iw-sft": "iw-sft", "iw-sft-per-step": "per-step",   # README: Table 1's rows
+                  "iw-sft-lora": "iw-sft"}                                                                   # the LoRA example
     tiny = {}
     for r in recipes:
         cfg = load_recipe(r)
@@ -501,7 +502,10 @@ def test_every_shipped_recipe_validates():
             tiny[r.stem] = cfg.to_dict()
     # iw-sft, per-step and the step-matched control differ only in weighting and output_dir: their
     # comparison is about the objective alone; s1.1-sft adds the paper's s1.1 batch (16, half the steps).
-    assert len(tiny) == 4
+    assert len(tiny) == 5
+    lora = tiny.pop("iw-sft-lora")      # iw-sft's data and objective; LoRA and its learning rate
+    assert {k for k in lora if str(lora[k]) != str(tiny["iw-sft"][k])} == {
+        "lora_rank", "lora_alpha", "lora_merge_on_save", "learning_rate", "output_dir"}
     def differ(names):
         return {k for k in tiny[names[0]] if len({str(tiny[n][k]) for n in names}) > 1}
     assert differ(["iw-sft", "iw-sft-per-step", "sft-matched"]) == {"weighting", "output_dir"}

@@ -28,6 +28,11 @@ class TrainConfig:
     """Curated data: a hub dataset id, or a local .jsonl / .parquet / .json file."""
     dataset_split: str = "train"
     """Split to use when `dataset` is a hub id."""
+    data_format: str = "auto"
+    """auto (from the columns: `messages`, else `prompt` + `completion`, else the s1 columns below) | s1 |
+    messages (chat turns; every assistant turn carries loss) | prompt_completion (TRL's: two strings, no
+    template, eos appended; or two message lists, the completion's assistant turns carry loss). Chat
+    data's loss mask comes from the tokenizer's chat template (harness/training/chat_data.py)."""
     question_column: str = "question"
     """Column holding the problem statement."""
     thinking_column: str = "deepseek_thinking_trajectory"
@@ -116,6 +121,20 @@ class TrainConfig:
     every layer; parameter names and checkpoints unchanged). Fewer, fused kernels; the first steps
     pay the compile time. The reference cache then goes through the same compiled training graph, so
     step-0 weights stay exactly 1; needs q_source=lag0."""
+
+    # --- LoRA (harness/training/lora.py; needs the `lora` extra: peft) ------------------------------
+    lora_rank: int | None = None
+    """Train low-rank adapters of this rank instead of every weight (unset: full fine-tuning). The
+    reference pi_ref is the base model (adapters off); checkpoints hold the adapter (PEFT format)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is (lora_alpha / lora_rank) * B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapters' input, in [0, 1); B = 0 at the start, so step-0 weights stay exactly 1."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names (suffixes) that get adapters; ["all-linear"]: every linear layer but the output head."""
+    lora_merge_on_save: bool = False
+    """Also write base + adapter merged into `merged/` beside each saved adapter: a plain model folder that
+    `iwsft eval` and vLLM load (e.g. iwsft eval --model OUTPUT_DIR/final/merged)."""
 
     # --- memory plan (iwsft train --check; harness/training/memory_plan.py) -------------------------
     model_config: str | None = None
@@ -271,6 +290,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     cfg.log_with = trackers.parse(cfg.log_with)
     trackers.check(cfg.trackers())      # a tracker not installed: refused before anything is written
+    from harness.training.chat_data import FORMATS
+
+    if cfg.data_format not in FORMATS:
+        raise UserError(f"data_format {cfg.data_format!r} is not one of {', '.join(FORMATS)}")
+    _validate_lora(cfg)
     if cfg.packing:
         from harness.training.batching import packing_supported
 
@@ -280,8 +304,35 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _validate_lora(cfg: TrainConfig) -> None:
+    default = TrainConfig()
+    set_keys = [k for k in ("lora_alpha", "lora_dropout", "lora_target_modules", "lora_merge_on_save")
+                if getattr(cfg, k) != getattr(default, k)]
+    if cfg.lora_rank is None:
+        if set_keys:
+            raise UserError(f"{', '.join(set_keys)} only apply to LoRA; set lora_rank (e.g. lora_rank=16) or drop them")
+        return
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserError("lora_rank is set but peft is not installed: pip install 'iwsft-harness[lora]' (or unset lora_rank)") from None
+    if cfg.lora_rank < 1:
+        raise UserError(f"lora_rank must be >= 1 (got {cfg.lora_rank})")
+    if not 0 < cfg.lora_alpha < math.inf:
+        raise UserError(f"lora_alpha must be > 0 (got {cfg.lora_alpha})")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise UserError(f"lora_dropout must be in [0, 1) (got {cfg.lora_dropout})")
+    if not cfg.lora_target_modules or not all(isinstance(m, str) and m for m in cfg.lora_target_modules):
+        raise UserError(f"lora_target_modules must be a non-empty list of module names (got {cfg.lora_target_modules!r}); "
+                        "e.g. [q_proj, v_proj] or [all-linear]")
+    for key in ("compile_layers", "fused_lm_head"):
+        if getattr(cfg, key):
+            raise UserError(f"{key}=true is not supported with LoRA yet (the adapters wrap the layers it rewrites); "
+                            f"set {key}=false or unset lora_rank")
+
+
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
-RESUMABLE_KEYS = {"output_dir", "save_every", "keep_checkpoints", "log_every", "tensorboard", "log_with", "tracker_project",
+RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkpoints", "log_every", "tensorboard", "log_with", "tracker_project",
                   "push_to_hub", "push_steps", "hub_private",
                   "peak_tflops", "ref_cache_dir",
                   "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}

@@ -1,4 +1,5 @@
 """Curated training data: loading, the s1 text format, label masks, block size, SFT(Q) oversampling.
+Chat data (`messages`, `prompt`/`completion`) is rendered and masked by harness/training/chat_data.py.
 
 One example's text (docs/method.md#training-data-format), through the tokenizer's own chat template (its default system
 prompt, no system message passed):
@@ -237,9 +238,34 @@ def check_rows(rows: list[dict], cfg) -> None:
             raise UserError(f"{row_label(rows, i, cfg.dataset)}: column(s) {empty} are null; fix or remove that row")
 
 
+def _s1_segments(r: dict, idx: int, rows: list[dict], tokenizer, cfg) -> tuple[str, list[tuple[str, bool]]]:
+    """(prompt text, (text, carries loss) pieces after it) of one s1-format row."""
+    if cfg.completion_column:
+        verbatim = str(r[cfg.completion_column])
+        prompt, completion = format_texts(tokenizer, str(r[cfg.question_column]), "", "", cfg.think_prefix,
+                                          cfg.answer_prefix, verbatim=verbatim)
+        forced = _forced_spans(r[cfg.forced_column], verbatim, row_label(rows, idx, cfg.dataset)) \
+            if cfg.forced_column else []
+        return prompt, sampled_segments(completion, cfg.think_prefix, verbatim, forced, tokenizer.eos_token)
+    prompt, completion = format_texts(
+        tokenizer, str(r[cfg.question_column]), str(r[cfg.thinking_column] or ""),
+        str(r[cfg.answer_column] or ""), cfg.think_prefix, cfg.answer_prefix,
+    )
+    # The think prefix is tokenised on its own, as evaluation appends it to the prompt.
+    head = cfg.think_prefix if completion.startswith(cfg.think_prefix) else ""
+    return prompt, [(head, True), (completion[len(head):], True)]
+
+
 def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
-    """Tokenise rows into examples per the recipe `cfg` (a TrainConfig)."""
-    check_rows(rows, cfg)
+    """Tokenise rows into examples per the recipe `cfg` (a TrainConfig): s1 columns, or chat data
+    (`messages`, `prompt`/`completion`: harness/training/chat_data.py), by `data_format`."""
+    from harness.training import chat_data
+
+    fmt = chat_data.resolve_format(rows, cfg)
+    if fmt == "s1":
+        check_rows(rows, cfg)
+    else:
+        chat_data.check_rows(rows, cfg, fmt)
     order = quality_oversample(rows, cfg.score_column, cfg.quality_percentiles) if cfg.score_column else range(len(rows))
     examples, n_trunc, n_drop = [], 0, 0
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
@@ -247,21 +273,12 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
     for idx in order:
         if idx not in cache:
             r = rows[idx]
-            if cfg.completion_column:
-                verbatim = str(r[cfg.completion_column])
-                prompt, completion = format_texts(tokenizer, str(r[cfg.question_column]), "", "", cfg.think_prefix,
-                                                  cfg.answer_prefix, verbatim=verbatim)
-                forced = _forced_spans(r[cfg.forced_column], verbatim, row_label(rows, idx, cfg.dataset)) \
-                    if cfg.forced_column else []
-                pieces = sampled_segments(completion, cfg.think_prefix, verbatim, forced, tokenizer.eos_token)
-            else:
-                prompt, completion = format_texts(
-                    tokenizer, str(r[cfg.question_column]), str(r[cfg.thinking_column] or ""),
-                    str(r[cfg.answer_column] or ""), cfg.think_prefix, cfg.answer_prefix,
-                )
-                # The think prefix is tokenised on its own, as evaluation appends it to the prompt.
-                head = cfg.think_prefix if completion.startswith(cfg.think_prefix) else ""
-                pieces = [(head, True), (completion[len(head):], True)]
+            if fmt == "s1":
+                prompt, pieces = _s1_segments(r, idx, rows, tokenizer, cfg)
+            else:   # the prompt is everything before the first piece with loss
+                pieces = chat_data.segments(r, tokenizer, fmt, row_label(rows, idx, cfg.dataset))
+                prompt = "".join(t for t, _ in pieces[: next(i for i, (_, loss) in enumerate(pieces) if loss)])
+                pieces = pieces[next(i for i, (_, loss) in enumerate(pieces) if loss):]
             p_ids = encode(prompt)
             if len(p_ids) + 1 >= cfg.block_size:
                 raise UserError(

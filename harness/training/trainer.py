@@ -35,6 +35,7 @@ from harness.training.objective import iw_objective, loss_normalizer, sequence_l
 from harness.training.qsource import make_q_source
 from harness.training.config import TrainConfig, settings_diff
 from harness.training import checkpoint
+from harness.training import lora
 from harness.training import optim
 from harness.training import refcache
 from harness.training import tracking
@@ -228,6 +229,8 @@ class Trainer:
             why = fused_supported(model)
             if why:
                 raise UserError(f"fused_lm_head does not apply to {cfg.model}: {why}; set fused_lm_head=false")
+        if cfg.lora_rank:
+            lora.check_targets(model, cfg)
         model.train()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return model
@@ -255,7 +258,7 @@ class Trainer:
             "block_size": cfg.block_size,
             "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
                       + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else [])
-                      + (["compiled"] if cfg.compile_layers else []),
+                      + (["compiled"] if cfg.compile_layers else []) + (["lora-base"] if cfg.lora_rank else []),
         }
         root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
         path = root / f"{refcache.cache_key(meta)}.safetensors"
@@ -306,7 +309,13 @@ class Trainer:
         if opt is not None:
             checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
         if acc.is_main_process:
-            acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            if self.cfg.lora_rank:   # the adapter (PEFT format), and on request base + adapter merged
+                lora.save_adapter(acc.unwrap_model(model), sd, tmp, self.model_name)
+                if self.cfg.lora_merge_on_save:
+                    lora.save_merged(self.model_name, tmp, tmp / "merged", self.tokenizer,
+                                     "bfloat16" if self.cfg.dtype == "bf16" else "float32")
+            else:
+                acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
             give_plain_mode(tmp)            # safetensors writes 0600: readable like the run's other files
@@ -354,9 +363,11 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self.model_id = broadcast_object_list(
             [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
+        if cfg.lora_rank:   # after the identity: pi_ref is the base model
+            model = lora.wrap(model, cfg)
 
         def adamw(m):
-            return optim.adamw(m.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+            return optim.adamw((p for p in m.parameters() if p.requires_grad), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                weight_decay=cfg.weight_decay)
 
         if getattr(acc, "is_fsdp2", False):   # FSDP2: accelerate remaps the optimizer; both go in together
@@ -366,14 +377,16 @@ class Trainer:
             opt = acc.prepare(adamw(model))
         drop_fp32_output_wrapper(acc.unwrap_model(model))
         sched = get_cosine_schedule_with_warmup(opt.optimizer, warmup_steps(cfg, steps), steps)
-        ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
+        with lora.adapters_off(model):   # pi_ref: the base model (a no-op without LoRA)
+            ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
 
         start = 0
         ckpt = latest_checkpoint(self.out)
         if ckpt is not None:
             state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-            checkpoint.load_model_weights(model, ckpt, acc.is_main_process, acc.num_processes)
+            load = lora.load_adapter_weights if cfg.lora_rank else checkpoint.load_model_weights
+            load(model, ckpt, acc.is_main_process, acc.num_processes)
             checkpoint.load_optimizer(model, opt.optimizer, ckpt / "optimizer")
             sched.load_state_dict(state["scheduler"])
             q_source.load_state_dict(state["q_source"])
