@@ -177,7 +177,7 @@ def test_sigterm_stops_training_with_130_then_resumes(tiny_dir, tmp_path):
     assert f"(step {at}/30)" in again.stdout
     trained = [int(s) for s in re.findall(r"^step +(\d+)/30 +loss", again.stdout, flags=re.M)]
     assert trained == list(range(at + 1, 31))
-    assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == list(range(30))
+    assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == list(range(1, 31))   # 1-based: optimizer steps done
     assert (run / "final" / "model.safetensors").is_file()
 
 
@@ -202,7 +202,7 @@ def test_sigterm_stops_eval_with_130_then_resumes(tiny_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     (metrics,) = out.rglob("metrics.json")
     m = json.loads(metrics.read_text())
-    assert (m["reused"], m["generated_now"], m["n"]) == (kept, 40 - kept, 40)
+    assert (m["last_command"]["reused"], m["last_command"]["generated_now"], m["n"]) == (kept, 40 - kept, 40)
     rows = samples()
     assert len(rows) == len({r["problem_id"] for r in rows}) == 40
 

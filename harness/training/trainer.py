@@ -23,7 +23,9 @@ import os
 import resource
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -129,6 +131,36 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
         raise UserError(f"{out} holds a run with different settings ({', '.join(diff[:3])}); "
                         "use a new output_dir, or delete the old run to start over")
+
+
+@dataclass
+class _RunState:
+    """What the training loop carries from set-up to the last step."""
+    model: Any
+    opt: Any
+    sched: Any
+    ref: dict
+    q_source: Any
+    order: DataOrder
+    steps: int
+    start: int                  # optimizer steps already done (a resumed run)
+    n_params: int
+    peak_flops: float | None
+    metrics_path: Path
+
+
+@dataclass
+class _StepStats:
+    """One optimizer step's numbers on this rank, for the log."""
+    loss_sum: float = 0.0
+    weights: list = field(default_factory=list)
+    logw: list = field(default_factory=list)
+    n_tok: int = 0
+    n_clip: int = 0
+    clip_units: int = 0
+    gnorm: float = 0.0
+    lr: float = 0.0
+    update_norm: float = 0.0
 
 
 class Trainer:
@@ -338,11 +370,24 @@ class Trainer:
             return self._run()
 
     def _run(self) -> Path:
-        cfg, acc = self.cfg, self.acc
         final = self.out / "final"
         if (final / "iwsft_train.json").is_file():
             self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
             return final
+        run = self._setup()
+        for step in range(run.start, run.steps):
+            t0 = time.perf_counter()
+            stats = self._optimizer_step(run, step)
+            if step % self.cfg.log_every == 0 or step == run.steps - 1:
+                self._log(run, step, stats, time.perf_counter() - t0)
+            self._maybe_save(run, step + 1)
+        self._save(run.model, final)
+        self.console.print(f"[green]saved[/] {final}")
+        return final
+
+    # -- set-up: model, optimizer, schedule, reference log-probs, q source, resume point
+    def _setup(self) -> "_RunState":
+        cfg, acc = self.cfg, self.acc
         from accelerate.utils import broadcast_object_list
         from transformers import get_cosine_schedule_with_warmup
 
@@ -398,86 +443,90 @@ class Trainer:
             atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
         tracking.start(acc, cfg, self.out, start)
         self._held.callback(tracking.finish, acc)      # closed on any exit (an MLflow run is not left running)
-        peak = _peak_flops(cfg, acc.device)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
                            f"{n_params / 1e6:.1f}M params on {acc.device}"
                            + (" (FSDP CPU offload: weights, gradients and AdamW states in CPU RAM)" if self._offloaded() else ""))
         for line in start_warnings(cfg, steps, len(self.data.examples)):
             self.console.print(line, style="yellow", markup=False, highlight=False)
+        return _RunState(model=model, opt=opt, sched=sched, ref=ref, q_source=q_source, order=order, steps=steps,
+                         start=start, n_params=n_params, peak_flops=_peak_flops(cfg, acc.device), metrics_path=metrics_path)
 
-        for step in range(start, steps):
-            t0 = time.perf_counter()
-            mbs = micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
-                                acc.process_index, acc.num_processes)
-            batches = [self._batch(mb) for mb in mbs]
-            divisors = self._loss_divisors(batches)
-            log_mean = self._step_log_mean(model, batches, q_source, ref) if self.spec.self_normalize else None
-            loss_sum, weights, logw, n_tok, n_clip, clip_units = 0.0, [], [], 0, 0, 0
-            for j, b in enumerate(batches):
-                ctx = acc.no_sync(model) if j < len(batches) - 1 else contextlib.nullcontext()
-                with ctx, acc.autocast():
-                    pol = self._logprobs(model, b)
-                    q = q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
-                    r = self._ref_for(b, ref) if self.spec.level != "none" else None
-                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, step_log_mean=log_mean,
-                                       batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
-                    loss = out.loss_sum / divisors[j]
-                    acc.backward(loss)
-                loss_sum += float(loss.detach())
-                weights.append(out.seq_weights.float().cpu())
-                logw.append(out.log_weights.float().cpu())
-                n_tok += b.n_tokens
-                n_clip += out.diagnostics.get("clip_count", 0)
-                clip_units += out.diagnostics.get("clip_units", 0)
-            gnorm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-            lr = sched.get_last_lr()[0]
-            opt.step()
-            update_norm = self._update_norm(opt)
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            q_source.update(acc.unwrap_model(model), step + 1)
-            dt = time.perf_counter() - t0
+    # -- one optimizer step: the weighted loss over this rank's micro-batches, clip, AdamW, q update
+    def _optimizer_step(self, run: "_RunState", step: int) -> "_StepStats":
+        cfg, acc, model = self.cfg, self.acc, run.model
+        mbs = micro_batches(run.order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                            acc.process_index, acc.num_processes)
+        batches = [self._batch(mb) for mb in mbs]
+        divisors = self._loss_divisors(batches)
+        log_mean = self._step_log_mean(model, batches, run.q_source, run.ref) if self.spec.self_normalize else None
+        st = _StepStats()
+        for j, b in enumerate(batches):
+            ctx = acc.no_sync(model) if j < len(batches) - 1 else contextlib.nullcontext()
+            with ctx, acc.autocast():
+                pol = self._logprobs(model, b)
+                q = run.q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
+                r = self._ref_for(b, run.ref) if self.spec.level != "none" else None
+                out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, step_log_mean=log_mean,
+                                   batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
+                loss = out.loss_sum / divisors[j]
+                acc.backward(loss)
+            st.loss_sum += float(loss.detach())
+            st.weights.append(out.seq_weights.float().cpu())
+            st.logw.append(out.log_weights.float().cpu())
+            st.n_tok += b.n_tokens
+            st.n_clip += out.diagnostics.get("clip_count", 0)
+            st.clip_units += out.diagnostics.get("clip_units", 0)
+        st.gnorm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        st.lr = run.sched.get_last_lr()[0]
+        run.opt.step()
+        st.update_norm = self._update_norm(run.opt)
+        run.sched.step()
+        run.opt.zero_grad(set_to_none=True)
+        run.q_source.update(acc.unwrap_model(model), step + 1)
+        return st
 
-            if step % cfg.log_every == 0 or step == steps - 1:
-                w_all, lw_all = torch.cat(weights), torch.cat(logw)
-                if acc.num_processes > 1:
-                    w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
-                    n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
-                    loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
-                    n_clip, clip_units = (int(v) for v in acc.reduce(torch.tensor([n_clip, clip_units], device=acc.device), "sum"))
-                d = weight_diagnostics(w_all, lw_all)
-                tps = n_tok / dt
-                # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
-                clip_coef = min(1.0, cfg.max_grad_norm / (gnorm + 1e-6))   # the factor clip_grad_norm_ applied
-                row = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "clip_coef": clip_coef,
-                       "update_norm": update_norm, "w_clip_frac": n_clip / clip_units if clip_units else 0.0,
-                       "w_mean": d["w_mean"], "w_max": d["w_max"],
-                       "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
-                       "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
-                       "mfu": (6 * n_params * tps / (peak * acc.num_processes)) if peak else None,   # tps: all ranks
-                       "peak_mem_gb": _peak_mem_gb(acc.device),
-                       "step_time_s": dt}
-                if acc.is_main_process:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    tracking.log_step(acc, row, lw_all.numpy())
-                    mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
-                    self.console.print(
-                        f"step {step + 1:>5}/{steps}  loss {row['loss']:.4f}  lr {lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "
-                        f"upd {update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
-                        f"ess_frac {d['ess_frac']:.2f})  "
-                        f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
-                    )
-            done = step + 1
-            if cfg.save_every and done % cfg.save_every == 0 and done < steps:
-                state = {"step": done, "scheduler": sched.state_dict(), "q_source": q_source.state_dict()}
-                self._save(model, self.out / "checkpoints" / f"step-{done:06d}", opt, state)
-                if acc.is_main_process:
-                    self._prune()
-        self._save(model, final)
-        self.console.print(f"[green]saved[/] {final}")
-        return final
+    # -- log: metrics.jsonl (the source of truth), the trackers, the console
+    def _log(self, run: "_RunState", step: int, st: "_StepStats", dt: float) -> None:
+        cfg, acc = self.cfg, self.acc
+        w_all, lw_all, n_tok, loss_sum = torch.cat(st.weights), torch.cat(st.logw), st.n_tok, st.loss_sum
+        n_clip, clip_units = st.n_clip, st.clip_units
+        if acc.num_processes > 1:
+            w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
+            n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
+            loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
+            n_clip, clip_units = (int(v) for v in acc.reduce(torch.tensor([n_clip, clip_units], device=acc.device), "sum"))
+        d = weight_diagnostics(w_all, lw_all)
+        tps = n_tok / dt
+        # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
+        clip_coef = min(1.0, cfg.max_grad_norm / (st.gnorm + 1e-6))   # the factor clip_grad_norm_ applied
+        row = {"step": step + 1, "loss": loss_sum, "lr": st.lr, "grad_norm": st.gnorm, "clip_coef": clip_coef,
+               "update_norm": st.update_norm, "w_clip_frac": n_clip / clip_units if clip_units else 0.0,
+               "w_mean": d["w_mean"], "w_max": d["w_max"],
+               "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
+               "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
+               "mfu": (6 * run.n_params * tps / (run.peak_flops * acc.num_processes)) if run.peak_flops else None,   # tps: all ranks
+               "peak_mem_gb": _peak_mem_gb(acc.device),
+               "step_time_s": dt}
+        if acc.is_main_process:
+            with open(run.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            tracking.log_step(acc, row, lw_all.numpy())
+            mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
+            self.console.print(
+                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  lr {st.lr:.2e}  gnorm {st.gnorm:.3f} (clip x{clip_coef:.2f})  "
+                f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
+                f"ess_frac {d['ess_frac']:.2f})  "
+                f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
+            )
+
+    # -- maybe save: a resumable checkpoint every save_every steps (the final one is saved by _run)
+    def _maybe_save(self, run: "_RunState", done: int) -> None:
+        if self.cfg.save_every and done % self.cfg.save_every == 0 and done < run.steps:
+            state = {"step": done, "scheduler": run.sched.state_dict(), "q_source": run.q_source.state_dict()}
+            self._save(run.model, self.out / "checkpoints" / f"step-{done:06d}", run.opt, state)
+            if self.acc.is_main_process:
+                self._prune()
 
     def _offloaded(self) -> bool:
         plugin = getattr(self.acc.state, "fsdp_plugin", None)
