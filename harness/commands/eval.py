@@ -113,6 +113,10 @@ def add_arguments(p):
     p.add_argument("--shard", default=None, metavar="K/N",
                    help="worker K of N sharing one run (Slurm array, shell loop): every N-th problem from the "
                         "K-th; each shard appends its own samples file and metrics read the union")
+    p.add_argument("--data-parallel", type=int, default=None, metavar="N",
+                   help="N engine replicas in N worker processes (each --shard k/N of this run, on its own "
+                        "--tensor-parallel-size GPUs), then one summary; vLLM's offline data parallelism for a dense "
+                        "model (harness/evaluation/parallel.py)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--log-with", type=_csv_list, default=[], metavar="TRACKER[,TRACKER]",
                    help="also log each benchmark's metrics to these experiment trackers (accelerate's: tensorboard, "
@@ -222,6 +226,10 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     validate(cfg)          # every setting, before the model loads (run_eval checks again for library callers)
+    if args.data_parallel is not None:
+        from harness.evaluation.parallel import run_data_parallel
+
+        run_data_parallel(cfg, args.data_parallel)    # generates everything; run_eval below only reads it
     names = trackers.parse(args.log_with)
     trackers.check(names, "--log-with")
     results = run_eval(cfg)
