@@ -151,3 +151,27 @@ def test_template_that_drops_reasoning_is_refused(smollm2_tokenizer, tmp_path, g
     msgs = [{"role": "user", "content": Q1}, {"role": "assistant", "content": "<think>\n2 and 2.\n</think>" + A1}]
     with pytest.raises(UserError, match=message):
         _one(tok, tmp_path, {"messages": msgs})
+
+
+def test_recipe_chat_template_replaces_one_that_drops_reasoning(smollm2_tokenizer, tmp_path):
+    """The fix the refusal above names: a training template (recipe key chat_template) that renders the
+    whole turn; the reasoning and the answer then carry loss, the user text none."""
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}<|User|>{{ m.content }}{% else %}"
+                         "{% set content = m.content %}{% if '</think>' in content %}"
+                         "{% set content = content.split('</think>')[-1] %}{% endif %}"
+                         "<|Assistant|>{{ content }}<|end|>{% endif %}{% endfor %}"
+                         "{% if add_generation_prompt %}<|Assistant|>{% endif %}")
+    keep = tmp_path / "r1_training.jinja"
+    keep.write_text("{% for m in messages %}{% if m.role == 'user' %}<|User|>{{ m.content }}{% else %}"
+                    "<|Assistant|>{{ m.content }}<|end|>{% endif %}{% endfor %}"
+                    "{% if add_generation_prompt %}<|Assistant|>{% endif %}")
+    msgs = [{"role": "user", "content": Q1}, {"role": "assistant", "content": "<think>\n2 and 2.\n</think>" + A1}]
+    with pytest.raises(UserError, match="drops part of assistant turn 1"):
+        _one(copy.deepcopy(tok), tmp_path, {"messages": msgs})
+    ex = _one(tok, tmp_path, {"messages": msgs}, chat_template=str(keep))
+    (run,) = _masked_runs(tok, ex)
+    assert "2 and 2." in run and A1 in run and Q1 not in run
+    assert tok.chat_template == keep.read_text()          # what the checkpoint's tokenizer will carry
+    with pytest.raises(UserError, match="chat_template .*no such file"):
+        _cfg(tmp_path, [{"messages": msgs}], chat_template=str(tmp_path / "nope.jinja"))

@@ -33,6 +33,10 @@ class TrainConfig:
     messages (chat turns; every assistant turn carries loss) | prompt_completion (TRL's: two strings, no
     template, eos appended; or two message lists, the completion's assistant turns carry loss). Chat
     data's loss mask comes from the tokenizer's chat template (harness/training/chat_data.py)."""
+    chat_template: str | None = None
+    """A Jinja chat template file replacing the tokenizer's for chat data, saved with the checkpoints (as
+    TRL's chat_template_path): e.g. a training template that keeps the reasoning of assistant turns where
+    the model's own drops it (DeepSeek-R1's renders a turn without the text up to </think>)."""
     question_column: str = "question"
     """Column holding the problem statement."""
     thinking_column: str = "deepseek_thinking_trajectory"
@@ -290,6 +294,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     cfg.log_with = trackers.parse(cfg.log_with)
     trackers.check(cfg.trackers())      # a tracker not installed: refused before anything is written
+    if cfg.chat_template is not None and not Path(cfg.chat_template).expanduser().is_file():
+        raise UserError(f"chat_template {cfg.chat_template}: no such file; give a Jinja chat template file (e.g. "
+                        "one of TRL's training templates) or unset it to use the tokenizer's own")
     from harness.training.chat_data import FORMATS
 
     if cfg.data_format not in FORMATS:
