@@ -151,7 +151,7 @@ def test_gpqa_docs_keep_question_text_private(tmp_path, smollm2_path):
     assert [d["id"] for d in docs] == list(problems)
     for doc in docs:
         p = problems[doc["id"]]
-        assert set(doc) == {"id", "benchmark", "gold", "prompt_ref"} and doc["gold"] == p.gold
+        assert set(doc) == {"id", "benchmark", "gold", "prompt_ref", "answer_delimiter"} and doc["gold"] == p.gold
         assert not any(secret in str(doc) for secret in p.private)
         prompt = task.doc_to_text(doc)
         assert "Fake private stem" in prompt and prompt.endswith("<|im_start|>think")
