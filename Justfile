@@ -12,7 +12,7 @@ figure1 out="reports/latest":
 
 # The test suite (CPU; loads the embedded 135M model), then the real-engine tests in the vLLM environment.
 test *args: setup
-    python -m pytest -q {{args}}
+    python -m pytest -q --durations=15 {{args}}   # the 15 slowest tests are listed (CI has 25 minutes)
     just test-vllm {{args}}
 
 # The real-engine tests (-m vllm) in the vLLM environment ($IWSFT_VLLM_VENV, default .venv-vllm; `just vllm-env`).
