@@ -261,7 +261,7 @@ def prepare(rows: list[dict], tokenizer, cfg) -> PreparedData:
     (`messages`, `prompt`/`completion`: harness/training/chat_data.py), by `data_format`."""
     from harness.training import chat_data
 
-    if cfg.chat_template is not None:     # the recipe's template: for the masks, and saved with the checkpoints
+    if getattr(cfg, "chat_template", None) is not None:     # the recipe's template: for the masks, and saved with the checkpoints
         tokenizer.chat_template = Path(cfg.chat_template).expanduser().read_text()
     fmt = chat_data.resolve_format(rows, cfg)
     if fmt == "s1":
