@@ -211,15 +211,10 @@ class IWSFTTrainer(SFTTrainer):
                            self.accelerator.mixed_precision, "trl"]}
 
     def _ensure_reference(self) -> None:
-        from pathlib import Path
-
-        from accelerate.utils import gather_object
-
         if self._ref is not None or self.spec.level == "none":
             return
         meta = self._cache_meta()
-        root = Path(self.args.ref_cache_dir) if self.args.ref_cache_dir else refcache.default_dir()
-        path = root / f"{refcache.cache_key(meta)}.safetensors"
+        path = refcache.cache_path(self.args.ref_cache_dir, meta)
         if path.is_file():
             self._ref = refcache.load_cache(path, meta)
             return
@@ -227,7 +222,7 @@ class IWSFTTrainer(SFTTrainer):
             raise UserError(f"resuming at step {self.state.global_step} needs the reference cache made at step 0, and "
                             f"{path} is missing: set ref_cache_dir to where the run wrote it, or start over")
         # The policy is still theta_0: replay the first epoch of the trainer's own dataloader.
-        model, ref = self.model_wrapped, {}
+        model = self.model_wrapped
         loader = self.get_train_dataloader()
         loader.set_epoch(0)
         inner = getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None)
@@ -235,20 +230,8 @@ class IWSFTTrainer(SFTTrainer):
             inner.set_epoch(0)
         model.train()
         with torch.no_grad(), self.compute_loss_context_manager():
-            for inputs in loader:
-                b = self._batch(self._prepare_inputs(inputs))
-                lp = self._logprobs(model, b).float().cpu()
-                for i, (row, start, n) in zip(b.example_ids, b.spans()):
-                    ref.setdefault(i, lp[row, start : start + n - 1].clone())
-        if self.accelerator.num_processes > 1:
-            merged = {}
-            for part in gather_object([ref]):
-                for k, v in part.items():
-                    merged.setdefault(k, v)
-            ref = merged
-        if self.accelerator.is_main_process:
-            refcache.save_cache(path, ref, meta)
-        self.accelerator.wait_for_everyone()
+            ref = refcache.collect((self._batch(self._prepare_inputs(x)) for x in loader),
+                                   lambda b: self._logprobs(model, b), self.accelerator, path, meta)
         self._ref = ref
 
     # -- one optimizer step -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -40,6 +41,37 @@ def cache_key(meta: dict) -> str:
 
 def default_dir() -> Path:
     return Path(os.environ.get("IWSFT_CACHE", Path.home() / ".cache" / "iwsft")) / "ref"
+
+
+def cache_path(folder: str | Path | None, meta: dict) -> Path:
+    """Where the cache for `meta` lives: in `folder` (a recipe's ref_cache_dir) or the default cache folder."""
+    return (Path(folder) if folder else default_dir()) / f"{cache_key(meta)}.safetensors"
+
+
+def collect(batches: Iterable, logprobs: Callable, acc, path: Path, meta: dict) -> dict[int, torch.Tensor]:
+    """Collective. Reference log-probs of every example in `batches` (this process's micro-batches of the
+    first epoch), merged over processes, saved on rank 0 and returned on every rank.
+
+    `logprobs(batch)` is the policy's [rows, tokens] log-probs of the batch's next tokens; each example
+    keeps the n - 1 values of its own span (`batch.spans()`), first sighting wins (an example seen twice
+    in one epoch gets identical values anyway)."""
+    ref: dict[int, torch.Tensor] = {}
+    for b in batches:
+        lp = logprobs(b).detach().float().cpu()
+        for i, (row, start, n) in zip(b.example_ids, b.spans()):
+            ref.setdefault(i, lp[row, start : start + n - 1].clone())
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        merged: dict[int, torch.Tensor] = {}
+        for part in gather_object([ref]):
+            for k, v in part.items():
+                merged.setdefault(k, v)
+        ref = merged
+    if acc.is_main_process:
+        save_cache(path, ref, meta)
+    acc.wait_for_everyone()
+    return ref
 
 
 def save_cache(path: Path, logprobs: dict[int, torch.Tensor], meta: dict) -> None:

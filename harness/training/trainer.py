@@ -292,37 +292,21 @@ class Trainer:
                       + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else [])
                       + (["compiled"] if cfg.compile_layers else []) + (["lora-base"] if cfg.lora_rank else []),
         }
-        root = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else refcache.default_dir()
-        path = root / f"{refcache.cache_key(meta)}.safetensors"
+        path = refcache.cache_path(cfg.ref_cache_dir, meta)
         if path.is_file():
             self.console.print(f"reference log-probs: cached {path}")
             return refcache.load_cache(path, meta)
         # Same micro-batches as the first epoch of training, so step 0 sees bitwise-equal values.
-        t0, ref, step = time.time(), {}, 0
-        n = len(self.data.examples)
-        steps_epoch0 = math.ceil(n / cfg.global_batch_size)
+        t0 = time.time()
+        steps_epoch0 = math.ceil(len(self.data.examples) / cfg.global_batch_size)
+        batches = (self._batch(mb) for step in range(steps_epoch0)
+                   for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                           self.acc.process_index, self.acc.num_processes))
         # Compiled: inference and training are different graphs, free to fuse (and round) differently;
         # the training graph, its output detached, gives what step 0's policy forward will give.
         no_sync = self.acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()   # no backward follows
         with torch.set_grad_enabled(cfg.compile_layers), no_sync, self.acc.autocast():
-            for step in range(steps_epoch0):
-                for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
-                                        self.acc.process_index, self.acc.num_processes):
-                    b = self._batch(mb)
-                    lp = self._logprobs(model, b).detach().float().cpu()
-                    for i, (row, start, n) in zip(b.example_ids, b.spans()):
-                        ref.setdefault(i, lp[row, start : start + n - 1].clone())
-        if self.acc.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            merged = {}
-            for part in gather_object([ref]):
-                for k, v in part.items():
-                    merged.setdefault(k, v)
-            ref = merged
-        if self.acc.is_main_process:
-            refcache.save_cache(path, ref, meta)
-        self.acc.wait_for_everyone()
+            ref = refcache.collect(batches, lambda b: self._logprobs(model, b), self.acc, path, meta)
         self.console.print(f"reference log-probs: computed for {len(ref)} examples in {time.time() - t0:.1f}s -> {path}")
         return ref
 
