@@ -51,3 +51,23 @@ def tiny_model(smollm2_tokenizer):
     from tiny_models import tiny_random_model
 
     return tiny_random_model(smollm2_tokenizer, hidden=64, layers=2), smollm2_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A folder with `model/` (a tiny random Llama, the smollm2 tokenizer) and `data.jsonl`: 12 one-digit
+    additions in both row formats (s1K columns, and a sampled `response`) and a `score` column."""
+    import json
+
+    from harness.core.models import load_tokenizer
+    from tiny_models import tiny_random_model
+
+    d = tmp_path_factory.mktemp("tiny")
+    tok = load_tokenizer("smollm2-135m")
+    tiny_random_model(tok, hidden=32, layers=2).save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    rows = [{"question": f"What is {a} + {b}?", "deepseek_thinking_trajectory": f"{a} plus {b} is {a + b}.",
+             "deepseek_attempt": f"\\boxed{{{a + b}}}", "response": f"{a} plus {b} is {a + b}. Answer: {a + b}",
+             "score": a * 10 + b} for a in range(4) for b in range(3)]
+    (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d

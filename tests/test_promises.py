@@ -116,22 +116,6 @@ def _all_text(root: Path) -> str:
     return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny random Llama with the embedded tokenizer, and a small training set."""
-    from harness.core.models import load_tokenizer
-    from tiny_models import tiny_random_model
-
-    d = tmp_path_factory.mktemp("tiny")
-    tok = load_tokenizer("smollm2-135m")
-    tiny_random_model(tok, hidden=32, layers=2).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
-    rows = [{"question": f"What is {a} + {b}?", "response": f"{a} plus {b} is {a + b}. Answer: {a + b}"}
-            for a in range(4) for b in range(3)]
-    (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return d
-
-
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

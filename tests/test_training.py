@@ -19,22 +19,6 @@ from harness.training.config import load_recipe
 from harness.training.trainer import train
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from harness.core.models import load_tokenizer
-    from tiny_models import tiny_random_model
-
-    d = tmp_path_factory.mktemp("tiny")
-    tok = load_tokenizer("smollm2-135m")
-    tiny_random_model(tok, hidden=32, layers=2).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
-    rows = [{"question": f"What is {a} + {b}?", "deepseek_thinking_trajectory": f"{a} plus {b} is {a + b}.",
-             "deepseek_attempt": f"\\boxed{{{a + b}}}", "score": a * 10 + b}
-            for a in range(4) for b in range(3)]
-    (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return d
-
-
 def _cfg(tiny_dir, tmp_path, name="run", **kw):
     base = dict(model=str(tiny_dir / "model"), dataset=str(tiny_dir / "data.jsonl"), block_size=96,
                 global_batch_size=4, micro_batch_size=2, learning_rate=3e-3, warmup_ratio=0.0, max_steps=6,
