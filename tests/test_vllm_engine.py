@@ -155,10 +155,26 @@ def test_engine_options_reach_vllm(engines, tmp_path):
     kw = engs["vllm"].backend.llm_kwargs
     assert kw["dtype"] == "float32" and kw["enforce_eager"] is True and kw["enable_prefix_caching"] is True
     assert kw["gpu_memory_utilization"] == 0.15       # on a CPU: the fraction of RAM, not vLLM's 0.9
+    assert kw["enable_chunked_prefill"] is False       # on a CPU: sampled requests need whole prompts (below)
     with pytest.raises(UserError, match="other settings"):
         run_eval(EvalConfig(model=MODEL, backend="vllm", benchmarks=["arith"], limit=1, max_model_len=512,
                             out=str(tmp_path), progress=False, summary=False), engine=engs["vllm"])
     assert not any(tmp_path.iterdir())
+
+
+def test_many_sampled_requests_on_a_cpu(engines, tmp_path):
+    """More prompt tokens than one scheduler step takes (vLLM's CPU default: 4096), sampled with per-request
+    seeds: with chunked prefill, vLLM 0.32's CPU worker died on the first split prompt (EngineDeadError)."""
+    engs, _ = engines
+    cfg = EvalConfig(model=MODEL, backend="vllm", benchmarks=["arith"], limit=120, temperature=1.0, seed=3,
+                     thinking_budget=2, answer_budget=2, max_new_tokens=128, out=str(tmp_path), progress=False,
+                     summary=False)
+    m = run_eval(cfg, engine=engs["vllm"])["arith"]
+    from harness.evaluation.benchmarks import load_benchmark
+
+    prompts = [engs["vllm"].prompt_ids(p, cfg) for p in load_benchmark("arith", limit=120)]
+    assert sum(map(len, prompts)) > 4096                 # the batch really is larger than one chunked step
+    assert m["n"] == 120
 
 
 # ------------------------------------------------------------------ bad input, no engine left running

@@ -208,6 +208,10 @@ class VLLMBackend:
 
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_rank(adapter.rank))
             self.lora_request = LoRARequest("adapter", 1, adapter.path)
+        if _on_cpu():
+            # vLLM 0.32's CPU worker dies ("CPU Generator does not use offset") when a seeded (sampled) request's
+            # prompt is split over two steps by chunked prefill: whole prompts only (step budget = max_model_len).
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(llm_kwargs)
         self.llm_kwargs = kwargs
         if _on_cpu():
