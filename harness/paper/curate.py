@@ -49,7 +49,8 @@ def forced_spans(response: str, row: dict, answer_prefix: str, final_answer_clos
 
 def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: float = 1.0, seed: int = 0,
            limit: int | None = None, thinking_budget: int = 48, answer_budget: int = 16,
-           eval_dir: str = "runs/curate", batch_size: int | None = None, require_natural_close: bool = False) -> dict:
+           eval_dir: str = "runs/curate", batch_size: int | None = None, require_natural_close: bool = False,
+           backend: str = "auto") -> dict:
     from harness.evaluation.config import EvalConfig
     from harness.evaluation.runner import run_eval
     from harness.evaluation.store import read_samples
@@ -63,7 +64,7 @@ def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: 
                         "leave it out to use them all")
     check_output_file(out_file, "--out")     # before sampling, which takes minutes
     bench = TRAIN_SPLITS[task]
-    cfg = EvalConfig(model=model, benchmarks=[bench], backend="hf", limit=limit, samples=samples,
+    cfg = EvalConfig(model=model, benchmarks=[bench], backend=backend, limit=limit, samples=samples,
                      temperature=temperature, seed=seed, thinking_budget=thinking_budget,
                      answer_budget=answer_budget, max_new_tokens=thinking_budget + answer_budget + 64,
                      out=eval_dir, batch_size=batch_size)
