@@ -306,3 +306,219 @@ def test_plain_protocol_generates_the_whole_answer_without_thinking(tok):
     assert res.text == "3 + 4 = 7" and res.thinking_tokens == 0 and not res.hit_cap and res.close == ""
     assert extract("arith", res.text, answer_delimiter=PLAIN.answer_prefix.strip()) == "7"
     assert extract("arith", res.text) is None       # under s1's delimiter the same text has no answer section
+
+
+# ------------------------------------------------------------------------------ pinned by mutation testing
+# (docs/testing.md#harnessevaluationgenerationbudgetpy): boundaries, exact arithmetic, what reaches the backend
+
+
+@pytest.mark.parametrize("kw", [dict(thinking_budget=1), dict(thinking_budget=None), dict(max_answer_tokens=1),
+                                dict(total_budget=1), dict(num_wait=0, min_thinking_tokens=0)])
+def test_budget_config_accepts_the_smallest_valid_values(kw):
+    BudgetConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(thinking_budget=0), r"^thinking budget must be a positive token count, 'auto' or none, not 0$"),
+    (dict(thinking_budget=True), r"^thinking budget must be a positive token count, 'auto' or none, not True$"),
+    (dict(num_wait=-1), r"^num_wait and min_thinking_tokens must be >= 0$"),
+    (dict(min_thinking_tokens=-1), r"^num_wait and min_thinking_tokens must be >= 0$"),
+    (dict(max_answer_tokens=0), r"^max_answer_tokens must be >= 1$"),
+    (dict(total_budget=0), r"^total_budget must be >= 1$"),
+    (dict(mode="fast"), r"^budget mode must be 'independent' or 's1-compat', not 'fast'$"),
+])
+def test_budget_config_refuses_with_one_line(kw, message):
+    with pytest.raises(UserError, match=message):
+        BudgetConfig(**kw)
+
+
+# close without its newline = 6 tokens for SmolLM2 ("<|im_start|>", "answer", "\n", "Final", " Answer", ":")
+@pytest.mark.parametrize("kw, lengths, caps", [
+    (dict(total_budget=200), [5, 9], [85, 85]),                       # 200 - longest 9 - 6 - 100
+    (dict(total_budget=200, longest_prompt=50), [5], [44]),           # the benchmark's longest prompt wins
+    (dict(total_budget=200, longest_prompt=3), [9], [85]),            # ... unless this call has a longer one
+    (dict(total_budget=116), [9], [1]),                                # the smallest cap 'auto' accepts
+    (dict(total_budget=200), [], []),                                  # no prompts, no caps
+    (dict(thinking_budget=None, total_budget=200), [5, 9], [89, 85]),  # per prompt: 200 - n - 6 - 100
+    (dict(thinking_budget=None, total_budget=200, max_answer_tokens=20), [5], [169]),  # 200 - 5 - 6 - 20
+    (dict(thinking_budget=None, total_budget=50), [5], [1]),          # nothing left: one token, not <= 0
+    (dict(thinking_budget=7), [5, 9], [7, 7]),
+])
+def test_resolve_caps(tok, kw, lengths, caps):
+    ids = delimiter_ids(tok, S1)
+    assert len(ids.final_answer_close_no_newline) == 6
+    assert BudgetConfig(**kw).resolve_caps(lengths, ids) == caps
+
+
+def test_auto_cap_one_below_the_smallest_is_refused(tok):
+    with pytest.raises(UserError, match=r"= 115 - longest prompt 9 - 6 - 100 = 0 < 1; fix: raise the total budget$"):
+        BudgetConfig(total_budget=115).resolve_caps([9], delimiter_ids(tok, S1))
+
+
+def test_seeds_are_the_documented_streams(tok, X, ANS):
+    # request i: seed + 1000003 * i; round k of a request: + 7919 * k, modulo 2**63 (fits a signed int64)
+    scripts = {M1: {"think": [[X, IM_END]] * 2, "answer": ANS}, M2: {"think": [[X, IM_END]] * 2, "answer": ANS}}
+    cfg = BudgetConfig(thinking_budget=20, num_wait=1)
+
+    def seeds(seed):
+        _, backend, _ = run(tok, scripts, cfg, temperature=0.7, seed=seed)
+        return [[gp.seed for _, gp in call] for call in backend.calls]  # rounds: think, think after Wait, answer
+
+    assert seeds(5) == [[5, 1000008], [7924, 1007927], [15843, 1015846]]
+    assert seeds([11, None]) == [[11, None], [7930, None], [15849, None]]
+    top = 2**63 - 1
+    assert seeds(top) == [[top, 1000002], [7918, 1007921], [15837, 1015840]]
+    assert seeds(None) == [[None, None]] * 3
+    with pytest.raises(ValueError, match=r"^got 1 seeds for 2 prompts$"):
+        seeds([1])
+
+
+class Recording:
+    """Ends every generation at once (no tokens, "stop") and records what it was asked."""
+
+    def __init__(self, tok):
+        self.tok, self.calls = tok, []
+
+    def generate(self, prompts, params):
+        self.calls.append(list(zip(prompts, per_prompt_params(params, len(prompts)))))
+        return [Completion([], "", "stop", self.tok.eos_token_id) for _ in prompts]
+
+
+def test_sampling_settings_and_stops_reach_both_phases(tok):
+    from harness.evaluation.generation.prompts import Delimiters
+
+    # "</think>" and "END!" are several tokens: they travel as stop strings, "<|im_end|>" as a stop id
+    d = Delimiters(name="custom", think_prefix="<think>\n", answer_prefix="</think>\n\n",
+                   thinking_stops=("</think>", "<|im_end|>"), end_of_turn="END!",
+                   final_answer_close="\n</think>\n\nFinal Answer:")
+    p = [IM_START, M1, 198] + tok.encode("<think>\n", add_special_tokens=False)
+    answer_prefix = tok.encode("</think>\n\n", add_special_tokens=False)
+    cfg = BudgetConfig(thinking_budget=10, total_budget=100)
+    backend = Recording(tok)
+    (r,) = generate_with_budget(backend, tok, [p], cfg, d)
+    (think,), (answer,) = backend.calls
+    assert think == (p, GenParams(max_new_tokens=10, temperature=0.0, top_p=1.0, stop=("</think>",),
+                                  stop_token_ids=(IM_END,)))   # greedy by default, as s1
+    assert answer == (p + answer_prefix, GenParams(max_new_tokens=100 - len(p) - len(answer_prefix),
+                                                   stop=("END!",), seed=None))
+    assert r.close == "</think>\n\n" and r.meta == {"thinking_rounds": 1, "mode": "independent"}
+
+    backend, got = Recording(tok), []
+    res = generate_with_budget(backend, tok, [p, p], cfg, d, temperature=0.6, top_p=0.9, seed=3,
+                               sampling={"top_k": 20, "min_p": 0.05}, on_result=lambda i, r: got.append((i, r)))
+    same = dict(temperature=0.6, top_p=0.9, top_k=20, min_p=0.05)
+    assert [gp for _, gp in backend.calls[0]] == [
+        GenParams(max_new_tokens=10, stop=("</think>",), stop_token_ids=(IM_END,), seed=s, **same) for s in (3, 1000006)]
+    assert [gp for _, gp in backend.calls[1]] == [
+        GenParams(max_new_tokens=100 - len(p) - len(answer_prefix), stop=("END!",), seed=s + 7919, **same)
+        for s in (3, 1000006)]
+    assert [r.index for r in res] == [0, 1] and got == [(0, res[0]), (1, res[1])]
+
+
+def test_plain_protocol_passes_seed_sampling_and_reports(tok):
+    from harness.evaluation.generation.prompts import PLAIN
+
+    p = [IM_START, M1, 198]
+    backend, got = Recording(tok), []
+    (r,) = generate_with_budget(backend, tok, [p], BudgetConfig(total_budget=50), PLAIN, temperature=0.5, top_p=0.8,
+                                seed=[9], sampling={"top_k": 5}, on_result=lambda i, r: got.append((i, r)))
+    assert backend.calls == [[(p, GenParams(max_new_tokens=47, temperature=0.5, top_p=0.8,
+                                            stop_token_ids=(tok.eos_token_id,), seed=9, top_k=5))]]
+    assert got == [(0, r)] and r.index == 0 and r.thinking_cap == 0 and r.meta == {"thinking_rounds": 0, "mode": "independent"}
+    generate_with_budget(backend, tok, [p, p], BudgetConfig(total_budget=50), PLAIN, seed=4)
+    assert [gp.seed for _, gp in backend.calls[-1]] == [4, 1000007]
+
+
+def test_independent_context_bounds(tok, X, ANS):
+    # the prompt (5 tokens) fills the context: no thinking call at all, a forced close, no answer
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 50], "answer": ANS}}, BudgetConfig(thinking_budget=10, total_budget=5))
+    r = res[0]
+    assert backend.calls == []    # never an empty batch
+    assert r.meta == {"context_full": True, "no_room_for_answer": True, "thinking_rounds": 0, "mode": "independent"}
+    assert r.hit_cap is True and r.close == "\n<|im_start|>answer\nFinal Answer:" and r.thinking_tokens == 0
+    # one token of context left: still generated
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 50], "answer": ANS}}, BudgetConfig(thinking_budget=10, total_budget=6))
+    assert [c[0][1].max_new_tokens for c in backend.calls] == [1] and res[0].thinking_tokens == 1 and res[0].hit_cap
+    # the context bound shrinks with the thinking so far: 30 - 5 = 25, then 25 - (3 + Wait) = 21
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 3 + [IM_END], [X] * 100], "answer": ANS}},
+                          BudgetConfig(thinking_budget=1000, num_wait=1, total_budget=30))
+    assert [c[0][1].max_new_tokens for c in backend.calls] == [25, 21] and res[0].thinking_tokens == 25
+    # exactly one token of room for the answer: 5 + 2 thinking + 2 ("<|im_start|>answer") + 1 = 10
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 2 + [IM_END]], "answer": [X] * 5}},
+                          BudgetConfig(thinking_budget=8, total_budget=10))
+    assert backend.calls[-1][0][1].max_new_tokens == 1
+    assert res[0].answer_tokens == 1 and res[0].finish_reason == "length" and "no_room_for_answer" not in res[0].meta
+
+
+def test_independent_wait_needs_one_token_after_it(tok, X, ANS):
+    # cap 10: 8 tokens + Wait leaves exactly 1 -> the Wait goes in, the next round gets that 1 token
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 8 + [IM_END], [X] * 5], "answer": ANS}},
+                          BudgetConfig(thinking_budget=10, num_wait=1))
+    r = res[0]
+    assert [c[0][1].max_new_tokens for c in backend.calls[:2]] == [10, 1]
+    assert r.num_waits_used == 1 and r.thinking_tokens == 10 and r.hit_cap is True
+    assert r.meta == {"thinking_rounds": 2, "mode": "independent"}
+    # 2 + Wait, then 6 more: 9 of 10 used, no room for Wait + 1; 2 of the 3 Waits are reported skipped
+    res, _, _ = run(tok, {M1: {"think": [[X] * 2 + [IM_END], [X] * 6 + [IM_END]], "answer": ANS}},
+                    BudgetConfig(thinking_budget=10, num_wait=3))
+    r = res[0]
+    assert r.num_waits_used == 1 and r.thinking_tokens == 9 and r.hit_cap is False
+    assert r.meta == {"waits_skipped_no_budget": 2, "thinking_rounds": 2, "mode": "independent"}
+    # no Waits asked: nothing reported skipped
+    res, _, _ = run(tok, {M1: {"think": [[X, IM_END]], "answer": ANS}}, BudgetConfig(thinking_budget=10))
+    assert res[0].meta == {"thinking_rounds": 1, "mode": "independent"} and res[0].hit_cap is False
+
+
+def test_a_backend_breaking_the_contract_is_an_error(tok, X):
+    class Short:
+        def generate(self, prompts, params):
+            return []
+
+    class Overlong:
+        def generate(self, prompts, params):
+            return [Completion([X] * 12, "", "length") for _ in prompts]
+
+    p = prompt(tok, M1)
+    with pytest.raises(RuntimeError, match=r"^backend returned 0 completions for 1 prompts$"):
+        generate_with_budget(Short(), tok, [p], BudgetConfig(thinking_budget=10), S1)
+    with pytest.raises(RuntimeError, match=r"^backend returned 12 tokens, more than the 10 allowed$"):
+        generate_with_budget(Overlong(), tok, [p], BudgetConfig(thinking_budget=10), S1)
+
+
+@pytest.mark.parametrize("num_wait, min_tokens", [(0, 0), (1, 1), (2, 1)])
+def test_s1_compat_min_tokens_only_with_waits(tok, X, ANS, num_wait, min_tokens):
+    _, backend, _ = run(tok, {M1: {"think": [[X, IM_END]] * 3, "answer": ANS}},
+                        BudgetConfig(thinking_budget=10, num_wait=num_wait, mode="s1-compat"))
+    assert [c[0][1].min_tokens for c in backend.calls[:-1]] == [min_tokens] * (num_wait + 1)
+
+
+def test_s1_compat_answers_and_bookkeeping(tok, X, ANS):
+    # the capped request first: the other request's round still counts
+    seg = [X] * 8 + [IM_START]
+    scripts = {M2: {"think": [[X] * 50], "answer": ANS}, M1: {"think": [seg] * 3, "answer": ANS}}
+    res, backend, _ = run(tok, scripts, BudgetConfig(thinking_budget=10, num_wait=2, mode="s1-compat"), markers=[M2, M1])
+    b, a = res
+    ids = delimiter_ids(tok, S1)
+    assert a.thinking_tokens == 26 and a.num_waits_used == 2 and b.thinking_tokens == 10
+    assert a.answer_text == b.answer_text == " 42" and a.finish_reason == b.finish_reason == "stop"
+    assert a.meta == {"s1_cut_tokens": 16, "thinking_rounds": 3, "mode": "s1-compat"}
+    assert b.meta == {"thinking_rounds": 1, "mode": "s1-compat"}      # exactly the cap: nothing cut
+    # the answer is conditioned on the thinking cut to the cap
+    answer_prompts = {p[1]: p for p, _ in backend.calls[-1]}
+    assert answer_prompts[M1] == prompt(tok, M1) + a.token_ids[:10] + ids.answer_prefix
+    # every request hits the cap in round 0: the Wait rounds end early, the answers still come
+    res, backend, _ = run(tok, {M2: {"think": [[X] * 50], "answer": ANS}},
+                          BudgetConfig(thinking_budget=10, num_wait=2, mode="s1-compat"))
+    assert [len(c) for c in backend.calls] == [1, 1] and res[0].answer_text == " 42" and res[0].hit_cap
+
+
+def test_s1_compat_context_bounds(tok, X, ANS):
+    # round 1 gets what the context has left: 30 - 5 - (8 + Wait) = 16 < the cap 20
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 8 + [IM_START], [X] * 50], "answer": ANS}},
+                          BudgetConfig(thinking_budget=20, num_wait=1, total_budget=30, mode="s1-compat"))
+    assert [c[0][1].max_new_tokens for c in backend.calls[:2]] == [20, 16]
+    # one token of context left in round 1; then no room for an answer: the backend is not called
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 8 + [IM_START], [X] * 50], "answer": ANS}},
+                          BudgetConfig(thinking_budget=20, num_wait=1, total_budget=15, mode="s1-compat"))
+    assert [c[0][1].max_new_tokens for c in backend.calls] == [10, 1]
+    assert res[0].thinking_tokens == 10 and res[0].meta["no_room_for_answer"] and res[0].answer_tokens == 0
