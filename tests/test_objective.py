@@ -293,6 +293,9 @@ def test_overall_clip_both_sides_counts_and_loss():
     assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (0.5, 2, 4)                # rows 0 and 2 at the clip
     assert (d["w_min"], d["w_max"]) == pytest.approx((0.5, 2.0))
     # per-sequence normalisation: mean over the 3 sequences with tokens of mean nll times w
+    out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft"))                               # (0, 16): nothing at the clip
+    assert out.seq_weights.tolist() == pytest.approx([1 / math.e, 1.0, math.e, 1.0], rel=1e-6)
+    assert (out.diagnostics["clip_frac"], out.diagnostics["clip_count"]) == (0.0, 0)
     out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0), loss_norm="sequences"))
     assert float(out.normalizer) == 3.0 and float(out.loss) == pytest.approx((0.5 + 1.0 + 2.0) / 3)
     assert float(out.loss_sum) == pytest.approx(3.5)
@@ -342,17 +345,18 @@ def test_paper_clip_lower_bound_hand_computed():
 
 
 def test_per_step_lower_clip_empty_row_and_counts():
-    # row 0: rho = (-2, 0) -> token weights (0.2 clipped up from e^-2, 1); row 1: no response token.
-    pol = torch.full((2, 2), -1.0)
-    ref = torch.tensor([[1.0, -1.0], [0.0, 0.0]])
-    mask = torch.tensor([[True, True], [False, False]])
+    # row 0: rho = (-2, 0) -> token weights (0.2 clipped up from e^-2, 1); row 1: no response token;
+    # row 2: one token, rho = 3 -> 1.8 (clipped down from e^3).
+    pol = torch.full((3, 2), -1.0)
+    ref = torch.tensor([[1.0, -1.0], [0.0, 0.0], [-4.0, 0.0]])
+    mask = torch.tensor([[True, True], [False, False], [True, False]])
     out = iw_objective(pol, pol, ref, mask, preset("per-step"))
-    torch.testing.assert_close(out.token_weights, torch.tensor([[0.2, 1.0], [0.0, 0.0]]))
-    assert out.seq_weights.tolist() == pytest.approx([0.6, 1.0], rel=1e-6)                  # mean token weight; 1 when empty
-    assert out.log_weights.tolist() == pytest.approx([-1.0, 0.0])                            # mean rho; 0 when empty
-    assert float(out.loss) == pytest.approx((0.2 + 1.0) / 2, rel=1e-6)
+    torch.testing.assert_close(out.token_weights, torch.tensor([[0.2, 1.0], [0.0, 0.0], [1.8, 0.0]]))
+    assert out.seq_weights.tolist() == pytest.approx([0.6, 1.0, 1.8], rel=1e-6)             # mean token weight; 1 when empty
+    assert out.log_weights.tolist() == pytest.approx([-1.0, 0.0, 3.0])                       # mean rho; 0 when empty
+    assert float(out.loss) == pytest.approx((0.2 + 1.0 + 1.8) / 3, rel=1e-6)
     d = out.diagnostics
-    assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (0.5, 1, 2)
+    assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (pytest.approx(2 / 3), 2, 3)
     # a ratio exactly at a bound is left unchanged by the clip, so it is not counted as clipped
     out = iw_objective(pol, pol, pol, mask, preset("per-step", token_clip=(1.0, 1.0)))
     assert (out.diagnostics["clip_frac"], out.diagnostics["clip_count"]) == (0.0, 0)
@@ -374,6 +378,8 @@ def test_batch_without_response_tokens_has_zero_loss(name):
     for seq_index in (None, torch.zeros(2, 3, dtype=torch.long)):
         out = iw_objective(pol, pol, pol, torch.zeros(2, 3, dtype=torch.bool), preset(name), seq_index=seq_index)
         assert float(out.loss.detach()) == 0.0 and float(out.normalizer) == 0.0
+        if seq_index is None:                                                                  # two empty rows: weight 1, nothing clipped
+            assert (out.diagnostics["w_mean"], out.diagnostics["clip_frac"], out.diagnostics["clip_count"]) == (1.0, 0.0, 0)
     out.loss.backward()
     assert torch.equal(pol.grad, torch.zeros(2, 3))
     one = iw_objective(pol, pol, pol, torch.tensor([[False, True, False], [False] * 3]), preset(name))
@@ -388,6 +394,9 @@ def test_packed_rows_sharing_sequence_numbers():
     seq_index = torch.tensor([[0, 0, 1, 1], [0, 0, 2, 2]])
     out = iw_objective(pol, pol, ref, mask, preset("iw-sft"), seq_index=seq_index)
     assert out.seq_weights.tolist() == pytest.approx([math.e, 1 / math.e, math.exp(0.5), 1.0], rel=1e-6)
+    # per-sequence loss over the four packed sequences (policy nll 1 per token; q gives the weights)
+    out = iw_objective(torch.full((2, 4), -1.0), pol, ref, mask, preset("iw-sft", loss_norm="sequences"), seq_index=seq_index)
+    assert float(out.normalizer) == 4.0 and float(out.loss) == pytest.approx((math.e + 1 / math.e + math.exp(0.5) + 1.0) / 4, rel=1e-6)
     from harness.training.objective import loss_normalizer
     assert loss_normalizer(mask, preset("sft", loss_norm="sequences"), seq_index) == 4
     mask[1, 2:] = False
@@ -414,7 +423,7 @@ def test_error_messages_name_the_tensor_batch_and_rows():
         with pytest.raises(NonFiniteError, match=rf"^non-finite {name} log-probs in batch 17 \(rows \[0, 1, 2, 3, 4, 5, 6, 7\]\): "
                                                   r"check the model dtype \(use float32 log-softmax\) and the data for empty or corrupted sequences$"):
             iw_objective(*args, mask, preset("iw-sft"), batch_id=17)
-    with pytest.raises(NonFiniteError, match=r"\(rows \[2\]\)"):
+    with pytest.raises(NonFiniteError, match=r"in batch \? \(rows \[2\]\)"):                       # no batch id given
         iw_objective(ok, ok, nan, torch.tensor([[True, False]] * 2 + [[True, True]] + [[True, False]] * 7), preset("iw-sft"))
     for q, ref in [(None, ok), (ok, None), (None, None)]:
         with pytest.raises(UserError, match=r"^weighting 'per-step' needs q and reference log-probs$"):
@@ -443,3 +452,21 @@ def test_token_logprobs_edges():
     torch.testing.assert_close(token_logprobs(logits[:, :1], torch.tensor([[0]])), torch.tensor([[math.log(0.25)]]))
     empty = token_logprobs(torch.zeros(0, 3, 5, dtype=torch.bfloat16), torch.zeros(0, 3, dtype=torch.long))
     assert empty.shape == (0, 3) and empty.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("loss_norm", ["tokens", "sequences"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_objective_tensors_live_on_the_inputs_device(name, loss_norm, packed):
+    """Every tensor the objective makes follows its inputs' device, never the default one (on a GPU run
+    the default is the CPU): with 'meta' as the default device, any stray factory call breaks the result."""
+    kw = {"loss_norm": loss_norm, **({"self_normalize": True} if name == "iw-sft" else {})}
+    seq_index = torch.tensor([[0, 1], [0, 0], [0, 0], [0, 0]]) if packed else None
+    mask = MASK4.clone()
+    mask[0, 1] = packed
+    expected = iw_objective(POL4, POL4, REF4, mask, preset(name, **kw), seq_index=seq_index)
+    with torch.device("meta"):
+        got = iw_objective(POL4, POL4, REF4, mask, preset(name, **kw), seq_index=seq_index)
+    for field in ("loss", "loss_sum", "normalizer", "seq_weights", "log_weights", "token_weights"):
+        assert getattr(got, field).device.type == "cpu" and torch.equal(getattr(got, field), getattr(expected, field)), field
+    assert got.diagnostics == expected.diagnostics
