@@ -439,6 +439,7 @@ def test_weight_diagnostics_hand_computed():
     d = weight_diagnostics(torch.tensor([1.0, 3.0]), torch.tensor([0.0, math.log(3)]), 0.25)
     assert d == pytest.approx({"w_mean": 2.0, "w_max": 3.0, "w_min": 1.0, "logw_p05": 0.05 * math.log(3), "logw_p50": 0.5 * math.log(3),
                                "logw_p95": 0.95 * math.log(3), "ess": 16 / 10, "ess_frac": 0.8, "clip_frac": 0.25})
+    assert weight_diagnostics(torch.full((2,), 0.25), torch.full((2,), math.log(0.25)))["ess"] == pytest.approx(2.0)   # sum w^2 < 1
     d = weight_diagnostics(torch.ones(21), torch.arange(21.0))
     assert (d["logw_p05"], d["logw_p50"], d["logw_p95"], d["clip_frac"]) == (1.0, 10.0, 19.0, 0.0)
     assert weight_diagnostics(torch.ones(0), torch.zeros(0)) == {}
@@ -470,3 +471,35 @@ def test_objective_tensors_live_on_the_inputs_device(name, loss_norm, packed):
     for field in ("loss", "loss_sum", "normalizer", "seq_weights", "log_weights", "token_weights"):
         assert getattr(got, field).device.type == "cpu" and torch.equal(getattr(got, field), getattr(expected, field)), field
     assert got.diagnostics == expected.diagnostics
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_logprobs_one_pass_per_chunk_whatever_the_defaults(dtype, monkeypatch):
+    """10 positions in chunks of 3: 4 log-sum-exps forward and 4 softmaxes backward (not one per position),
+    float32 out and gradients in the logits' dtype even when the default dtype and device are changed."""
+    torch.manual_seed(2)
+    logits, targets = torch.randn(2, 5, 7, dtype=dtype), torch.randint(0, 7, (2, 5))
+    b = logits.clone().requires_grad_()
+    torch.log_softmax(b.float(), -1).gather(-1, targets[..., None]).squeeze(-1).sum().backward()
+    calls = {"logsumexp": 0, "exp": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    for name in calls:
+        monkeypatch.setattr(torch, name, counted(name, getattr(torch, name)))
+    a = logits.clone().requires_grad_()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.device("meta"):
+            got = token_logprobs(a, targets, chunk_size=3)
+            got.sum().backward()
+    finally:
+        torch.set_default_dtype(default)
+    assert calls == {"logsumexp": 4, "exp": 4}
+    assert got.dtype == torch.float32 and got.device.type == "cpu" and a.grad.dtype == dtype
+    torch.testing.assert_close(got, torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None]).squeeze(-1))
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6 if dtype == torch.float32 else 0)
