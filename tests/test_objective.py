@@ -216,3 +216,290 @@ def test_chunked_logprobs_gradient_matches_simple_path(dtype):
     else:
         assert torch.equal(a.grad, b.grad), float((a.grad.float() - b.grad.float()).abs().max())
     assert a.grad.dtype == dtype
+
+
+# --- Pinned by hand for mutation testing (docs/testing.md#survivors): every value below is worked out
+# from the method (docs/method.md), not read back from the code.
+
+def test_presets_are_the_method():
+    """Each preset's every field, as the method gives it (released code, paper text, Table 1's per-step row)."""
+    from harness.training.objective import WeightSpec
+    assert list(PRESETS) == ["sft", "iw-sft", "iw-sft-paper", "per-step"]
+    assert preset("sft") == WeightSpec("sft", "none", "mean", "linear", 1.0, (0.2, 1.8), None, False, (0.2, 1.8), "tokens")
+    # released code: clamp(exp(mean rho), 0, 16), no 0.1, no per-step clip, no batch normalisation
+    assert preset("iw-sft") == WeightSpec("iw-sft", "sequence", "mean", "linear", 1.0, (0.2, 1.8), (0.0, 16.0), False, (0.2, 1.8), "tokens")
+    # paper text: exp(sum_t 0.1 * clip of the ratio to (1 - 0.8, 1 + 0.8)); beta_min/max unpublished
+    assert preset("iw-sft-paper") == WeightSpec("iw-sft-paper", "sequence", "sum", "clip", 0.1, (0.2, 1.8), None, False, (0.2, 1.8), "tokens")
+    # per-step branch: each token's NLL times clamp(exp(rho_t), 0.2, 1.8)
+    assert preset("per-step") == WeightSpec("per-step", "token", "mean", "linear", 1.0, (0.2, 1.8), None, False, (0.2, 1.8), "tokens")
+
+
+def test_preset_overrides_and_their_errors():
+    assert preset("iw-sft", w_clip=[0, 8]).w_clip == (0, 8)              # YAML lists become tuples
+    assert preset("iw-sft", k=2.0) == preset("iw-sft", k=2.0) and preset("iw-sft", k=2.0).k == 2.0
+    with pytest.raises(UserError, match=r"^unknown weighting 'iw_sft'; choose one of sft, iw-sft, iw-sft-paper, per-step$"):
+        preset("iw_sft")
+    with pytest.raises(UserError, match=r"^unknown weighting option\(s\) \['a', 'wclip'\]; valid: \['g', 'g_clip', 'k', 'level', 'loss_norm', 'name', "):
+        preset("iw-sft", wclip=(0, 1), a=1)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("level", "tokens", r"^weighting level 'tokens' is not one of none, sequence, token$"),
+    ("reduce", "max", r"^weighting reduce 'max' is not one of mean, sum$"),
+    ("g", "tanh", r"^weighting g 'tanh' is not one of linear, clip$"),
+    ("loss_norm", "batch", r"^loss_norm 'batch' is not one of tokens, sequences$"),
+    ("g_clip", (0.0, 1.8), r"^g_clip \(0.0, 1.8\) must satisfy 0 < lo <= 1 <= hi so that w = 1 at step 0$"),   # log 0
+    ("g_clip", (1.1, 1.8), r"^g_clip "),
+    ("g_clip", (0.2, 0.9), r"^g_clip "),
+    ("token_clip", (-0.1, 1.8), r"^token_clip \(-0.1, 1.8\) must satisfy 0 <= lo <= 1 <= hi so that w = 1 at step 0$"),
+    ("token_clip", (1.1, 1.8), r"^token_clip "),
+    ("token_clip", (0.2, 0.9), r"^token_clip "),
+    ("w_clip", (-1.0, 16.0), r"^w_clip \(-1.0, 16.0\) must satisfy 0 <= lo <= 1 <= hi so that w = 1 at step 0$"),
+    ("w_clip", (2.0, 16.0), r"^w_clip "),
+    ("w_clip", (0.0, 0.5), r"^w_clip "),
+])
+def test_bad_spec_fields_name_the_field_and_the_fix(field, value, message):
+    with pytest.raises(UserError, match=message):
+        preset("iw-sft", **{field: value})
+
+
+def test_spec_bounds_that_keep_w_1_at_step0_are_accepted():
+    for kw in [{"g_clip": (1.0, 1.0)}, {"token_clip": (0.0, 1.0)}, {"token_clip": (1.0, 1.0)}, {"w_clip": (0.0, 1.0)},
+               {"w_clip": (1.0, 1.0)}, {"self_normalize": True}]:
+        preset("iw-sft", **kw)
+    with pytest.raises(UserError, match=r"^self_normalize applies to sequence weights; weighting level 'token' would ignore it: "
+                                        r"drop self_normalize from weighting_overrides$"):
+        preset("per-step", self_normalize=True)
+    with pytest.raises(UserError, match=r"level 'none'"):
+        preset("sft", self_normalize=True)
+
+
+# Four rows of two positions, policy log-prob -1 on every response token (nll 1):
+# row 0: one token, rho = -1 -> w = e^-1 = 0.37; row 1: one token, rho = 0 -> w = 1;
+# row 2: two tokens, rho = (1, 1) -> w = e; row 3: no response token -> w = 1 (log w = 0).
+MASK4 = torch.tensor([[True, False], [True, False], [True, True], [False, False]])
+POL4 = torch.full((4, 2), -1.0)
+REF4 = torch.tensor([[0.0, 0.0], [-1.0, 0.0], [-2.0, -2.0], [0.0, 0.0]])
+
+
+def test_overall_clip_both_sides_counts_and_loss():
+    out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0)), batch_id=1)
+    assert out.seq_weights.tolist() == pytest.approx([0.5, 1.0, 2.0, 1.0], rel=1e-6)
+    assert out.log_weights.tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0], abs=1e-6)       # before the clip
+    torch.testing.assert_close(out.token_weights, torch.tensor([[0.5, 0.0], [1.0, 0.0], [2.0, 2.0], [0.0, 0.0]]))
+    assert float(out.loss_sum) == pytest.approx(0.5 + 1.0 + 2.0 * 2)
+    assert float(out.normalizer) == 4.0 and float(out.loss) == pytest.approx(5.5 / 4)
+    d = out.diagnostics
+    assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (0.5, 2, 4)                # rows 0 and 2 at the clip
+    assert (d["w_min"], d["w_max"]) == pytest.approx((0.5, 2.0))
+    # per-sequence normalisation: mean over the 3 sequences with tokens of mean nll times w
+    out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft"))                               # (0, 16): nothing at the clip
+    assert out.seq_weights.tolist() == pytest.approx([1 / math.e, 1.0, math.e, 1.0], rel=1e-6)
+    assert (out.diagnostics["clip_frac"], out.diagnostics["clip_count"]) == (0.0, 0)
+    out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0), loss_norm="sequences"))
+    assert float(out.normalizer) == 3.0 and float(out.loss) == pytest.approx((0.5 + 1.0 + 2.0) / 3)
+    assert float(out.loss_sum) == pytest.approx(3.5)
+
+
+def test_self_normalisation_over_the_batch_or_the_step():
+    spec = preset("iw-sft", w_clip=(0.5, 2.0), self_normalize=True)
+    out = iw_objective(POL4, POL4, REF4, MASK4, spec)
+    mean = (0.5 + 1.0 + 2.0 + 1.0) / 4                                                        # of the clipped weights
+    assert out.seq_weights.tolist() == pytest.approx([0.5 / mean, 1 / mean, 2 / mean, 1 / mean], rel=1e-6)
+    out = iw_objective(POL4, POL4, REF4, MASK4, spec, step_log_mean=math.log(2.0))            # the trainer's step mean
+    assert out.seq_weights.tolist() == pytest.approx([0.25, 0.5, 1.0, 0.5], rel=1e-6)
+    out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0)), step_log_mean=math.log(2.0))
+    assert out.seq_weights.tolist() == pytest.approx([0.5, 1.0, 2.0, 1.0], rel=1e-6)         # ignored without self_normalize
+
+
+def test_sequence_log_weights_clipped_detached_float32():
+    from harness.training.objective import sequence_log_weights
+    q = POL4.clone().requires_grad_()
+    lw = sequence_log_weights(q, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0)))
+    assert lw.tolist() == pytest.approx([math.log(0.5), 0.0, math.log(2.0), 0.0], abs=1e-6) and not lw.requires_grad
+    assert sequence_log_weights(q, REF4, MASK4, preset("iw-sft-paper", g="linear", k=1.0)).tolist() == pytest.approx([-1.0, 0.0, 2.0, 0.0], abs=1e-6)
+    assert torch.equal(sequence_log_weights(q, REF4, MASK4.long(), preset("iw-sft")), sequence_log_weights(q, REF4, MASK4, preset("iw-sft")))
+    # rho in float32 from bf16 inputs: -2^-9 - (-1) = 0.998046875 exactly (bf16 arithmetic would round it to 1)
+    qb, rb = torch.tensor([[-2.0**-9]], dtype=torch.bfloat16), torch.tensor([[-1.0]], dtype=torch.bfloat16)
+    assert float(sequence_log_weights(qb, rb, torch.ones(1, 1, dtype=torch.bool), preset("iw-sft"))[0]) == 0.998046875
+    packed = sequence_log_weights(torch.zeros(1, 4), torch.tensor([[-1.0, -1.0, 1.0, 1.0]]), torch.ones(1, 4, dtype=torch.bool),
+                                  preset("iw-sft"), seq_index=torch.tensor([[0, 0, 1, 1]]))
+    assert packed.tolist() == pytest.approx([1.0, -1.0])
+
+
+def test_rho_and_nll_in_float32_from_bf16():
+    qb, rb = torch.tensor([[-2.0**-9]], dtype=torch.bfloat16), torch.tensor([[-1.0]], dtype=torch.bfloat16)
+    out = iw_objective(qb, qb, rb, torch.ones(1, 1, dtype=torch.bool), preset("iw-sft"))
+    assert float(out.log_weights[0]) == 0.998046875
+    pol = torch.tensor([[-256.0, -1.0]], dtype=torch.bfloat16)                                # 257 is not a bf16 number
+    out = iw_objective(pol, None, None, torch.ones(1, 2, dtype=torch.bool), preset("sft"))
+    assert out.loss.dtype == torch.float32 and float(out.loss) == 128.5
+
+
+def test_paper_clip_lower_bound_hand_computed():
+    # rho = (-2, 0.5): ratio e^-2 = 0.135 is clipped up to 0.2, e^0.5 = 1.65 is inside; w = exp(0.1 * (log 0.2 + 0.5)).
+    out = iw_objective(torch.tensor([[-3.0, -1.0]]), torch.tensor([[-3.0, -1.0]]), torch.tensor([[-1.0, -1.5]]),
+                       torch.ones(1, 2, dtype=torch.bool), preset("iw-sft-paper"))
+    assert float(out.seq_weights[0]) == pytest.approx(math.exp(0.1 * (math.log(0.2) + 0.5)), rel=1e-6)
+    assert out.diagnostics["clip_frac"] == 0.0 and out.diagnostics["clip_count"] == 0   # no overall clip in this preset
+
+
+def test_per_step_lower_clip_empty_row_and_counts():
+    # row 0: rho = (-2, 0) -> token weights (0.2 clipped up from e^-2, 1); row 1: no response token;
+    # row 2: one token, rho = 3 -> 1.8 (clipped down from e^3).
+    pol = torch.full((3, 2), -1.0)
+    ref = torch.tensor([[1.0, -1.0], [0.0, 0.0], [-4.0, 0.0]])
+    mask = torch.tensor([[True, True], [False, False], [True, False]])
+    out = iw_objective(pol, pol, ref, mask, preset("per-step"))
+    torch.testing.assert_close(out.token_weights, torch.tensor([[0.2, 1.0], [0.0, 0.0], [1.8, 0.0]]))
+    assert out.seq_weights.tolist() == pytest.approx([0.6, 1.0, 1.8], rel=1e-6)             # mean token weight; 1 when empty
+    assert out.log_weights.tolist() == pytest.approx([-1.0, 0.0, 3.0])                       # mean rho; 0 when empty
+    assert float(out.loss) == pytest.approx((0.2 + 1.0 + 1.8) / 3, rel=1e-6)
+    d = out.diagnostics
+    assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (pytest.approx(2 / 3), 2, 3)
+    # a ratio exactly at a bound is left unchanged by the clip, so it is not counted as clipped
+    out = iw_objective(pol, pol, pol, mask, preset("per-step", token_clip=(1.0, 1.0)))
+    assert (out.diagnostics["clip_frac"], out.diagnostics["clip_count"]) == (0.0, 0)
+    out = iw_objective(pol, pol, ref, mask, preset("per-step"), step_log_mean=5.0)            # token level: no normaliser
+    assert out.token_weights[0].tolist() == pytest.approx([0.2, 1.0], rel=1e-6)
+
+
+def test_sft_weights_and_diagnostics_are_trivial():
+    out = iw_objective(POL4, None, REF4, MASK4, preset("sft"))
+    assert out.seq_weights.tolist() == [1.0] * 4 and out.log_weights.tolist() == [0.0] * 4
+    assert out.token_weights.tolist() == [[1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    assert (out.diagnostics["clip_frac"], out.diagnostics["clip_count"], out.diagnostics["clip_units"]) == (0.0, 0, 0)
+    assert float(out.loss) == 1.0 and float(out.normalizer) == 4.0
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_batch_without_response_tokens_has_zero_loss(name):
+    pol = torch.full((2, 3), -1.0, requires_grad=True)
+    for seq_index in (None, torch.zeros(2, 3, dtype=torch.long)):
+        out = iw_objective(pol, pol, pol, torch.zeros(2, 3, dtype=torch.bool), preset(name), seq_index=seq_index)
+        assert float(out.loss.detach()) == 0.0 and float(out.normalizer) == 0.0
+        if seq_index is None:                                                                  # two empty rows: weight 1, nothing clipped
+            assert (out.diagnostics["w_mean"], out.diagnostics["clip_frac"], out.diagnostics["clip_count"]) == (1.0, 0.0, 0)
+    out.loss.backward()
+    assert torch.equal(pol.grad, torch.zeros(2, 3))
+    one = iw_objective(pol, pol, pol, torch.tensor([[False, True, False], [False] * 3]), preset(name))
+    assert float(one.loss.detach()) == 1.0 and float(one.normalizer) == 1.0                             # one token: nll 1 / 1
+
+
+def test_packed_rows_sharing_sequence_numbers():
+    # Two rows each packing sequences 0 and 1 (row 1 numbers them 0 and 2): four sequences, in (row, index) order.
+    pol = torch.zeros(2, 4)
+    ref = torch.tensor([[-1.0, -1.0, 1.0, 1.0], [-0.5, -0.5, 0.0, 0.0]])                      # rho = -ref
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    seq_index = torch.tensor([[0, 0, 1, 1], [0, 0, 2, 2]])
+    out = iw_objective(pol, pol, ref, mask, preset("iw-sft"), seq_index=seq_index)
+    assert out.seq_weights.tolist() == pytest.approx([math.e, 1 / math.e, math.exp(0.5), 1.0], rel=1e-6)
+    # per-sequence loss over the four packed sequences (policy nll 1 per token; q gives the weights)
+    out = iw_objective(torch.full((2, 4), -1.0), pol, ref, mask, preset("iw-sft", loss_norm="sequences"), seq_index=seq_index)
+    assert float(out.normalizer) == 4.0 and float(out.loss) == pytest.approx((math.e + 1 / math.e + math.exp(0.5) + 1.0) / 4, rel=1e-6)
+    from harness.training.objective import loss_normalizer
+    assert loss_normalizer(mask, preset("sft", loss_norm="sequences"), seq_index) == 4
+    mask[1, 2:] = False
+    assert loss_normalizer(mask, preset("sft", loss_norm="sequences"), seq_index) == 3
+    assert loss_normalizer(mask.long(), preset("sft", loss_norm="sequences"), seq_index) == 3
+    assert loss_normalizer(MASK4.long(), preset("sft", loss_norm="sequences")) == 3             # the empty row is no sequence
+    assert loss_normalizer(MASK4, preset("sft")) == 4
+    with pytest.raises(UserError, match=r"^seq_index shape \(1, 3\) differs from mask shape \(2, 4\)$"):
+        iw_objective(pol, pol, ref, mask, preset("iw-sft"), seq_index=torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_integer_mask_is_a_boolean_mask():
+    a = iw_objective(POL4, POL4, REF4, MASK4.long(), preset("iw-sft", w_clip=(0.5, 2.0)))
+    b = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0)))
+    assert torch.equal(a.token_weights, b.token_weights) and float(a.loss) == float(b.loss)
+
+
+def test_error_messages_name_the_tensor_batch_and_rows():
+    ok = torch.full((10, 2), -1.0)
+    nan = ok.clone()
+    nan[:, 1] = float("nan")
+    mask = torch.ones(10, 2, dtype=torch.bool)
+    for args, name in [((nan, ok, ok), "policy"), ((ok, nan, ok), "q"), ((ok, ok, nan), "reference")]:
+        with pytest.raises(NonFiniteError, match=rf"^non-finite {name} log-probs in batch 17 \(rows \[0, 1, 2, 3, 4, 5, 6, 7\]\): "
+                                                  r"check the model dtype \(use float32 log-softmax\) and the data for empty or corrupted sequences$"):
+            iw_objective(*args, mask, preset("iw-sft"), batch_id=17)
+    with pytest.raises(NonFiniteError, match=r"in batch \? \(rows \[2\]\)"):                       # no batch id given
+        iw_objective(ok, ok, nan, torch.tensor([[True, False]] * 2 + [[True, True]] + [[True, False]] * 7), preset("iw-sft"))
+    for q, ref in [(None, ok), (ok, None), (None, None)]:
+        with pytest.raises(UserError, match=r"^weighting 'per-step' needs q and reference log-probs$"):
+            iw_objective(ok, q, ref, mask, preset("per-step"))
+    with pytest.raises(NonFiniteError, match=r"^importance weights overflowed in batch 5 \(max log w = 2000.0\): "
+                                             r"set w_clip or self_normalize in the recipe's weighting$"):
+        iw_objective(torch.zeros(1, 2000), torch.zeros(1, 2000), torch.full((1, 2000), -1.0), torch.ones(1, 2000, dtype=torch.bool),
+                     preset("iw-sft-paper", g="linear", k=1.0), batch_id=5)
+
+
+def test_weight_diagnostics_hand_computed():
+    from harness.training.objective import weight_diagnostics
+    d = weight_diagnostics(torch.tensor([1.0, 3.0]), torch.tensor([0.0, math.log(3)]), 0.25)
+    assert d == pytest.approx({"w_mean": 2.0, "w_max": 3.0, "w_min": 1.0, "logw_p05": 0.05 * math.log(3), "logw_p50": 0.5 * math.log(3),
+                               "logw_p95": 0.95 * math.log(3), "ess": 16 / 10, "ess_frac": 0.8, "clip_frac": 0.25})
+    assert weight_diagnostics(torch.full((2,), 0.25), torch.full((2,), math.log(0.25)))["ess"] == pytest.approx(2.0)   # sum w^2 < 1
+    d = weight_diagnostics(torch.ones(21), torch.arange(21.0))
+    assert (d["logw_p05"], d["logw_p50"], d["logw_p95"], d["clip_frac"]) == (1.0, 10.0, 19.0, 0.0)
+    assert weight_diagnostics(torch.ones(0), torch.zeros(0)) == {}
+    assert weight_diagnostics(torch.tensor([2.0]), torch.tensor([math.log(2)]))["ess"] == 1.0
+
+
+def test_token_logprobs_edges():
+    logits = torch.tensor([[[0.0, math.log(3.0)], [math.log(3.0), 0.0]]])                   # p = (1/4, 3/4) and (3/4, 1/4)
+    got = token_logprobs(logits, torch.tensor([[1, -100]]))                                  # -100 (ignore index) read as 0
+    torch.testing.assert_close(got, torch.tensor([[math.log(0.75), math.log(0.75)]]))
+    torch.testing.assert_close(token_logprobs(logits[:, :1], torch.tensor([[0]])), torch.tensor([[math.log(0.25)]]))
+    empty = token_logprobs(torch.zeros(0, 3, 5, dtype=torch.bfloat16), torch.zeros(0, 3, dtype=torch.long))
+    assert empty.shape == (0, 3) and empty.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("loss_norm", ["tokens", "sequences"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_objective_tensors_live_on_the_inputs_device(name, loss_norm, packed):
+    """Every tensor the objective makes follows its inputs' device, never the default one (on a GPU run
+    the default is the CPU): with 'meta' as the default device, any stray factory call breaks the result."""
+    kw = {"loss_norm": loss_norm, **({"self_normalize": True} if name == "iw-sft" else {})}
+    seq_index = torch.tensor([[0, 1], [0, 0], [0, 0], [0, 0]]) if packed else None
+    mask = MASK4.clone()
+    mask[0, 1] = packed
+    expected = iw_objective(POL4, POL4, REF4, mask, preset(name, **kw), seq_index=seq_index)
+    with torch.device("meta"):
+        got = iw_objective(POL4, POL4, REF4, mask, preset(name, **kw), seq_index=seq_index)
+    for field in ("loss", "loss_sum", "normalizer", "seq_weights", "log_weights", "token_weights"):
+        assert getattr(got, field).device.type == "cpu" and torch.equal(getattr(got, field), getattr(expected, field)), field
+    assert got.diagnostics == expected.diagnostics
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_logprobs_one_pass_per_chunk_whatever_the_defaults(dtype, monkeypatch):
+    """10 positions in chunks of 3: 4 log-sum-exps forward and 4 softmaxes backward (not one per position),
+    float32 out and gradients in the logits' dtype even when the default dtype and device are changed."""
+    torch.manual_seed(2)
+    logits, targets = torch.randn(2, 5, 7, dtype=dtype), torch.randint(0, 7, (2, 5))
+    b = logits.clone().requires_grad_()
+    torch.log_softmax(b.float(), -1).gather(-1, targets[..., None]).squeeze(-1).sum().backward()
+    calls = {"logsumexp": 0, "exp": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    for name in calls:
+        monkeypatch.setattr(torch, name, counted(name, getattr(torch, name)))
+    a = logits.clone().requires_grad_()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.device("meta"):
+            got = token_logprobs(a, targets, chunk_size=3)
+            got.sum().backward()
+    finally:
+        torch.set_default_dtype(default)
+    assert calls == {"logsumexp": 4, "exp": 4}
+    assert got.dtype == torch.float32 and got.device.type == "cpu" and a.grad.dtype == dtype
+    torch.testing.assert_close(got, torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None]).squeeze(-1))
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6 if dtype == torch.float32 else 0)
