@@ -464,6 +464,13 @@ def test_independent_wait_needs_one_token_after_it(tok, X, ANS):
     r = res[0]
     assert r.num_waits_used == 1 and r.thinking_tokens == 9 and r.hit_cap is False
     assert r.meta == {"waits_skipped_no_budget": 2, "thinking_rounds": 2, "mode": "independent"}
+    # an explicit cap past the context: the context decides the Wait too (5 + 24 + Wait = 30 leaves nothing after
+    # it): a natural close, not a Wait and then a forced one (no room for an answer either way)
+    res, backend, _ = run(tok, {M1: {"think": [[X] * 24 + [IM_END], [X] * 5], "answer": ANS}},
+                          BudgetConfig(thinking_budget=1000, num_wait=1, total_budget=30))
+    r = res[0]
+    assert len(backend.calls) == 1 and r.num_waits_used == 0 and r.thinking_tokens == 24 and r.hit_cap is False
+    assert r.meta == {"waits_skipped_no_budget": 1, "no_room_for_answer": True, "thinking_rounds": 1, "mode": "independent"}
     # no Waits asked: nothing reported skipped
     res, _, _ = run(tok, {M1: {"think": [[X, IM_END]], "answer": ANS}}, BudgetConfig(thinking_budget=10))
     assert res[0].meta == {"thinking_rounds": 1, "mode": "independent"} and res[0].hit_cap is False

@@ -296,7 +296,8 @@ class _Ctx:
                                        f"{gp.max_new_tokens} allowed")
                 if out.finish_reason == "length":
                     self.close(r, capped=True)
-                elif r.waits < cfg.num_wait and wait and r.cap - len(r.thinking) - len(wait) >= 1:
+                elif (r.waits < cfg.num_wait and wait
+                      and min(r.cap, cfg.total_budget - len(r.prompt)) - len(r.thinking) - len(wait) >= 1):
                     r.thinking += wait
                     r.waits += 1
                 else:
