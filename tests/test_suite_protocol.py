@@ -67,3 +67,16 @@ def test_deviations_name_the_protocol_and_the_controls():
     text = "\n".join(deviations(t, {"base": [{}]}, trained))
     assert "Base row: evaluated with the fine-tunes' s1 prompt" in text
     assert "pools the response tokens of" in text       # micro-batch 4 loss normalisation vs the paper's 1
+
+
+def test_deviations_name_the_backend_and_its_libraries_once():
+    from types import SimpleNamespace
+
+    from harness.paper.pipeline import deviations
+
+    t = load_suite("tiny")
+    run = SimpleNamespace(metrics={"backend": {"kind": "vllm", "name": "vllm", "version": "vllm 0.32.0"}}, scores={})
+    line = next(l for l in deviations(t, {"iw-sft": [{"arith": run}]}, {}) if l.startswith("Generation backend"))
+    assert line.startswith("Generation backend: vllm (vllm 0.32.0); dtype ")
+    line = next(l for l in deviations(t, {"base": [{}]}, {}) if l.startswith("Generation backend"))
+    assert line.startswith(f"Generation backend: {t.settings.backend}; dtype ")    # no run yet: the suite's choice

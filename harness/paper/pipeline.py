@@ -89,7 +89,8 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
     out = [
         "Grader: deterministic offline checker (integers as integers; math-verify with guards against its known false "
         "positives; GPQA letter never defaulted) instead of s1's gpt-4o-mini judge.",
-        f"Generation backend: {backend.get('name', suite.settings.backend)} {backend.get('version', '')}".strip()
+        f"Generation backend: {backend.get('name') or suite.settings.backend}"
+        + (f" ({backend['version']})" if backend.get("version") else "")   # version() names its libraries
         + f"; dtype {suite.settings.dtype}; math-verify {v.get('math-verify') or v.get('math_verify')}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}.",
         f"Budgets: thinking cap {suite.settings.thinking_budget}, answer {suite.settings.answer_budget}, total {suite.settings.max_new_tokens} tokens, "
