@@ -700,3 +700,31 @@ def test_loss_normalization_accumulation_window(tiny_dir, uneven_data, tmp_path)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
     assert max(float((a[k] - c[k]).abs().max()) for k in a) > 1e-4
+
+
+def test_weight_decay_spares_biases_and_norms_as_transformers_trainer(tiny_model):
+    from transformers import Trainer
+
+    from harness.training.optim import adamw, decay_groups
+
+    import copy
+
+    model = copy.deepcopy(tiny_model[0])         # the fixture is shared: this test adds a bias and takes a step
+    model.model.layers[0].self_attn.q_proj.bias = torch.nn.Parameter(torch.zeros(model.config.hidden_size))  # a bias too
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, spared = decay_groups(model, 0.1)
+    assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
+    no_decay = sorted(names[id(p)] for p in spared["params"])
+    assert no_decay == sorted(n for n in names.values() if n.endswith("norm.weight") or n.endswith(".bias"))
+    assert "model.norm.weight" in no_decay and "model.layers.0.self_attn.q_proj.bias" in no_decay
+    # transformers' own list (which also names the tied lm_head.weight, one tensor with the embedding)
+    assert {names[id(p)] for p in decayed["params"]} == set(Trainer.get_decay_parameter_names(None, model)) & set(names.values())
+    (every,) = decay_groups(model, 0.1, decay_all=True)
+    assert len(every["params"]) == len(names) and every["weight_decay"] == 0.1
+    # one step with zero gradients: only decay moves a parameter, so the norms stay put and the rest shrink
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    norm0, w0 = model.model.norm.weight.detach().clone(), model.lm_head.weight.detach().clone()
+    adamw(decay_groups(model, 0.1), lr=0.5, fused=False).step()
+    assert torch.equal(model.model.norm.weight, norm0)
+    torch.testing.assert_close(model.lm_head.weight, w0 * (1 - 0.5 * 0.1))

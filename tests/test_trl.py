@@ -73,10 +73,6 @@ def _trl_trainer(tiny_dir, out, cfg, micro=2, accum=2, **kw):
 
     from harness.integrations.trl import IWSFTConfig, IWSFTTrainer
 
-    class _DecayAll(IWSFTTrainer):   # the harness decays every parameter (transformers spares biases and norms)
-        def get_decay_parameter_names(self, model):
-            return [n for n, _ in model.named_parameters()]
-
     args = IWSFTConfig(output_dir=str(out), per_device_train_batch_size=micro, gradient_accumulation_steps=accum,
                        max_steps=STEPS, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.2,
                        weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, optim="adamw_torch_fused",
@@ -87,7 +83,7 @@ def _trl_trainer(tiny_dir, out, cfg, micro=2, accum=2, **kw):
                        loss_normalization=cfg.loss_normalization, **kw)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "model", dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(tiny_dir / "model")
-    return _DecayAll(model=model, args=args, train_dataset=_dataset(cfg), processing_class=tok)
+    return IWSFTTrainer(model=model, args=args, train_dataset=_dataset(cfg), processing_class=tok)
 
 
 @pytest.mark.parametrize("weighting,q_source,overrides", [

@@ -93,6 +93,9 @@ class TrainConfig:
     """AdamW beta2 (second-moment decay), in [0, 1); 0.95 as s1 and the released iw-SFT code."""
     weight_decay: float = 1e-4
     """AdamW decoupled weight decay (>= 0)."""
+    decay_biases_and_norms: bool = False
+    """False: no weight decay on biases and normalisation weights, the rule of transformers' Trainer that
+    s1 and the released iw-SFT code train with. True: decay every parameter (this harness before 2026-11-30)."""
     warmup_ratio: float = 0.05
     """Linear warm-up over this fraction of the steps, then cosine decay to 0."""
     max_grad_norm: float = 1.0

@@ -7,14 +7,31 @@ import math
 import torch
 
 
+def decay_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """The trainable parameters as AdamW groups. By default transformers' Trainer rule, which s1 and the
+    released iw-SFT code train with (its own function, so the rule stays theirs): no weight decay on
+    biases and normalisation weights. `decay_all`: one group, every parameter decayed."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decay_all:
+        return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
+    from transformers import Trainer
+
+    decay = set(Trainer.get_decay_parameter_names(None, model))    # uses no Trainer state
+    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def adamw(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
           fused: bool | None = None) -> torch.optim.AdamW:
     """torch's AdamW, fused by default: one kernel over all parameters per step. The for-each
     default makes about ten passes over the float32 states (a measurable share of a 1.5B step on
-    a GPU, docs/performance.md). The update rule is the same; `fused=False` selects the for-each one."""
+    a GPU, docs/performance.md). The update rule is the same; `fused=False` selects the for-each one.
+    `params`: tensors, or groups from `decay_groups`."""
     params = list(params)
     if fused is None:
-        fused = all(p.is_floating_point() for p in params)
+        flat = [q for g in params for q in g["params"]] if params and isinstance(params[0], dict) else params
+        fused = all(p.is_floating_point() for p in flat)
     impl = {"fused": True} if fused else {"foreach": True}
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **impl)
 

@@ -396,8 +396,8 @@ class Trainer:
             model = lora.wrap(model, cfg)
 
         def adamw(m):
-            return optim.adamw((p for p in m.parameters() if p.requires_grad), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                               weight_decay=cfg.weight_decay)
+            return optim.adamw(optim.decay_groups(m, cfg.weight_decay, cfg.decay_biases_and_norms), lr=cfg.learning_rate,
+                               betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
 
         if getattr(acc, "is_fsdp2", False):   # FSDP2: accelerate remaps the optimizer; both go in together
             model, opt = acc.prepare(model, adamw(model))
