@@ -11,7 +11,7 @@ from harness.cli import main
 from harness.publish import hub
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trackers import _args, tiny_dir  # noqa: E402,F401  (the tiny model fixture)
+from test_trackers import _args  # noqa: E402  (tiny_dir: conftest.py)
 
 
 @pytest.fixture
@@ -79,7 +79,9 @@ def test_recipe_push_to_hub_final_to_main_and_chosen_steps_to_branches(tiny_dir,
     assert card["path_in_repo"] == "README.md"
     text = card["data"].decode()
     assert "`iw-sft`" in text and str(tiny_dir / "data.jsonl") in text and "weighting: iw-sft" in text
-    assert f"harness git commit | `{hub.harness_commit()}`" in text
+    trained_by = json.loads((run / "final" / "iwsft_train.json").read_text())["harness_commit"]
+    assert trained_by == hub.harness_commit() != ""          # recorded at training time, in every checkpoint
+    assert f"harness git commit (training) | `{trained_by}`" in text and f"(this push) | `{hub.harness_commit()}`" in text
     assert "after 2 optimizer steps" in fake_hub[5][2]["data"].decode() and "the final model" in text
 
 
