@@ -3,10 +3,9 @@ git commit for the card. Each problem is one line (UserError) before anything is
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.core.versions import harness_commit  # noqa: F401  (the card's and the results' commit)
 
 
 def check_repo_id(repo_id: str | None, flag: str = "--repo-id") -> str:
@@ -47,16 +46,3 @@ def api(tok: str):
     from huggingface_hub import HfApi
 
     return HfApi(token=tok)
-
-
-def harness_commit() -> str:
-    """This harness's git commit ('+dirty' when it has uncommitted changes), or 'unknown' outside a checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return sha + ("+dirty" if dirty else "")

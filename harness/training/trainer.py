@@ -33,6 +33,7 @@ import yaml
 from harness.training.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.core.errors import UserError
 from harness.core.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir, give_plain_mode
+from harness.core.versions import harness_commit
 from harness.training.objective import iw_objective, loss_normalizer, sequence_log_weights, weight_diagnostics
 from harness.training.qsource import make_q_source
 from harness.training.config import TrainConfig, settings_diff
@@ -248,6 +249,7 @@ class Trainer:
                            f"({'dropped' if cfg.truncation == 'drop' else 'right-truncated'})")
         dtype = "bfloat16" if cfg.dtype == "bf16" else "float32"
         self.model_name = str(resolve_model(cfg.model).path)
+        self.harness_commit = harness_commit()      # the code that trains, recorded in every checkpoint
         model = load_model(cfg.model, dtype=dtype, device=None)
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
@@ -333,7 +335,8 @@ class Trainer:
             else:
                 acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary()}, indent=1))
+            atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary(),
+                                                                "harness_commit": self.harness_commit}, indent=1))
             give_plain_mode(tmp)            # safetensors writes 0600: readable like the run's other files
             if state is not None:
                 torch.save(state, tmp / "trainer_state.pt")   # last: its presence marks a complete checkpoint
