@@ -96,6 +96,28 @@ def test_mlflow_file_store_holds_metrics_and_params(tiny_dir, tmp_path, monkeypa
         assert [v for _, v in hist] == pytest.approx([v for _, v in want], rel=1e-12)
 
 
+def test_mlflow_resume_continues_the_same_run(tiny_dir, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    store = tmp_path / "mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    args = _args(tiny_dir, tmp_path, max_steps=4, save_every=2, log_with="mlflow", tracker_project="proj")
+    train(load_recipe(None, args))
+    first = json.loads((tmp_path / "run" / "trackers.json").read_text())["mlflow"]
+    shutil.rmtree(tmp_path / "run" / "final")          # as if killed after step 4, before the final save
+    train(load_recipe(None, args))                      # resumes from step 2
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("proj").experiment_id])   # one run, not two
+    assert run.info.run_id == first and run.info.status == "FINISHED"
+    rows = _metrics(tmp_path / "run")
+    hist = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted({m.step for m in hist}) == [1, 2, 3, 4]
+    last = {m.step: m.value for m in sorted(hist, key=lambda m: m.timestamp)}   # the resumed run's values last
+    assert [last[s] for s in (1, 2, 3, 4)] == pytest.approx([r["loss"] for r in rows], rel=1e-12)
+
+
 def _not_installed():
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 

@@ -67,10 +67,16 @@ def scalars(row: dict, skip: tuple[str, ...] = ("step",)) -> dict[str, float]:
             and math.isfinite(v)}
 
 
-def init_kwargs(run_name: str, resume_step: int = 0) -> dict[str, dict]:
-    """Per-tracker constructor arguments: the run's name; TensorBoard drops events logged after the
-    step a resumed run restarts from (a killed run's steps that are logged again)."""
+def init_kwargs(run_name: str, resume_step: int = 0, ids: dict | None = None) -> dict[str, dict]:
+    """Per-tracker constructor arguments: the run's name, and its ids (`ids`: tracker -> run id, kept in
+    the output folder) so a resumed run continues the same MLflow / wandb run. TensorBoard drops events
+    logged after the step a resumed run restarts from (a killed run's steps that are logged again)."""
+    ids = ids or {}
     kw: dict[str, dict] = {"wandb": {"name": run_name}, "trackio": {"name": run_name}, "mlflow": {"run_name": run_name}}
+    if ids.get("wandb"):
+        kw["wandb"].update(id=ids["wandb"], resume="allow")
+    if ids.get("mlflow"):
+        kw["mlflow"]["run_id"] = ids["mlflow"]
     if resume_step:
         kw["tensorboard"] = {"purge_step": resume_step + 1}
     return kw
