@@ -80,3 +80,16 @@ def test_deviations_name_the_backend_and_its_libraries_once():
     assert line.startswith("Generation backend: vllm (vllm 0.32.0); dtype ")
     line = next(l for l in deviations(t, {"base": [{}]}, {}) if l.startswith("Generation backend"))
     assert line.startswith(f"Generation backend: {t.settings.backend}; dtype ")    # no run yet: the suite's choice
+
+
+def test_objective_deviation_names_what_each_recipe_trained():
+    from harness.paper.pipeline import objective_note
+
+    text = objective_note({"a": {"weighting": "iw-sft", "q_source": "lag0"},
+                           "b": {"weighting": "iw-sft-paper", "q_source": "ema", "weighting_overrides": {"w_clip": [0, 8]}},
+                           "c": {"weighting": "sft"}})
+    assert text == ("Objective: a = iw-sft (the released code: w = clamp(exp(mean log-ratio), 0, 16)), q = lag0; "
+                    'b = iw-sft-paper with {"w_clip": [0, 8]} (the paper\'s text: w = exp(sum of 0.1 x clipped log-ratios)), '
+                    "q = ema; c = sft (plain SFT, w = 1).")
+    assert objective_note({"a": {"weighting": "per-step", "q_source": "lag0"}}).endswith(
+        "The paper's text (0.1 x clipped log-ratios, lagged q) is the iw-sft-paper preset, not run here.")

@@ -96,8 +96,7 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
         f"Budgets: thinking cap {suite.settings.thinking_budget}, answer {suite.settings.answer_budget}, total {suite.settings.max_new_tokens} tokens, "
         f"'Wait' x{suite.settings.wait}; the cap is exact in token ids (s1's loop could exceed it).",
         "AIME24 copy: Qwen2.5-Math's, with [asy] figure code in II-8 and II-15 (s1 used a copy without figure code).",
-        "Objective: recipes use the released code's weights (iw-sft: clamp(exp(mean log-ratio), 0, 16), q = current policy); "
-        "the paper's text (0.1 x clipped ratio, lagged q) is the iw-sft-paper preset.",
+        objective_note(trained),
         *suite.engine_deviations(),
     ]
     out += protocol_notes(suite, runs)
@@ -133,6 +132,22 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
         out.append(f"{b}: skipped (no access here; see `iwsft eval --help` for --gpqa-csv / IWSFT_GPQA_CSV)."
                    if b == "gpqa_diamond" else f"{b}: not evaluated.")
     return out
+
+
+def objective_note(trained: dict[str, dict]) -> str:
+    """Each trained recipe's weighting, where it comes from (its preset's own line), and its q."""
+    from harness.training.objective import ORIGINS
+
+    parts = []
+    for name, cfg in trained.items():
+        w = cfg.get("weighting", "iw-sft")
+        over = cfg.get("weighting_overrides") or {}
+        q = f", q = {cfg.get('q_source', 'lag0')}" if w != "sft" else ""
+        parts.append(f"{name} = {w}" + (f" with {json.dumps(over, sort_keys=True)}" if over else "") + f" ({ORIGINS.get(w, 'not a preset')}){q}")
+    used = {cfg.get("weighting") for cfg in trained.values()}
+    tail = ("" if "iw-sft-paper" in used else " The paper's text (0.1 x clipped log-ratios, lagged q) is the "
+            "iw-sft-paper preset" + (", not run here." if parts else "."))
+    return ("Objective: " + "; ".join(parts) + "." if parts else "Objective: recipes not recorded.") + tail
 
 
 def protocol_notes(suite: Suite, runs: dict) -> list[str]:

@@ -119,6 +119,10 @@ def _per_step() -> WeightSpec:
 
 
 PRESETS = {"sft": _sft, "iw-sft": _iw_sft, "iw-sft-paper": _iw_sft_paper, "per-step": _per_step}
+# One line each, for reports (the docstrings above have the details).
+ORIGINS = {"sft": "plain SFT, w = 1", "iw-sft": "the released code: w = clamp(exp(mean log-ratio), 0, 16)",
+           "iw-sft-paper": "the paper's text: w = exp(sum of 0.1 x clipped log-ratios)",
+           "per-step": "the released code's per-token branch: clamp(ratio_t, 0.2, 1.8)"}
 
 
 def preset(name: str, **overrides) -> WeightSpec:
