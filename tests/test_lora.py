@@ -66,7 +66,7 @@ def test_weights_exactly_one_at_step0_in_each_format(chat_dir, tmp_path, data, l
 
 def test_lora_trains_only_the_adapters(chat_dir, tmp_path):
     final = train(_cfg(chat_dir, tmp_path, max_steps=8, lora_rank=4, lora_alpha=8, learning_rate=3e-2,
-                       lora_merge_on_save=True))
+                       lora_merge_on_save=True, peak_tflops=1))
     m = _metrics(tmp_path / "run")
     # The logged loss is w x NLL, and w grows as the policy fits the data; the per-token NLL itself
     # falls: log w = mean_t(log pi - log pi_ref) is exactly how much it fell on each sequence.
@@ -89,6 +89,10 @@ def test_lora_trains_only_the_adapters(chat_dir, tmp_path):
         else:
             assert torch.equal(merged[k], base[k]), k        # embeddings, norms: never trained
     assert changed and len(changed) == len(adapter) // 2     # every adapter moved its layer
+    # MFU counts no weight gradients for the frozen base: 4 x (base + adapters) + 2 x adapters per token, not 6N
+    n_base, n_lora = sum(v.numel() for v in base.values()), sum(v.numel() for v in adapter.values())
+    for r in m:
+        assert r["mfu"] == pytest.approx((4 * (n_base + n_lora) + 2 * n_lora) * r["tokens_per_s"] / 1e12, rel=1e-9)
 
 
 def test_lora_resume_matches_uninterrupted(chat_dir, tmp_path):

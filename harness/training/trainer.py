@@ -88,6 +88,12 @@ def start_warnings(cfg: TrainConfig, steps: int, n_examples: int) -> list[str]:
     return out
 
 
+def model_flops_per_token(n_params: int, n_trainable: int) -> float:
+    """Forward 2 x all parameters, backward 2 x all (activation gradients) + 2 x the trained ones (weight
+    gradients): 6N for full fine-tuning, about 4N with LoRA (a frozen base has no weight gradients)."""
+    return 4.0 * n_params + 2.0 * n_trainable
+
+
 def _peak_flops(cfg: TrainConfig, device) -> float | None:
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
@@ -146,6 +152,7 @@ class _RunState:
     steps: int
     start: int                  # optimizer steps already done (a resumed run)
     n_params: int
+    flops_per_token: float      # model FLOPs of one trained token (model_flops_per_token), for MFU
     peak_flops: float | None
     metrics_path: Path
 
@@ -397,6 +404,8 @@ class Trainer:
             [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
         if cfg.lora_rank:   # after the identity: pi_ref is the base model
             model = lora.wrap(model, cfg)
+        flops_per_token = model_flops_per_token(sum(p.numel() for p in model.parameters()),
+                                                sum(p.numel() for p in model.parameters() if p.requires_grad))
 
         def adamw(m):
             return optim.adamw(optim.decay_groups(m, cfg.weight_decay, cfg.decay_biases_and_norms), lr=cfg.learning_rate,
@@ -437,7 +446,8 @@ class Trainer:
         for line in start_warnings(cfg, steps, len(self.data.examples)):
             self.console.print(line, style="yellow", markup=False, highlight=False)
         return _RunState(model=model, opt=opt, sched=sched, ref=ref, q_source=q_source, order=order, steps=steps,
-                         start=start, n_params=n_params, peak_flops=_peak_flops(cfg, acc.device), metrics_path=metrics_path)
+                         start=start, n_params=n_params, flops_per_token=flops_per_token,
+                         peak_flops=_peak_flops(cfg, acc.device), metrics_path=metrics_path)
 
     # -- one optimizer step: the weighted loss over this rank's micro-batches, clip, AdamW, q update
     def _optimizer_step(self, run: "_RunState", step: int) -> "_StepStats":
@@ -492,7 +502,7 @@ class Trainer:
                "w_mean": d["w_mean"], "w_max": d["w_max"],
                "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
                "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
-               "mfu": (6 * run.n_params * tps / (run.peak_flops * acc.num_processes)) if run.peak_flops else None,   # tps: all ranks
+               "mfu": (run.flops_per_token * tps / (run.peak_flops * acc.num_processes)) if run.peak_flops else None,   # tps: all ranks
                "peak_mem_gb": _peak_mem_gb(acc.device),
                "step_time_s": dt}
         if acc.is_main_process:
