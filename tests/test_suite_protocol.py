@@ -93,3 +93,30 @@ def test_objective_deviation_names_what_each_recipe_trained():
                     "q = ema; c = sft (plain SFT, w = 1).")
     assert objective_note({"a": {"weighting": "per-step", "q_source": "lag0"}}).endswith(
         "The paper's text (0.1 x clipped log-ratios, lagged q) is the iw-sft-paper preset, not run here.")
+
+
+def test_data_notes_say_whether_a_curated_set_is_d_plus(tmp_path):
+    import json
+
+    from harness.paper.pipeline import data_notes
+
+    def write(name, rows):
+        f = tmp_path / name
+        f.write_text("".join(json.dumps({"source_model": "m", "task": "arith", **r}) + "\n" for r in rows))
+        return str(f)
+
+    natural = {"temperature": 1.0, "hit_cap": False, "answer_finish": "stop"}
+    dplus = write("d.jsonl", [{**natural, "problem_id": "p1"}, {**natural, "problem_id": "p1"}, {**natural, "problem_id": "p2"}])
+    forced = write("f.jsonl", [{**natural, "problem_id": "p1"}, {**natural, "problem_id": "p2", "hit_cap": True}])
+    hot = write("t.jsonl", [{**natural, "problem_id": "p1", "temperature": 0.8}])
+    plain = tmp_path / "s1k.jsonl"
+    plain.write_text(json.dumps({"question": "q", "deepseek_attempt": "a"}) + "\n")      # not written by iwsft curate
+    notes = data_notes({"a": {"dataset": dplus}, "b": {"dataset": dplus}, "c": {"dataset": forced},
+                        "d": {"dataset": hot}, "e": {"dataset": str(plain)}, "f": {"dataset": "org/hub-name"}})
+    assert notes[0] == ("Training data of a, b: 3 graded-correct samples of m on 2 arith training problems at temperature 1; "
+                        "thinking and answer ended by themselves (only the format's delimiter inserted, masked): D+ as "
+                        "the paper defines it.")
+    assert notes[1].startswith("Training data of c: 2 graded-correct samples of m on 2 arith training problems at "
+                               "temperature 1; 1 of them answered after a thinking cut at the cap: not D+")
+    assert "temperature 0.8; 0 of them" in notes[2] and "not D+" in notes[2]
+    assert len(notes) == 3

@@ -101,6 +101,7 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
     ]
     out += protocol_notes(suite, runs)
     out += control_notes(trained)
+    out += data_notes(trained)
     for name, cfg in trained.items():
         s = cfg.get("data_summary") or {}
         if s.get("truncated"):
@@ -121,16 +122,44 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
                    "and are printed for orientation only. arith is not in the paper: its 312 held-out problems are 28 "
                    "unordered operand pairs (both orders, 6 phrasings), and intervals and paired tests treat each pair as one "
                    "cluster; arith2 (two-digit addition, never trained on) measures transfer beyond the trained facts.")
-        out.append("Tiny data: 26 correct samples of the model on arith training pairs at temperature 0.8 (not 1), 12 of "
-                   "them after a thinking cut at the cap; the forced close is masked (no loss, no weight), but the set is "
-                   "not D+ as the paper defines it (samples of pi_ref itself) and is small (recipes/tiny/data/README.md).")
-        out.append("Tiny evidence: one 135M model, 26 training rows, 10-20 AdamW steps, one seed and a correlated test set: "
-                   "a difference between rows here shows the pipeline and the objectives run, and how large the noise "
-                   "is; it is not evidence for or against the paper's claim about Qwen2.5-32B on s1K-1.1.")
+        rows = sorted({int((c.get("data_summary") or {}).get("examples") or 0) for c in trained.values()} - {0})
+        steps = sorted({n for n in map(_steps, trained.values()) if n})
+        seeds = max((len(v) for k, v in runs.items() if k != "base"), default=0)
+        span = lambda xs: "?" if not xs else f"{xs[0]}" if xs[0] == xs[-1] else f"{xs[0]}-{xs[-1]}"   # noqa: E731
+        out.append(f"Tiny evidence: one 135M model, {span(rows)} training rows, {span(steps)} AdamW steps, "
+                   f"{seeds} seed{'s' if seeds != 1 else ''} and a correlated test set: a difference between rows here "
+                   "shows the pipeline and the objectives run, and how large the noise is; it is not evidence for or "
+                   "against the paper's claim about Qwen2.5-32B on s1K-1.1.")
     missing = [b for b in suite.all_benchmarks if not any(b in s for seeds in runs.values() for s in seeds)]
     for b in missing:
         out.append(f"{b}: skipped (no access here; see `iwsft eval --help` for --gpqa-csv / IWSFT_GPQA_CSV)."
                    if b == "gpqa_diamond" else f"{b}: not evaluated.")
+    return out
+
+
+def data_notes(trained: dict[str, dict]) -> list[str]:
+    """For training sets written by `iwsft curate`: whose samples, how sampled, and whether that is D+
+    (samples of pi_ref itself, at temperature 1, nothing forced but the format, graded correct)."""
+    by_file: dict[str, list[str]] = {}
+    for name, cfg in trained.items():
+        f = str(cfg.get("dataset") or "")
+        if f.endswith(".jsonl") and Path(f).is_file():
+            by_file.setdefault(f, []).append(name)
+    out = []
+    for f, names in by_file.items():
+        rows = [json.loads(line) for line in Path(f).read_text().splitlines() if line.strip()]
+        if not rows or "source_model" not in rows[0]:
+            continue                                  # not written by iwsft curate
+        temps = sorted({float(r.get("temperature", 1.0)) for r in rows})
+        capped = sum(bool(r.get("hit_cap")) for r in rows)
+        problems = len({r.get("problem_id") for r in rows})
+        dplus = temps == [1.0] and capped == 0 and all(r.get("answer_finish") == "stop" for r in rows)
+        head = (f"Training data of {', '.join(names)}: {len(rows)} graded-correct samples of {rows[0]['source_model']} "
+                f"on {problems} {rows[0].get('task', '')} training problems at temperature {'/'.join(f'{t:g}' for t in temps)}")
+        out.append(head + ("; thinking and answer ended by themselves (only the format's delimiter inserted, masked): "
+                           "D+ as the paper defines it." if dplus else
+                           f"; {capped} of them answered after a thinking cut at the cap: not D+ as the paper defines it "
+                           "(unforced samples of pi_ref itself at temperature 1)."))
     return out
 
 
