@@ -647,3 +647,54 @@ def test_where_judging_runs(monkeypatch, bench, n, workers, judge, in_process):
     gold = "B" if bench == "gpqa_diamond" else "1"
     grade_many(bench, [(A + r"\boxed{1}", gold)] * n, timeout_s=3.0, workers=workers, _judge=judge)
     assert calls == [dict(timeout_s=3.0, workers=workers, in_process=in_process)]
+
+
+# ---- pool plumbing ---------------------------------------------------------------------------------
+
+def test_default_workers(monkeypatch):
+    from harness.evaluation.grading import pool
+
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 16)
+    assert [pool.default_workers(n) for n in (0, 1, 3, 100)] == [1, 1, 3, 8]  # at most 8, at least 1
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 2)
+    assert pool.default_workers(100) == 2
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: None)  # unknown: one worker
+    assert pool.default_workers(100) == 1
+
+
+def test_worker_ignores_ctrl_c():
+    import signal
+
+    from harness.evaluation.grading.pool import _init_worker
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        _init_worker()  # run here: the parent handles Ctrl-C, a worker must not die of it
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_in_process_call_without_timer():
+    import signal
+    import threading
+
+    # No limit (None or 0): plain call, no timer installed.
+    assert call_with_timeout(_sleep_then_return, (0.0,), None).value == 0.0
+    assert call_with_timeout(_sleep_then_return, (0.0,), 0).value == 0.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    # Off the main thread SIGALRM cannot be used: still a plain call, not an error.
+    out = []
+    t = threading.Thread(target=lambda: out.append(call_with_timeout(_sleep_then_return, (0.0,), 1.0)))
+    t.start()
+    t.join()
+    assert out[0].ok and out[0].value == 0.0
+    # A caller's own timer is left alone (not cancelled, not replaced).
+    old = signal.signal(signal.SIGALRM, lambda *a: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        assert call_with_timeout(_sleep_then_return, (0.0,), 1.0).value == 0.0
+        assert 25.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
