@@ -698,3 +698,75 @@ def test_in_process_call_without_timer():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+NORMALIZE = [
+    # answer, canonical string (the plain-string fast path of math_equal; rules in its docstring)
+    ("1\n+2", "1+2"),
+    ("x = $5$", "5"),
+    (r"\$32", "32"),
+    (r"\left. x^2 \right|_0^1", "x^2|_0^1"),
+    (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\frac{\pi}{2})"),
+    (r"\Big( 1 \Big)", "(1)"),
+    (r"1\,000", "1000"),
+    (r"5\quad", "5"),
+    (r"\dfrac{3}{4}", r"\frac{3}{4}"),
+    (r"\tfrac{3}{4}", r"\frac{3}{4}"),
+    (r"90^\circ", "90"),
+    (r"90^{\circ}", "90"),
+    (r"90\degree", "90"),
+    (r"10\%", "10"),
+    ("10%", "10"),
+    (r"5\text{ cm}", "5"),
+    (r"5\text{ cm}.", "5"),
+    (r"\text{ cm}", "cm"),
+    (r"\text{5.}", "5"),
+    ("3, 5, 7", "3,5,7"),
+    ("1,000", "1000"),
+    ("x=5", "5"),
+    ("N=5", "5"),
+    (r"\sqrt8", r"\sqrt{8}"),
+    ("3/4", r"\frac{3}{4}"),
+    ("-3/4", r"\frac{-3}{4}"),
+    ("2.50", "2.5"),
+    ("2.0", "2"),
+    ("0.250", "0.25"),
+    (".25", "0.25"),
+    ("-.25", "-0.25"),
+    ("025", "25"),
+    ("-025", "-25"),
+    ("0.5", r"\frac{1}{2}"),
+    (r"\boxed{7}", "7"),
+]
+
+
+@pytest.mark.parametrize("answer,canonical", NORMALIZE, ids=[a for a, _ in NORMALIZE])
+def test_normalize_answer(answer, canonical):
+    from harness.evaluation.grading.equivalence import normalize_answer
+
+    assert normalize_answer(answer) == canonical
+
+
+def test_start_method_follows_threads():
+    import threading
+
+    from harness.evaluation.grading.pool import _mp_context
+
+    if threading.active_count() == 1:
+        assert _mp_context().get_start_method() == "fork"  # fast, no __main__ guard needed
+    release = threading.Event()
+    t = threading.Thread(target=release.wait)
+    t.start()
+    try:
+        assert _mp_context().get_start_method() == "spawn"  # forking a threaded parent can deadlock
+    finally:
+        release.set()
+        t.join()
+
+
+def test_timed_out_worker_is_killed():
+    import multiprocessing
+
+    out = map_with_timeout(_sleep_then_return, [(60.0,)] + [(0.0,)] * 7, timeout_s=1.0, workers=2)
+    assert [o.timed_out for o in out] == [True] + [False] * 7
+    assert multiprocessing.active_children() == []  # the stuck worker did not outlive the call
