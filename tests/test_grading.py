@@ -770,3 +770,62 @@ def test_timed_out_worker_is_killed():
     out = map_with_timeout(_sleep_then_return, [(60.0,)] + [(0.0,)] * 7, timeout_s=1.0, workers=2)
     assert [o.timed_out for o in out] == [True] + [False] * 7
     assert multiprocessing.active_children() == []  # the stuck worker did not outlive the call
+
+
+MATH_MORE = [
+    # name, prediction, gold, correct
+    ("no_prediction", None, r"\text{None}", False),
+    ("empty_prediction", "", "5", False),
+    ("three_letter_anagram", "abc", "cab", False),          # guard 7 from 3 letters: not a product a*b*c
+    ("text_label_with_period", "C.", r"\text{(C)}", True),
+    ("mathrm_capital_unwrapped", r"\frac{1}{\mathrm{E}}", "E^{-1}", True),
+]
+
+
+@pytest.mark.parametrize("name,pred,gold,correct", MATH_MORE, ids=[c[0] for c in MATH_MORE])
+def test_math_equivalence_more(name, pred, gold, correct):
+    assert math_equal(pred, gold) is correct
+
+
+def test_delimiters_and_boxes_around_a_value():
+    from harness.evaluation.grading.equivalence import choice_letter
+
+    assert [choice_letter(s) for s in ("$$B$$", "$B$", r"\(B\)", r"\[B\]")] == ["B"] * 4
+    assert [to_int(s) for s in (r"\boxed{25}", r"\boxed{1} then \boxed{25}", "x = 5$")] == [25, 25, 5]
+
+
+@pytest.mark.parametrize("answer", [r"\frac12", r"\frac1{2}", r"\frac{1}2", r"\frac 1 2"])
+def test_short_fractions_normalised(answer):
+    from harness.evaluation.grading.equivalence import normalize_answer
+
+    assert normalize_answer(answer) == r"\frac{1}{2}"
+
+
+def _pid_and_sigint():
+    import os
+    import signal
+
+    return os.getpid(), signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def _ping_fails():
+    raise OSError("cannot start")
+
+
+@pytest.mark.parametrize("n,workers,in_pool", [(8, 1, False), (7, 2, False), (8, 2, True)])
+def test_pool_only_for_many_items_and_workers(n, workers, in_pool):
+    import os
+
+    out = map_with_timeout(_pid_and_sigint, [()] * n, timeout_s=30.0, workers=workers)
+    pids = {o.value[0] for o in out}
+    assert (os.getpid() not in pids) is in_pool
+    if in_pool:  # pool workers were initialised: Ctrl-C is the parent's business
+        assert all(o.value[1] for o in out)
+
+
+def test_pool_start_failure_is_reported(monkeypatch):
+    from harness.evaluation.grading import pool
+
+    monkeypatch.setattr(pool, "_ping", _ping_fails)
+    with pytest.raises(RuntimeError, match="grading worker processes failed to start .*__main__"):
+        map_with_timeout(_sleep_then_return, [(0.0,)] * 8, timeout_s=5.0, workers=2)
