@@ -590,7 +590,7 @@ TO_INT = [
 ]
 
 
-@pytest.mark.parametrize("text,value", TO_INT, ids=[t for t, _ in TO_INT])
+@pytest.mark.parametrize("text,value", TO_INT, ids=[f"to_int{i}" for i in range(len(TO_INT))])
 def test_to_int_forms(text, value):
     assert to_int(text) == value
 
@@ -740,7 +740,7 @@ NORMALIZE = [
 ]
 
 
-@pytest.mark.parametrize("answer,canonical", NORMALIZE, ids=[a for a, _ in NORMALIZE])
+@pytest.mark.parametrize("answer,canonical", NORMALIZE, ids=[f"normalize{i}" for i in range(len(NORMALIZE))])
 def test_normalize_answer(answer, canonical):
     from harness.evaluation.grading.equivalence import normalize_answer
 
@@ -794,7 +794,7 @@ def test_delimiters_and_boxes_around_a_value():
     assert [to_int(s) for s in (r"\boxed{25}", r"\boxed{1} then \boxed{25}", "x = 5$")] == [25, 25, 5]
 
 
-@pytest.mark.parametrize("answer", [r"\frac12", r"\frac1{2}", r"\frac{1}2", r"\frac 1 2"])
+@pytest.mark.parametrize("answer", [r"\frac12", r"\frac1{2}", r"\frac{1}2", r"\frac 1 2"], ids=["digits", "digit_brace", "brace_digit", "spaced"])
 def test_short_fractions_normalised(answer):
     from harness.evaluation.grading.equivalence import normalize_answer
 
