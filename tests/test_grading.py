@@ -683,6 +683,7 @@ def test_in_process_call_without_timer():
     assert call_with_timeout(_sleep_then_return, (0.0,), None).value == 0.0
     assert call_with_timeout(_sleep_then_return, (0.0,), 0).value == 0.0
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert call_with_timeout(_judge_raises_or_dies, ("arith", "raise", "1"), None).error == "ValueError: grader bug"
     # Off the main thread SIGALRM cannot be used: still a plain call, not an error.
     out = []
     t = threading.Thread(target=lambda: out.append(call_with_timeout(_sleep_then_return, (0.0,), 1.0)))
