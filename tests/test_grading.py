@@ -778,6 +778,7 @@ MATH_MORE = [
     ("no_prediction", None, r"\text{None}", False),
     ("empty_prediction", "", "5", False),
     ("three_letter_anagram", "abc", "cab", False),          # guard 7 from 3 letters: not a product a*b*c
+    ("two_letter_product_commutes", "ab", "ba", True),      # under 3 letters, unwrapped: symbols, not text
     ("text_label_with_period", "C.", r"\text{(C)}", True),
     ("mathrm_capital_unwrapped", r"\frac{1}{\mathrm{E}}", "E^{-1}", True),
 ]
