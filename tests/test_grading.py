@@ -4,6 +4,7 @@ the timeout pool, determinism."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -829,5 +830,14 @@ def test_pool_start_failure_is_reported(monkeypatch):
     from harness.evaluation.grading import pool
 
     monkeypatch.setattr(pool, "_ping", _ping_fails)
-    with pytest.raises(RuntimeError, match="grading worker processes failed to start .*__main__"):
+    message = ("grading worker processes failed to start (with the spawn start method the calling script "
+               "needs an `if __name__ == '__main__':` guard)")
+    with pytest.raises(RuntimeError, match="^" + re.escape(message) + "$"):
         map_with_timeout(_sleep_then_return, [(0.0,)] * 8, timeout_s=5.0, workers=2)
+
+
+@pytest.mark.parametrize("timeout_s", [None, 0])
+def test_pool_without_a_limit(timeout_s):
+    # None or 0: no per-item deadline (as in call_with_timeout), not "everything times out".
+    out = map_with_timeout(_sleep_then_return, [(0.05,)] * 8, timeout_s=timeout_s, workers=2)
+    assert [o.value for o in out] == [0.05] * 8 and all(o.ok for o in out)
