@@ -841,3 +841,10 @@ def test_pool_without_a_limit(timeout_s):
     # None or 0: no per-item deadline (as in call_with_timeout), not "everything times out".
     out = map_with_timeout(_sleep_then_return, [(0.05,)] * 8, timeout_s=timeout_s, workers=2)
     assert [o.value for o in out] == [0.05] * 8 and all(o.ok for o in out)
+
+
+def test_queued_item_clock_starts_when_it_runs():
+    # 1 s items under a 1.6 s limit on 2 workers: never more items in flight than workers, so no item
+    # spends its time limit waiting behind another one.
+    out = map_with_timeout(_sleep_then_return, [(1.0,)] * 8, timeout_s=1.6, workers=2)
+    assert [o.ok for o in out] == [True] * 8
