@@ -4,6 +4,7 @@ the timeout pool, determinism."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -436,3 +437,414 @@ def test_factorial_quotient_large_arguments():
     assert math_equal("999000", r"\frac{1000!}{998!}") is True
     assert math_equal(r"\frac{1000!}{998!}", r"\frac{1000!}{998!}") is True
     assert numeric_value(r"\frac{2000!}{1998!}") == 2000 * 1999
+
+
+# ---- guard 4's numeric evaluation, pinned on concrete strings (values worked out by hand) -----------
+
+E_PI_SQRT2 = 2.718281828459045 * 3.141592653589793 * 1.4142135623730951
+
+NUMERIC = [
+    # name, answer, value (None = not a plain number expression: guard 4 stays silent)
+    ("cdot", r"2\cdot 3", 6),
+    ("times", r"2\times 3", 6),
+    ("div", r"6\div 4", 1.5),
+    ("pi_implicit_product", r"2\pi", 2 * 3.141592653589793),
+    ("euler_e", "e", 2.718281828459045),
+    ("all_three_names", r"e\pi\sqrt{2}", E_PI_SQRT2),
+    ("cube_root", r"\sqrt[3]{8}", 2),
+    ("fourth_root_of_frac", r"\sqrt[4]{\frac{1}{16}}", 0.5),
+    ("nested_wrapper", r"\text{\text{5}}", 5),
+    ("square_brackets_group", "2[1+2]", 6),
+    ("inner_leading_zero", "2+05", 7),
+    ("frac_of_roots", r"\frac{\sqrt{8}}{\sqrt{2}}", 2),
+    ("unclosed_sqrt", r"\sqrt{2", None),
+    ("unclosed_root", r"\sqrt[3]{8", None),
+    ("command_without_argument", r"1+\sqrt", None),
+    ("other_function_name", "sin(1)", None),
+    ("zero_over_zero", r"\frac{0}{0}", None),
+    ("factorial_of_1000_not_evaluated", "1000!-1000!", None),
+    ("tuple", "(1,2)", None),
+]
+
+
+@pytest.mark.parametrize("name,answer,value", NUMERIC, ids=[c[0] for c in NUMERIC])
+def test_numeric_value_cases(name, answer, value):
+    got = numeric_value(answer)
+    if value is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(value, rel=1e-12)
+
+
+def test_numeric_value_length_limit():
+    # The normalised expression is evaluated up to 200 characters, not beyond (cost bound).
+    at_limit = "12" + "+1" * 99      # 200 characters, 12 + 99 = 111
+    assert len(at_limit) == 200 and numeric_value(at_limit) == 111
+    assert numeric_value("1" + at_limit) is None  # 201 characters
+
+
+NUMERIC_MORE = [
+    # name, answer, value: argument parsing of \frac / \sqrt and factorial quotients
+    ("frac_then_more", r"\frac{1}{2}+1", 1.5),
+    ("frac_single_token_argument", r"\frac{1}e+1", 1 + 1 / 2.718281828459045),
+    ("plain_factorial_quotient", "10!/8!", 90),
+    ("factorial_quotient_below_one", r"\frac{8!}{10!}", 1 / 90),
+]
+
+
+@pytest.mark.parametrize("name,answer,value", NUMERIC_MORE, ids=[c[0] for c in NUMERIC_MORE])
+def test_numeric_value_arguments(name, answer, value):
+    assert numeric_value(answer) == pytest.approx(value, rel=1e-12)
+
+
+def test_numbers_differ_tolerance():
+    from harness.evaluation.grading.equivalence import _numbers_differ
+
+    # Relative 1e-6 of the larger magnitude, never below 1e-6 absolute (magnitudes under 1 count as 1).
+    assert _numbers_differ(0, 1e-6) is False and _numbers_differ(0, 5e-7) is False
+    assert _numbers_differ(0, 1.5e-6) is True
+    assert _numbers_differ(1e6, 1e6 + 0.5) is False and _numbers_differ(1e6, 1e6 + 2) is True
+    assert _numbers_differ(1e6 + 1.0000005, 1e6) is False and _numbers_differ(1e6, 1e6 + 1.0000005) is False
+
+
+def test_math_verify_logging_is_quieted(monkeypatch):
+    import logging
+
+    from harness.evaluation.grading import equivalence
+
+    logger = logging.getLogger("math_verify")
+    monkeypatch.setattr(equivalence, "_MV_LOGGER_QUIET", False)
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    equivalence.mv_parse("1")
+    assert logger.level == logging.ERROR
+
+
+def test_judge_entry():
+    from harness.evaluation.grading.equivalence import judge
+
+    assert judge("integer", None, "5") is False and judge("integer", "5", "5") is True
+    with pytest.raises(ValueError, match="unknown grading kind 'rank'"):
+        judge("rank", "5", "5")
+
+
+# ---- extraction details, one case per rule (expected strings read off the response) ----------------
+
+EXTRACTION_DETAILS = [
+    # name, response (default delimiter), expected
+    ("answer_is_keeps_whole_line", A + "so the answer is x + 1.\nmore text", "x + 1"),
+    ("answer_is_ends_at_line", A + "so the answer is 5\nWait\nDone", "5"),
+    ("trailing_bold_stripped", A + "**Answer: 25**", "25"),
+    ("inner_dollars_kept", A + "Answer: x = $5$", "x = $5$"),
+    ("dollar_wrapped_letter", A + "Answer: $X$", "X"),
+    ("empty_math_is_nothing", A + "the answer is $$", None),
+    ("inline_math_parens", A + r"Answer: \(25\)", "25"),
+    ("display_math_brackets", A + r"Answer: \[25\]", "25"),
+    ("inline_math_on_the_right_kept", A + r"Answer: x = \(5\)", r"x = \(5\)"),
+    ("display_math_on_the_right_kept", A + r"Answer: x = \[5\]", r"x = \[5\]"),
+    ("value_line_beats_next_line", A + "Answer: $\\pi$\n3.14", r"\pi"),
+    ("prose_with_number_is_the_line", A + "Answer: There are 25 ways\n30", "There are 25 ways"),
+    ("prose_answer_next_line_after_newline", A + "Final Answer:\nThe number of ways is\n25", "25"),
+    ("prose_answer_without_next_line", A + "Answer: The number of ways is", "The number of ways is"),
+    ("prose_answer_then_prose", A + "Answer: The number of ways is\nI am not sure", "The number of ways is"),
+    ("answer_colon_with_nothing", A + "Answer:", None),
+    ("later_section_without_box", A + r"\boxed{1}" + A + "Answer: 2", "2"),
+    ("boxed_piecewise_escaped_brace", A + r"\boxed{\left\{ 1 \right.}", r"\left\{ 1 \right."),
+    ("display_block_first_closer", A + "\\[\n25\n\\] so \\[x\\]", "25"),
+    ("display_block_lines_joined", A + "Final Answer:\n\\[\n3 + 4\n= 7\n\\]", "3 + 4 = 7"),
+    ("bare_chain_rhs", A + "2 + 2 = 3 + 1 = 4", "4"),
+    ("bare_equation_is_no_value", A + "2x + 3 = 0", None),
+    ("bare_two_word_prose", A + "no idea", None),
+    ("bare_upper_case_prose", A + "NO ANSWER", None),
+    ("bare_line_64_chars", A + "2" * 64, "2" * 64),
+    ("bare_line_65_chars", A + "2" * 65, None),
+]
+
+
+@pytest.mark.parametrize("name,response,expected", EXTRACTION_DETAILS, ids=[c[0] for c in EXTRACTION_DETAILS])
+def test_extraction_details(name, response, expected):
+    assert extract_answer(response) == expected
+
+
+def test_custom_delimiter_reaches_every_kind():
+    # "</think>" models: the thinking's \boxed{1} / \boxed{A} is not the answer; the section's bare value is.
+    assert grade_one("aime24", r"<think>\boxed{1}</think>2", "2", answer_delimiter="</think>") == Verdict(True, "2")
+    assert grade_many("aime24", [(r"<think>\boxed{1}</think>2", "2")], answer_delimiter="</think>") == [Verdict(True, "2")]
+    assert grade_one("gpqa_diamond", r"<think>\boxed{A}</think>so (B)", "B", answer_delimiter="</think>") == \
+        Verdict(True, "B")
+
+
+TO_INT = [
+    # text, integer (None = not an integer answer)
+    (r"\$25", 25),
+    ("x = $25$", 25),
+    ("**25**", 25),
+    (r"1\,000", 1000),
+    (r"1\, 000", 1000),
+    (r"25\quad", 25),
+    ("25 dollars.", 25),
+    ("Total = 25", 25),
+    ("Total = Sum = 25", 25),
+    ("The total = 25", None),    # a sentence, not a stated result
+    ("2x + 3 = 0", None),        # an equation "= 0", not the value 0
+    ("2X + 3 = 0", None),
+    ("x = 0", 0),
+]
+
+
+@pytest.mark.parametrize("text,value", TO_INT, ids=[f"to_int{i}" for i in range(len(TO_INT))])
+def test_to_int_forms(text, value):
+    assert to_int(text) == value
+
+
+def test_choice_letter_forms():
+    from harness.evaluation.grading.equivalence import choice_letter
+
+    assert [choice_letter(s) for s in ("b", "(b)", r"\text{B}", "$(C)$", "D.", "E", "BB")] == \
+        ["B", "B", "B", "C", "D", None, None]
+
+
+@pytest.mark.parametrize("gold", [["1"], {"a": 1}, True])
+def test_gold_of_wrong_type_is_user_error(gold):
+    with pytest.raises(UserError, match="is empty or not a string; give every math500 row a gold answer"):
+        grade_one("math500", r"\boxed{1}", gold)
+
+
+def _judge_always_true(kind, extracted, gold):
+    return True
+
+
+def test_grade_many_passes_judge_and_timeout():
+    assert grade_many("arith", [(A + r"\boxed{7}", "8")], _judge=_judge_always_true) == [Verdict(True, "7")]
+    items = [(A + r"\boxed{hang}", "1")] + [(A + rf"\boxed{{{i}}}", str(i)) for i in range(8)]
+    t0 = time.monotonic()
+    res = grade_many("arith", items, timeout_s=1.0, workers=2, _judge=_judge_hangs_on_marker)
+    assert res == [Verdict(False, "hang")] + [Verdict(True, str(i)) for i in range(8)]
+    assert time.monotonic() - t0 < 8  # the 1 s limit, not the 10 s default
+
+
+def test_statuses():
+    res = grade_many_detailed("aime24", [(A + r"\boxed{25}", "25"), (A + "I give up", "25"), (A + r"\boxed{24}", "25")])
+    assert res == [(Verdict(True, "25"), "graded"), (Verdict(False, None), "unextracted"), (Verdict(False, "24"), "graded")]
+
+
+@pytest.mark.parametrize("bench,n,workers,judge,in_process", [
+    ("math500", 8, 2, None, False),     # math-verify may hang in C code: worker processes
+    ("math500", 8, 1, None, True),
+    ("math500", 7, 2, None, True),      # fewer than POOL_MIN_ITEMS: not worth starting workers
+    ("aime24", 8, 2, None, True),       # integer and choice judging are plain string work
+    ("gpqa_diamond", 8, 2, None, True),
+    ("aime24", 8, 2, _judge_always_true, False),
+])
+def test_where_judging_runs(monkeypatch, bench, n, workers, judge, in_process):
+    from harness.evaluation.grading import pool
+
+    calls = []
+
+    def record(fn, args, **kw):
+        calls.append(kw)
+        return [pool.Outcome(value=True) for _ in args]
+
+    monkeypatch.setattr(pool, "map_with_timeout", record)
+    gold = "B" if bench == "gpqa_diamond" else "1"
+    grade_many(bench, [(A + r"\boxed{1}", gold)] * n, timeout_s=3.0, workers=workers, _judge=judge)
+    assert calls == [dict(timeout_s=3.0, workers=workers, in_process=in_process)]
+
+
+# ---- pool plumbing ---------------------------------------------------------------------------------
+
+def test_default_workers(monkeypatch):
+    from harness.evaluation.grading import pool
+
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 16)
+    assert [pool.default_workers(n) for n in (0, 1, 3, 100)] == [1, 1, 3, 8]  # at most 8, at least 1
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 2)
+    assert pool.default_workers(100) == 2
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: None)  # unknown: one worker
+    assert pool.default_workers(100) == 1
+
+
+def test_worker_ignores_ctrl_c():
+    import signal
+
+    from harness.evaluation.grading.pool import _init_worker
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        _init_worker()  # run here: the parent handles Ctrl-C, a worker must not die of it
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_in_process_call_without_timer():
+    import signal
+    import threading
+
+    # No limit (None or 0): plain call, no timer installed.
+    assert call_with_timeout(_sleep_then_return, (0.0,), None).value == 0.0
+    assert call_with_timeout(_sleep_then_return, (0.0,), 0).value == 0.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert call_with_timeout(_judge_raises_or_dies, ("arith", "raise", "1"), None).error == "ValueError: grader bug"
+    # Off the main thread SIGALRM cannot be used: still a plain call, not an error.
+    out = []
+    t = threading.Thread(target=lambda: out.append(call_with_timeout(_sleep_then_return, (0.0,), 1.0)))
+    t.start()
+    t.join()
+    assert out[0].ok and out[0].value == 0.0
+    # A caller's own timer is left alone (not cancelled, not replaced).
+    old = signal.signal(signal.SIGALRM, lambda *a: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        assert call_with_timeout(_sleep_then_return, (0.0,), 1.0).value == 0.0
+        assert 25.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+NORMALIZE = [
+    # answer, canonical string (the plain-string fast path of math_equal; rules in its docstring)
+    ("1\n+2", "1+2"),
+    ("x = $5$", "5"),
+    (r"\$32", "32"),
+    (r"\left. x^2 \right|_0^1", "x^2|_0^1"),
+    (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\frac{\pi}{2})"),
+    (r"\Big( 1 \Big)", "(1)"),
+    (r"1\,000", "1000"),
+    (r"5\quad", "5"),
+    (r"\dfrac{3}{4}", r"\frac{3}{4}"),
+    (r"\tfrac{3}{4}", r"\frac{3}{4}"),
+    (r"90^\circ", "90"),
+    (r"90^{\circ}", "90"),
+    (r"90\degree", "90"),
+    (r"10\%", "10"),
+    ("10%", "10"),
+    (r"5\text{ cm}", "5"),
+    (r"5\text{ cm}.", "5"),
+    (r"\text{ cm}", "cm"),
+    (r"\text{5.}", "5"),
+    ("3, 5, 7", "3,5,7"),
+    ("1,000", "1000"),
+    ("x=5", "5"),
+    ("N=5", "5"),
+    (r"\sqrt8", r"\sqrt{8}"),
+    ("3/4", r"\frac{3}{4}"),
+    ("-3/4", r"\frac{-3}{4}"),
+    ("2.50", "2.5"),
+    ("2.0", "2"),
+    ("0.250", "0.25"),
+    (".25", "0.25"),
+    ("-.25", "-0.25"),
+    ("025", "25"),
+    ("-025", "-25"),
+    ("0.5", r"\frac{1}{2}"),
+    (r"\boxed{7}", "7"),
+]
+
+
+@pytest.mark.parametrize("answer,canonical", NORMALIZE, ids=[f"normalize{i}" for i in range(len(NORMALIZE))])
+def test_normalize_answer(answer, canonical):
+    from harness.evaluation.grading.equivalence import normalize_answer
+
+    assert normalize_answer(answer) == canonical
+
+
+def test_start_method_follows_threads():
+    import threading
+
+    from harness.evaluation.grading.pool import _mp_context
+
+    if threading.active_count() == 1:
+        assert _mp_context().get_start_method() == "fork"  # fast, no __main__ guard needed
+    release = threading.Event()
+    t = threading.Thread(target=release.wait)
+    t.start()
+    try:
+        assert _mp_context().get_start_method() == "spawn"  # forking a threaded parent can deadlock
+    finally:
+        release.set()
+        t.join()
+
+
+def test_timed_out_worker_is_killed():
+    import multiprocessing
+
+    out = map_with_timeout(_sleep_then_return, [(60.0,)] + [(0.0,)] * 7, timeout_s=1.0, workers=2)
+    assert [o.timed_out for o in out] == [True] + [False] * 7
+    assert multiprocessing.active_children() == []  # the stuck worker did not outlive the call
+
+
+MATH_MORE = [
+    # name, prediction, gold, correct
+    ("no_prediction", None, r"\text{None}", False),
+    ("empty_prediction", "", "5", False),
+    ("three_letter_anagram", "abc", "cab", False),          # guard 7 from 3 letters: not a product a*b*c
+    ("two_letter_product_commutes", "ab", "ba", True),      # under 3 letters, unwrapped: symbols, not text
+    ("text_label_with_period", "C.", r"\text{(C)}", True),
+    ("mathrm_capital_unwrapped", r"\frac{1}{\mathrm{E}}", "E^{-1}", True),
+]
+
+
+@pytest.mark.parametrize("name,pred,gold,correct", MATH_MORE, ids=[c[0] for c in MATH_MORE])
+def test_math_equivalence_more(name, pred, gold, correct):
+    assert math_equal(pred, gold) is correct
+
+
+def test_delimiters_and_boxes_around_a_value():
+    from harness.evaluation.grading.equivalence import choice_letter
+
+    assert [choice_letter(s) for s in ("$$B$$", "$B$", r"\(B\)", r"\[B\]")] == ["B"] * 4
+    assert [to_int(s) for s in (r"\boxed{25}", r"\boxed{1} then \boxed{25}", "x = 5$")] == [25, 25, 5]
+
+
+@pytest.mark.parametrize("answer", [r"\frac12", r"\frac1{2}", r"\frac{1}2", r"\frac 1 2"], ids=["digits", "digit_brace", "brace_digit", "spaced"])
+def test_short_fractions_normalised(answer):
+    from harness.evaluation.grading.equivalence import normalize_answer
+
+    assert normalize_answer(answer) == r"\frac{1}{2}"
+
+
+def _pid_and_sigint():
+    import os
+    import signal
+
+    return os.getpid(), signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def _ping_fails():
+    raise OSError("cannot start")
+
+
+@pytest.mark.parametrize("n,workers,in_pool", [(8, 1, False), (7, 2, False), (8, 2, True)])
+def test_pool_only_for_many_items_and_workers(n, workers, in_pool):
+    import os
+
+    out = map_with_timeout(_pid_and_sigint, [()] * n, timeout_s=30.0, workers=workers)
+    pids = {o.value[0] for o in out}
+    assert (os.getpid() not in pids) is in_pool
+    if in_pool:  # pool workers were initialised: Ctrl-C is the parent's business
+        assert all(o.value[1] for o in out)
+
+
+def test_pool_start_failure_is_reported(monkeypatch):
+    from harness.evaluation.grading import pool
+
+    monkeypatch.setattr(pool, "_ping", _ping_fails)
+    message = ("grading worker processes failed to start (with the spawn start method the calling script "
+               "needs an `if __name__ == '__main__':` guard)")
+    with pytest.raises(RuntimeError, match="^" + re.escape(message) + "$"):
+        map_with_timeout(_sleep_then_return, [(0.0,)] * 8, timeout_s=5.0, workers=2)
+
+
+@pytest.mark.parametrize("timeout_s", [None, 0])
+def test_pool_without_a_limit(timeout_s):
+    # None or 0: no per-item deadline (as in call_with_timeout), not "everything times out".
+    out = map_with_timeout(_sleep_then_return, [(0.05,)] * 8, timeout_s=timeout_s, workers=2)
+    assert [o.value for o in out] == [0.05] * 8 and all(o.ok for o in out)
+
+
+def test_queued_item_clock_starts_when_it_runs():
+    # 1 s items under a 1.6 s limit on 2 workers: never more items in flight than workers, so no item
+    # spends its time limit waiting behind another one.
+    out = map_with_timeout(_sleep_then_return, [(1.0,)] * 8, timeout_s=1.6, workers=2)
+    assert [o.ok for o in out] == [True] * 8
