@@ -314,6 +314,24 @@ def test_grader_exception_or_dead_worker_grades_item_wrong(workers):
     assert sum(v.correct for v, _ in res) == 8
 
 
+def _die_or_sleep(x):
+    if x == "die":
+        time.sleep(0.3)             # long enough for the bystander to be in flight when the worker dies
+        import os
+        os._exit(3)
+    time.sleep(x)
+    return x
+
+
+def test_a_worker_death_never_charges_a_bystander():
+    # "die" kills its worker while 1.0 runs in the other one: both come back broken. Retried alone, "die"
+    # dies again (an error) and 1.0 succeeds; retried together, 1.0 would die with it a second time.
+    args = [("die",), (1.0,), (0.0,), (0.0,), (0.0,), (0.0,)]
+    out = map_with_timeout(_die_or_sleep, args, timeout_s=30.0, workers=2, in_process=False)
+    assert out[0].error == "grading worker died" and not out[0].timed_out
+    assert [o.value for o in out[1:]] == [1.0, 0.0, 0.0, 0.0, 0.0] and all(o.ok for o in out[1:])
+
+
 def test_pool_timeout_kills_and_recovers():
     args = [(0.0,), (60.0,)] + [(0.01,)] * 8 + [(60.0,), (0.0,)]
     t0 = time.monotonic()
