@@ -81,7 +81,7 @@ def test_curate_natural_close_and_forced_spans(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_eval", lambda cfg: {"arith_train": {"run_dir": str(run_dir), "n": 3, "accuracy": 1.0}})
     s = curate("smollm2-135m", "arith", 1, tmp_path / "all.jsonl", limit=3)
     kept = [json.loads(l) for l in (tmp_path / "all.jsonl").read_text().splitlines()]
-    assert s["kept"] == 3
+    assert s["kept"] == 3 and {r["seed"] for r in kept} == {0}      # the run's seed: sets of several runs concatenate
     for r in kept:
         (a, b), = r["forced_spans"]
         assert r["response"][a:b] in ("<|im_start|>answer", "\n<|im_start|>answer\nFinal Answer:")

@@ -90,7 +90,7 @@ def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: 
         if spans is None:
             continue
         kept.append({"question": p.question, "response": response, "forced_spans": spans, "thinking": parts[0],
-                     "attempt": parts[1], "gold": p.gold, "problem_id": p.id, "sample_index": s,
+                     "attempt": parts[1], "gold": p.gold, "problem_id": p.id, "sample_index": s, "seed": seed,
                      "source_model": model, "task": task, "temperature": temperature,
                      "hit_cap": bool(row.get("hit_cap")), "answer_finish": row.get("finish_reason")})
     if not kept:
