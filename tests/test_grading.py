@@ -332,6 +332,27 @@ def test_a_worker_death_never_charges_a_bystander():
     assert [o.value for o in out[1:]] == [1.0, 0.0, 0.0, 0.0, 0.0] and all(o.ok for o in out[1:])
 
 
+def test_ctrl_c_mid_run_kills_the_workers_and_propagates():
+    import multiprocessing
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    t0 = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)          # "Ctrl-C" while two 60 s items are in flight
+        with pytest.raises(KeyboardInterrupt):
+            map_with_timeout(_sleep_then_return, [(60.0,)] * 2 + [(0.0,)] * 8, timeout_s=120.0, workers=2,
+                             in_process=False)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.monotonic() - t0 < 30                      # the stuck workers were killed, not waited for
+    assert not [c for c in multiprocessing.active_children() if c.is_alive()]
+
+
 def test_pool_timeout_kills_and_recovers():
     args = [(0.0,), (60.0,)] + [(0.01,)] * 8 + [(60.0,), (0.0,)]
     t0 = time.monotonic()

@@ -114,8 +114,12 @@ def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
     # Warm-up: one task per worker starts (spawns) every worker and runs the initializer, so that
     # no item's deadline pays for interpreter start-up.
-    futs = [pool.submit(_ping) for _ in range(workers)]
-    done, not_done = cf.wait(futs, timeout=_WARMUP_TIMEOUT_S)
+    try:
+        futs = [pool.submit(_ping) for _ in range(workers)]
+        done, not_done = cf.wait(futs, timeout=_WARMUP_TIMEOUT_S)
+    except BaseException:     # Ctrl-C during the warm-up: no worker outlives the call
+        _kill_pool(pool)
+        raise
     if not_done or any(f.exception() is not None for f in done):
         _kill_pool(pool)
         raise RuntimeError("grading worker processes failed to start (with the spawn start method the "
