@@ -332,6 +332,35 @@ def test_a_worker_death_never_charges_a_bystander():
     assert [o.value for o in out[1:]] == [1.0, 0.0, 0.0, 0.0, 0.0] and all(o.ok for o in out[1:])
 
 
+def test_a_worker_dead_while_idle_restarts_the_pool_and_charges_no_item(monkeypatch):
+    # The pool breaks at a submit (a worker died between two items, which no real crash can time): what
+    # was in flight goes back to the queue, a fresh pool takes over, and every item is graded once.
+    from concurrent.futures.process import BrokenProcessPool
+
+    import harness.evaluation.grading.pool as pool_mod
+
+    class BreaksAtSubmit:
+        def __init__(self, pool, at):
+            self.pool, self.n, self.at = pool, 0, at
+
+        def submit(self, *args, **kw):
+            self.n += 1
+            if self.n == self.at:
+                raise BrokenProcessPool("a worker died while idle")
+            return self.pool.submit(*args, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self.pool, name)
+
+    real, made = pool_mod._new_pool, []
+    monkeypatch.setattr(pool_mod, "_new_pool", lambda workers: made.append(
+        BreaksAtSubmit(real(workers), 2 if not made else 0)) or made[-1])
+    args = [(0.2,), (0.0,)] + [(0.0,)] * 8
+    out = map_with_timeout(_sleep_then_return, args, timeout_s=30.0, workers=2, in_process=False)
+    assert len(made) == 2                                   # the broken pool was replaced, once
+    assert [o.value for o in out] == [a[0] for a in args] and all(o.ok for o in out)
+
+
 def test_ctrl_c_mid_run_kills_the_workers_and_propagates():
     import multiprocessing
     import signal
