@@ -18,5 +18,5 @@ def run(args) -> int:
     files = [Path(f) for f in args.files] or sorted(Path("reports/bench").glob("*.json"))
     if not files:
         raise UserError("no benchmark files given and none in reports/bench/; run iwsft bench / bench-gen first")
-    print(render(*load(files)))
+    print(render(*load(files, skip_others=not args.files)))   # the folder also holds other results
     return 0

@@ -23,8 +23,9 @@ TARGETS = [
 ]
 
 
-def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
-    """(training rows, generation results); each training row carries its file's settings."""
+def load(paths: list[Path], skip_others: bool = False) -> tuple[list[dict], list[dict]]:
+    """(training rows, generation results); each training row carries its file's settings.
+    skip_others: pass over JSON files that are not benchmark files (a folder's other results) instead of refusing."""
     train, gen = [], []
     for p in paths:
         try:
@@ -32,6 +33,8 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"cannot read benchmark file {p} ({e}); pass files written by iwsft bench / bench-gen") from None
         if "rows" not in data or "settings" not in data:
+            if skip_others:
+                continue
             raise UserError(f"{p} is not a benchmark file (no rows/settings); pass files written by iwsft bench / bench-gen")
         # Files from before device_type: the GPU runs are the bf16 ones.
         gpu = data.get("device_type", "cuda" if "bf16" in json.dumps(data["settings"]) else "cpu") != "cpu"

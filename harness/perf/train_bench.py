@@ -104,6 +104,8 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    # what is held before the first step (weights; and what the reference forward may have left behind)
+    resident = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
     times, w0 = [], None
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -133,7 +135,7 @@ def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, auto
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     del opt, ref_model, q_model
-    out = {"step_time_s": statistics.median(times), "peak_mem_gib": peak, "w_step0": w0}
+    out = {"step_time_s": statistics.median(times), "peak_mem_gib": peak, "resident_gib": resident, "w_step0": w0}
     if variant == "iw-cached":
         out.update(_reference_cost(lp, model, batch, steps, autocast))
         out.update(_fast_vs_simple(lp, model, batch, cached_ref, autocast))

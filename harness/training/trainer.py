@@ -164,6 +164,8 @@ class _StepStats:
     weights: list = field(default_factory=list)
     logw: list = field(default_factory=list)
     n_tok: int = 0
+    nll_sum: float = 0.0        # unweighted: whether the model fits the data, whatever the weights do
+    n_loss_tok: int = 0
     n_clip: int = 0
     clip_units: int = 0
     gnorm: float = 0.0
@@ -469,6 +471,8 @@ class Trainer:
                 loss = out.loss_sum / divisors[j]
                 acc.backward(loss)
             st.loss_sum += float(loss.detach())
+            st.nll_sum -= float(pol.detach().float()[b.loss_mask].sum())
+            st.n_loss_tok += int(b.loss_mask.sum())
             st.weights.append(out.seq_weights.float().cpu())
             st.logw.append(out.log_weights.float().cpu())
             st.n_tok += b.n_tokens
@@ -487,17 +491,20 @@ class Trainer:
     def _log(self, run: "_RunState", step: int, st: "_StepStats", dt: float) -> None:
         cfg, acc = self.cfg, self.acc
         w_all, lw_all, n_tok, loss_sum = torch.cat(st.weights), torch.cat(st.logw), st.n_tok, st.loss_sum
-        n_clip, clip_units = st.n_clip, st.clip_units
+        n_clip, clip_units, nll_sum, n_loss_tok = st.n_clip, st.clip_units, st.nll_sum, st.n_loss_tok
         if acc.num_processes > 1:
             w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
             n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
             loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
             n_clip, clip_units = (int(v) for v in acc.reduce(torch.tensor([n_clip, clip_units], device=acc.device), "sum"))
+            nll_sum, n_loss_tok = (float(v) for v in acc.reduce(torch.tensor([nll_sum, n_loss_tok], device=acc.device,
+                                                                             dtype=torch.float64), "sum"))
         d = weight_diagnostics(w_all, lw_all)
         tps = n_tok / dt
         # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
         clip_coef = min(1.0, cfg.max_grad_norm / (st.gnorm + 1e-6))   # the factor clip_grad_norm_ applied
-        row = {"step": step + 1, "loss": loss_sum, "lr": st.lr, "grad_norm": st.gnorm, "clip_coef": clip_coef,
+        # loss: the weighted objective (it can rise while the weights grow); nll: mean NLL per response token
+        row = {"step": step + 1, "loss": loss_sum, "nll": nll_sum / n_loss_tok if n_loss_tok else None, "lr": st.lr, "grad_norm": st.gnorm, "clip_coef": clip_coef,
                "update_norm": st.update_norm, "w_clip_frac": n_clip / clip_units if clip_units else 0.0,
                "w_mean": d["w_mean"], "w_max": d["w_max"],
                "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
@@ -511,7 +518,7 @@ class Trainer:
             tracking.log_step(acc, row, lw_all.numpy())
             mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
             self.console.print(
-                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  lr {st.lr:.2e}  gnorm {st.gnorm:.3f} (clip x{clip_coef:.2f})  "
+                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {st.gnorm:.3f} (clip x{clip_coef:.2f})  "
                 f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
                 f"ess_frac {d['ess_frac']:.2f})  "
                 f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
