@@ -96,3 +96,18 @@ def test_bench_report_judges_gpu_rows(tmp_path, capsys):
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
     assert "missed by 0.020" in rows["iw-SFT step time <= 1.03x SFT (cached ref, lag-0 q)"]
     assert " | met | " in rows["iw-SFT peak memory <= 1.02x SFT"] and " | met | " in rows["MFU >= 50% at 1.5B / 8k"]
+
+
+def test_bench_report_default_folder_skips_other_results(tmp_path, capsys, monkeypatch):
+    """reports/bench/ also holds other results (backends_cpu.json): the default run passes over them;
+    named explicitly, a non-benchmark file is still refused."""
+    d = tmp_path / "reports/bench"
+    d.mkdir(parents=True)
+    (d / "backends_cpu.json").write_text(json.dumps({"runs": []}))
+    row = {"shape": "1.5B", "params": 1, "seq_len": 8192, "variant": "sft", "status": "ok", "step_time_s": 0.2,
+           "peak_mem_gib": 40.0, "mfu": 0.4, "w_step0": 1.0}
+    (d / "t.json").write_text(json.dumps({"device": "NVIDIA H200", "device_type": "cuda", "settings": {}, "rows": [row]}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench-report"]) == 0
+    assert "missed by 10.0 points" in capsys.readouterr().out
+    assert main(["bench-report", str(d / "backends_cpu.json")]) == 2
