@@ -59,3 +59,12 @@ budget-sweep *checkpoints: setup
 # Performance measurements on one H100, one part per call (train-1.5B, best, gen, train-0.5B, options, compile, 7B): docs/performance.md.
 bench-gpu part out="reports/bench":
     bash scripts/gpu_bench.sh {{part}} {{out}}
+
+# .gpu/tokenizer (the embedded model's) and .whl (what the device image lacks), both git-ignored:
+# GPU first light (scripts/gpu_first_light.sh, one ~6-minute call): make here what the call carries.
+first-light-prep: setup
+    python -c "from harness.core.models import load_tokenizer as t; t('smollm2-135m').save_pretrained('.gpu/tokenizer')"
+    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+      datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 math-verify==0.9.0 latex2sympy2_extended==1.11.0 \
+      antlr4-python3-runtime==4.13.2 gguf==0.19.0
