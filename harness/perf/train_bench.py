@@ -16,6 +16,7 @@ Prints a rich table and writes JSON (device, versions, date) for docs/performanc
 from __future__ import annotations
 
 import copy
+import gc
 import datetime as dt
 import json
 import platform
@@ -212,6 +213,9 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 except torch.OutOfMemoryError:
                     r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}
                 del model
+                if compile_layers:   # dynamo's caches keep the last compiled layers (and their weights) alive
+                    torch._dynamo.reset()
+                gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if r["step_time_s"]:
