@@ -874,7 +874,7 @@ def test_ctrl_c_the_instant_a_worker_starts_leaves_no_worker(monkeypatch, method
     try:
         with pytest.raises(KeyboardInterrupt):
             map_with_timeout(_sleep_then_return, [(0.0,)] * 8, timeout_s=30.0, workers=2, in_process=False)
-        alive = [c for c in multiprocessing.active_children() if c.is_alive()]
+        alive = [repr(c) for c in multiprocessing.active_children() if c.is_alive()]
     finally:
         signal.signal(signal.SIGALRM, old)
         for c in multiprocessing.active_children():  # a leaked worker must not outlive this test
