@@ -4,7 +4,10 @@ the timeout pool, determinism."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -13,6 +16,7 @@ from harness.core.errors import UserError
 from harness.evaluation.grading import Verdict, kind_of, grade_many, grade_many_detailed, grade_one
 from harness.evaluation.grading.equivalence import math_equal, numeric_value, to_int
 from harness.evaluation.grading.extract import extract_answer, extract_choice
+from harness.evaluation.grading.pool import _init_worker as _real_init_worker
 from harness.evaluation.grading.pool import call_with_timeout, map_with_timeout
 
 T = "<|im_start|>think\n"
@@ -840,6 +844,96 @@ def test_timed_out_worker_is_killed():
     out = map_with_timeout(_sleep_then_return, [(60.0,)] + [(0.0,)] * 7, timeout_s=1.0, workers=2)
     assert [o.timed_out for o in out] == [True] + [False] * 7
     assert multiprocessing.active_children() == []  # the stuck worker did not outlive the call
+
+
+# Ctrl-C the instant a worker process has started, before the executor records it (ProcessPoolExecutor.
+# _spawn_process: p.start(), then self._processes[p.pid] = p). Module-level classes: spawn pickles them.
+class _ForkProcessInterrupted(multiprocessing.context.ForkProcess):
+    def start(self):
+        super().start()
+        os.kill(os.getpid(), signal.SIGALRM)
+
+
+class _SpawnProcessInterrupted(multiprocessing.context.SpawnProcess):
+    def start(self):
+        super().start()
+        os.kill(os.getpid(), signal.SIGALRM)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_ctrl_c_the_instant_a_worker_starts_leaves_no_worker(monkeypatch, method):
+    import harness.evaluation.grading.pool as pool_mod
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    proc = {"fork": _ForkProcessInterrupted, "spawn": _SpawnProcessInterrupted}[method]
+    ctx = type("Ctx", (type(multiprocessing.get_context(method)),), {"Process": proc})()
+    monkeypatch.setattr(pool_mod, "_mp_context", lambda: ctx)
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            map_with_timeout(_sleep_then_return, [(0.0,)] * 8, timeout_s=30.0, workers=2, in_process=False)
+        alive = [repr(c) for c in multiprocessing.active_children() if c.is_alive()]
+    finally:
+        signal.signal(signal.SIGALRM, old)
+        for c in multiprocessing.active_children():  # a leaked worker must not outlive this test
+            c.kill()
+            c.join()
+    assert not alive
+
+
+def _init_second_worker_late(*args):
+    # Of the workers of the test's first pool one starts 3 s late (a slow SymPy import under load).
+    d = os.environ["IWSFT_TEST_INIT_DIR"]
+    for name in ("first", "second", None):
+        try:
+            os.close(os.open(os.path.join(d, str(name)), os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            continue
+    if name == "second":
+        time.sleep(3.0)
+    _real_init_worker(*args)
+
+
+def test_no_item_waits_for_a_worker_still_starting(monkeypatch, tmp_path):
+    # One fast worker could answer the whole warm-up: the item queued behind the 60 s one would then wait
+    # for the late worker and time out, charged with its start-up.
+    import harness.evaluation.grading.pool as pool_mod
+
+    monkeypatch.setenv("IWSFT_TEST_INIT_DIR", str(tmp_path))
+    monkeypatch.setattr(pool_mod, "_init_worker", _init_second_worker_late)
+    out = map_with_timeout(_sleep_then_return, [(60.0,)] + [(0.0,)] * 7, timeout_s=1.0, workers=2)
+    assert (tmp_path / "second").exists()
+    assert [o.timed_out for o in out] == [True] + [False] * 7
+
+
+def test_killed_workers_are_reaped_before_the_kill_returns(monkeypatch):
+    # The executor's manager thread reaps the killed workers too. When it wins waitpid() but records the
+    # exit code late, our own join() gets ECHILD and returns at once: the worker still counts as alive.
+    import threading
+
+    import harness.evaluation.grading.pool as pool_mod
+
+    real_waitpid = os.waitpid
+
+    def waitpid(pid, options):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.2)                 # the manager thread gets there first ...
+            return real_waitpid(pid, options)
+        got = real_waitpid(pid, options)
+        if got[0] == pid:
+            time.sleep(1.0)                 # ... and sets the exit code late
+        return got
+
+    pool = pool_mod._new_pool(2)
+    pool.submit(_sleep_then_return, 60.0)
+    procs = list(pool._processes.values())
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    pool_mod._kill_pool(pool)
+    assert [p.exitcode for p in procs] == [-signal.SIGKILL] * 2
+    assert not [c for c in multiprocessing.active_children() if c.is_alive()]
 
 
 MATH_MORE = [

@@ -18,6 +18,7 @@ multiplication). So graders call math-verify with its timeouts disabled and we e
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import Any, Callable, Sequence
 # Below this many items, grade in-process: starting workers costs about a second.
 POOL_MIN_ITEMS = 8
 _WARMUP_TIMEOUT_S = 120.0
+_REAP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,13 @@ def call_with_timeout(fn: Callable, args: tuple, timeout_s: float | None) -> Out
 
 # ---- process pool ---------------------------------------------------------------------------------
 
-def _init_worker() -> None:
+_warmup_barrier = None  # set in each worker by _init_worker
+
+
+def _init_worker(barrier=None) -> None:
     # Import the heavy grading stack once per worker, before any deadline starts.
+    global _warmup_barrier
+    _warmup_barrier = barrier
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
     try:
         import harness.evaluation.grading.equivalence  # noqa: F401
@@ -98,7 +105,35 @@ def _init_worker() -> None:
 
 
 def _ping() -> int:
+    # Returns only once every worker runs a ping: otherwise one fast worker could answer all of the
+    # warm-up while another still imports SymPy, and an item queued for that one would pay for it.
+    if _warmup_barrier is not None:
+        _warmup_barrier.wait(_WARMUP_TIMEOUT_S)
     return os.getpid()
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold back Python-level signal handlers (Ctrl-C's KeyboardInterrupt among them) for the body, then
+    re-raise what arrived. Around the code that starts or kills workers: an exception between a worker's
+    start and the executor recording it (`_spawn_process`) would leak a worker that nothing kills."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers only ever run in the main thread
+        return
+    held: list[int] = []
+    saved = {}
+    try:
+        for sig in signal.valid_signals():
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                saved[sig] = handler
+                signal.signal(sig, lambda signum, frame: held.append(signum))
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)  # its own handler runs now, here
 
 
 def _mp_context():
@@ -111,11 +146,15 @@ def _mp_context():
 
 
 def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
-    # Warm-up: one task per worker starts (spawns) every worker and runs the initializer, so that
-    # no item's deadline pays for interpreter start-up.
+    ctx = _mp_context()
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                  initargs=(ctx.Barrier(workers),))
+    # Warm-up: one task per worker starts (spawns) every worker and waits for all of them to have run
+    # the initializer, so that no item's deadline pays for interpreter start-up. The submits start the
+    # processes (all at the first one with fork, one each with spawn).
     try:
-        futs = [pool.submit(_ping) for _ in range(workers)]
+        with _signals_held():
+            futs = [pool.submit(_ping) for _ in range(workers)]
         done, not_done = cf.wait(futs, timeout=_WARMUP_TIMEOUT_S)
     except BaseException:     # Ctrl-C during the warm-up: no worker outlives the call
         _kill_pool(pool)
@@ -128,16 +167,26 @@ def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
 
 
 def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
-    procs = list((getattr(pool, "_processes", None) or {}).values())
+    with _signals_held():  # a second Ctrl-C must not stop us half-way through the kills
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)
+        for p in procs:
+            try:
+                p.kill()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        pool.shutdown(wait=False, cancel_futures=True)
+    # The executor's manager thread reaps the same children: of two threads in waitpid() one gets
+    # ECHILD and its join() returns with the exit code still unset, so the child would still count as
+    # alive. Wait for the manager, then until every exit code is set (by whichever thread reaped it).
+    deadline = time.monotonic() + _REAP_TIMEOUT_S
+    if manager is not None:
+        manager.join(timeout=_REAP_TIMEOUT_S)
     for p in procs:
         try:
-            p.kill()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        try:
-            p.join(timeout=5)
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            while p.exitcode is None and time.monotonic() < deadline:
+                time.sleep(0.01)
         except Exception:  # noqa: BLE001
             pass
 
