@@ -12,8 +12,12 @@ figure1 out="reports/latest":
 
 # The test suite (CPU; loads the embedded 135M model), then the real-engine tests in the vLLM environment.
 test *args: setup
-    python -m pytest -q --durations=15 {{args}}   # the 15 slowest tests are listed (CI has 25 minutes)
+    just test-main {{args}}
     just test-vllm {{args}}
+
+# The test suite in this environment only (the first half of `just test`).
+test-main *args: setup
+    python -m pytest -q --durations=15 {{args}}   # the 15 slowest tests are listed (CI has 25 minutes)
 
 # The real-engine tests (-m vllm) in the vLLM environment ($IWSFT_VLLM_VENV, default .venv-vllm; `just vllm-env`).
 test-vllm *args:

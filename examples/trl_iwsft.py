@@ -3,6 +3,7 @@
     pip install 'iwsft-harness[trl]'
     python examples/trl_iwsft.py --max-steps 4                # the harness's tokenisation (as `iwsft train`)
     python examples/trl_iwsft.py --max-steps 4 --format trl   # TRL tokenises a prompt/completion dataset itself
+    python examples/trl_iwsft.py --max-steps 2 --examples 16  # the first 16 rows only (a quick check)
 
 `--format harness` feeds TRL the examples `iwsft train recipes/tiny/iw-sft.yaml` trains on (chat template,
 think prefix on the prompt side, no loss on the spans the sampler forced). `--format trl` gives TRL plain
@@ -18,18 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny" / "iw-sft.yaml"
 
 
-def harness_dataset(cfg, tokenizer):
+def harness_dataset(cfg, tokenizer, examples=None):
     import datasets
 
     from harness.training.data import load_rows, prepare
 
-    data = prepare(load_rows(cfg.dataset), tokenizer, cfg)
+    data = prepare(load_rows(cfg.dataset)[:examples], tokenizer, cfg)
     return datasets.Dataset.from_list([{"input_ids": e.input_ids,
                                         "labels": [t if m else -100 for t, m in zip(e.input_ids, e.loss_mask)]}
                                        for e in data.examples])
 
 
-def trl_dataset(cfg, tokenizer):
+def trl_dataset(cfg, tokenizer, examples=None):
     import datasets
 
     from harness.training.data import load_rows
@@ -38,7 +39,7 @@ def trl_dataset(cfg, tokenizer):
         text = tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
         return text + cfg.think_prefix
     return datasets.Dataset.from_list([{"prompt": prompt(r[cfg.question_column]), "completion": r[cfg.completion_column]}
-                                       for r in load_rows(cfg.dataset)])
+                                       for r in load_rows(cfg.dataset)[:examples]])
 
 
 def main(argv=None) -> int:
@@ -47,9 +48,14 @@ def main(argv=None) -> int:
     p.add_argument("--weighting", default="iw-sft", help="sft, iw-sft, iw-sft-paper, per-step")
     p.add_argument("--q-source", default="lag0", help="lag0, periodic, ema")
     p.add_argument("--format", choices=("harness", "trl"), default="harness")
+    p.add_argument("--examples", type=int, default=None,
+                   help="train on the first N rows of the curated set (default: all); the reference log-probs, "
+                        "one forward over the first epoch, then cover only those")
     p.add_argument("--output-dir", default="runs/trl-iwsft")
     p.add_argument("--ref-cache-dir", default=None)
     a = p.parse_args(argv)
+    if a.examples is not None and a.examples < 1:
+        p.error(f"--examples must be >= 1, got {a.examples}")
 
     from harness.core.models import load_model, load_tokenizer
     from harness.integrations.trl import IWSFTConfig, IWSFTTrainer
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
     cfg = load_recipe(RECIPE, [])     # the tiny recipe's data and optimiser settings
     tok = load_tokenizer(cfg.model)   # `smollm2-135m`: resolved offline from the embedded GGUF
     model = load_model(cfg.model, dtype="float32", device=None)
-    ds = harness_dataset(cfg, tok) if a.format == "harness" else trl_dataset(cfg, tok)
+    ds = harness_dataset(cfg, tok, a.examples) if a.format == "harness" else trl_dataset(cfg, tok, a.examples)
     args = IWSFTConfig(
         output_dir=a.output_dir, weighting=a.weighting, q_source=a.q_source, ref_cache_dir=a.ref_cache_dir,
         max_steps=a.max_steps, per_device_train_batch_size=cfg.micro_batch_size,

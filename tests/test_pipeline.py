@@ -1,5 +1,5 @@
-"""The tiny preset end to end (reduced: 2 training steps, 3 problems per benchmark), as `just
-reproduce-table1` runs it, plus Figure 2 and `iwsft table1` on the results."""
+"""The tiny preset end to end (reduced: 2 training steps on the first 16 rows of its training set, 2 problems
+per benchmark), as `just reproduce-table1` runs it, plus Figure 2 and `iwsft table1` on the results."""
 
 import json
 from pathlib import Path
@@ -23,8 +23,14 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
                                                        or real_load(cls, resolved, **kw)))
     # The reference cache in this test's folder: computed here, by this code, not read from a cache that
     # an earlier run (maybe of older code) left in the user's cache folder.
-    train = ["--train-override", "max_steps=2", "--train-override", f"ref_cache_dir={tmp_path / 'ref'}"]
-    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--out", "rep"])
+    # The first 16 rows of the recipes' own D+ set: the 2 steps at batch 8 read them all, and the reference
+    # cache (one forward over the first epoch) covers 16 examples, not 145 that the 2 steps never use.
+    shipped = Path(__file__).parents[1] / "recipes" / "tiny" / "data" / "arith-add1-smollm2.jsonl"
+    subset = tmp_path / "dplus16.jsonl"
+    subset.write_text("".join(shipped.read_text().splitlines(keepends=True)[:16]))
+    train = ["--train-override", "max_steps=2", "--train-override", f"ref_cache_dir={tmp_path / 'ref'}",
+             "--train-override", f"dataset={subset}"]
+    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "2", *train, "--out", "rep"])
     assert rc == 0
     assert list((tmp_path / "ref").glob("*.safetensors"))        # computed here (iw-sft, per-step share one)
     assert len(loads) == len(set(loads)) >= 4, loads    # base + 3 trained (+ step-curve checkpoints)
@@ -33,7 +39,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     assert any(p["a"] == "sft-matched" and p["b"] == "iw-sft" for p in report["paired"])
     assert "arith2" in report["rows"][0]["benchmarks"]
     arith = report["rows"][0]["benchmarks"]["arith"]
-    assert arith["n"] == 3 and 0 <= arith["ci95"][0] <= arith["accuracy"] <= arith["ci95"][1] <= 1
+    assert arith["n"] == 2 and 0 <= arith["ci95"][0] <= arith["accuracy"] <= arith["ci95"][1] <= 1
     # every benchmark the suite names is scored (its total budget leaves room for AIME24's prompts)
     assert {p["benchmark"] for p in report["paired"]} == {"arith", "arith2", "aime24", "math500"}
     assert report["rows"][0]["benchmarks"]["aime24"]["n"] >= 1
@@ -45,12 +51,13 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     for name in ("s1.1-sft", "sft-matched", "iw-sft", "iw-sft-per-step"):
         m = [json.loads(l) for l in (tmp_path / "runs" / "tiny" / name / "metrics.jsonl").read_text().splitlines()]
         assert m[0]["w_mean"] == 1.0 and len(m) == 2 and "update_norm" in m[0]
+        assert json.loads((tmp_path / "runs" / "tiny" / name / "final" / "iwsft_train.json").read_text())["data"]["examples"] == 16
     out = capsys.readouterr().out
     assert "Paired comparisons" in out and "Deviations" in out
 
     # Re-running reuses finished training and samples.
     loaded_first = len(loads)
-    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--out", "rep"])
+    rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "2", *train, "--out", "rep"])
     assert rc == 0
     out = capsys.readouterr().out
     assert out.count("reusing") == 4
@@ -59,7 +66,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     # before any work, nothing written.
     for override, message in (("max_steps=3", "trained with other settings (max_steps: 2 -> 3)"),
                               ("output_dir=runs/same", "would both train into runs/same")):
-        rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "3", *train, "--train-override", override, "--out", "rep2"])
+        rc = main(["reproduce-table1", "--preset", "tiny", "--limit", "2", *train, "--train-override", override, "--out", "rep2"])
         err = capsys.readouterr().err
         assert rc == 2 and message in err and err.count("\n") == 1, err
         assert not (tmp_path / "rep2").exists()

@@ -291,25 +291,38 @@ def _torchrun(args, nproc=2, env=None, script=None):
                            *entry, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
+def _multi_process_args(tiny_dir, tmp_path):
+    """The run the multi-process tests compare against one process (micro-batch 1: 4 micro-batches a step)."""
+    return [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
+            "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
+            f"ref_cache_dir={tmp_path / 'ref'}", "seed=5", "peak_tflops=1"]
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tiny_dir, tmp_path_factory):
+    """That run in one process, trained once for the DDP and the FSDP2 test (both compare their weights to it)."""
+    tmp = tmp_path_factory.mktemp("one-process")
+    one = _run_cli(["train", "-", *_multi_process_args(tiny_dir, tmp), f"output_dir={tmp / 'one'}"],
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-2000:]
+    return tmp / "one"
+
+
 @pytest.mark.slow
-def test_two_processes_match_one_and_resume(tiny_dir, tmp_path):
+def test_two_processes_match_one_and_resume(tiny_dir, tmp_path, one_process_run):
     """The multi-process path (DDP over gloo here; FSDP on GPUs shares every line but the wrapping):
     rank-split micro-batches, gathered reference cache and weights, sharded optimizer checkpoints."""
-    common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
-              "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
-              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5", "peak_tflops=1"]
-    one = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'one'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert one.returncode == 0, one.stderr[-2000:]
+    common = _multi_process_args(tiny_dir, tmp_path)    # its own reference cache: gathered over 2 ranks
     two = _torchrun(["train", "-", *common, f"output_dir={tmp_path / 'two'}"])
     assert two.returncode == 0, two.stderr[-3000:]
     assert "1 x 2 accum x 2 proc" in two.stdout and two.stdout.count("saved") == 1   # rank 1 prints nothing
     assert _metrics(tmp_path / "two")[0]["w_mean"] == 1.0
-    a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "two" / "final")
+    a, b = _params(one_process_run / "final"), _params(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     n_params = sum(v.numel() for v in a.values())
-    for run, nproc in (("one", 1), ("two", 2)):   # tokens/s is summed over ranks, MFU is per accelerator
-        for r in _metrics(tmp_path / run):
+    for run, nproc in ((one_process_run, 1), (tmp_path / "two", 2)):   # tokens/s is summed over ranks, MFU is per accelerator
+        for r in _metrics(run):
             assert r["mfu"] == pytest.approx(6 * n_params * r["tokens_per_s"] / (1e12 * nproc), rel=1e-9)
     shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-000003" / "optimizer").iterdir())
     assert ".metadata" in shards and sum(s.endswith(".distcp") for s in shards) == 2
@@ -356,7 +369,7 @@ def _assert_fsdp_sharded(stdout: str) -> None:
 
 
 @pytest.mark.slow
-def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
+def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path, one_process_run):
     """The shipped FSDP config, on 2 CPU processes: same weights as one process, sharded optimizer
     checkpoints, and a resumed run that ends bitwise where the uninterrupted one did."""
     config = Path(__file__).parents[1] / "recipes" / "table1" / "accelerate_fsdp_8xh100.yaml"
@@ -365,22 +378,18 @@ def test_fsdp2_matches_one_process_and_resumes(tiny_dir, tmp_path):
            # accelerator that meta-initialised shards are moved to (there is none here)
            "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_SYNC_MODULE_STATES": "false"}
     assert env["FSDP_VERSION"] == "2" and env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
-    common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
-              "micro_batch_size=1", "learning_rate=3e-3", "max_steps=6", "save_every=3", "weighting=iw-sft",
-              f"ref_cache_dir={tmp_path / 'ref'}", "seed=5"]
+    common = _multi_process_args(tiny_dir, tmp_path)    # its own reference cache, computed under FSDP2
 
     def fsdp(*overrides):
         return _torchrun(["train", "-", *common, *overrides], env=env, script=Path(__file__).parent / "fsdp_cpu_launch.py")
 
-    one = _run_cli(["train", "-", *common, f"output_dir={tmp_path / 'one'}"], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert one.returncode == 0, one.stderr[-2000:]
     first = fsdp(f"output_dir={tmp_path / 'fsdp'}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 x 2 accum x 2 proc" in first.stdout and _metrics(tmp_path / "fsdp")[0]["w_mean"] == 1.0
     _assert_fsdp_sharded(first.stdout)
     # The shipped config offloads (its header: 93 GiB per GPU without): FSDP2's CPUOffloadPolicy, unpinned here.
     assert env["FSDP_OFFLOAD_PARAMS"] == "true" and "FSDP CPU offload" in " ".join(first.stdout.split())
-    a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "fsdp" / "final")
+    a, b = _params(one_process_run / "final"), _params(tmp_path / "fsdp" / "final")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -159,9 +159,14 @@ def test_without_trl_the_import_names_the_extra():
 @pytest.mark.slow
 def test_example_script_trains_the_embedded_model(tmp_path):
     root = Path(__file__).parents[1]
-    r = subprocess.run([sys.executable, str(root / "examples" / "trl_iwsft.py"), "--max-steps", "2",
+    # 16 rows: the 2 steps at batch 8 read them all; the reference forward covers those, not all 145
+    r = subprocess.run([sys.executable, str(root / "examples" / "trl_iwsft.py"), "--max-steps", "2", "--examples", "16",
                         "--output-dir", str(tmp_path / "out"), "--ref-cache-dir", str(tmp_path / "ref")],
                        capture_output=True, text=True, cwd=root, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "step 1: w_mean 1.0000" in r.stdout, r.stdout[-2000:]
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(next((tmp_path / "ref").glob("*.safetensors"))), "pt") as f:
+        assert f.get_tensor("ids").tolist() == list(range(16))      # the reference covers the 16 rows trained on
