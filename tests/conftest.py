@@ -71,3 +71,35 @@ def tiny_dir(tmp_path_factory):
              "score": a * 10 + b} for a in range(4) for b in range(3)]
     (d / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
+
+
+_CLI_SHIM = """#!{python}
+import json, sys
+sys.path.insert(0, {root!r})
+if sys.argv[1] == "-c":                                    # a version print or import probe
+    sys.exit(0)
+assert sys.argv[1:3] == ["-m", "harness"], sys.argv
+from harness.cli import build_parser
+from harness.perf.train_bench import SHAPES, VARIANTS
+args = build_parser().parse_args(sys.argv[3:])
+if args.command == "bench":
+    assert set(args.shapes.split(",")) <= set(SHAPES) and set(args.variants.split(",")) <= set(VARIANTS), sys.argv
+    [int(x) for x in args.seq_lens.split(",")]
+with open({log!r}, "a") as f:
+    f.write(json.dumps(sys.argv[3:]) + "\\n")
+"""
+
+
+@pytest.fixture
+def cli_shim(tmp_path):
+    """(python, calls): a stand-in `python` for the GPU scripts (their PYTHON variable) that parses each
+    `-m harness ...` command with the real CLI parser, checks bench shapes and variants, and appends the
+    arguments to `calls` (JSON lines) instead of running them: a typo costs no device time."""
+    import stat
+    from pathlib import Path
+
+    calls, shim = tmp_path / "calls.jsonl", tmp_path / "python"
+    root = Path(__file__).resolve().parents[1]
+    shim.write_text(_CLI_SHIM.format(python=sys.executable, root=str(root), log=str(calls)))
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    return shim, calls

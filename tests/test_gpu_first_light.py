@@ -5,7 +5,6 @@ fail on the runs they are meant to catch."""
 
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -41,28 +40,10 @@ def test_train_part_runs_for_real_on_cpu(tmp_path, tokenizer_dir):
     assert "=== train: rc 0" in log
 
 
-SHIM = """#!{python}
-import json, sys
-sys.path.insert(0, {root!r})
-if sys.argv[1] == "-c":                                    # version print / import probe
-    sys.exit(0)
-assert sys.argv[1:3] == ["-m", "harness"], sys.argv
-from harness.cli import build_parser
-from harness.perf.train_bench import SHAPES, VARIANTS
-args = build_parser().parse_args(sys.argv[3:])
-if args.command == "bench":
-    assert set(args.shapes.split(",")) <= set(SHAPES) and set(args.variants.split(",")) <= set(VARIANTS), sys.argv
-    [int(x) for x in args.seq_lens.split(",")]
-with open({log!r}, "a") as f:
-    f.write(json.dumps(sys.argv[3:]) + "\\n")
-"""
 
 
-def test_other_parts_parse_and_write_one_file_each(tmp_path):
-    log = tmp_path / "calls.jsonl"
-    shim = tmp_path / "python"
-    shim.write_text(SHIM.format(python=sys.executable, root=str(ROOT), log=str(log)))
-    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+def test_other_parts_parse_and_write_one_file_each(tmp_path, cli_shim):
+    shim, log = cli_shim
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(SCRIPT), str(out), "table", "gen", "long", "options", "compile"], cwd=ROOT,
                        env={**os.environ, "PYTHON": str(shim), "FL_WORK": str(tmp_path / "w")}, capture_output=True,

@@ -164,8 +164,8 @@ class _StepStats:
     weights: list = field(default_factory=list)
     logw: list = field(default_factory=list)
     n_tok: int = 0
-    nll_sum: float = 0.0        # unweighted: whether the model fits the data, whatever the weights do
-    n_loss_tok: int = 0
+    nll_sum: Any = 0.0          # unweighted: whether the model fits the data, whatever the weights do;
+    n_loss_tok: Any = 0         # device tensors while the step runs (no sync per micro-batch)
     n_clip: int = 0
     clip_units: int = 0
     gnorm: float = 0.0
@@ -471,8 +471,8 @@ class Trainer:
                 loss = out.loss_sum / divisors[j]
                 acc.backward(loss)
             st.loss_sum += float(loss.detach())
-            st.nll_sum -= float(pol.detach().float()[b.loss_mask].sum())
-            st.n_loss_tok += int(b.loss_mask.sum())
+            st.nll_sum = st.nll_sum - torch.where(b.loss_mask, pol.detach().float(), 0.0).sum()
+            st.n_loss_tok = st.n_loss_tok + b.loss_mask.sum()
             st.weights.append(out.seq_weights.float().cpu())
             st.logw.append(out.log_weights.float().cpu())
             st.n_tok += b.n_tokens
@@ -491,7 +491,8 @@ class Trainer:
     def _log(self, run: "_RunState", step: int, st: "_StepStats", dt: float) -> None:
         cfg, acc = self.cfg, self.acc
         w_all, lw_all, n_tok, loss_sum = torch.cat(st.weights), torch.cat(st.logw), st.n_tok, st.loss_sum
-        n_clip, clip_units, nll_sum, n_loss_tok = st.n_clip, st.clip_units, st.nll_sum, st.n_loss_tok
+        n_clip, clip_units = st.n_clip, st.clip_units
+        nll_sum, n_loss_tok = float(st.nll_sum), float(st.n_loss_tok)
         if acc.num_processes > 1:
             w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
             n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
