@@ -140,8 +140,55 @@ def test_report_adjusts_many_paired_tests(tmp_path):
     b = {"arith": load_run(_write_run(tmp_path / "b", "m", "arith", B))}
     c = {"arith": load_run(_write_run(tmp_path / "c", "m", "arith", {k: True for k in A}))}
     report = build_table({"base": [a], "iw-sft": [b], "sft": [c]}, [["base", "iw-sft"], ["base", "sft"]], [], "Many")
-    # base vs iw-sft: discordant 1 / 2, p = 1; base vs sft: 0 / 2, p = 2/4. Holm: 2 x 0.5, then 1.
+    # base vs iw-sft: discordant 1 / 2, p = 1; base vs sft: 0 / 2, p = 2/4. Neither can reach 0.05
+    # (3 and 2 discordant problems): both are left out of Holm's family, not counted against others.
     assert [p["p_mcnemar"] for p in report["paired"]] == pytest.approx([1.0, 0.5])
-    assert [p["p_holm"] for p in report["paired"]] == pytest.approx([1.0, 1.0])
+    assert [p["p_holm"] for p in report["paired"]] == [None, None]
     md = markdown(report)
-    assert "| p (exact) | Holm p |" in md and "adjusted for the 2 tests" in md
+    assert "| p (exact) | Holm p |" in md and "over the 0 tests that can reach p < 0.05" in md
+    assert "2 tests with 5 or fewer discordant units cannot reject" in md and "| 0.5 | - (n.s.) |" in md
+
+
+def _tens(root: Path, name: str, right: int) -> dict:
+    """An arith run on 10 problem ids, the first `right` of them right."""
+    return {"arith": load_run(_write_run(root, name, "arith", {f"q{i}": i < right for i in range(10)}))}
+
+
+def test_marks_follow_holm_and_the_family_is_the_tests_that_can_reject(tmp_path):
+    base, x, y, z = (_tens(tmp_path / k, "m", r) for k, r in (("a", 0), ("x", 6), ("y", 6), ("z", 2)))
+    report = build_table({"base": [base], "x": [x], "y": [y], "z": [z]},
+                         [["base", "x"], ["base", "y"], ["base", "z"]], [], "Holm")
+    px, py, pz = report["paired"]
+    # x and y: 6 of 6 discordant, exact p = 2/64 each, Holm over the two that can reject: 0.0625. z:
+    # 2 discordant, smallest attainable p 0.5, left out (the old family of 3 gave x and y 0.094).
+    assert px["p_mcnemar"] == pytest.approx(2 / 64) and px["p_holm"] == pytest.approx(4 / 64)
+    assert (px["in_holm_family"], pz["in_holm_family"], pz["p_holm"]) == (True, False, None)
+    md = markdown(report)
+    # Significant before adjustment, not after: the mark follows the Holm p printed beside it.
+    assert "| 0.0312 | 0.0625 (n.s.) |" in md and "| 0.5 | - (n.s.) |" in md
+    assert "over the 2 tests that can reach p < 0.05" in md and "1 test with 5 or fewer" in md
+    assert "do these two checkpoints differ" in md
+
+
+def test_methods_are_tested_over_seeds(tmp_path):
+    base = _tens(tmp_path / "a", "m", 2)
+    seeds = [_tens(tmp_path / f"s{i}", "m", r) for i, r in enumerate((6, 8, 9))]
+    report = build_table({"base": [base], "iw-sft": seeds}, [["base", "iw-sft"]], [], "Seeds")
+    assert [c["question"] for c in report["paired"]] == ["these two checkpoints, on these problems"] * 3
+    (m,) = report["methods_over_seeds"]
+    # Per-seed differences +40, +60, +70 points: mean 56.7, sd 15.3, t = 6.43 on 2 df.
+    assert m["seed_diffs"] == pytest.approx([0.4, 0.6, 0.7]) and m["seeds"] == 3
+    assert m["p"] == pytest.approx(0.02335, abs=2e-4) and m["diff_ci95"][0] == pytest.approx(0.5667 - 0.3795, abs=1e-3)
+    assert "over 3 training seeds" in m["question"]
+    md = markdown(report)
+    assert "## Methods over training seeds" in md and "do these two methods differ" in md
+    assert "| +40.0 +60.0 +70.0 | +56.7 [+18.7, +94.6] | 0.0234 |" in md
+    assert "Checkpoints, not methods" not in md
+
+
+def test_one_seed_report_says_it_cannot_answer_the_methods_question(tmp_path):
+    report = build_table({"base": [_tens(tmp_path / "a", "m", 0)], "iw-sft": [_tens(tmp_path / "b", "m", 9)]},
+                         [["base", "iw-sft"]], [], "One seed")
+    assert report["methods_over_seeds"] == []
+    md = markdown(report)
+    assert "Checkpoints, not methods" in md and "--seeds N (N >= 2)" in md and "## Methods over" not in md
