@@ -192,3 +192,13 @@ def test_one_seed_report_says_it_cannot_answer_the_methods_question(tmp_path):
     assert report["methods_over_seeds"] == []
     md = markdown(report)
     assert "Checkpoints, not methods" in md and "--seeds N (N >= 2)" in md and "## Methods over" not in md
+
+
+def test_a_rerun_keeps_the_original_wall_time(tmp_path):
+    from harness.paper.pipeline import wall_times
+
+    prev = tmp_path / "table1.json"
+    assert wall_times(prev, "T", 700.0) == {"wall_time_s": 700.0, "wall_time_this_run_s": 700.0}   # first run
+    prev.write_text(json.dumps({"title": "T", "wall_time_s": 700.0}))
+    assert wall_times(prev, "T", 4.0) == {"wall_time_s": 700.0, "wall_time_this_run_s": 4.0}     # everything reused
+    assert wall_times(prev, "other preset", 4.0)["wall_time_s"] == 4.0
