@@ -166,6 +166,7 @@ def test_accuracy_interval_methods():
     # All wrong: never the bootstrap's degenerate [0, 0].
     (zlo, zhi), _ = accuracy_interval([0.0] * 300, clusters)
     assert zlo == 0.0 and zhi == pytest.approx(wilson(0, 50)[1])
+    assert accuracy_interval([1.0, 0.0], ["pair", "pair"])[1].startswith("bootstrap over 1 cluster of correlated")   # not "1 clusters"
     (_, _), kmethod = accuracy_interval([0.5, 0.25, 1.0], None, samples_per_problem=4)
     assert kmethod.startswith("bootstrap over problems")
 

@@ -163,6 +163,8 @@ def methods(rows: list[dict], comparisons: list[dict], over_seeds: list[dict] | 
             acc = [a for a in acc if a != "no problems"]
             out.append(f"{bench_title(bench)}: accuracy 95% CI by {'; '.join(acc) or '-'}" +
                        (f". Paired: {'; '.join(paired)}" if paired else ""))
+    for m in sorted({t["method"] for t in over_seeds or []}):
+        out.append(f"Methods over training seeds: {m}.")
     out += holm_lines(comparisons, over_seeds or [])
     if comparisons and seeds < 2:
         out.append("Checkpoints, not methods: with one training seed per row every test above compares two particular "
