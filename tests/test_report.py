@@ -67,7 +67,7 @@ def test_compare_command(tmp_path, capsys):
     _write_run(tmp_path / "b", "m", "arith", B)
     assert main(["compare", f"A={tmp_path / 'a' / 'm'}", f"B={tmp_path / 'b' / 'm'}", "--out", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
-    assert "McNemar" in out and "+20.0" in out
+    assert "McNemar" in out and "+20.0" in out and "Question answered: do these runs (checkpoints) differ" in out
     rep = json.loads((tmp_path / "rep" / "compare.json").read_text())
     assert rep["benchmarks"]["arith"]["agreement"]["A"]["B"] == 2
     assert find_runs(tmp_path / "a" / "m")["arith"].scores["q3"] == 0.0
