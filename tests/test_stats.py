@@ -263,4 +263,4 @@ def test_seed_t_test():
     assert p == pytest.approx(0.07418, abs=1e-4)
     assert (lo, hi) == pytest.approx((0.04 - 4.302653 * 0.02 / 3 ** 0.5, 0.04 + 4.302653 * 0.02 / 3 ** 0.5), abs=1e-6)
     assert seed_t_test([0.1]) == (None, None)
-    assert seed_t_test([0.0, 0.0])[0] == 1.0
+    assert seed_t_test([0.0, 0.0]) == (None, None) == seed_t_test([0.1, 0.1])      # no spread: t undefined

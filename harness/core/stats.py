@@ -107,7 +107,7 @@ def min_attainable_p(units_differing: int) -> float:
 def seed_t_test(diffs: Sequence[float], alpha: float = ALPHA) -> tuple[float | None, tuple[float, float] | None]:
     """One-sample t test of mean(diffs) = 0 over training seeds (one paired accuracy difference per
     seed) with its 1 - alpha interval (N - 1 degrees of freedom). (None, None) with fewer than 2
-    seeds; with no spread between seeds the t statistic is undefined: p None, interval a point."""
+    seeds, or when the seeds' differences do not vary (the t statistic is undefined)."""
     from scipy import stats as st
 
     n = len(diffs)
@@ -116,7 +116,7 @@ def seed_t_test(diffs: Sequence[float], alpha: float = ALPHA) -> tuple[float | N
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     if sd <= 1e-15:
-        return (1.0 if abs(mean) <= 1e-15 else None), (mean, mean)
+        return None, None
     se = sd / math.sqrt(n)
     t = mean / se
     half = float(st.t.ppf(1 - alpha / 2, n - 1)) * se

@@ -108,7 +108,7 @@ def methods_over_seeds(models: dict, paired: list[list[str]], benches: list[str]
             question = (f"method {b if single == [a] else a} over {len(diffs)} training seeds against the one {single[0]} "
                         "checkpoint" if single else f"these two methods, over {len(diffs)} training seeds each")
             out.append({"a": a, "b": b, "benchmark": bench, "seeds": len(diffs), "seed_diffs": diffs,
-                        "diff": sum(diffs) / len(diffs), "diff_ci95": list(ci), "p": p, "question": question,
+                        "diff": sum(diffs) / len(diffs), "diff_ci95": list(ci) if ci else None, "p": p, "question": question,
                         "method": SEED_TEST.format(df=len(diffs) - 1)})
     return out
 
