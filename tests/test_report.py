@@ -205,3 +205,14 @@ def test_a_rerun_keeps_the_original_wall_time(tmp_path):
     prev.write_text(json.dumps({"title": "T", "wall_time_s": 700.0}))
     assert wall_times(prev, "T", 4.0) == {"wall_time_s": 700.0, "wall_time_this_run_s": 4.0}     # everything reused
     assert wall_times(prev, "other preset", 4.0)["wall_time_s"] == 4.0
+
+
+def test_markdown_carries_what_the_terminal_text_shows(tmp_path):
+    from harness.paper.report import write_report
+
+    runs = {"base": [{"arith": load_run(_write_run(tmp_path, "base", "arith", A))}],
+            "iw-sft": [{"arith": load_run(_write_run(tmp_path, "iw", "arith", B, thinking=30))}]}
+    write_report(build_table(runs, [["base", "iw-sft"]], [], "Parity"), tmp_path / "out")
+    txt, md = ((tmp_path / "out" / f"table1.{x}").read_text() for x in ("txt", "md"))
+    for shown in ("think tok", "← ours: iw-sft", "LLM-judged", "Holm" if "Holm" in txt else "p (exact)", "(n.s.)"):
+        assert shown in txt and shown in md, shown

@@ -197,6 +197,13 @@ def paper_rows_for(models) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "ours" or v in models} for r in paper_rows()]
 
 
+PAPER_TITLE = "Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)"
+
+
+def _ours(paper_row: dict) -> str:
+    return f"  ← ours: {paper_row['ours']}" if paper_row.get("ours") else ""
+
+
 def _pct(x):
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -222,13 +229,13 @@ def render(report: dict, console: Console) -> None:
         t.add_row(f"[bold]{r['model']}[/]", *(_cell_text(r["benchmarks"].get(b)) for b in benches), _think_text(r))
     console.print(t)
 
-    paper = Table(title="Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)", title_justify="left")
+    paper = Table(title=PAPER_TITLE, title_justify="left")
     paper.add_column("model")
     for b in ("aime24", "math500", "gpqa_diamond"):
         paper.add_column(bench_title(b) + " %", justify="right")
     for r in report["paper"]:
         style = "bold" if r.get("ours") else ""
-        paper.add_row(r["model"] + (f"  ← ours: {r['ours']}" if r.get("ours") else ""),
+        paper.add_row(r["model"] + _ours(r),
                       *("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")), style=style)
     console.print(paper)
 
@@ -310,9 +317,9 @@ def markdown(report: dict) -> str:
            "|---|" + "---|" * len(benches) + "---|"]
     for r in report["rows"]:
         out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + f" | {_think_text(r)} |")
-    out += ["", "## Paper, Table 1 (Qwen2.5-32B-Instruct base)", "", "| model | AIME24 | MATH500 | GPQA Diamond |", "|---|---|---|---|"]
+    out += ["", f"## {PAPER_TITLE}", "", "| model | AIME24 | MATH500 | GPQA Diamond |", "|---|---|---|---|"]
     for r in report["paper"]:
-        out.append(f"| {r['model']} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")
+        out.append(f"| {r['model']}{_ours(r)} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")
     for title, question, cols, rows in _test_tables(report):
         out += ["", f"## {title}", "", question, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(row) + " |" for row in rows]
