@@ -236,6 +236,10 @@ def test_reproduce_table1_seeds_trains_and_reports_each_seed(tmp_path, monkeypat
         assert cell["seed_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
     assert any(r["arith"]["seed_std"] > 0 for n, r in rows.items() if n != "base")   # the fake scores seeds differently
     assert "2 seeds)" in (tmp_path / "rep" / "table1.md").read_text()
+    # the methods question, over seeds, beside the per-checkpoint tests; the timing of this run kept apart
+    assert report["methods_over_seeds"] and all(m["seeds"] == 2 for m in report["methods_over_seeds"])
+    assert "## Methods over training seeds" in (tmp_path / "rep" / "table1.md").read_text()
+    assert report["wall_time_s"] >= report["wall_time_this_run_s"] > 0
 
 
 # ------------------------------------------------------------------------------------------ GPQA secrecy

@@ -67,7 +67,7 @@ def test_compare_command(tmp_path, capsys):
     _write_run(tmp_path / "b", "m", "arith", B)
     assert main(["compare", f"A={tmp_path / 'a' / 'm'}", f"B={tmp_path / 'b' / 'm'}", "--out", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
-    assert "McNemar" in out and "+20.0" in out
+    assert "McNemar" in out and "+20.0" in out and "Question answered: do these runs (checkpoints) differ" in out
     rep = json.loads((tmp_path / "rep" / "compare.json").read_text())
     assert rep["benchmarks"]["arith"]["agreement"]["A"]["B"] == 2
     assert find_runs(tmp_path / "a" / "m")["arith"].scores["q3"] == 0.0
@@ -129,6 +129,9 @@ def test_report_resamples_and_tests_arith_clusters(tmp_path):
     # 5 independent wins, p = 2/32, not 54 (p = 2/2^54).
     assert (pc["only_a"], pc["only_b"], pc["clusters"]) == (0, 54, 10)
     assert pc["p_mcnemar"] == pytest.approx(0.0625) and pc["diff_ci95"][0] <= 0
+    # Every differing cluster favours iw-sft, yet the interval does not end at the estimate (it did:
+    # "+72.8 [+54.8, +72.8]" in a tiny report): how many clusters differ is itself uncertain.
+    assert pc["diff_ci95"][1] > pc["diff"] + 0.1
     cell = report["rows"][0]["benchmarks"]["arith"]
     assert cell["ci_method"].startswith("bootstrap over 10 clusters")
     md = markdown(report)
@@ -140,8 +143,76 @@ def test_report_adjusts_many_paired_tests(tmp_path):
     b = {"arith": load_run(_write_run(tmp_path / "b", "m", "arith", B))}
     c = {"arith": load_run(_write_run(tmp_path / "c", "m", "arith", {k: True for k in A}))}
     report = build_table({"base": [a], "iw-sft": [b], "sft": [c]}, [["base", "iw-sft"], ["base", "sft"]], [], "Many")
-    # base vs iw-sft: discordant 1 / 2, p = 1; base vs sft: 0 / 2, p = 2/4. Holm: 2 x 0.5, then 1.
+    # base vs iw-sft: discordant 1 / 2, p = 1; base vs sft: 0 / 2, p = 2/4. Neither can reach 0.05
+    # (3 and 2 discordant problems): both are left out of Holm's family, not counted against others.
     assert [p["p_mcnemar"] for p in report["paired"]] == pytest.approx([1.0, 0.5])
-    assert [p["p_holm"] for p in report["paired"]] == pytest.approx([1.0, 1.0])
+    assert [p["p_holm"] for p in report["paired"]] == [None, None]
     md = markdown(report)
-    assert "| p (exact) | Holm p |" in md and "adjusted for the 2 tests" in md
+    assert "| p (exact) | Holm p |" in md and "over the 0 tests that can reach p < 0.05" in md
+    assert "2 tests with 5 or fewer discordant units cannot reject" in md and "| 0.5 | - (n.s.) |" in md
+
+
+def _tens(root: Path, name: str, right: int) -> dict:
+    """An arith run on 10 problem ids, the first `right` of them right."""
+    return {"arith": load_run(_write_run(root, name, "arith", {f"q{i}": i < right for i in range(10)}))}
+
+
+def test_marks_follow_holm_and_the_family_is_the_tests_that_can_reject(tmp_path):
+    base, x, y, z = (_tens(tmp_path / k, "m", r) for k, r in (("a", 0), ("x", 6), ("y", 6), ("z", 2)))
+    report = build_table({"base": [base], "x": [x], "y": [y], "z": [z]},
+                         [["base", "x"], ["base", "y"], ["base", "z"]], [], "Holm")
+    px, py, pz = report["paired"]
+    # x and y: 6 of 6 discordant, exact p = 2/64 each, Holm over the two that can reject: 0.0625. z:
+    # 2 discordant, smallest attainable p 0.5, left out (the old family of 3 gave x and y 0.094).
+    assert px["p_mcnemar"] == pytest.approx(2 / 64) and px["p_holm"] == pytest.approx(4 / 64)
+    assert (px["in_holm_family"], pz["in_holm_family"], pz["p_holm"]) == (True, False, None)
+    md = markdown(report)
+    # Significant before adjustment, not after: the mark follows the Holm p printed beside it.
+    assert "| 0.0312 | 0.0625 (n.s.) |" in md and "| 0.5 | - (n.s.) |" in md
+    assert "over the 2 tests that can reach p < 0.05" in md and "1 test with 5 or fewer" in md
+    assert "do these two checkpoints differ" in md
+
+
+def test_methods_are_tested_over_seeds(tmp_path):
+    base = _tens(tmp_path / "a", "m", 2)
+    seeds = [_tens(tmp_path / f"s{i}", "m", r) for i, r in enumerate((6, 8, 9))]
+    report = build_table({"base": [base], "iw-sft": seeds}, [["base", "iw-sft"]], [], "Seeds")
+    assert [c["question"] for c in report["paired"]] == ["these two checkpoints, on these problems"] * 3
+    (m,) = report["methods_over_seeds"]
+    # Per-seed differences +40, +60, +70 points: mean 56.7, sd 15.3, t = 6.43 on 2 df.
+    assert m["seed_diffs"] == pytest.approx([0.4, 0.6, 0.7]) and m["seeds"] == 3
+    assert m["p"] == pytest.approx(0.02335, abs=2e-4) and m["diff_ci95"][0] == pytest.approx(0.5667 - 0.3795, abs=1e-3)
+    assert "over 3 training seeds" in m["question"]
+    md = markdown(report)
+    assert "## Methods over training seeds" in md and "do these two methods differ" in md
+    assert "| +40.0 +60.0 +70.0 | +56.7 [+18.7, +94.6] | 0.0234 |" in md
+    assert "Checkpoints, not methods" not in md
+
+
+def test_one_seed_report_says_it_cannot_answer_the_methods_question(tmp_path):
+    report = build_table({"base": [_tens(tmp_path / "a", "m", 0)], "iw-sft": [_tens(tmp_path / "b", "m", 9)]},
+                         [["base", "iw-sft"]], [], "One seed")
+    assert report["methods_over_seeds"] == []
+    md = markdown(report)
+    assert "Checkpoints, not methods" in md and "--seeds N (N >= 2)" in md and "## Methods over" not in md
+
+
+def test_a_rerun_keeps_the_original_wall_time(tmp_path):
+    from harness.paper.pipeline import wall_times
+
+    prev = tmp_path / "table1.json"
+    assert wall_times(prev, "T", 700.0) == {"wall_time_s": 700.0, "wall_time_this_run_s": 700.0}   # first run
+    prev.write_text(json.dumps({"title": "T", "wall_time_s": 700.0}))
+    assert wall_times(prev, "T", 4.0) == {"wall_time_s": 700.0, "wall_time_this_run_s": 4.0}     # everything reused
+    assert wall_times(prev, "other preset", 4.0)["wall_time_s"] == 4.0
+
+
+def test_markdown_carries_what_the_terminal_text_shows(tmp_path):
+    from harness.paper.report import write_report
+
+    runs = {"base": [{"arith": load_run(_write_run(tmp_path, "base", "arith", A))}],
+            "iw-sft": [{"arith": load_run(_write_run(tmp_path, "iw", "arith", B, thinking=30))}]}
+    write_report(build_table(runs, [["base", "iw-sft"]], [], "Parity"), tmp_path / "out")
+    txt, md = ((tmp_path / "out" / f"table1.{x}").read_text() for x in ("txt", "md"))
+    for shown in ("think tok", "← ours: iw-sft", "LLM-judged", "Holm" if "Holm" in txt else "p (exact)", "(n.s.)"):
+        assert shown in txt and shown in md, shown

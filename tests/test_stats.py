@@ -14,9 +14,12 @@ from harness.core.stats import (
     holm,
     mcnemar_exact,
     mcnemar_interval,
+    min_attainable_p,
     paired_bootstrap,
+    paired_difference_interval,
     paired_compare,
     sign_flip_test,
+    seed_t_test,
     sign_test_interval,
     wilson,
 )
@@ -66,7 +69,7 @@ def test_sweep_interval_includes_zero_exactly_when_not_significant(n):
         if b + c > n or b + c > 40:
             continue
         p = mcnemar_exact(b, c)
-        ci = mcnemar_interval(b, c, n)
+        ci = paired_difference_interval(b, c, n)
         assert _includes_zero(ci) == (p >= 0.05), (n, b, c, p, ci)
         assert ci[0] <= (c - b) / n <= ci[1] and -1 <= ci[0] and ci[1] <= 1
 
@@ -83,7 +86,7 @@ def test_sign_flip_test_is_mcnemar_for_single_binary_items():
     for b, c in itertools.product(range(12), repeat=2):
         d = [1.0] * c + [-1.0] * b + [0.0] * 7
         assert sign_flip_test(d) == pytest.approx(mcnemar_exact(b, c), abs=1e-12)
-        assert sign_test_interval(d, len(d)) == pytest.approx(mcnemar_interval(b, c, len(d)), abs=1e-9)
+        assert sign_test_interval(d, len(d)) == pytest.approx(paired_difference_interval(b, c, len(d)), abs=1e-9)
 
 
 def test_sign_flip_test_matches_enumeration():
@@ -163,6 +166,7 @@ def test_accuracy_interval_methods():
     # All wrong: never the bootstrap's degenerate [0, 0].
     (zlo, zhi), _ = accuracy_interval([0.0] * 300, clusters)
     assert zlo == 0.0 and zhi == pytest.approx(wilson(0, 50)[1])
+    assert accuracy_interval([1.0, 0.0], ["pair", "pair"])[1].startswith("bootstrap over 1 cluster of correlated")   # not "1 clusters"
     (_, _), kmethod = accuracy_interval([0.5, 0.25, 1.0], None, samples_per_problem=4)
     assert kmethod.startswith("bootstrap over problems")
 
@@ -171,3 +175,92 @@ def test_holm():
     assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert holm([0.3]) == [0.3] and holm([]) == []
     assert holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])
+
+
+def _exact_coverage(interval, n: int, p10: float, p01: float, memo: dict) -> float:
+    """P(interval(b, c, n) contains p01 - p10) when (b, c, rest) ~ Multinomial(n; p10, p01, rest),
+    summed over every outcome with probability above 1e-13 (the rest is below 1e-9 in all)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    q = p10 + p01
+    pi = p01 / q if q > 0 else 0.5
+    truth, cover = p01 - p10, 0.0
+    pm = binom.pmf(np.arange(n + 1), n, q)
+    for m in np.flatnonzero(pm >= 1e-13):
+        pc = pm[m] * binom.pmf(np.arange(m + 1), m, pi)
+        for c in np.flatnonzero(pc >= 1e-13):
+            key = (int(m), int(c))
+            if key not in memo:
+                memo[key] = interval(key[0] - key[1], key[1], n)
+            lo, hi = memo[key]
+            cover += pc[c] * (lo - 1e-12 <= truth <= hi + 1e-12)
+    return float(cover)
+
+
+GRID = sorted({0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 1 / 30})     # discordance each way, 0-10%
+
+
+@pytest.mark.parametrize("n", [30, 198, 500])
+def test_paired_interval_covers_over_the_grid(n):
+    # Exact coverage (enumeration, no simulation error) of the interval paired_compare prints for
+    # independent binary problems. The old conditional interval (mcnemar_interval) fails this: 64%
+    # at n = 30 with 0% / 3.3%, about 89% at n = 198 and 500.
+    memo: dict = {}
+    worst = min((_exact_coverage(paired_difference_interval, n, a, b, memo), a, b)
+                for a, b in itertools.product(GRID, repeat=2))
+    assert worst[0] >= 0.95, worst
+
+
+def test_the_conditional_interval_under_covers():
+    # Why paired_compare no longer prints mcnemar_interval: it treats the discordance rate as known.
+    assert _exact_coverage(mcnemar_interval, 30, 0.0, 1 / 30, {}) < 0.70
+    assert mcnemar_interval(0, 0, 30) == (0.0, 0.0)
+    lo, hi = paired_difference_interval(0, 0, 30)          # no discordance: the size of an effect is unknown
+    assert lo < 0 < hi and hi == pytest.approx(clopper_pearson(0, 30)[1])
+    # Every discordant problem one way: the upper end is no longer the point estimate itself.
+    assert mcnemar_interval(0, 8, 30)[1] == pytest.approx(8 / 30)
+    assert paired_difference_interval(0, 8, 30)[1] > 8 / 30 + 0.1
+
+
+def _clustered_draw(rng: random.Random, clusters: int, qa: float, qb: float):
+    """Correlated clusters (arith-like: 12 items, every 7th a 6-item 'double'): a cluster favours B
+    with probability qb, A with qa, and then each of its items is discordant with a cluster-level
+    probability h ~ U(0.3, 1). True difference per item: (qb - qa) x E[h] = (qb - qa) x 0.65."""
+    sums, sizes = [], []
+    for g in range(clusters):
+        size = 6 if g % 7 == 0 else 12
+        r, h = rng.random(), rng.uniform(0.3, 1.0)
+        sign = 1 if r < qb else (-1 if r < qb + qa else 0)
+        sums.append(float(sign * sum(rng.random() < h for _ in range(size))))
+        sizes.append(size)
+    return sums, sizes
+
+
+@pytest.mark.parametrize("clusters,qa,qb", [(28, 0.0, 0.3), (28, 0.1, 0.1), (10, 0.0, 0.4)])
+def test_clustered_paired_interval_covers(clusters, qa, qb):
+    # Seeded simulation, 150 draws (standard error about 1.8 points at 95%). The old interval,
+    # conditional on the observed |differences|, covered 45% / 97% / 44% here (400 draws): with
+    # every discordant cluster one way it ended at the point estimate.
+    rng, draws, covered = random.Random(1), 150, 0
+    for _ in range(draws):
+        sums, sizes = _clustered_draw(rng, clusters, qa, qb)
+        lo, hi = sign_test_interval(sums, sum(sizes), sizes=sizes)
+        covered += lo <= (qb - qa) * 0.65 <= hi
+        assert _includes_zero((lo, hi)) == (sign_flip_test(sums) >= 0.05)
+    assert covered / draws >= 0.92
+
+
+def test_min_attainable_p_marks_tests_that_cannot_reject():
+    assert [min_attainable_p(k) for k in (0, 1, 5, 6)] == pytest.approx([1.0, 1.0, 0.0625, 0.03125])
+    a, b = _runs(30, 0, 5, 10)
+    assert paired_compare(a, b).p_min == pytest.approx(mcnemar_exact(0, 5))
+
+
+def test_seed_t_test():
+    # Hand computation: diffs 0.02, 0.04, 0.06 -> mean 0.04, sd 0.02, se 0.02/sqrt(3), t = 3.464, 2 df.
+    p, (lo, hi) = seed_t_test([0.02, 0.04, 0.06])
+    assert p == pytest.approx(0.07418, abs=1e-4)
+    assert (lo, hi) == pytest.approx((0.04 - 4.302653 * 0.02 / 3 ** 0.5, 0.04 + 4.302653 * 0.02 / 3 ** 0.5), abs=1e-6)
+    assert seed_t_test([0.1]) == (None, None)
+    assert seed_t_test([0.0, 0.0]) == (None, None) == seed_t_test([0.1, 0.1])      # no spread: t undefined

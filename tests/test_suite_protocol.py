@@ -62,11 +62,17 @@ def test_deviations_name_the_protocol_and_the_controls():
     assert "Base row: plain generation" in text
     assert "longest prompt over all" in text
     assert "iw-sft, iw-sft-per-step take 2x as many AdamW steps (625 against 313)" in text and "sft-matched is SFT" in text
+    assert "s1.1 315" in text and "s1.1-sft takes 313 steps here, where transformers' Trainer would take 315" in text
+    # No Wait: s1's loop makes one capped round, so it cannot exceed the cap either.
+    assert "s1's loop" not in text and "could exceed" not in text
     t = load_suite("tiny")
     trained = {n: load_recipe(t.recipe_path(n)).to_dict() for n in t.recipes}
     text = "\n".join(deviations(t, {"base": [{}]}, trained))
     assert "Base row: evaluated with the fine-tunes' s1 prompt" in text
     assert "pools the response tokens of" in text       # micro-batch 4 loss normalisation vs the paper's 1
+    t.settings.wait = 2
+    assert "s1's loop, which resubmits each 'Wait' round with the full cap, could exceed it" in "\n".join(
+        deviations(t, {"base": [{}]}, trained))
 
 
 def test_deviations_name_the_backend_and_its_libraries_once():

@@ -5,6 +5,10 @@ from __future__ import annotations
 HELP = "Compare evaluation runs: accuracy [95% CI], paired difference + exact McNemar, thinking tokens, agreement"
 
 
+CHECKPOINTS_ONLY = ("Question answered: do these runs (checkpoints) differ on these problems? Whether two training "
+                    "methods differ needs several seeds of each: `reproduce-table1 --seeds N`.")
+
+
 def add_arguments(p):
     p.add_argument("runs", nargs="+", help="evaluation folders: `iwsft eval --out` model folders or run directories "
                                            "(NAME=PATH to label one)")
@@ -74,7 +78,8 @@ def run(args) -> int:
         if differ:
             console.print(f"[yellow]note[/]: these {bench} runs also differ in {', '.join(differ)} (see each run's settings.json)")
         if len(have) >= 2:
-            pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left")
+            pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left", caption=CHECKPOINTS_ONLY,
+                       caption_justify="left")
             for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "p (exact)"):
                 pt.add_column(col, justify="left" if col in ("A", "B") else "right")
             pairs = {}
@@ -144,7 +149,7 @@ def markdown(report: dict) -> str:
                 n = _n(p.get('n_problems', p['n']), p.get('samples_per_problem', 1))
                 out.append(f"| {p['a']} | {p['b']} | {n} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
                            f"{p['only_a']} | {p['only_b']} | {p['both']} | {p['neither']} | {p['p_mcnemar']:.3g} |")
-            out += [""] + [f"Method: {m}" for m in sorted({p["method"] for p in e["paired"]})]
+            out += ["", CHECKPOINTS_ONLY] + [f"Method: {m}" for m in sorted({p["method"] for p in e["paired"]})]
         if e["agreement"]:
             names = list(e["agreement"])
             out += ["", f"### {bench}: right in both (diagonal: each run's own; samples when K > 1)", "",

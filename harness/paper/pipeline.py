@@ -94,7 +94,9 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
         + f"; dtype {suite.settings.dtype}; math-verify {v.get('math-verify') or v.get('math_verify')}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}.",
         f"Budgets: thinking cap {suite.settings.thinking_budget}, answer {suite.settings.answer_budget}, total {suite.settings.max_new_tokens} tokens, "
-        f"'Wait' x{suite.settings.wait}; the cap is exact in token ids (s1's loop could exceed it).",
+        f"'Wait' x{suite.settings.wait}; the cap is exact in token ids"
+        + (" (s1's loop, which resubmits each 'Wait' round with the full cap, could exceed it)." if suite.settings.wait
+           else " (as s1's with no 'Wait': one round, capped)."),
         "AIME24 copy: Qwen2.5-Math's, with [asy] figure code in II-8 and II-15 (s1 used a copy without figure code).",
         objective_note(trained),
         *suite.engine_deviations(),
@@ -205,6 +207,17 @@ def _steps(c: dict) -> int | None:
     return math.ceil(c["num_epochs"] * n / c["global_batch_size"]) if n and c.get("num_epochs") else None
 
 
+def _epoch_steps_note(name: str, c: dict) -> str:
+    """The harness batches across epoch boundaries (ceil(epochs x n / batch) steps); transformers' Trainer
+    (s1, the released code) pads each epoch's last batch (epochs x ceil(n / batch)). Named where they differ."""
+    n = (c.get("data_summary") or {}).get("examples")
+    if c.get("max_steps") or not n or not c.get("num_epochs") or float(c["num_epochs"]) != int(c["num_epochs"]):
+        return ""
+    ours, hf = _steps(c), int(c["num_epochs"]) * math.ceil(n / c["global_batch_size"])
+    return ("" if ours == hf else f"{name} takes {ours} steps here, where transformers' Trainer would take {hf} (it pads "
+            "each epoch's last batch; the harness batches across epoch boundaries); ")
+
+
 def control_notes(trained: dict[str, dict]) -> list[str]:
     """What each comparison controls for: optimizer steps (batch, block, epochs) and loss normalisation."""
     out = []
@@ -224,7 +237,8 @@ def control_notes(trained: dict[str, dict]) -> list[str]:
                           "the sequences" if si and si == sm else "the step counts are unknown")
             out.append(f"Steps: {', '.join(iw)} (global batch {ref.get('global_batch_size')}, block {ref.get('block_size')}) "
                        f"against {m} (batch {d['global_batch_size']}, block {d.get('block_size')}) at the same peak learning "
-                       f"rate is the paper's comparison (iw-SFT 625 steps, s1.1 313): {steps}; "
+                       f"rate is the paper's comparison (iw-SFT 625 steps; s1.1 315: transformers' Trainer on 16 GPUs runs "
+                       f"ceil(1000 / 16) = 63 steps an epoch): {steps}; " + _epoch_steps_note(m, d)
                        + (f"{', '.join(matched)} is SFT with iw-SFT's batch, block and steps, the control that isolates the "
                           "weighting." if matched else "no step-matched SFT control was run."))
     for n, c in trained.items():
@@ -405,6 +419,20 @@ def check_memory(suite: Suite, train_overrides: list[str] = ()) -> list[str]:
     return lines
 
 
+def wall_times(previous_report: Path, title: str, this_run_s: float) -> dict:
+    """`wall_time_s`: the training and evaluation time of the run that produced this report's numbers. A
+    rerun that reuses every checkpoint and sample (seconds) keeps the earlier report's figure when that
+    report was for the same title (preset, model, seeds): the longer of the two; `wall_time_this_run_s`
+    is this invocation's alone."""
+    try:
+        prev = json.loads(previous_report.read_text())
+    except (OSError, ValueError):
+        prev = {}
+    kept = prev.get("wall_time_s") if isinstance(prev, dict) and prev.get("title") == title else None
+    return {"wall_time_s": max(float(kept), this_run_s) if isinstance(kept, (int, float)) else this_run_s,
+            "wall_time_this_run_s": this_run_s}
+
+
 def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,
                      limit: int | None = None, train_overrides: list[str] = ()) -> dict:
     from harness.paper.report import build_table, write_report
@@ -467,7 +495,7 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
     title = f"Table 1 reproduction, preset {suite.name} ({suite.base_model}; {seeds} seed{'s' if seeds > 1 else ''})"
     report = build_table(runs, suite.paired, deviations(suite, runs, trained), title,
                          extra={"preset": suite.name, "seeds": seeds, "step_curve": curve,
-                                "wall_time_s": time.time() - t0, "figure1": {m: v["p_right_final"] for m, v in toy["methods"].items()}})
+                                **wall_times(out_dir / "table1.json", title, time.time() - t0), "figure1": {m: v["p_right_final"] for m, v in toy["methods"].items()}})
     console.rule("report")
     write_report(report, out_dir)
     console.print(f"total {time.time() - t0:.0f}s; figures: {out_dir / 'figure1.png'}"

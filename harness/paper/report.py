@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-from harness.core.stats import holm
+from harness.core.stats import ALPHA, holm, plural, seed_t_test
 from harness.evaluation.benchmarks import clusters_for, report_order
 from harness.evaluation.benchmarks import title as bench_title
 from harness.evaluation.store import Run
@@ -72,11 +72,62 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
                 if bench in ra and bench in rb and set(ra[bench].outcomes) & set(rb[bench].outcomes):
                     p = paired_runs(ra[bench], rb[bench], seed=seed)
                     comparisons.append({"a": a, "b": b, "benchmark": bench, "seed_index": seed, **p})
-    # Many paired tests in one report: Holm's adjustment keeps the family-wise error at 5%.
-    for c, adjusted in zip(comparisons, holm([c["p_mcnemar"] for c in comparisons])):
-        c["p_holm"] = adjusted
-    return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models),
-            "deviations": deviations + notes(rows), "methods": methods(rows, comparisons), **(extra or {})}
+    for c in comparisons:
+        c["question"] = "these two checkpoints, on these problems"
+    over_seeds = methods_over_seeds(models, paired, benches, comparisons)
+    _holm_family(comparisons, "p_mcnemar")
+    _holm_family(over_seeds, "p")
+    return {"title": title, "rows": rows, "paired": comparisons, "methods_over_seeds": over_seeds,
+            "paper": paper_rows_for(models), "deviations": deviations + notes(rows),
+            "methods": methods(rows, comparisons, over_seeds, max(len(v) for v in models.values()) if models else 0),
+            **(extra or {})}
+
+
+# ---- which question a test answers, and Holm's family ------------------------------------------------
+
+SEED_TEST = ("t test over training seeds ({df} df) of the per-seed paired accuracy differences B - A (seed i of A "
+             "with seed i of B; a one-run row is paired with every seed): the seeds are the unit, so it asks whether "
+             "the methods differ over training runs, on these problems (the problems' own sampling error is in the "
+             "per-checkpoint tests)")
+
+
+def methods_over_seeds(models: dict, paired: list[list[str]], benches: list[str], comparisons: list[dict]) -> list[dict]:
+    """One between-method test per (A, B, benchmark) whose rows have N >= 2 training seeds: the
+    per-seed paired differences (from the checkpoint comparisons) tested over seeds, seed the unit."""
+    out = []
+    for a, b in paired:
+        if a not in models or b not in models or max(len(models[a]), len(models[b])) < 2:
+            continue
+        for bench in benches:
+            per_seed = [c for c in comparisons if (c["a"], c["b"], c["benchmark"]) == (a, b, bench)]
+            if len(per_seed) < 2:
+                continue
+            diffs = [c["diff"] for c in per_seed]
+            p, ci = seed_t_test(diffs)
+            single = [x for x in (a, b) if len(models[x]) == 1]
+            question = (f"method {b if single == [a] else a} over {len(diffs)} training seeds against the one {single[0]} "
+                        "checkpoint" if single else f"these two methods, over {len(diffs)} training seeds each")
+            out.append({"a": a, "b": b, "benchmark": bench, "seeds": len(diffs), "seed_diffs": diffs,
+                        "diff": sum(diffs) / len(diffs), "diff_ci95": list(ci) if ci else None, "p": p, "question": question,
+                        "method": SEED_TEST.format(df=len(diffs) - 1)})
+    return out
+
+
+def _holm_family(tests: list[dict], key: str) -> None:
+    """Holm over the tests that can reject: an exact test whose smallest attainable p is >= 0.05 (5 or
+    fewer discordant units) never rejects, so it is left out rather than diluting the rest (Tarone,
+    1990); `in_holm_family` says which were in, `p_holm` is None for the others."""
+    family = [t for t in tests if t.get(key) is not None and t.get("p_min", 0.0) < ALPHA]
+    for t in tests:
+        t["in_holm_family"], t["p_holm"] = False, None
+    for t, adjusted in zip(family, holm([t[key] for t in family])):
+        t["in_holm_family"], t["p_holm"] = True, adjusted
+
+
+def _verdict(t: dict, key: str) -> str:
+    """' (n.s.)' unless the p the reader is told to read, Holm's when the test is in a family, is < 0.05."""
+    p = t.get("p_holm") if t.get("in_holm_family") else (None if "in_holm_family" in t else t.get(key))
+    return "" if p is not None and p < ALPHA else " (n.s.)"
 
 
 def notes(rows: list[dict]) -> list[str]:
@@ -99,7 +150,7 @@ def _cells(row: dict, bench: str | None = None) -> list[dict]:
     return [x for c in cs for x in (c.get("per_seed") or [c])]
 
 
-def methods(rows: list[dict], comparisons: list[dict]) -> list[str]:
+def methods(rows: list[dict], comparisons: list[dict], over_seeds: list[dict] | None = None, seeds: int = 1) -> list[str]:
     """One line per benchmark: how its accuracy intervals and its paired tests were computed."""
     out = []
     for bench in report_order({b for r in rows for b in r["benchmarks"]} | {c["benchmark"] for c in comparisons}):
@@ -112,8 +163,31 @@ def methods(rows: list[dict], comparisons: list[dict]) -> list[str]:
             acc = [a for a in acc if a != "no problems"]
             out.append(f"{bench_title(bench)}: accuracy 95% CI by {'; '.join(acc) or '-'}" +
                        (f". Paired: {'; '.join(paired)}" if paired else ""))
-    if len(comparisons) > 1:
-        out.append(f"Holm p: the paired p-values adjusted for the {len(comparisons)} tests of this report (family-wise 5%).")
+    for m in sorted({t["method"] for t in over_seeds or []}):
+        out.append(f"Methods over training seeds: {m}.")
+    out += holm_lines(comparisons, over_seeds or [])
+    if comparisons and seeds < 2:
+        out.append("Checkpoints, not methods: with one training seed per row every test above compares two particular "
+                   "checkpoints; whether the methods differ (another seed could land anywhere in the seed spread) "
+                   "needs --seeds N (N >= 2), which adds a test over seeds.")
+    return out
+
+
+def holm_lines(comparisons: list[dict], over_seeds: list[dict]) -> list[str]:
+    """Which tests each Holm family holds, in words."""
+    out = []
+    for tests, what in ((comparisons, "checkpoint tests"), (over_seeds, "method tests over seeds")):
+        if len(tests) < 2:
+            continue
+        fam = sum(1 for t in tests if t.get("in_holm_family"))
+        left = len(tests) - fam
+        line = f"Holm p ({what}): adjusted over the {plural(fam, 'test')} that can reach p < 0.05 (family-wise 5%)"
+        if left:
+            line += (f"; {plural(left, 'test')} with 5 or fewer discordant units cannot reject whatever the data, "
+                     "so left out (Holm p shown as -; Tarone 1990)")
+        if what.startswith("method") and comparisons:
+            line += "; a family apart from the checkpoint tests (another question)"
+        out.append(line + ".")
     return out
 
 
@@ -121,6 +195,13 @@ def paper_rows_for(models) -> list[dict]:
     """The paper's rows; a row keeps its `ours` mark (the name of our matching row) only when that
     row is in this report, so a table of other checkpoints claims no correspondence it does not have."""
     return [{k: v for k, v in r.items() if k != "ours" or v in models} for r in paper_rows()]
+
+
+PAPER_TITLE = "Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)"
+
+
+def _ours(paper_row: dict) -> str:
+    return f"  ← ours: {paper_row['ours']}" if paper_row.get("ours") else ""
 
 
 def _pct(x):
@@ -145,33 +226,25 @@ def render(report: dict, console: Console) -> None:
         t.add_column(bench_title(b) + " % [95% CI]", justify="right")
     t.add_column("think tok", justify="right")
     for r in report["rows"]:
-        th = [c.get("thinking_tokens_mean") for c in r["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
-        t.add_row(f"[bold]{r['model']}[/]", *(_cell_text(r["benchmarks"].get(b)) for b in benches),
-                  f"{statistics.fmean(th):.0f}" if th else "-")
+        t.add_row(f"[bold]{r['model']}[/]", *(_cell_text(r["benchmarks"].get(b)) for b in benches), _think_text(r))
     console.print(t)
 
-    paper = Table(title="Paper, Table 1 (Qwen2.5-32B-Instruct base; s1 protocol; LLM-judged)", title_justify="left")
+    paper = Table(title=PAPER_TITLE, title_justify="left")
     paper.add_column("model")
     for b in ("aime24", "math500", "gpqa_diamond"):
         paper.add_column(bench_title(b) + " %", justify="right")
     for r in report["paper"]:
         style = "bold" if r.get("ours") else ""
-        paper.add_row(r["model"] + (f"  ← ours: {r['ours']}" if r.get("ours") else ""),
+        paper.add_row(r["model"] + _ours(r),
                       *("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")), style=style)
     console.print(paper)
 
-    if report["paired"]:
-        pt = Table(title="Paired comparisons on the problems both answered (diff = B - A)", title_justify="left")
-        cols = ["A", "B", "benchmark", "n", "A %", "B %", "diff [95% CI]", "A only / B only", "p (exact)"]
-        for col in cols + (["Holm p"] if _holm_shown(report) else []):
-            pt.add_column(col, justify="right" if col not in ("A", "B", "benchmark") else "left")
-        for p in report["paired"]:
-            lo, hi = p["diff_ci95"]
-            verdict = "" if p["p_mcnemar"] < 0.05 else " (n.s.)"
-            pt.add_row(p["a"], p["b"], _paired_bench(p, report), _paired_n(p),
-                       _pct(p["acc_a"]), _pct(p["acc_b"]), f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
-                       f"{p['only_a']} / {p['only_b']}", f"{p['p_mcnemar']:.3g}{verdict}",
-                       *([f"{p['p_holm']:.3g}"] if _holm_shown(report) else []))
+    for title, question, cols, rows in _test_tables(report):
+        pt = Table(title=f"{title}. {question}", title_justify="left")
+        for col in cols:
+            pt.add_column(col, justify="left" if col in ("A", "B", "benchmark") else "right")
+        for row in rows:
+            pt.add_row(*row)
         console.print(pt)
     if report.get("methods"):
         console.print("[bold]Statistical methods[/]")
@@ -182,8 +255,50 @@ def render(report: dict, console: Console) -> None:
         console.print(f"  • {escape(d)}")
 
 
-def _holm_shown(report: dict) -> bool:
-    return len(report["paired"]) > 1 and all("p_holm" in p for p in report["paired"])
+def _think_text(row: dict) -> str:
+    th = [c.get("thinking_tokens_mean") for c in row["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
+    return f"{statistics.fmean(th):.0f}" if th else "-"
+
+
+def _ci_text(d: dict) -> str:
+    lo, hi = d["diff_ci95"] if d.get("diff_ci95") else (None, None)
+    return f"{100 * d['diff']:+.1f}" + ("" if lo is None else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+
+
+def _p_cells(t: dict, key: str, holm_col: bool) -> list[str]:
+    """The p (and Holm p) cells; '(n.s.)' sits beside the p that decides it, Holm's when shown."""
+    p = "-" if t.get(key) is None else f"{t[key]:.3g}"
+    if not holm_col:
+        return [p + _verdict(t, key)]
+    return [p, ("-" if t.get("p_holm") is None else f"{t['p_holm']:.3g}") + _verdict(t, key)]
+
+
+def _test_tables(report: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(title, question, columns, rows) of the paired tests, one table per question they answer; shared by the
+    terminal and Markdown renderings so the two cannot drift apart."""
+    out = []
+    if report["paired"]:
+        holm_col = _holm_shown(report["paired"])
+        cols = ["A", "B", "benchmark", "n", "A %", "B %", "diff [95% CI]", "A only / B only", "p (exact)"]
+        rows = [[p["a"], p["b"], _paired_bench(p, report), _paired_n(p), _pct(p["acc_a"]), _pct(p["acc_b"]), _ci_text(p),
+                 f"{p['only_a']} / {p['only_b']}", *_p_cells(p, "p_mcnemar", holm_col)] for p in report["paired"]]
+        out.append(("Paired comparisons of checkpoints (diff = B - A)",
+                    "Question answered: do these two checkpoints differ on these problems? (one test per training seed)",
+                    cols + (["Holm p"] if holm_col else []), rows))
+    over = report.get("methods_over_seeds") or []
+    if over:
+        holm_col = _holm_shown(over)
+        cols = ["A", "B", "benchmark", "seeds", "per-seed diffs", "mean diff [95% CI]", "p (t)"]
+        rows = [[m["a"], m["b"], m["benchmark"], str(m["seeds"]), " ".join(f"{100 * d:+.1f}" for d in m["seed_diffs"]),
+                 _ci_text(m), *_p_cells(m, "p", holm_col)] for m in over]
+        out.append(("Methods over training seeds (diff = B - A)",
+                    "Question answered: do these two methods differ, training seeds the unit? (the seeds' paired "
+                    "differences, t test)", cols + (["Holm p"] if holm_col else []), rows))
+    return out
+
+
+def _holm_shown(tests: list[dict]) -> bool:
+    return len(tests) > 1 and all("p_holm" in p for p in tests)
 
 
 def _paired_bench(p: dict, report: dict) -> str:
@@ -198,23 +313,16 @@ def _paired_n(p: dict) -> str:
 
 def markdown(report: dict) -> str:
     benches = report_order({b for r in report["rows"] for b in r["benchmarks"]})
-    out = [f"# {report['title']}", "", "| model | " + " | ".join(bench_title(b) + " % [95% CI]" for b in benches) + " |",
-           "|---|" + "---|" * len(benches)]
+    out = [f"# {report['title']}", "", "| model | " + " | ".join(bench_title(b) + " % [95% CI]" for b in benches) + " | think tok |",
+           "|---|" + "---|" * len(benches) + "---|"]
     for r in report["rows"]:
-        out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + " |")
-    out += ["", "## Paper, Table 1 (Qwen2.5-32B-Instruct base)", "", "| model | AIME24 | MATH500 | GPQA Diamond |", "|---|---|---|---|"]
+        out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + f" | {_think_text(r)} |")
+    out += ["", f"## {PAPER_TITLE}", "", "| model | AIME24 | MATH500 | GPQA Diamond |", "|---|---|---|---|"]
     for r in report["paper"]:
-        out.append(f"| {r['model']} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")
-    if report["paired"]:
-        holm_col = _holm_shown(report)
-        out += ["", "## Paired comparisons (diff = B - A)", "",
-                "| A | B | benchmark | n | A % | B % | diff [95% CI] | A only / B only | p (exact) |" + (" Holm p |" if holm_col else ""),
-                "|---|---|---|---|---|---|---|---|---|" + ("---|" if holm_col else "")]
-        for p in report["paired"]:
-            lo, hi = p["diff_ci95"]
-            out.append(f"| {p['a']} | {p['b']} | {_paired_bench(p, report)} | {_paired_n(p)} | {_pct(p['acc_a'])} | {_pct(p['acc_b'])} | "
-                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_a']} / {p['only_b']} | {p['p_mcnemar']:.3g} |"
-                       + (f" {p['p_holm']:.3g} |" if holm_col else ""))
+        out.append(f"| {r['model']}{_ours(r)} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")
+    for title, question, cols, rows in _test_tables(report):
+        out += ["", f"## {title}", "", question, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
     if report.get("methods"):
         out += ["", "## Statistical methods", ""] + [f"- {m}" for m in report["methods"]]
     out += ["", "## Deviations", ""] + [f"- {d}" for d in report["deviations"]]
