@@ -30,6 +30,11 @@ _BOX_SPACE_RE = re.compile(r"\\boxed +([^\s{}$]+)")  # "\boxed 5" (valid TeX, se
 # Anchors only; the value is read after the LAST anchor, so "Answer: 1 ... Answer: 2" on one line
 # gives 2. Single character classes, so a long whitespace run cannot make a failed match backtrack.
 _ANSWER_COLON_RE = re.compile(r"answer[\s*]*[:：][ \t*]*", re.IGNORECASE)
+# "Answer $ 9 $", "Answer \\[ 9 \\]": the word, then math that closes before the line ends (a
+# display block may span lines; inline math may not).
+_ANSWER_MATH_RE = re.compile(r"\banswer[ \t*]*(\$\$|\$|\\\[|\\\()", re.IGNORECASE)
+_MATH_CLOSE = {"$$": re.compile(r"(?<!\\)\$\$"), "$": re.compile(r"(?<!\\)\$"), "\\[": re.compile(r"\\\]"),
+               "\\(": re.compile(r"\\\)")}
 _ANSWER_IS_RE = re.compile(r"\banswer\s+is\b[ \t]*:?", re.IGNORECASE)
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^|<>\n]*\|>")
 _DISPLAY_OPEN = ("\\[", "$$")
@@ -127,26 +132,57 @@ def _brace_matches(text: str) -> dict[int, int]:
     return matches
 
 
-def boxed_spans(text: str) -> list[tuple[int, str]]:
-    """(start position, content) of every complete \\boxed{...}/\\fbox{...} and "\\boxed X".
-    An unclosed (truncated) \\boxed{ is skipped."""
-    out = []
+def _box_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every complete \\boxed{...}/\\fbox{...} and "\\boxed X"."""
+    out: list[tuple[int, int, str]] = []
     if "box" not in text:
         return out
     closing = _brace_matches(text)
     for m in _BOX_RE.finditer(text):
         open_idx = m.end() - 1
         if open_idx in closing:
-            out.append((m.start(), text[open_idx + 1:closing[open_idx]]))
+            out.append((m.start(), closing[open_idx] + 1, text[open_idx + 1:closing[open_idx]]))
     for m in _BOX_SPACE_RE.finditer(text):
-        out.append((m.start(), m.group(1)))
+        out.append((m.start(), m.end(), m.group(1)))
     out.sort()
     return out
 
 
+def boxed_spans(text: str) -> list[tuple[int, str]]:
+    """(start position, content) of every complete \\boxed{...}/\\fbox{...} and "\\boxed X".
+    An unclosed (truncated) \\boxed{ is skipped."""
+    return [(a, c) for a, _, c in _box_spans(text)]
+
+
+# What may separate the boxes of one answer split over several ("\boxed{(1,2)}, \boxed{(2,1)}",
+# "\boxed{a} \quad \text{and} \quad \boxed{b}"): punctuation, math delimiters, spacing and "and";
+# any other word or value means the earlier box was a step, not part of the answer.
+_BOX_JOINER_RE = re.compile(
+    r"(?:[\s,;$()\[\]]|\\[(),;!\[\] ]|\\q?quad\b|\\text\s*\{\s*(?:and|,)?\s*\}|\band\b|&|\\\\)*")
+
+
+def final_boxed_span(text: str) -> tuple[int, str] | None:
+    """(start, content) of the final answer's boxes: the last box, joined (", ") with the boxes
+    right before it when only punctuation, spacing or "and" separates them."""
+    spans = _box_spans(text)
+    if not spans:
+        return None
+    parts = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        gap = text[prev[1]:parts[0][0]]
+        if prev[1] > parts[0][0] or "\n\n" in gap or not _BOX_JOINER_RE.fullmatch(gap):
+            break
+        parts.insert(0, prev)
+    contents: list[str] = []
+    for _, _, c in parts:
+        if c.strip() and c.strip() not in contents:  # "\boxed{4}, i.e. \boxed{4}" is one answer
+            contents.append(c.strip())
+    return parts[0][0], ", ".join(contents)
+
+
 def last_boxed(text: str) -> str | None:
-    spans = boxed_spans(text)
-    return spans[-1][1].strip() if spans else None
+    span = final_boxed_span(text)
+    return span[1].strip() if span else None
 
 
 def _clean_line(value: str) -> str | None:
@@ -170,17 +206,111 @@ def _last_answer_is(text: str) -> str | None:
     return _clean_line(value)
 
 
-def extract_from(text: str) -> str | None:
-    """The explicit-pattern cascade on one piece of text."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return _before_special_token(boxed).strip() or None
+def _answer_math(text: str) -> tuple[int, str] | None:
+    """(position, content) of the last "Answer <math>" without a colon whose math closes and ends
+    its line ("Answer $ 9 $", "Answer \\[ 9 \\]"); the right side of a final "=" inside it."""
+    for m in reversed(list(_ANSWER_MATH_RE.finditer(text))):
+        opener = m.group(1)
+        close = _MATH_CLOSE[opener].search(text, m.end())
+        if close is None:
+            continue
+        body = text[m.end():close.start()]
+        if opener in ("$", "\\(") and "\n" in body:
+            continue
+        if text[close.end():].split("\n", 1)[0].strip(" \t.") != "":
+            continue
+        body = body.strip()
+        value = stated_result(body) if "=" in body else body
+        return (m.start(), value.strip()) if value and value.strip() else None
+    return None
+
+
+# The value a sentence states at its end: after "=", "is", "are", "equals", ... ("The largest $n$ is
+# 34", "the total comes to 25 dollars"); not a value merely mentioned ("I am not sure about 12").
+_STATED_TAIL_RE = re.compile(
+    r"(?:=|\b(?:is|are|was|were|equals?|be|get|gives?|of|to)\b)[ \t]*"
+    r"((?:\$[^$\n]+\$|\\\([^\n]+?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*%?)" + r"(?:[ \t]+[A-Za-z]+){0,3}?)"
+    r"[ \t]*[.!]?[ \t*]*$", re.IGNORECASE)
+_HEDGE_BEFORE_RE = re.compile(r"\b(?:not|n't|never|or|either|maybe|perhaps)\s*$", re.IGNORECASE)
+
+
+def _sentences(line: str) -> list[str]:
+    return [x for x in re.split(r"(?<=[.!?])\s+(?=[A-Z])|(?<=[.!?])$", line) if x.strip()]
+
+
+def _sentence_value(sentence: str) -> str | None:
+    """The value a prose sentence ends by stating, or None; a hedged one ("not 10") is None."""
+    sentence = sentence.strip().rstrip(".!").strip()
+    m = _STATED_TAIL_RE.search(sentence)
+    if m is None:
+        return None
+    value = m.group(1).strip()
+    before = sentence[:m.start()]
+    if sentence[m.start()] == "=":
+        if "=" in before:  # "x = 3 and y = 5": several results, none of them the answer
+            return None
+        # the expression left of "=" after the last prose word: "3 + 4" of "The total is 3 + 4 = 7";
+        # an equation "2x + 3 = 0" states no value (stated_result's rule)
+        words = list(re.finditer(r"(?<![\\A-Za-z])[A-Za-z]{2,}\b", before))
+        lhs = before[words[-1].end():] if words else before
+        if stated_result(f"{lhs} = {value}") is None:
+            return None
+    if _HEDGE_BEFORE_RE.search(before) or (value.endswith(tuple("abcdefghijklmnopqrstuvwxyz"))
+                                                          and not _UNIT_VALUE_RE.fullmatch(value)):
+        return None
+    return _clean_line(value)
+
+
+def _line_value(line: str) -> str | None:
+    """A line read as a stated value: the whole line when it is one ("$\\frac{1}{2}$", "x = 5"),
+    else what its last sentence that holds a value ends by stating."""
+    line = _before_special_token(line).strip()
+    if not line:
+        return None
+    if len(line) <= 64:
+        whole = _clean_line(stated_result(line) or "") if "=" in line else _clean_line(line)
+        if whole and (not _is_prose(whole) or _UNIT_VALUE_RE.fullmatch(whole)):
+            return whole
+    candidates = [x for x in _sentences(line) if re.search(r"\d|\$|\\\(", x)]
+    return _sentence_value(candidates[-1]) if candidates else None
+
+
+def _explicit_candidates(text: str) -> list[tuple[int, str]]:
+    """(anchor position, value) of each explicit answer pattern's last occurrence."""
+    out: list[tuple[int, str]] = []
+    box = final_boxed_span(text)
+    if box is not None:
+        value = _before_special_token(box[1]).strip()
+        if value:
+            out.append((box[0], value))
+    last = _last_match(_ANSWER_COLON_RE, text)
     line = _answer_line(text)  # "Final Answer:\n\n 5", "Answer: The count is\n$$5$$"
-    if line is not None:
+    if last is not None and line is not None:
         value = _last_answer_is(line) or _clean_line(line)  # "Answer: The answer is 5." -> "5"
+        if value is not None and _is_prose(value) and not _UNIT_VALUE_RE.fullmatch(value):
+            value = _line_value(value) or value  # "Final Answer: The largest $n$ is 34."
         if value is not None:
-            return value
-    return _last_answer_is(text)
+            out.append((last.start(), value))
+    math = _answer_math(text)
+    if math is not None:
+        out.append(math)
+    is_match = _last_match(_ANSWER_IS_RE, text)
+    if is_match is not None:
+        value = _last_answer_is(text)
+        if value is not None:
+            out.append((is_match.start(), value))
+    return out
+
+
+def extract_from(text: str) -> str | None:
+    """The explicit-pattern cascade on one piece of text: the LAST stated of \\boxed{}, "Answer:",
+    "Answer <math>" and "the answer is" (an early boxed step does not beat a later final answer),
+    preferring one that states a value over one that is prose ("the answer is correct")."""
+    found = _explicit_candidates(text)
+    if not found:
+        return None
+    values = [c for c in found if not _is_prose(c[1]) or _UNIT_VALUE_RE.fullmatch(c[1])]
+    return max(values or found, key=lambda c: c[0])[1]
 
 
 # A unit after a number: at most three words, none of them a connective or verb ("25 dollars",
@@ -205,16 +335,29 @@ def stated_result(line: str) -> str | None:
     return rhs
 
 
+def _collapse_displays(text: str) -> str:
+    """Display blocks (\\[ ... \\], $$ ... $$) on one line each, so a line reads as a whole."""
+    return re.sub(r"\\\[(.*?)\\\]|\$\$(.*?)\$\$",
+                  lambda m: "$" + " ".join((m.group(1) or m.group(2) or "").split()) + "$", text, flags=re.DOTALL)
+
+
 def _bare_answer(section: str) -> str | None:
     """The answer section's own first line when it states a value without a pattern ("4" or
-    "4 + 0 = 4" -> its right-hand side). s1's judge read the whole answer section, so a bare
-    stated value counts; this applies ONLY inside an answer section, never to thinking text."""
+    "4 + 0 = 4" -> its right-hand side); else the value its last line with a value ends by stating
+    ("... so the total is 10.", "8 + 2 = 10."), as lm-eval / lighteval read a plain response.
+    s1's judge read the whole answer section, so a stated value counts; this applies ONLY inside an
+    answer section (or a plain response), never to thinking text, and a value only mentioned ("I am
+    not sure about 12") or hedged ("not 10") is not stated."""
     first = _leading_block(_before_special_token(section))
-    if first is None or len(first) > 64:
+    if first is None:
         return None
-    value = _clean_line(stated_result(first) or "") if "=" in first else _clean_line(first)
-    # A value, not prose ("I give up" is no answer); a number with a short unit ("25 dollars") is a value.
-    return value if value and (not _is_prose(value) or _UNIT_VALUE_RE.fullmatch(value)) else None
+    if len(first) <= 64:
+        value = _clean_line(stated_result(first) or "") if "=" in first else _clean_line(first)
+        # A value, not prose ("I give up" is no answer); a number with a short unit ("25 dollars") is a value.
+        if value and (not _is_prose(value) or _UNIT_VALUE_RE.fullmatch(value)):
+            return value
+    lines = [x for x in _collapse_displays(_before_special_token(section)).split("\n") if re.search(r"\d", x)]
+    return _line_value(lines[-1]) if lines else None
 
 
 def extract_answer(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
