@@ -374,7 +374,10 @@ def extract_answer(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | N
 # ---- multiple choice ---------------------------------------------------------------------------
 
 _LETTER = r"([A-Da-d])"
-_ANSWER_LEAD = r"(?i:answer)(?:\s+is)?[\s*:：]*\(?"
+# "Answer: B", "the answer is for sure D", "Final answer - B", 'Answer: "C"': up to two adverbs
+# ("for sure", "clearly") but never a negation or hedge between the anchor and the letter.
+_ANSWER_LEAD = (r"(?i:answer)(?:\s+is)?(?:\s+(?!(?i:not|either|between|neither|maybe|perhaps)\b)[a-z]+){0,2}?"
+                r"[\s*:：\-–—\"'“”]*\(?")
 _EXPLICIT_CHOICE = [
     # \boxed{B}, \boxed{(B)}, \boxed{\text{B}}, \boxed{\textbf{(B)}}
     re.compile(r"\\(?:boxed|fbox)\s*\{\s*(?:\\text(?:bf)?\{)?\s*\(?" + _LETTER + r"\)?\s*\}?\s*\}"),
@@ -382,28 +385,60 @@ _EXPLICIT_CHOICE = [
     # by more text ("Answer: B. 42 nm"); a lower-case one only by punctuation or the line end, so
     # that "Answer: a detailed derivation" is not read as choice A.
     re.compile(_ANSWER_LEAD + r"([A-D])\)?(?![A-Za-z0-9])"),
-    re.compile(_ANSWER_LEAD + r"([a-d])\)?(?=[ \t]*(?:$|[.,;:!)\]*]))", re.MULTILINE),
+    re.compile(_ANSWER_LEAD + r"([a-d])\)?(?=[ \t\"'”]*(?:$|[.,;:!)\]*]))", re.MULTILINE),
+    # "I think it's B", "it must be C": only a letter that ends the sentence
+    re.compile(r"\b(?i:it's|it is|must be|should be)\s+\(?([A-D])\)?(?=[ \t*]*(?:$|[.!;,]))", re.MULTILINE),
 ]
 # A bare upper-case (B) not glued to a word ("f(C)" is a function): only when no explicit answer
 # exists; a lower-case "(a)" is a step or part label, never an option.
 _BARE_CHOICE = re.compile(r"(?<![A-Za-z0-9_])\(([A-D])\)")
+# The answer section opening with the letter alone: "D", "**C**", "(D)", "D. <option text>", "B) ..."
+_LEADING_CHOICE = re.compile(r"[\s*\"'“]*\(?([A-D])\)?[\s*\"'”]*(?:[.:)][ \t].*)?[.:)]?[\s*]*", re.DOTALL)
+# A letter stated with a rival or a negation is no answer: "A or B", "not D", "between B and C".
+_HEDGE_AFTER = re.compile(r"\)?[\s*\"'”]*(?:or|and|/|,)\s*\(?[A-D]\b")
+_HEDGE_BEFORE = re.compile(r"(?i:\b(?:not|between|either|or|neither|nor|than|and)|n't)[\s*\"'“(]*$")
+
+
+def _hedged(text: str, m: re.Match) -> bool:
+    return bool(_HEDGE_AFTER.match(text, m.end(1)) or _HEDGE_BEFORE.search(text[max(0, m.start(1) - 24):m.start(1)]))
+
+
+def _choice_matches(patterns: list[re.Pattern], text: str) -> list[tuple[int, str, bool]]:
+    """(position, letter, hedged) of every match, in text order."""
+    out = [(m.start(1), m.group(1).upper(), _hedged(text, m)) for pat in patterns for m in pat.finditer(text)]
+    return sorted(out)
 
 
 def _last_of(patterns: list[re.Pattern], text: str) -> str | None:
-    best: tuple[int, str] | None = None
-    for pat in patterns:
-        for m in pat.finditer(text):
-            if best is None or m.start(1) > best[0]:
-                best = (m.start(1), m.group(1).upper())
-    return best[1] if best else None
+    found = _choice_matches(patterns, text)
+    if not found:
+        return None
+    _, letter, hedged = found[-1]
+    return None if hedged else letter
+
+
+def _choice_text(response: str, delimiter: str) -> tuple[str | None, str]:
+    section = answer_section(response, delimiter)
+    return section, (_before_special_token(section) if section is not None else response)
 
 
 def extract_choice(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | None:
-    """The last explicitly stated letter A-D, else (answer section only) the last bare "(X)", else
-    None. Never a default letter."""
-    section = answer_section(response, delimiter)
-    text = _before_special_token(section) if section is not None else response
-    explicit = _last_of(_EXPLICIT_CHOICE, text)
-    if explicit is not None or section is None:  # thinking text: explicit answers only
-        return explicit
+    """The last explicitly stated letter A-D, else (answer section only) the section opening with
+    a lone letter ("D", "**C**", "D. <option>"), else the last bare "(X)", else None. A letter
+    stated with a rival or a negation ("A or B", "not D") is None. Never a default letter."""
+    section, text = _choice_text(response, delimiter)
+    if _choice_matches(_EXPLICIT_CHOICE, text) or section is None:  # thinking text: explicit answers only
+        return _last_of(_EXPLICIT_CHOICE, text)
+    lead = _LEADING_CHOICE.fullmatch(text.strip().split("\n", 1)[0])
+    others = {letter for _, letter, _ in _choice_matches([_BARE_CHOICE], text)}
+    if lead is not None and others <= {lead.group(1)}:  # "(A) is wrong, (B) is right" is no lead
+        return lead.group(1)
     return _last_of([_BARE_CHOICE], text)
+
+
+def choice_candidates(response: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
+    """The distinct letters the response states as its answer (explicitly, or bare "(X)" in the
+    answer section), in order: more than one means the grader had to choose, or found a hedge."""
+    section, text = _choice_text(response, delimiter)
+    pats = _EXPLICIT_CHOICE + ([_BARE_CHOICE] if section is not None else [])
+    return list(dict.fromkeys(letter for _, letter, _ in _choice_matches(pats, text)))
