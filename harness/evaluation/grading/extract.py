@@ -228,10 +228,45 @@ def _answer_math(text: str) -> tuple[int, str] | None:
 # The value a sentence states at its end: after "=", "is", "are", "equals", ... ("The largest $n$ is
 # 34", "the total comes to 25 dollars"); not a value merely mentioned ("I am not sure about 12").
 _STATED_TAIL_RE = re.compile(
-    r"(?:=|\b(?:is|are|was|were|equals?|be|get|gives?|of|to)\b)[ \t]*"
-    r"((?:\$[^$\n]+\$|\\\([^\n]+?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*%?)" + r"(?:[ \t]+[A-Za-z]+){0,3}?)"
+    r"(?:=|:|\b(?:is|are|was|were|equals?|be|get|gives?|of|to|it's)\b)[ \t]*"
+    r"((?:\$[^$\n]+\$|\\\([^\n]+?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥$])?"
+    r"(?:[A-Za-z]{1,3}[²³])?)(?:[ \t]+[A-Za-z]+){0,3}?)"
     r"[ \t]*[.!]?[ \t*]*$", re.IGNORECASE)
 _HEDGE_BEFORE_RE = re.compile(r"\b(?:not|n't|never|or|either|maybe|perhaps)\s*$", re.IGNORECASE)
+# A sentence that doubts its own value states none ("I am not sure about $12$").
+_DOUBT_RE = re.compile(r"\b(?:not sure|unsure|not certain|don't know|do not know|no idea|guess|cannot|can't|"
+                       r"unclear|might|maybe|perhaps|either|or)\b", re.IGNORECASE)
+_MATH_SPAN_RE = re.compile(r"\$[^$\n]+\$|\\\([^\n]+?\\\)")
+_RELATION_OP_RE = re.compile(r"<|>|\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|!=")
+_TEXT_GROUP_RE = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{[^{}]*\}")
+
+
+def _as_value(line: str) -> str | None:
+    """A line (or math span) read as a whole value, or None when it is prose: "x = 5" -> "5",
+    "2 + 2 = 4" -> "4", "y = -x/2 + 1" and "x \\geq 5" kept whole (a line, a relation),
+    "\\frac{1}{3} \\approx 0.33" -> "\\frac{1}{3}", "$28$ percent" -> "28\\%", "2x + 3 = 0" -> None."""
+    v = _clean_line(line)
+    if v is None:
+        return None
+    m = re.fullmatch(r"\$([^$]+)\$\s*((?:[A-Za-z]+\s*){0,3})", v)  # "$28$ percent", "$5$ cm"
+    if m:
+        v = f"{m.group(1).strip()} {m.group(2).strip()}".strip()
+    v = re.sub(r"(?<=\d)\s*percent\b", "\\\\%", v)
+    v = re.split(r"\\approx|≈", v)[0].strip()  # the exact value before an approximation
+    if not v:
+        return None
+    if _RELATION_OP_RE.search(v):
+        return None if _is_prose(_TEXT_GROUP_RE.sub("", v)) else v
+    if "=" in v:
+        lhs, rhs = v.rsplit("=", 1)
+        if ("=" not in lhs and _LONE_SYMBOL_RE.fullmatch(lhs.strip())
+                and re.search(r"(?<![\\A-Za-z])[A-Za-z](?![A-Za-z])", re.sub(r"\\[A-Za-z]+", " ", rhs))):
+            return v  # "y = -\\frac{1}{2}x + 3", "f(y) = y": the function, not its right side
+        r = stated_result(v)
+        return _clean_line(r) if r else None
+    if not _is_prose(_TEXT_GROUP_RE.sub("", v)) or _UNIT_VALUE_RE.fullmatch(v):
+        return v
+    return None
 
 
 def _sentences(line: str) -> list[str]:
@@ -239,10 +274,17 @@ def _sentences(line: str) -> list[str]:
 
 
 def _sentence_value(sentence: str) -> str | None:
-    """The value a prose sentence ends by stating, or None; a hedged one ("not 10") is None."""
+    """The value a prose sentence ends by stating, or its one math span when it holds no other
+    number ("Therefore $x \\geq 5$ is the solution."); None when hedged ("not 10", "not sure")."""
     sentence = sentence.strip().rstrip(".!").strip()
+    if _DOUBT_RE.search(sentence):
+        return None
     m = _STATED_TAIL_RE.search(sentence)
     if m is None:
+        spans = _MATH_SPAN_RE.findall(sentence)
+        rest = _MATH_SPAN_RE.sub(" ", sentence)
+        if len(spans) == 1 and not re.search(r"\d", rest):
+            return _as_value(spans[0])
         return None
     value = m.group(1).strip()
     before = sentence[:m.start()]
@@ -256,9 +298,10 @@ def _sentence_value(sentence: str) -> str | None:
         if stated_result(f"{lhs} = {value}") is None:
             return None
     if _HEDGE_BEFORE_RE.search(before) or (value.endswith(tuple("abcdefghijklmnopqrstuvwxyz"))
-                                                          and not _UNIT_VALUE_RE.fullmatch(value)):
+                                           and not _UNIT_VALUE_RE.fullmatch(value)):
         return None
-    return _clean_line(value)
+    value = re.sub(r"(?<=\d)\s*(?:[€£¥]|[A-Za-z]{1,3}[²³])$", "", value)  # "1,000.99€", "12m²"
+    return _as_value(value) if value.startswith(("$", "\\(")) else _clean_line(value)
 
 
 def _line_value(line: str) -> str | None:
@@ -268,8 +311,8 @@ def _line_value(line: str) -> str | None:
     if not line:
         return None
     if len(line) <= 64:
-        whole = _clean_line(stated_result(line) or "") if "=" in line else _clean_line(line)
-        if whole and (not _is_prose(whole) or _UNIT_VALUE_RE.fullmatch(whole)):
+        whole = _as_value(line)
+        if whole is not None:
             return whole
     candidates = [x for x in _sentences(line) if re.search(r"\d|\$|\\\(", x)]
     return _sentence_value(candidates[-1]) if candidates else None
@@ -352,9 +395,9 @@ def _bare_answer(section: str) -> str | None:
     if first is None:
         return None
     if len(first) <= 64:
-        value = _clean_line(stated_result(first) or "") if "=" in first else _clean_line(first)
         # A value, not prose ("I give up" is no answer); a number with a short unit ("25 dollars") is a value.
-        if value and (not _is_prose(value) or _UNIT_VALUE_RE.fullmatch(value)):
+        value = _as_value(first)
+        if value is not None:
             return value
     lines = [x for x in _collapse_displays(_before_special_token(section)).split("\n") if re.search(r"\d", x)]
     return _line_value(lines[-1]) if lines else None
