@@ -377,6 +377,16 @@ _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\s*\\circ\s*\}?")
 _RELATION_RE = re.compile(r"\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|[<>]=?|!=|=")
 
 
+_SPANS_LIST_RE = re.compile(r"\s*\$[^$]+\$(?:\s*(?:,|;|\band\b|\bor\b)\s*\$[^$]+\$)+\s*\.?\s*")
+
+
+def _join_spans(gold: str) -> str:
+    """A gold written as several math spans ("$1$ and $2$ and $3$", "$21,16$ or $11$") as one list."""
+    if not _SPANS_LIST_RE.fullmatch(gold):
+        return gold
+    return ", ".join(x.strip() for x in re.findall(r"\$([^$]+)\$", gold))
+
+
 def _minutes_of_day(s: str) -> tuple[int, bool] | None:
     """"20:34" -> (1234, False), "08:34 P.M." -> (1234, True); None when s is not a clock time."""
     m = _TIME_RE.fullmatch(_strip_math_delims(_TEXT_WRAP_RE.sub(r"\1", s)).strip().rstrip("."))
@@ -478,7 +488,7 @@ def math_equal(pred: str | None, gold: str) -> bool:
     relations written another way; then math-verify with its guards."""
     if pred is None or not str(pred).strip():
         return False
-    pred, gold = str(pred), str(gold)
+    pred, gold = str(pred), _join_spans(str(gold))
     tp, tg = _minutes_of_day(_unbox(pred)), _minutes_of_day(_unbox(gold))
     if tp is not None and tg is not None and (tp[1] or tg[1]):  # "20:34" vs "08:34 P.M."
         return tp[0] == tg[0]

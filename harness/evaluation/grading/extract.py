@@ -61,6 +61,7 @@ def _after_last(pattern: re.Pattern, text: str) -> str | None:
 
 def _is_prose(value: str) -> bool:
     """More than one word and a word of 2+ letters outside LaTeX commands: a sentence, not a value."""
+    value = re.sub(r"\\(?:begin|end)\s*\{\w*\*?\}", " ", value)  # \begin{pmatrix} is no word
     return len(value.split()) > 1 and re.search(r"(?<![\\A-Za-z])[A-Za-z]{2,}", value) is not None
 
 
@@ -228,7 +229,7 @@ def _answer_math(text: str) -> tuple[int, str] | None:
 # The value a sentence states at its end: after "=", "is", "are", "equals", ... ("The largest $n$ is
 # 34", "the total comes to 25 dollars"); not a value merely mentioned ("I am not sure about 12").
 _STATED_TAIL_RE = re.compile(
-    r"(?:=|:|\b(?:is|are|was|were|equals?|be|get|gives?|of|to|it's)\b)[ \t]*"
+    r"(?:(?<![<>!])=|:|\b(?:is|are|was|were|equals?|be|get|gives?|of|to|it's)\b)[ \t]*"
     r"((?:\$[^$\n]+\$|\\\([^\n]+?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥$])?"
     r"(?:[A-Za-z]{1,3}[²³])?)(?:[ \t]+[A-Za-z]+){0,3}?)"
     r"[ \t]*[.!]?[ \t*]*$", re.IGNORECASE)
@@ -252,7 +253,8 @@ def _as_value(line: str) -> str | None:
     if m:
         v = f"{m.group(1).strip()} {m.group(2).strip()}".strip()
     v = re.sub(r"(?<=\d)\s*percent\b", "\\\\%", v)
-    v = re.split(r"\\approx|≈", v)[0].strip()  # the exact value before an approximation
+    parts = re.split(r"\\approx|≈", v)  # the exact value before an approximation; "x \\approx 11": 11
+    v = parts[0].strip() if len(parts) == 1 or not _LONE_SYMBOL_RE.fullmatch(parts[0].strip()) else parts[-1].strip()
     if not v:
         return None
     if _RELATION_OP_RE.search(v):
