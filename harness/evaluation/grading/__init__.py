@@ -21,6 +21,12 @@ from harness.evaluation.grading.extract import DEFAULT_DELIMITER, extract_answer
 
 GRADER_KINDS = ("integer", "math", "choice")
 
+# Bumped whenever a verdict can change: stored verdicts graded by another version are stale and
+# should be re-graded. "1": the grader before issue 25. "2": issue 25's patterns (last explicit
+# answer wins, joined boxes, labels, relations, times, GPQA letters without an anchor) and plain
+# responses read for their final stated value (issue 30).
+GRADER_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -111,5 +117,5 @@ def grade_many_detailed(benchmark: str, items: list[tuple[str, str]], *, timeout
     return out
 
 
-__all__ = ["GRADER_KINDS", "Verdict", "grade_one", "grade_many", "grade_many_detailed", "kind_of",
+__all__ = ["GRADER_KINDS", "GRADER_VERSION", "Verdict", "grade_one", "grade_many", "grade_many_detailed", "kind_of",
            "check_gold", "extract"]

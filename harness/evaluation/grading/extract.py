@@ -237,6 +237,10 @@ _HEDGE_BEFORE_RE = re.compile(r"\b(?:not|n't|never|or|either|maybe|perhaps)\s*$"
 # A sentence that doubts its own value states none ("I am not sure about $12$").
 _DOUBT_RE = re.compile(r"\b(?:not sure|unsure|not certain|don't know|do not know|no idea|guess|cannot|can't|"
                        r"unclear|might|maybe|perhaps|either|or)\b", re.IGNORECASE)
+# A sentence that concludes ("so", "therefore", "in total") may end in its value without a verb.
+_CONCLUDING_RE = re.compile(r"\b(?:so|thus|therefore|hence|total|altogether|in all|overall|finally)\b", re.IGNORECASE)
+_FINAL_NUMBER_RE = re.compile(r"(?<![\w.,/])([+-]?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥])?"
+                              r"(?:[ \t]+[A-Za-z]+){0,3}?)[ \t]*[.!]?[ \t*]*$")
 _MATH_SPAN_RE = re.compile(r"\$[^$\n]+\$|\\\([^\n]+?\\\)")
 _RELATION_OP_RE = re.compile(r"<|>|\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|!=")
 _TEXT_GROUP_RE = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{[^{}]*\}")
@@ -282,6 +286,8 @@ def _sentence_value(sentence: str) -> str | None:
     if _DOUBT_RE.search(sentence):
         return None
     m = _STATED_TAIL_RE.search(sentence)
+    if m is None and _CONCLUDING_RE.search(sentence):  # "..., so she walks 12 km."
+        m = _FINAL_NUMBER_RE.search(sentence)
     if m is None:
         spans = _MATH_SPAN_RE.findall(sentence)
         rest = _MATH_SPAN_RE.sub(" ", sentence)
@@ -290,7 +296,7 @@ def _sentence_value(sentence: str) -> str | None:
         return None
     value = m.group(1).strip()
     before = sentence[:m.start()]
-    if sentence[m.start()] == "=":
+    if sentence[m.start()] == "=" and m.re is _STATED_TAIL_RE:
         if "=" in before:  # "x = 3 and y = 5": several results, none of them the answer
             return None
         # the expression left of "=" after the last prose word: "3 + 4" of "The total is 3 + 4 = 7";
@@ -347,6 +353,13 @@ def _explicit_candidates(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _states_value(value: str) -> bool:
+    """A number, math or a short symbol; not prose and not a lone word ("the answer is correct")."""
+    if _UNIT_VALUE_RE.fullmatch(value):
+        return True
+    return not _is_prose(value) and (len(value) <= 2 or re.search(r"[\d\\^_{}()=<>+\-*/|]", value) is not None)
+
+
 def extract_from(text: str) -> str | None:
     """The explicit-pattern cascade on one piece of text: the LAST stated of \\boxed{}, "Answer:",
     "Answer <math>" and "the answer is" (an early boxed step does not beat a later final answer),
@@ -354,7 +367,7 @@ def extract_from(text: str) -> str | None:
     found = _explicit_candidates(text)
     if not found:
         return None
-    values = [c for c in found if not _is_prose(c[1]) or _UNIT_VALUE_RE.fullmatch(c[1])]
+    values = [c for c in found if _states_value(c[1])]
     return max(values or found, key=lambda c: c[0])[1]
 
 
@@ -440,7 +453,7 @@ _BARE_CHOICE = re.compile(r"(?<![A-Za-z0-9_])\(([A-D])\)")
 # The answer section opening with the letter alone: "D", "**C**", "(D)", "D. <option text>", "B) ..."
 _LEADING_CHOICE = re.compile(r"[\s*\"'“]*\(?([A-D])\)?[\s*\"'”]*(?:[.:)][ \t].*)?[.:)]?[\s*]*", re.DOTALL)
 # A letter stated with a rival or a negation is no answer: "A or B", "not D", "between B and C".
-_HEDGE_AFTER = re.compile(r"\)?[\s*\"'”]*(?:or|and|/|,)\s*\(?[A-D]\b")
+_HEDGE_AFTER = re.compile(r"\)?[\s*\"'”]*(?:or|and|/|,)\s*\(?([A-D])\b")
 _HEDGE_BEFORE = re.compile(r"(?i:\b(?:not|between|either|or|neither|nor|than|and)|n't)[\s*\"'“(]*$")
 
 
@@ -486,4 +499,9 @@ def choice_candidates(response: str, delimiter: str = DEFAULT_DELIMITER) -> list
     answer section), in order: more than one means the grader had to choose, or found a hedge."""
     section, text = _choice_text(response, delimiter)
     pats = _EXPLICIT_CHOICE + ([_BARE_CHOICE] if section is not None else [])
-    return list(dict.fromkeys(letter for _, letter, _ in _choice_matches(pats, text)))
+    letters: list[str] = []
+    for pat in pats:
+        for m in pat.finditer(text):
+            rival = _HEDGE_AFTER.match(text, m.end(1))  # "A or B" names B as well
+            letters += [(m.start(1), m.group(1).upper())] + ([(rival.start(1), rival.group(1))] if rival else [])
+    return list(dict.fromkeys(letter for _, letter in sorted(letters)))

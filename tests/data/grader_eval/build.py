@@ -26,6 +26,18 @@ QWEN = ("QwenLM+Qwen2.5-Math", "a45202bd16f1ec06f433442dc1152d0074773465", "MIT 
 LIGHTEVAL_GPQA = "tests/unit/metrics/test_cases/gpqa_instruct_metric.json"
 
 
+# Careful-reader relabels: (source, response) -> (label, why). Only where the source's label tests
+# one of its own extraction rules rather than whether the response is right.
+RELABEL = {
+    ("math-verify", "Answer $ \n 9 \n $"): (True, "states 9; the source's False tests its one-line rule for inline math"),
+    ("math-verify", "Answer \\( \n 9 \n \\)"): (True, "states 9; the source's False tests its one-line rule for inline math"),
+    ("lighteval", "Answer $ \n 9 \n $"): (True, "states 9; the source's False tests its one-line rule for inline math"),
+    ("lighteval", "Answer \\( \n 9 \n \\)"): (True, "states 9; the source's False tests its one-line rule for inline math"),
+    ("lighteval", "Jupiter is the largest planet in our solar system. So the answer is c.\n\nAnswer: c"):
+        (True, "'Answer: c' names option C; the source's False tests case-sensitive letters"),
+}
+
+
 def show(mirror: str, repo: str, commit: str, path: str) -> str:
     return subprocess.run(["git", "-C", f"{mirror}/{repo}/repo", "show", f"{commit}:{path}"], check=True,
                           capture_output=True, text=True).stdout
@@ -108,6 +120,9 @@ def main(mirror: str) -> None:
         if key in seen:
             continue
         seen.add(key)
+        relabel = RELABEL.get((r["source"], r["response"]))
+        if relabel is not None:
+            r["source_label"], r["expected"], r["label_note"] = r["expected"], relabel[0], "careful reader: " + relabel[1]
         print(json.dumps(r, ensure_ascii=False))
 
 
