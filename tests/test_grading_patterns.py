@@ -171,3 +171,15 @@ def test_new_patterns_keep_the_per_response_time_bound():
             grade_many(bench, [(b, "1" if bench != "gpqa_diamond" else "A")], workers=1, timeout_s=5.0,
                        answer_delimiter="")
     assert time.monotonic() - t0 < 20
+
+
+def test_metrics_count_unread_and_multiple_letters():
+    from harness.evaluation.metrics import compute_metrics
+
+    rows = {("p1", 0): {"correct": False, "extracted": None, "candidate_letters": ["A", "B"]},
+            ("p2", 0): {"correct": True, "extracted": "C", "candidate_letters": ["A", "C"]},
+            ("p3", 0): {"correct": True, "extracted": "D", "candidate_letters": ["D"]}}
+    m = compute_metrics(["p1", "p2", "p3"], rows, 1)
+    assert (m["unextracted"], m["multiple_letters"]) == (1, 2)
+    rows = {("p1", 0): {"correct": True, "extracted": "5"}}
+    assert compute_metrics(["p1"], rows, 1)["multiple_letters"] is None  # not a choice benchmark
