@@ -434,7 +434,7 @@ def extract_answer(response: str, delimiter: str = DEFAULT_DELIMITER) -> str | N
 _LETTER = r"([A-Da-d])"
 # "Answer: B", "the answer is for sure D", "Final answer - B", 'Answer: "C"': up to two adverbs
 # ("for sure", "clearly") but never a negation or hedge between the anchor and the letter.
-_ANSWER_LEAD = (r"(?i:answer)(?:\s+is)?(?:\s+(?!(?i:not|either|between|neither|maybe|perhaps)\b)[a-z]+){0,2}?"
+_ANSWER_LEAD = (r"(?i:answer(?:\s+is)?|(?:option|choice)\s+is)(?:\s+(?!(?i:not|either|between|neither|maybe|perhaps)\b)[a-z]+){0,2}?"
                 r"[\s*:：\-–—\"'“”]*\(?")
 _EXPLICIT_CHOICE = [
     # \boxed{B}, \boxed{(B)}, \boxed{\text{B}}, \boxed{\textbf{(B)}}
@@ -451,14 +451,18 @@ _EXPLICIT_CHOICE = [
 # exists; a lower-case "(a)" is a step or part label, never an option.
 _BARE_CHOICE = re.compile(r"(?<![A-Za-z0-9_])\(([A-D])\)")
 # The answer section opening with the letter alone: "D", "**C**", "(D)", "D. <option text>", "B) ..."
-_LEADING_CHOICE = re.compile(r"[\s*\"'“]*\(?([A-D])\)?[\s*\"'”]*(?:[.:)][ \t].*)?[.:)]?[\s*]*", re.DOTALL)
+_LEADING_CHOICE = re.compile(r"[\s*\"'“]*(?i:(?:option|choice)\s+)?\(?([A-D])\)?[\s*\"'”]*(?:[.:)][ \t].*)?[.:)]?[\s*]*", re.DOTALL)
 # A letter stated with a rival or a negation is no answer: "A or B", "not D", "between B and C".
 _HEDGE_AFTER = re.compile(r"\)?[\s*\"'”]*(?:or|and|/|,)\s*\(?([A-D])\b")
 _HEDGE_BEFORE = re.compile(r"(?i:\b(?:not|between|either|or|neither|nor|than|and)|n't)[\s*\"'“(]*$")
 
 
+# "Option A is wrong", "(B) cannot be right": a letter ruled out, not chosen
+_RULED_OUT = re.compile(r"\)?[\s*]*(?i:(?:is|are)\s+(?:wrong|incorrect|not|false|ruled out|eliminated)|can't|cannot)\b")
+
+
 def _hedged(text: str, m: re.Match) -> bool:
-    return bool(_HEDGE_AFTER.match(text, m.end(1)) or _HEDGE_BEFORE.search(text[max(0, m.start(1) - 24):m.start(1)]))
+    return bool(_HEDGE_AFTER.match(text, m.end(1)) or _RULED_OUT.match(text, m.end(1)) or _HEDGE_BEFORE.search(text[max(0, m.start(1) - 24):m.start(1)]))
 
 
 def _choice_matches(patterns: list[re.Pattern], text: str) -> list[tuple[int, str, bool]]:
