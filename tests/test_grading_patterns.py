@@ -167,6 +167,10 @@ def test_new_patterns_keep_the_per_response_time_bound():
         "A or " * 20000,
         "=" * 50000 + " 5",
         ("$x$ " * 20000) + ".",
+        "Answer $ 9 $ x " * 20000,  # each "Answer $" closes, none ends its line
+        "Answer \\( 9 x " * 20000,  # inline math that never closes
+        "so it is \\( " * 20000,
+        "\\[ " * 50000,
     ]
     t0 = time.monotonic()
     for b in bad:

@@ -35,6 +35,7 @@ _ANSWER_COLON_RE = re.compile(r"answer[\s*]*[:：][ \t*]*", re.IGNORECASE)
 _ANSWER_MATH_RE = re.compile(r"\banswer[ \t*]*(\$\$|\$|\\\[|\\\()", re.IGNORECASE)
 _MATH_CLOSE = {"$$": re.compile(r"(?<!\\)\$\$"), "$": re.compile(r"(?<!\\)\$"), "\\[": re.compile(r"\\\]"),
                "\\(": re.compile(r"\\\)")}
+_LINE_END_RE = re.compile(r"[ \t.]*(?:\n|$)")
 _ANSWER_IS_RE = re.compile(r"\banswer\s+is\b[ \t]*:?", re.IGNORECASE)
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^|<>\n]*\|>")
 _DISPLAY_OPEN = ("\\[", "$$")
@@ -210,7 +211,7 @@ def _last_answer_is(text: str) -> str | None:
 def _answer_math(text: str) -> tuple[int, str] | None:
     """(position, content) of the last "Answer <math>" without a colon whose math closes and ends
     its line ("Answer $ 9 $", "Answer \\[ 9 \\]"); the right side of a final "=" inside it."""
-    for m in reversed(list(_ANSWER_MATH_RE.finditer(text))):
+    for m in reversed(list(_ANSWER_MATH_RE.finditer(text))[-50:]):  # bounded work on degenerate text
         opener = m.group(1)
         close = _MATH_CLOSE[opener].search(text, m.end())
         if close is None:
@@ -218,7 +219,7 @@ def _answer_math(text: str) -> tuple[int, str] | None:
         body = text[m.end():close.start()]
         if opener in ("$", "\\(") and "\n" in body:
             continue
-        if text[close.end():].split("\n", 1)[0].strip(" \t.") != "":
+        if not _LINE_END_RE.match(text, close.end()):
             continue
         body = body.strip()
         value = stated_result(body) if "=" in body else body
@@ -230,7 +231,7 @@ def _answer_math(text: str) -> tuple[int, str] | None:
 # 34", "the total comes to 25 dollars"); not a value merely mentioned ("I am not sure about 12").
 _STATED_TAIL_RE = re.compile(
     r"(?:(?<![<>!])=|:|\b(?:is|are|was|were|equals?|be|get|gives?|of|to|it's)\b)[ \t]*"
-    r"((?:\$[^$\n]+\$|\\\([^\n]+?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥$])?"
+    r"((?:\$[^$\n]+\$|\\\([^\n]{1,300}?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥$])?"
     r"(?:[A-Za-z]{1,3}[²³])?)(?:[ \t]+[A-Za-z]+){0,3}?)"
     r"[ \t]*[.!]?[ \t*]*$", re.IGNORECASE)
 _HEDGE_BEFORE_RE = re.compile(r"\b(?:not|n't|never|or|either|maybe|perhaps)\s*$", re.IGNORECASE)
@@ -241,7 +242,7 @@ _DOUBT_RE = re.compile(r"\b(?:not sure|unsure|not certain|don't know|do not know
 _CONCLUDING_RE = re.compile(r"\b(?:so|thus|therefore|hence|total|altogether|in all|overall|finally)\b", re.IGNORECASE)
 _FINAL_NUMBER_RE = re.compile(r"(?<![\w.,/])([+-]?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥])?"
                               r"(?:[ \t]+[A-Za-z]+){0,3}?)[ \t]*[.!]?[ \t*]*$")
-_MATH_SPAN_RE = re.compile(r"\$[^$\n]+\$|\\\([^\n]+?\\\)")
+_MATH_SPAN_RE = re.compile(r"\$[^$\n]+\$|\\\([^\n]{1,300}?\\\)")
 _RELATION_OP_RE = re.compile(r"<|>|\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|!=")
 _TEXT_GROUP_RE = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{[^{}]*\}")
 
@@ -395,7 +396,7 @@ def stated_result(line: str) -> str | None:
 
 def _collapse_displays(text: str) -> str:
     """Display blocks (\\[ ... \\], $$ ... $$) on one line each, so a line reads as a whole."""
-    return re.sub(r"\\\[(.*?)\\\]|\$\$(.*?)\$\$",
+    return re.sub(r"\\\[(.{0,1000}?)\\\]|\$\$(.{0,1000}?)\$\$",
                   lambda m: "$" + " ".join((m.group(1) or m.group(2) or "").split()) + "$", text, flags=re.DOTALL)
 
 
