@@ -371,7 +371,7 @@ def _is_boolean(x) -> bool:
 # ---- math: forms a reader equates that math-verify does not (issue 25) ----------------------------
 
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})\s*(?:([AaPp])\.?\s*[Mm]\.?)?")
-_MIXED_RE = re.compile(r"([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)")
+_MIXED_RE = re.compile(r"([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)(?:\s+[A-Za-z]+){0,3}")  # "1 1/2 cups"
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)\b")
 _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\s*\\circ\s*\}?")
 _RELATION_RE = re.compile(r"\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|[<>]=?|!=|=")
@@ -423,7 +423,7 @@ def _label_value(s: str) -> str | None:
     bare = re.sub(r"_\s*(?:\{[^{}]*\}|\w)", "", lhs)
     if not lhs or not rhs or re.search(r"\d|[+\-*^]|\\(?:cdot|times|div)", bare) or not re.search(r"[A-Za-z]", bare):
         return None
-    if re.search(r"(?<!\\)\b[A-Za-z]\b", re.sub(r"\\[A-Za-z]+", " ", rhs)):
+    if re.search(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", re.sub(r"\\[A-Za-z]+", " ", rhs)):
         return None  # "y = 2x + 1" is a line, not a labelled value
     return rhs
 
@@ -495,8 +495,8 @@ def math_equal(pred: str | None, gold: str) -> bool:
     if _core_math_equal(_rewrite_forms(_unbox(pred)), _rewrite_forms(_unbox(gold))):
         return True
     lp, lg = _label_value(pred), _label_value(gold)
-    if (lp is None) != (lg is None):  # "(p,q)=(3,2)" against "(3,2)", either way round
-        return _core_math_equal(lp or pred, lg or gold)
+    if (lp is None) != (lg is None) and _core_math_equal(lp or pred, lg or gold):
+        return True  # "(p,q)=(3,2)" against "(3,2)", either way round
     try:
         return bool(_relations_judge(_unbox(pred), _unbox(gold)))
     except Exception:

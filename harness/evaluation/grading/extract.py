@@ -234,10 +234,12 @@ _STATED_TAIL_RE = re.compile(
     r"((?:\$[^$\n]+\$|\\\([^\n]{1,300}?\\\)|[+-]?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥$])?"
     r"(?:[A-Za-z]{1,3}[²³])?)(?:[ \t]+[A-Za-z]+){0,3}?)"
     r"[ \t]*[.!]?[ \t*]*$", re.IGNORECASE)
-_HEDGE_BEFORE_RE = re.compile(r"\b(?:not|n't|never|or|either|maybe|perhaps)\s*$", re.IGNORECASE)
+# right before the stating word: "not 10", "could be 10", "might equal 10"
+_HEDGE_BEFORE_RE = re.compile(r"\b(?:not|n't|never|or|either|maybe|perhaps|could|might|may|possibly)\s*$",
+                              re.IGNORECASE)
 # A sentence that doubts its own value states none ("I am not sure about $12$").
 _DOUBT_RE = re.compile(r"\b(?:not sure|unsure|not certain|don't know|do not know|no idea|guess|cannot|can't|"
-                       r"unclear|might|maybe|perhaps|either|or)\b", re.IGNORECASE)
+                       r"unclear|maybe|perhaps|either|or)\b", re.IGNORECASE)
 # A sentence that concludes ("so", "therefore", "in total") may end in its value without a verb.
 _CONCLUDING_RE = re.compile(r"\b(?:so|thus|therefore|hence|total|altogether|in all|overall|finally)\b", re.IGNORECASE)
 _FINAL_NUMBER_RE = re.compile(r"(?<![\w.,/])([+-]?\d[\d,]*(?:\.\d+)?(?:/\d+)?\s*(?:%|\\%|[€£¥])?"
