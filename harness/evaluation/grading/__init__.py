@@ -2,9 +2,9 @@
 
     from harness.evaluation.grading import Verdict, grade_one, grade_many, kind_of
 
-Extraction (extract.py): the text after the LAST answer delimiter, then the last \\boxed{} /
-"Answer:" / "the answer is"; the thinking text only when there is no answer section, and never
-"the last number". Equivalence (equivalence.py): integers as integers, GPQA letters A-D, MATH500
+Extraction (extract.py): the text after the LAST answer delimiter, then the explicit answer stated
+last (\\boxed{} / "Answer:" / "the answer is"), else the value the section states; the thinking
+text only when there is no answer section, explicit patterns only, never "the last number". Equivalence (equivalence.py): integers as integers, GPQA letters A-D, MATH500
 through math-verify with documented guards. grade_many runs the math judge in a process pool with
 a per-item timeout (pool.py); a timed-out item is graded incorrect and keeps its extraction.
 

@@ -2,9 +2,14 @@
 
 Rules (docs/method.md#answer-extraction-and-grading, s1's grader made deterministic):
 - The answer section is the text after the LAST answer delimiter (default "<|im_start|>answer";
-  pass "</think>" for models that close their thinking that way).
-- Inside it: the last complete \\boxed{...} / \\fbox{...} (balanced braces), else the last
-  "Answer:" / "Final Answer:" line, else the last "the answer is X".
+  pass "</think>" for models that close their thinking that way; "" for plain output: the whole
+  response).
+- Inside it: the explicit answer stated LAST among the final \\boxed{...} / \\fbox{...} (balanced
+  braces; boxes separated only by commas, "and" or spacing are one answer), the last "Answer:" /
+  "Final Answer:" line (a sentence there gives the value it ends on), "Answer <math>" and the last
+  "the answer is X". Without any: the section's first line when it is a value, else the value its
+  last line states (grader 2; lm-eval / lighteval read plain output this way), never a value only
+  mentioned or hedged ("I am not sure about 12", "not 10", "10 or 12").
 - Only when the response has NO answer section may the thinking text be searched, and only with
   those explicit patterns. Never "the last number in the text": a truncated response that never
   states an answer yields None ("unextracted"), which grades as incorrect.
@@ -12,10 +17,13 @@ Rules (docs/method.md#answer-extraction-and-grading, s1's grader made determinis
   line or in the display block (\\[...\\], $$...$$) after it.
 - Special tokens ("<|im_start|>", anything "<|...|>") are never part of an answer: a value is cut
   at the first one, and nothing is extracted when nothing precedes it.
-- Multiple choice (GPQA): the LAST explicit answer (\\boxed{X}, "Answer: X", "answer is X", X in
-  A-D, case-insensitive); only when there is none, the last bare upper-case "(X)" of the answer
-  section (a lower-case "(a)" is a step label). No letter -> None; never a default letter (s1
-  defaulted to "A"). Thinking text (no answer section) is read for explicit answers only.
+- Multiple choice (GPQA): the LAST explicit answer (\\boxed{X}, "Answer: X", "answer is (for sure)
+  X", "the correct option is X", "Final answer - X", "it's X"; X in A-D, case-insensitive); only
+  when there is none, an answer section that opens with the letter ("D", "**C**", "(D)",
+  "D. <option>", "Option C"), else the last bare upper-case "(X)" of the answer section (a
+  lower-case "(a)" is a step label). A letter named with a rival or ruled out ("A or B", "not D",
+  "between B and C", "Option A is wrong") is no answer. No letter -> None; never a default letter
+  (s1 defaulted to "A"). Thinking text (no answer section) is read for explicit answers only.
 """
 
 from __future__ import annotations
