@@ -28,6 +28,9 @@ CASES = [
     ("int_cm2_plain_caret", "arith", "Answer: 10 cm^2", "10", True),
     ("near_int_percent_other_value", "aime24", r"\boxed{20\%}", "2", False),
     ("near_int_unit_other_quantity", "aime24", "Answer: 120 minutes", "2", False),
+    ("near_int_multiplier_word", "aime24", "Answer: 10 thousand", "10", False),
+    ("near_int_dozen", "aime24", r"\boxed{3 \text{ dozen}}", "3", False),
+    ("near_math_multiplier_word", "math500", r"\boxed{10\text{ thousand}}", "10", False),
     ("near_int_percent_of_decimal", "aime24", r"\boxed{0.2\%}", "20", False),
     # 2. an answer split over several boxes
     ("boxes_joined", "math500", r"The solutions are \boxed{(1, 2)}, \boxed{(2, 1)}", "(1,2),(2,1)", True),

@@ -46,7 +46,7 @@ import logging
 import math
 import re
 
-from harness.evaluation.grading.extract import UNIT_WORDS, final_boxed_span, stated_result
+from harness.evaluation.grading.extract import MULTIPLIERS, UNIT_WORDS, final_boxed_span, stated_result
 
 # ---- integers (AIME, arithmetic) ----------------------------------------------------------------
 
@@ -68,7 +68,8 @@ def _unbox(s: str) -> str:
 
 
 _UNIT_TAIL_RE = re.compile(  # a trailing unit: \text{ ways}, \mathrm{cm}^2, "dollars", "square units"
-    r"(?:\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}|" + UNIT_WORDS + r")(?:\^\{?\d\}?)?\s*$")
+    r"(?:\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?!" + MULTIPLIERS + r")[A-Za-z][A-Za-z\s.]*\}|" + UNIT_WORDS
+    + r")(?:\^\{?\d\}?)?\s*$")
 # An integer, with "," or a space as thousands separator, and an optional ".0".
 _PLAIN_INT_RE = re.compile(r"([+-]?)\s*(\d{1,3}(?:[ ,]\d{3})+|\d+)(?:\.0*)?")
 
@@ -127,7 +128,8 @@ def choice_equal(extracted: str | None, gold: str) -> bool:
 
 # ---- math: our own normalisation (s1 / Hendrycks MATH style) -------------------------------------
 
-_UNIT_RE = re.compile(r"\\(?:text|mbox|textrm|mathrm)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}(?:\^\{?\d\}?)?\s*$")
+_UNIT_RE = re.compile(r"\\(?:text|mbox|textrm|mathrm)\s*\{\s*(?!" + MULTIPLIERS
+                      + r")[A-Za-z][A-Za-z\s.]*\}(?:\^\{?\d\}?)?\s*$")
 
 
 def _fix_fracs(s: str) -> str:
@@ -377,6 +379,7 @@ _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\s*\\circ\s*\}?")
 _RELATION_RE = re.compile(r"\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|[<>]=?|!=|=")
 
 
+_MULTIPLIER_RE = re.compile(r"\d\s*(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*)?" + MULTIPLIERS)
 _SPANS_LIST_RE = re.compile(r"\s*\$[^$]+\$(?:\s*(?:,|;|\band\b|\bor\b)\s*\$[^$]+\$)+\s*\.?\s*")
 
 
@@ -489,6 +492,8 @@ def math_equal(pred: str | None, gold: str) -> bool:
     if pred is None or not str(pred).strip():
         return False
     pred, gold = str(pred), _join_spans(str(gold))
+    if bool(_MULTIPLIER_RE.search(pred)) != bool(_MULTIPLIER_RE.search(gold)):
+        return False  # "10 thousand" is not 10 (math-verify drops the word as a unit)
     tp, tg = _minutes_of_day(_unbox(pred)), _minutes_of_day(_unbox(gold))
     if tp is not None and tg is not None and (tp[1] or tg[1]):  # "20:34" vs "08:34 P.M."
         return tp[0] == tg[0]

@@ -384,7 +384,10 @@ def extract_from(text: str) -> str | None:
 
 # A unit after a number: at most three words, none of them a connective or verb ("25 dollars",
 # "25 square units"; not "25 or 26", "25 is wrong").
-UNIT_WORDS = (r"(?:\s+(?!(?:or|and|not|no|but|is|are|was|if|plus|minus|times|to|over|divided|by)\b)"
+# A multiplier ("10 thousand", "3 dozen") changes the quantity: no unit.
+MULTIPLIERS = r"(?:hundreds?|thousands?|millions?|billions?|trillions?|dozens?)\b"
+UNIT_WORDS = (r"(?:\s+(?!(?:or|and|not|no|but|is|are|was|if|plus|minus|times|to|over|divided|by)\b|"
+              + MULTIPLIERS + r")"
               r"[A-Za-z]+){1,3}")
 _UNIT_VALUE_RE = re.compile(r"[+-]?\d[\d,]*(?:\.0+)?" + UNIT_WORDS)
 _LONE_SYMBOL_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\([^()]*\))?")  # x, a_5, f(3)
