@@ -105,6 +105,8 @@ CHOICE = [
     ("correct_option_is", "The correct option is B.", "B"),
     ("option_leading", "Option C", "C"),
     ("near_option_ruled_out", "Option A is wrong.", None),
+    ("letter_is_correct", "After comparing them, B is correct.", "B"),
+    ("near_letter_is_not_correct", "B is not correct", None),
     ("near_letters_listed", "A or B", None),
     ("near_letter_negated", "not D", None),
     ("near_between", "between B and C", None),

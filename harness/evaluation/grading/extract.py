@@ -458,6 +458,8 @@ _EXPLICIT_CHOICE = [
     # that "Answer: a detailed derivation" is not read as choice A.
     re.compile(_ANSWER_LEAD + r"([A-D])\)?(?![A-Za-z0-9])"),
     re.compile(_ANSWER_LEAD + r"([a-d])\)?(?=[ \t\"'”]*(?:$|[.,;:!)\]*]))", re.MULTILINE),
+    # "B is correct", "(C) is the right answer"
+    re.compile(r"(?<![A-Za-z0-9_])\(?([A-D])\)?\s+is\s+(?:the\s+)?(?i:correct|right|best|answer)\b"),
     # "I think it's B", "it must be C": only a letter that ends the sentence
     re.compile(r"\b(?i:it's|it is|must be|should be)\s+\(?([A-D])\)?(?=[ \t*]*(?:$|[.!;,]))", re.MULTILINE),
 ]
