@@ -57,7 +57,9 @@ CASES = [
     ("final_answer_sentence", "math500", "Final Answer: The largest $n$ is 34.", "34", True),
     ("final_answer_sentence_hope", "math500", "Final Answer: The final answer is 10455. I hope it is correct.", "10455", True),
     ("final_answer_sentence_int", "aime24", "Final Answer: The total number of ways is 25.", "25", True),
+    ("final_answer_sentence_one_number", "aime24", "Final Answer: She needs 25 more stamps to finish.", "25", True),
     ("near_final_answer_not", "aime24", "Final Answer: The total is not 25.", "25", False),
+    ("near_final_answer_two_numbers", "aime24", "Final Answer: She buys 25 stamps for 3 dollars each.", "25", False),
     ("near_final_answer_two_values", "aime24", "Final Answer: x = 3 and y = 25", "25", False),
     # 6. an intermediate box early, a later explicit final answer
     ("later_final_answer_beats_box", "aime24", "so \\boxed{255} is the interest.\nFinal Answer: 10455", "10455", True),

@@ -337,6 +337,21 @@ def _line_value(line: str) -> str | None:
     return _sentence_value(candidates[-1]) if candidates else None
 
 
+_NUMBER_TOKEN_RE = re.compile(r"(?<![\w.,/^_{])[+-]?\d[\d,]*(?:\.\d+)?(?:/\d+)?(?![\w^_])")
+
+
+def _only_number(line: str) -> str | None:
+    """The one number of an answer line's first sentence that states no other number or math
+    ("Answer: She needs 25 more stamps."), unless the sentence doubts or negates it."""
+    sentence = (_sentences(line) or [line])[0]
+    if _DOUBT_RE.search(sentence) or re.search(r"\b(?:not|n't|never)\b", sentence) or _MATH_SPAN_RE.search(sentence):
+        return None
+    if re.search(r"\d\s*" + MULTIPLIERS, sentence, re.IGNORECASE):  # "10 thousand" is not 10
+        return None
+    numbers = _NUMBER_TOKEN_RE.findall(sentence)
+    return numbers[0].rstrip(",") if len(numbers) == 1 else None
+
+
 def _explicit_candidates(text: str) -> list[tuple[int, str]]:
     """(anchor position, value) of each explicit answer pattern's last occurrence."""
     out: list[tuple[int, str]] = []
@@ -350,7 +365,8 @@ def _explicit_candidates(text: str) -> list[tuple[int, str]]:
     if last is not None and line is not None:
         value = _last_answer_is(line) or _clean_line(line)  # "Answer: The answer is 5." -> "5"
         if value is not None and _is_prose(value) and not _UNIT_VALUE_RE.fullmatch(value):
-            value = _line_value(value) or value  # "Final Answer: The largest $n$ is 34."
+            # "Final Answer: The largest $n$ is 34.", "Answer: She needs 25 more stamps."
+            value = _line_value(value) or _only_number(value) or value
         if value is not None:
             out.append((last.start(), value))
     math = _answer_math(text)
