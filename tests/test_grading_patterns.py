@@ -201,3 +201,36 @@ def test_metrics_count_unread_and_multiple_letters():
     assert (m["unextracted"], m["multiple_letters"]) == (1, 2)
     rows = {("p1", 0): {"correct": True, "extracted": "5"}}
     assert compute_metrics(["p1"], rows, 1)["multiple_letters"] is None  # not a choice benchmark
+
+
+def test_eval_run_records_candidate_letters_and_counts_them(tmp_path, monkeypatch):
+    """End to end through the runner (no model): a choice benchmark's rows keep the letters each
+    response stated, and metrics.json counts unread responses and those with several letters."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import harness.evaluation.runner as ev
+    from harness.evaluation.config import EvalConfig
+    from test_evaluate import FakeEngine
+
+    answers = iter(["Answer: A or B", "Answer: A. On reflection \\boxed{B}", "\\boxed{B}"])
+
+    class LetterFake(FakeEngine):
+        def generate(self, cfg, prompts, budget, seeds, on_result):
+            for j, _ in enumerate(seeds):
+                on_result(j, SimpleNamespace(text="hmm" + A + next(answers), thinking_tokens=5, answer_tokens=3,
+                                             finish_reason="stop", hit_cap=False, num_waits_used=0,
+                                             thinking_cap=budget))
+
+    quiz = tmp_path / "quiz.yaml"
+    quiz.write_text("grader: choice\nproblems:\n" + "".join(
+        f"  - {{id: q{i}, question: 'Which one {i}?', options: ['1', '2'], gold: B}}\n" for i in range(3)))
+    monkeypatch.setattr(ev, "Engine", LetterFake)
+    cfg = EvalConfig(model="fake", benchmarks=["quiz"], benchmark_files={"quiz": str(quiz)}, out=str(tmp_path / "out"),
+                     progress=False, summary=False, batch_size=1)
+    run_dir = Path(ev.run_eval(cfg)["quiz"]["run_dir"])
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert sorted(len(r["candidate_letters"]) for r in rows) == [1, 2, 2]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["unextracted"], metrics["multiple_letters"], metrics["correct"]) == (1, 2, 2)
