@@ -43,6 +43,7 @@ _ANSWER_COLON_RE = re.compile(r"answer[\s*]*[:：][ \t*]*", re.IGNORECASE)
 _ANSWER_MATH_RE = re.compile(r"\banswer[ \t*]*(\$\$|\$|\\\[|\\\()", re.IGNORECASE)
 _MATH_CLOSE = {"$$": re.compile(r"(?<!\\)\$\$"), "$": re.compile(r"(?<!\\)\$"), "\\[": re.compile(r"\\\]"),
                "\\(": re.compile(r"\\\)")}
+_HASHES_RE = re.compile(r"^[ \t]*####[ \t]*", re.MULTILINE)
 _LINE_END_RE = re.compile(r"[ \t.]*(?:\n|$)")
 _ANSWER_IS_RE = re.compile(r"\banswer\s+is\b[ \t]*:?", re.IGNORECASE)
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^|<>\n]*\|>")
@@ -372,6 +373,11 @@ def _explicit_candidates(text: str) -> list[tuple[int, str]]:
     math = _answer_math(text)
     if math is not None:
         out.append(math)
+    hashes = _last_match(_HASHES_RE, text)  # GSM8K's "#### 10", what lm-eval's gsm8k reads
+    if hashes is not None:
+        value = _clean_line(text[hashes.end():].split("\n", 1)[0])
+        if value is not None:
+            out.append((hashes.start(), value))
     is_match = _last_match(_ANSWER_IS_RE, text)
     if is_match is not None:
         value = _last_answer_is(text)
