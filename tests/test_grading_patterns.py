@@ -213,8 +213,12 @@ def test_eval_run_records_candidate_letters_and_counts_them(tmp_path, monkeypatc
     from types import SimpleNamespace
 
     import harness.evaluation.runner as ev
+    from harness.evaluation.benchmarks import _core
     from harness.evaluation.config import EvalConfig
     from test_evaluate import FakeEngine
+
+    _core.names()  # discover the built-in benchmarks first: the copy below must hold them
+    monkeypatch.setattr(_core, "_REGISTRY", dict(_core._REGISTRY))  # the file's benchmark stays in this test
 
     answers = iter(["Answer: A or B", "Answer: A. On reflection \\boxed{B}", "\\boxed{B}"])
 
