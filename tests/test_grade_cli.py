@@ -116,3 +116,20 @@ def test_grade_subprocess_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "in.jsonl:2: malformed JSON" in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+def test_grade_cli_lists_what_it_did_not_read(tmp_path, capsys):
+    rows = [{"id": "q1", "response": A + "Answer: A or B", "gold": "A"},            # hedged: none read
+            {"id": "q2", "response": A + r"Answer: A. On reflection \boxed{C}", "gold": "C"},  # two letters
+            {"id": "q3", "response": A + "**D**", "gold": "D"},
+            {"id": "q4", "response": T + "still thinking", "gold": "B"}]
+    inp, out = _write(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert main(["grade", "--benchmark", "gpqa_diamond", "--input", str(inp), "--output", str(out),
+                 "--list-unread"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[:3] == [f"{inp}:1 (id q1): no answer read",
+                         f"{inp}:2 (id q2): 2 letters stated (A, C); graded as C",
+                         f"{inp}:4 (id q4): no answer read"]
+    assert "unextracted=2" in lines[-1] and "multiple_letters=2" in lines[-1] and "correct=2" in lines[-1]
+    from harness.evaluation.grading import GRADER_VERSION
+    assert {r["grader_version"] for r in _read(out)} == {GRADER_VERSION}

@@ -35,7 +35,9 @@ EXTRACTION = [
     ("fbox", A + r"\fbox{5}", None, "5"),
     ("boxed_space_form", A + r"so \boxed 5", None, "5"),
     ("unclosed_boxed_skipped", A + r"\boxed{3} then \boxed{4", None, "3"),
-    ("boxed_beats_later_answer_colon", A + "\\boxed{3}\nAnswer: 4", None, "3"),
+    # Changed in grader 2 (issue 25, pattern 6): a later explicit final answer beats an earlier box
+    # (was "3": the box always won, so an intermediate \boxed{} step overrode the stated answer).
+    ("later_answer_colon_beats_earlier_boxed", A + "\\boxed{3}\nAnswer: 4", None, "4"),
     ("answer_colon", A + "Answer: 42", None, "42"),
     ("final_answer_next_line", A + "Final Answer:\n\n $\\frac12$.", None, r"\frac12"),
     ("last_answer_colon", A + "Answer: 1\nAnswer: 2", None, "2"),
@@ -474,7 +476,9 @@ INTEGER_FORMS = [
     # Never a number picked out of a line that states several values.
     ("several_values_prose", "Answer: 3 apples and 5 pears", "5", "3 apples and 5 pears", False),
     ("several_assignments", "Answer: x = 3 and y = 5", "5", "x = 3 and y = 5", False),
-    ("prose_equation", "Answer: The total is 3 + 4 = 7", "7", "The total is 3 + 4 = 7", False),
+    # Changed in grader 2 (issue 25, pattern 5): an Answer line that is a sentence ending in its
+    # value gives the value (was the whole sentence, graded wrong).
+    ("prose_equation", "Answer: The total is 3 + 4 = 7", "7", "7", True),
     ("equation_equals_zero", "Answer: 2x + 3 = 0", "0", "2x + 3 = 0", False),
     ("negated_value", "Answer: not 25", "25", "not 25", False),
 ]
@@ -614,7 +618,8 @@ EXTRACTION_DETAILS = [
     ("inline_math_on_the_right_kept", A + r"Answer: x = \(5\)", r"x = \(5\)"),
     ("display_math_on_the_right_kept", A + r"Answer: x = \[5\]", r"x = \[5\]"),
     ("value_line_beats_next_line", A + "Answer: $\\pi$\n3.14", r"\pi"),
-    ("prose_with_number_is_the_line", A + "Answer: There are 25 ways\n30", "There are 25 ways"),
+    # grader 2 (pattern 5): the sentence's value, still the Answer line's and not the next line's
+    ("prose_with_number_is_the_line", A + "Answer: There are 25 ways\n30", "25 ways"),
     ("prose_answer_next_line_after_newline", A + "Final Answer:\nThe number of ways is\n25", "25"),
     ("prose_answer_without_next_line", A + "Answer: The number of ways is", "The number of ways is"),
     ("prose_answer_then_prose", A + "Answer: The number of ways is\nI am not sure", "The number of ways is"),

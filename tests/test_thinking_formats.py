@@ -274,7 +274,9 @@ def test_runner_grades_after_the_formats_end_of_thinking(tmp_path, monkeypatch):
     class ThinkTagsFake(FakeEngine):
         def generate(self, cfg, prompts, budget, seeds, on_result):
             for j, _ in enumerate(seeds):
-                on_result(j, SimpleNamespace(text="so \\boxed{7} hmm</think>\n\nAnswer: 5", thinking_tokens=5,
+                # grader 2: a later "Answer: 5" would beat the box even without an answer section
+                # (issue 25, pattern 6), so the answer is a bare value, read only after "</think>"
+                on_result(j, SimpleNamespace(text="so \\boxed{7} hmm</think>\n\n5", thinking_tokens=5,
                                              answer_tokens=3, finish_reason="stop", hit_cap=False,
                                              num_waits_used=0, thinking_cap=budget))
 

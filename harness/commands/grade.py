@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
                         help="the answer is read after the last occurrence of this string "
                              f"(default: {DEFAULT_DELIMITER!r}; use '</think>' for models that close "
                              "their thinking that way)")
+    parser.add_argument("--list-unread", action="store_true",
+                        help="list the rows where the grader read no answer (and, for multiple choice, the rows "
+                             "that state more than one letter), by file line and id; never the response text")
 
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
@@ -75,6 +78,10 @@ def run(args) -> int:
         except UserError as e:
             raise UserError(f"{args.input}:{lineno}: {e}") from None
     rows = [row for _, row in numbered]
+    from harness.evaluation.grading import GRADER_VERSION
+    from harness.evaluation.grading.extract import choice_candidates
+    letters = ([choice_candidates(r["response"], args.answer_delimiter) for r in rows]
+               if kind_of(args.benchmark) == "choice" else None)
 
     results = grade_many_detailed(args.benchmark, [(r["response"], str(r["gold"])) for r in rows],
                                   timeout_s=args.timeout, workers=args.workers,
@@ -84,6 +91,7 @@ def run(args) -> int:
         out = {k: v for k, v in row.items() if k not in ("correct", "extracted")}
         out["correct"] = verdict.correct
         out["extracted"] = verdict.extracted
+        out["grader_version"] = GRADER_VERSION  # re-grade rows whose version differs
         out_rows.append(out)
     write_jsonl_atomic(args.output, out_rows)
 
@@ -93,7 +101,18 @@ def run(args) -> int:
     n_timeout = sum(status == "timeout" for _, status in results)
     n_error = sum(status.startswith("error") for _, status in results)
     extra = (f" timeouts={n_timeout}" if n_timeout else "") + (f" errors={n_error}" if n_error else "")
-    Console(soft_wrap=True, highlight=False).print(
+    if letters is not None:
+        extra += f" multiple_letters={sum(len(x) > 1 for x in letters)}"
+    console = Console(soft_wrap=True, highlight=False)
+    if args.list_unread:
+        for (lineno, row), (verdict, _), i in zip(numbered, results, range(n)):
+            where = f"{args.input}:{lineno}" + (f" (id {row['id']})" if "id" in row else "")
+            if verdict.extracted is None:
+                console.print(escape(f"{where}: no answer read"), markup=True)
+            elif letters is not None and len(letters[i]) > 1:
+                console.print(escape(f"{where}: {len(letters[i])} letters stated ({', '.join(letters[i])}); "
+                                     f"graded as {verdict.extracted}"), markup=True)
+    console.print(
         f"[bold]{args.benchmark}[/bold]: n={n} correct={n_correct} accuracy={n_correct / n:.1%} "
         f"unextracted={n_unextracted}{extra} -> {escape(str(args.output))}", markup=True)
     return 0

@@ -87,7 +87,11 @@ def compute_metrics(problems: Sequence[Problem | str], rows: dict[tuple[str, int
         "thinking_tokens_mean": statistics.fmean(thinking) if thinking else None,
         "thinking_tokens_median": statistics.median(thinking) if thinking else None,
         "total_tokens_mean": statistics.fmean(total) if total else None,
-        "unextracted": sum(1 for r in samples if r.get("extracted") is None),
+        "unextracted": sum(1 for r in samples if r.get("extracted") is None),  # the grader read no answer
+        # multiple choice: responses that state more than one letter (hedged, or corrected); None
+        # for other graders and for rows stored before candidate letters were recorded
+        "multiple_letters": (sum(1 for r in samples if len(r.get("candidate_letters") or ()) > 1)
+                             if any("candidate_letters" in r for r in samples) else None),
         "truncated": sum(1 for r in samples if r.get("finish_reason") == "length"),
         "hit_thinking_cap": sum(1 for r in samples if r.get("hit_cap")),
     }

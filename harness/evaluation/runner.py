@@ -363,6 +363,9 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
             "thinking_cap": int(res.thinking_cap),
             "seed": seeds[i] if cfg.temperature > 0 else None,
         }
+        if spec.grader == "choice":  # the letters it stated: more than one is counted in the metrics
+            from harness.evaluation.grading.extract import choice_candidates
+            row["candidate_letters"] = choice_candidates(response, answer_delim)
         store.append(row)
         rows[(problem.id, s)] = row
         tokens += row["total_tokens"]

@@ -36,7 +36,8 @@ def cell(run: Run) -> dict:
     ci, method = accuracy_interval(list(run.outcomes.values()), clusters_for(run.benchmark, run.outcomes))
     return {"accuracy": acc, "ci95": list(ci) if ci else None, "ci_method": method, "n": n, "samples_per_problem": run.samples_per_problem,
             "thinking_tokens_mean": run.metrics.get("thinking_tokens_mean"),
-            "unextracted": run.metrics.get("unextracted"), "truncated": run.metrics.get("truncated"),
+            "unextracted": run.metrics.get("unextracted"), "multiple_letters": run.metrics.get("multiple_letters"),
+            "truncated": run.metrics.get("truncated"),
             "no_room": len(run.no_room), "weights_id": run.weights_id, "run_dir": str(run.path)}
 
 

@@ -2,9 +2,9 @@
 
     from harness.evaluation.grading import Verdict, grade_one, grade_many, kind_of
 
-Extraction (extract.py): the text after the LAST answer delimiter, then the last \\boxed{} /
-"Answer:" / "the answer is"; the thinking text only when there is no answer section, and never
-"the last number". Equivalence (equivalence.py): integers as integers, GPQA letters A-D, MATH500
+Extraction (extract.py): the text after the LAST answer delimiter, then the explicit answer stated
+last (\\boxed{} / "Answer:" / "the answer is"), else the value the section states; the thinking
+text only when there is no answer section, explicit patterns only, never "the last number". Equivalence (equivalence.py): integers as integers, GPQA letters A-D, MATH500
 through math-verify with documented guards. grade_many runs the math judge in a process pool with
 a per-item timeout (pool.py); a timed-out item is graded incorrect and keeps its extraction.
 
@@ -20,6 +20,12 @@ from harness.core.errors import UserError
 from harness.evaluation.grading.extract import DEFAULT_DELIMITER, extract_answer, extract_choice
 
 GRADER_KINDS = ("integer", "math", "choice")
+
+# Bumped whenever a verdict can change: stored verdicts graded by another version are stale and
+# should be re-graded. "1": the grader before issue 25. "2": issue 25's patterns (last explicit
+# answer wins, joined boxes, labels, relations, times, GPQA letters without an anchor) and plain
+# responses read for their final stated value (issue 30).
+GRADER_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -111,5 +117,5 @@ def grade_many_detailed(benchmark: str, items: list[tuple[str, str]], *, timeout
     return out
 
 
-__all__ = ["GRADER_KINDS", "Verdict", "grade_one", "grade_many", "grade_many_detailed", "kind_of",
+__all__ = ["GRADER_KINDS", "GRADER_VERSION", "Verdict", "grade_one", "grade_many", "grade_many_detailed", "kind_of",
            "check_gold", "extract"]

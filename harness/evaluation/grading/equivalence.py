@@ -46,7 +46,7 @@ import logging
 import math
 import re
 
-from harness.evaluation.grading.extract import UNIT_WORDS, boxed_spans, stated_result
+from harness.evaluation.grading.extract import MULTIPLIERS, UNIT_WORDS, final_boxed_span, stated_result
 
 # ---- integers (AIME, arithmetic) ----------------------------------------------------------------
 
@@ -62,12 +62,14 @@ def _strip_math_delims(s: str) -> str:
 
 
 def _unbox(s: str) -> str:
-    spans = boxed_spans(s)
-    return spans[-1][1] if spans else s
+    """The final boxed answer (several boxes of one answer joined), or s when it has no box."""
+    span = final_boxed_span(s)
+    return span[1] if span else s
 
 
 _UNIT_TAIL_RE = re.compile(  # a trailing unit: \text{ ways}, \mathrm{cm}^2, "dollars", "square units"
-    r"(?:\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}|" + UNIT_WORDS + r")(?:\^\{?\d\}?)?\s*$")
+    r"(?:\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?!" + MULTIPLIERS + r")[A-Za-z][A-Za-z\s.]*\}|" + UNIT_WORDS
+    + r")(?:\^\{?\d\}?)?\s*$")
 # An integer, with "," or a space as thousands separator, and an optional ".0".
 _PLAIN_INT_RE = re.compile(r"([+-]?)\s*(\d{1,3}(?:[ ,]\d{3})+|\d+)(?:\.0*)?")
 
@@ -99,6 +101,7 @@ def to_int(s: str | None) -> int | None:
         result = stated_result(s)
         return None if result is None else to_int(result)
     s = _UNIT_TAIL_RE.sub("", s).strip() if re.search(r"\d", s) else s
+    s = re.sub(r"\s*\\?%$", "", s)  # "20\%" states 20 (a percent sign never scales an integer answer)
     s = _TEXT_WRAP_RE.sub(r"\1", s)
     return _as_plain_int(s)
 
@@ -125,7 +128,8 @@ def choice_equal(extracted: str | None, gold: str) -> bool:
 
 # ---- math: our own normalisation (s1 / Hendrycks MATH style) -------------------------------------
 
-_UNIT_RE = re.compile(r"\\(?:text|mbox|textrm|mathrm)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}(?:\^\{?\d\}?)?\s*$")
+_UNIT_RE = re.compile(r"\\(?:text|mbox|textrm|mathrm)\s*\{\s*(?!" + MULTIPLIERS
+                      + r")[A-Za-z][A-Za-z\s.]*\}(?:\^\{?\d\}?)?\s*$")
 
 
 def _fix_fracs(s: str) -> str:
@@ -366,12 +370,145 @@ def _is_boolean(x) -> bool:
     return isinstance(x, sympy.core.relational.Relational) and not x.free_symbols
 
 
+# ---- math: forms a reader equates that math-verify does not (issue 25) ----------------------------
+
+_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})\s*(?:([AaPp])\.?\s*[Mm]\.?)?")
+_MIXED_RE = re.compile(r"([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)(?:\s+[A-Za-z]+){0,3}")  # "1 1/2 cups"
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)\b")
+_DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\s*\\circ\s*\}?")
+_RELATION_RE = re.compile(r"\\[lg]eq?\b|\\[lg]t\b|\\neq?\b|[<>]=?|!=|=")
+
+
+_MULTIPLIER_RE = re.compile(r"\d\s*(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*)?" + MULTIPLIERS)
+_SPANS_LIST_RE = re.compile(r"\s*\$[^$]+\$(?:\s*(?:,|;|\band\b|\bor\b)\s*\$[^$]+\$)+\s*\.?\s*")
+
+
+def _join_spans(gold: str) -> str:
+    """A gold written as several math spans ("$1$ and $2$ and $3$", "$21,16$ or $11$") as one list."""
+    if not _SPANS_LIST_RE.fullmatch(gold):
+        return gold
+    return ", ".join(x.strip() for x in re.findall(r"\$([^$]+)\$", gold))
+
+
+def _minutes_of_day(s: str) -> tuple[int, bool] | None:
+    """"20:34" -> (1234, False), "08:34 P.M." -> (1234, True); None when s is not a clock time."""
+    m = _TIME_RE.fullmatch(_strip_math_delims(_TEXT_WRAP_RE.sub(r"\1", s)).strip().rstrip("."))
+    if m is None:
+        return None
+    h, mi, half = int(m.group(1)), int(m.group(2)), m.group(3)
+    if mi > 59 or h > 23 or (half and not 1 <= h <= 12):
+        return None
+    if half:
+        h = h % 12 + (12 if half in "Pp" else 0)
+    return h * 60 + mi, bool(half)
+
+
+def _rewrite_forms(s: str) -> str:
+    """A mixed number "1 1/2" as math-verify's "1\\frac{1}{2}"; degrees inside a trigonometric
+    function as radians ("\\sin(90^\\circ - x)" -> "\\sin(\\frac{90\\pi}{180} - x)")."""
+    t = _strip_math_delims(s)
+    m = _MIXED_RE.fullmatch(t.strip())
+    if m:
+        return f"{m.group(1)}{m.group(2)}\\frac{{{m.group(3)}}}{{{m.group(4)}}}"
+    if _TRIG_RE.search(t):
+        t = _DEGREE_RE.sub(r"\\frac{\1\\pi}{180}", t)
+    return t
+
+
+def _label_value(s: str) -> str | None:
+    """The value of a labelled answer "(p,q)=(3,2)", "|AB|=1", "\\frac{NO}{BO}=\\frac{1}{3}",
+    "V_1:V_2=11:21": the right side when the left is a name (no digit outside subscripts, no
+    arithmetic) and the right holds no variable; else None."""
+    t = _strip_math_delims(_unbox(str(s)))
+    if t.count("=") != 1 or re.search(r"[<>!]=|\\[lg]eq?|\\neq?", t):
+        return None
+    lhs, rhs = (x.strip() for x in t.split("="))
+    bare = re.sub(r"_\s*(?:\{[^{}]*\}|\w)", "", lhs)
+    if not lhs or not rhs or re.search(r"\d|[+\-*^]|\\(?:cdot|times|div)", bare) or not re.search(r"[A-Za-z]", bare):
+        return None
+    if re.search(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", re.sub(r"\\[A-Za-z]+", " ", rhs)):
+        return None  # "y = 2x + 1" is a line, not a labelled value
+    return rhs
+
+
+def _rel_canonical(r):
+    """(kind, expression): a > b -> (">", a - b); a <= b -> (">=", b - a); a = b -> ("=", a - b)."""
+    import sympy
+    rel = sympy.core.relational
+    if isinstance(r, rel.StrictGreaterThan):
+        return ">", r.lhs - r.rhs
+    if isinstance(r, rel.GreaterThan):
+        return ">=", r.lhs - r.rhs
+    if isinstance(r, rel.StrictLessThan):
+        return ">", r.rhs - r.lhs
+    if isinstance(r, rel.LessThan):
+        return ">=", r.rhs - r.lhs
+    if isinstance(r, rel.Unequality):
+        return "!=", r.lhs - r.rhs
+    if isinstance(r, rel.Equality):
+        return "=", r.lhs - r.rhs
+    return None
+
+
+def _relations_equal(g, p) -> bool:
+    """Two relations with variables that say the same thing: "5 \\geq x" and "x \\leq 5", "-x > -1"
+    and "x < 1", "y = -x/2 + 3/4" and "2x + 4y - 3 = 0" (one a constant multiple of the other,
+    positive for inequalities); "f(x) = x^2" and "y = x^2" (two assignments with equal right sides)."""
+    import sympy
+    from sympy.core.function import AppliedUndef
+    cg, cp = _rel_canonical(g), _rel_canonical(p)
+    if cg is None or cp is None or cg[0] != cp[0] or not (g.free_symbols and p.free_symbols):
+        return False
+    if cg[0] == "=" and all(isinstance(x.lhs, (sympy.Symbol, AppliedUndef)) for x in (g, p)):
+        if sympy.simplify(g.rhs - p.rhs) == 0:
+            return True
+    if cp[1] == 0:
+        return False
+    ratio = sympy.simplify(cg[1] / cp[1])
+    if ratio.free_symbols or not ratio.is_number or ratio == 0:
+        return False
+    return bool(ratio > 0) if cg[0] in (">", ">=") else True
+
+
+def _relations_judge(pred: str, gold: str) -> bool | None:
+    """True/False when both sides are relations with variables, None otherwise."""
+    if not (_RELATION_RE.search(pred) and _RELATION_RE.search(gold)):
+        return None
+    try:
+        g, p = _sympy_obj(mv_parse(gold)), _sympy_obj(mv_parse(pred))
+    except Exception:
+        return None
+    rel = __import__("sympy").core.relational.Relational
+    if not (isinstance(g, rel) and isinstance(p, rel)) or _is_boolean(g) or _is_boolean(p):
+        return None
+    return _relations_equal(g, p)
+
+
 def math_equal(pred: str | None, gold: str) -> bool:
     """Is the extracted prediction equivalent to the MATH gold? Deterministic; may be slow on
-    pathological input (call it under a timeout, see pool.py)."""
+    pathological input (call it under a timeout, see pool.py). The forms of issue 25 first: clock
+    times, mixed numbers, degrees in trigonometric functions, a labelled value against the bare one,
+    relations written another way; then math-verify with its guards."""
     if pred is None or not str(pred).strip():
         return False
-    pred, gold = str(pred), str(gold)
+    pred, gold = str(pred), _join_spans(str(gold))
+    if bool(_MULTIPLIER_RE.search(pred)) != bool(_MULTIPLIER_RE.search(gold)):
+        return False  # "10 thousand" is not 10 (math-verify drops the word as a unit)
+    tp, tg = _minutes_of_day(_unbox(pred)), _minutes_of_day(_unbox(gold))
+    if tp is not None and tg is not None and (tp[1] or tg[1]):  # "20:34" vs "08:34 P.M."
+        return tp[0] == tg[0]
+    if _core_math_equal(_rewrite_forms(_unbox(pred)), _rewrite_forms(_unbox(gold))):
+        return True
+    lp, lg = _label_value(pred), _label_value(gold)
+    if (lp is None) != (lg is None) and _core_math_equal(lp or pred, lg or gold):
+        return True  # "(p,q)=(3,2)" against "(3,2)", either way round
+    try:
+        return bool(_relations_judge(_unbox(pred), _unbox(gold)))
+    except Exception:
+        return False
+
+
+def _core_math_equal(pred: str, gold: str) -> bool:
     npred, ngold = normalize_answer(pred), normalize_answer(gold)
     if npred == ngold and npred:
         return True
