@@ -11,7 +11,9 @@ def add_arguments(p):
     p.add_argument("--variants", default="sft,iw-cached,iw-periodic,naive-ref,naive-ref-q")
     p.add_argument("--steps", type=int, default=5, help="timed steps per cell (median reported)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 peak for MFU (measured H100/H200 rate)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s for MFU (default: the card's dense bf16 spec, 989 on H100/H200 SXM; "
+                        "docs/performance.md states the convention)")
     p.add_argument("--vocab", type=int, default=151936)
     p.add_argument("--no-checkpointing", action="store_true",
                    help="no activation checkpointing (faster when the activations fit: 1.5B/8k on an H100)")
@@ -54,7 +56,7 @@ def run(args) -> int:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     if args.vocab < 1:
         raise UserError(f"--vocab must be >= 1, got {args.vocab}")
-    if not args.peak_tflops > 0:
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
         raise UserError(f"--peak-tflops must be positive, got {args.peak_tflops}")
     check_output_file(Path(args.out), "--out")
     result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from harness.perf.flops import CONVENTION, attn_coeff_of, dense_params, matmul_tflops, spec_peak_tflops, step_flops
 from harness.training.batching import Batch, batch_logprobs, compile_decoder_layers, enable_checkpointing
 from harness.training.objective import iw_objective, preset
 from harness.training.optim import adamw
@@ -179,20 +180,27 @@ def _fast_vs_simple(lp, model, batch: Batch, ref: torch.Tensor, autocast) -> dic
 
 
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
-                     vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None,
+                     vocab: int = 151936, peak_tflops: float | None = None, device: str | None = None,
                      gradient_checkpointing: bool = True, fused_head: bool = False, compile_layers: bool = False,
                      fused_optimizer: bool = True, on_row=None) -> dict:
     """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_bf16 = device.type == "cuda"
+    header = run_header(device)
+    given = peak_tflops is not None
+    peak_tflops = peak_tflops if given else spec_peak_tflops(header["device"])
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     rows = []
     result = {
-        **run_header(device),
+        **header,
         "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
+                     "peak_source": "given" if given else ("dense bf16 spec of the card" if peak_tflops else "unknown card"),
+                     # a measured bf16 matmul rate, beside the spec peak (MFU divides by the peak)
+                     "matmul_tflops": matmul_tflops(device) if device.type == "cuda" else None,
+                     "mfu_convention": CONVENTION,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
                      "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": "sdpa",
                      "optimizer": "AdamW, fused" if fused_optimizer else "AdamW, for-each",
@@ -206,6 +214,7 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 torch.manual_seed(0)
                 model = make_model(shape, vocab, device, gradient_checkpointing, compile_layers)
                 n_params = sum(p.numel() for p in model.parameters())
+                flops = step_flops(6 * dense_params(model), attn_coeff_of(model.config), [T])
                 batch = _batch(T, vocab, device)
                 try:
                     r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer, compile_layers)
@@ -220,7 +229,8 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                     torch.cuda.empty_cache()
                 if r["step_time_s"]:
                     r["tokens_per_s"] = T / r["step_time_s"]
-                    r["mfu"] = 6 * n_params * T / r["step_time_s"] / (peak_tflops * 1e12)
+                    r["model_tflops_per_s"] = flops / r["step_time_s"] / 1e12
+                    r["mfu"] = r["model_tflops_per_s"] / peak_tflops if peak_tflops else None
                 if r.get("ref_forward_s") and r.get("step_time_s"):
                     r["ref_cache_epoch_fraction"] = r["ref_forward_s"] / r["step_time_s"]
                 if variant == "sft":
@@ -261,6 +271,10 @@ def print_table(result: dict, console) -> None:
     for r in result["rows"]:
         t.add_row(*row_cells(r))
     console.print(t)
+    st = result["settings"]
+    rate = f"; measured bf16 matmul {st['matmul_tflops']:.0f} TFLOP/s" if st.get("matmul_tflops") else ""
+    console.print(f"MFU: {st.get('mfu_convention')}; peak {st.get('peak_tflops') or '-'} TFLOP/s "
+                  f"({st.get('peak_source')}){rate}", markup=False, highlight=False)
 
 
 def write(result: dict, path: Path) -> None:
