@@ -511,6 +511,8 @@ class Trainer:
         run.sched.step()
         run.opt.zero_grad(set_to_none=True)
         run.q_source.update(acc.unwrap_model(model), step + 1)
+        if logged and acc.device.type == "cuda":   # the logged step time is the GPU's, not the launch queue's
+            torch.cuda.synchronize(acc.device)
         return st
 
     # -- log: metrics.jsonl (the source of truth), the trackers, the console
