@@ -51,3 +51,59 @@ def test_committed_h200_rows_recomputed_by_the_convention():
     n, L, h, d, T = 1543714304, 28, 12, 128, 8192
     by_hand = (6 * n * T + 12 * L * h * d * T * T) / r["step_time_s"] / 989e12
     assert r["mfu"] == pytest.approx(by_hand, rel=1e-12) and round(r["mfu"], 3) == 0.472
+
+
+# ---- kernel options of the bench (harness/perf/train_bench.py) ------------------------------------------
+
+def test_cudnn_and_flex_attention_are_refused_cleanly_on_cpu(tmp_path, capsys):
+    from harness.cli import main
+
+    for att in ("cudnn", "flex"):
+        out = tmp_path / f"{att}.json"
+        assert main(["bench", "--shapes", "tiny", "--seq-lens", "32", "--attention", att, "--out", str(out)]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err and not out.exists()
+    assert main(["bench", "--shapes", "tiny", "--seq-lens", "32", "--attention", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_flex_attention_forward_equals_sdpa_on_packed_rows(monkeypatch):
+    """Packed rows through FlexAttention (block masks from the position ids, no [T x T] mask) give the textbook
+    path's log-probs and importance weights. Forward only: torch 2.13 has no FlexAttention backward on CPU."""
+    import torch
+    import transformers.integrations.flex_attention as fa
+
+    from harness.perf.train_bench import qwen2_model
+    from harness.training.batching import Batch, batch_logprobs
+    from harness.training.objective import iw_objective, preset
+
+    calls = []
+    real = fa.compile_friendly_flex_attention
+    monkeypatch.setattr(fa, "compile_friendly_flex_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = qwen2_model("tiny", 300, "cpu", max_positions=256).eval()
+    lens = [20, 30, 14]
+    ids = torch.randint(0, 300, (1, sum(lens)))
+    pos = torch.cat([torch.arange(n) for n in lens])[None]
+    slot = torch.cat([torch.full((n,), j) for j, n in enumerate(lens)])[None]
+    mask = (pos > 3)[:, 1:]
+    b = Batch(ids, torch.ones_like(ids), mask, [0, 1, 2], lens, position_ids=pos, seq_index=slot[:, 1:])
+    with torch.no_grad():
+        sdpa = batch_logprobs(model, b)
+        model.set_attn_implementation("flex_attention")
+        flex = batch_logprobs(model, b)
+    assert calls, "FlexAttention did not run"
+    torch.testing.assert_close(flex, sdpa, rtol=0, atol=1e-5)
+    spec = preset("iw-sft")
+    ref = sdpa - 0.01 * torch.arange(sdpa.shape[1])     # a reference the policy has moved away from
+    w_flex = iw_objective(flex, flex, ref, mask, spec, seq_index=b.seq_index).seq_weights
+    w_sdpa = iw_objective(sdpa, sdpa, ref, mask, spec, seq_index=b.seq_index).seq_weights
+    torch.testing.assert_close(w_flex, w_sdpa, rtol=0, atol=1e-5)
+    assert not torch.allclose(w_sdpa, torch.ones_like(w_sdpa))
+
+
+def test_micro_batch_2_rows_in_the_bench():
+    from harness.perf.train_bench import bench_train_step
+
+    res = bench_train_step(["tiny"], [32], ["sft", "iw-cached"], steps=1, warmup=0, vocab=300, micro_batch=2)
+    assert res["settings"]["micro_batch"] == 2
+    for r in res["rows"]:
+        assert r["status"] == "ok" and r["w_step0"] == 1.0 and r["tokens_per_s"] == pytest.approx(64 / r["step_time_s"])

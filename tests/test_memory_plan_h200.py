@@ -19,7 +19,7 @@ def _rows():
     for f in sorted((ROOT / "reports/bench").glob("train_step_*.json")):
         d = json.loads(f.read_text())
         s = d["settings"]
-        if "H200" not in d.get("device", "") or s.get("compile_layers"):
+        if "H200" not in d.get("device", "") or s.get("compile_layers") or s.get("attention", "sdpa") != "sdpa":
             continue
         for r in d["rows"]:
             if r["variant"] in ("sft", "iw-cached") and r.get("peak_mem_gib"):

@@ -74,6 +74,10 @@ def _options(s: dict) -> str:
         opts.append("no ckpt")
     if s.get("optimizer", "").endswith("for-each"):
         opts.append("for-each AdamW")
+    if s.get("attention", "sdpa") != "sdpa":
+        opts.append(f"{s['attention']} attention")
+    if s.get("micro_batch", 1) != 1:
+        opts.append(f"micro-batch {s['micro_batch']}")
     return ", ".join(opts) or "default"
 
 
