@@ -133,7 +133,7 @@ def _paper_plan(**launch):
 
 def test_paper_plan_without_offload_is_refused_with_the_fix():
     p, _ = _paper_plan(offload=False)
-    assert 90 * GiB < p.peak and not p.fits
+    assert p.peak > p.budget and not p.fits     # (78 GiB per GPU: gradients appear during backward, set_to_none)
     with pytest.raises(UserError, match=r"does not fit .* fits with: fsdp_offload_params: true") as e:
         mp.check(p)
     assert "\n" not in str(e.value)
