@@ -19,13 +19,17 @@ full length, the worst case):
   each layer's input plus one layer recomputed in backward;
 - the LM head: plain, the [T x vocab] logits and their gradient at the start of backward; fused
   (harness/training/fused_head.py), chunk buffers and a float32 head-weight gradient.
-Peak = persistent + the larger of two moments: the start of backward (all saved activations, the
-head's backward) and the backward of the last checkpointed layer (saved inputs, one layer recomputed,
-its backward buffers). Not counted: the CUDA context, NCCL buffers and allocator fragmentation: the
+Gradients are zeroed with set_to_none: with one micro-batch a step they appear as backward reaches their
+layer (the head's first), with accumulation they are whole from the second micro-batch on. Backward runs
+outside autocast (trainer and bench), so its bf16 weight copies are freed as the forward ends except
+what autograd saved (every layer's without checkpointing, the head's with it).
+Peak = persistent + the largest of three moments: the start of backward (all saved activations, the
+head's backward), the backward of the top layer (all saved inputs, the head's gradient, one layer
+recomputed) and that of the bottom layer (the whole gradient, one layer recomputed). Not counted: the CUDA context, NCCL buffers and allocator fragmentation: the
 plan must fit in FIT_FRACTION of the GPU's memory to leave room for them.
 
-Accuracy: checked against torch's MemTracker at tiny shapes on CPU (tests/test_memory_plan.py,
-docs/performance.md); not yet against a GPU.
+Accuracy: checked against torch's MemTracker at tiny shapes on CPU (tests/test_memory_plan.py) and against
+every committed eager H200 row of reports/bench/ (0-10% above each; tests/test_memory_plan_h200.py).
 """
 
 from __future__ import annotations
@@ -493,5 +497,5 @@ def table(p: Plan):
     for r in p.rows:
         t.add_row(r.name, f"{r.gpu / GiB:.2f}" if r.gpu else "", f"{r.cpu / GiB:.1f}" if r.cpu else "", r.note)
     t.add_row("[bold]peak[/]", f"[bold]{p.peak / GiB:.2f}[/]", f"[bold]{p.cpu_per_node / GiB:.1f}[/]",
-              "persistent + max(start of backward, last layer's backward)")
+              "persistent + max(start of backward, top layer's backward, last layer's backward)")
     return t
