@@ -18,9 +18,9 @@
 # A part runs under a per-part timeout (NC_PART_TIMEOUT, default 150 s, cut to what is left of NC_LIMIT);
 # once NC_GUARD seconds (default 500) have passed, the parts left are skipped and say so in results.json.
 # Nothing is downloaded: HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set.
-# Before the call, here: the tokenizer folder (`just first-light-prep`, or
-#   python -c "from harness.core.models import load_tokenizer as t; t('smollm2-135m').save_pretrained('.gpu/tokenizer')")
-# Device call: run(command="bash scripts/gpu_next_call.sh $OUT", carry=[".gpu"], timeout_s=570)
+# Before the call, here: `just first-light-prep` (.gpu/tokenizer, and .whl: the wheels `iwsft train` needs that
+# the device image lacks, installed by the train part).
+# Device call: run(command="bash scripts/gpu_next_call.sh $OUT", carry=[".gpu", ".whl"], timeout_s=570)
 # After it, here: python -m harness.perf.device_call split OUT/results.json reports/bench && iwsft bench-report
 #
 # Rehearsed on CPU at tiny shapes (tests/test_gpu_next_call.py) through the NC_* variables below.
@@ -52,6 +52,11 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 IWSFT_CACHE="$
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$work"
 rm -f "$res"
+if [ -d .whl ] && ! $py -c "import datasets, math_verify" 2>/dev/null; then   # for `iwsft train` (the train part)
+  $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" .whl/*.whl \
+    || echo "FAILED: wheel install"
+  export PYTHONPATH="$PYTHONPATH:$work/site"
+fi
 date -u +"start %FT%TZ"
 gpu=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi")
 echo "$gpu"
