@@ -11,7 +11,8 @@
 #   flex       the same with FlexAttention
 #   head       the same with SDPA (torch's pick), plain head against fused head
 #   mb         0.5B / 4k at micro-batch 1 and 2 (compiled, no checkpointing): the 0.5B MFU target
-#   train      `iwsft bench-train`: `iwsft train` against `iwsft bench` at 1.5B / 8k (carried tokenizer)
+#   train      `iwsft bench-train`: `iwsft train` against `iwsft bench` at 1.5B / 8k, compiled, no checkpointing,
+#              fused head (the MFU target is judged on `iwsft train` itself; carried tokenizer; 240 s allowed)
 #   7B         7B / 4k, sft and iw-cached: only on an H200 (fp32 master weights + AdamW need about 114 GiB)
 #   gen        `iwsft bench-gen`, 0.5B, 64 prompts x 1024 new tokens, plain vs budget forcing, --repeats 2
 #
@@ -96,8 +97,8 @@ for p in $parts; do
             && $(printf '%q ' "${bench[@]}") --shapes $big --seq-lens $seq ${best[*]} --fused-head --out $work/head-train_step_${big}_fused_head.json" ;;
     mb) part mb bash -c "$(printf '%q ' "${bench[@]}") --shapes $small --seq-lens $sseq ${best[*]} --micro-batch 1 --out $work/mb-train_step_${small}_mb1.json \
           && $(printf '%q ' "${bench[@]}") --shapes $small --seq-lens $sseq ${best[*]} --micro-batch 2 --out $work/mb-train_step_${small}_mb2.json" ;;
-    train) part train $py -m harness bench-train --shape "$big" --seq-len "$seq" --tokenizer "$tok" --work "$work/tvb" \
-             --out "$work/train-train_vs_bench_${big}.json" ;;
+    train) tmo=${NC_TRAIN_TIMEOUT:-240} part train $py -m harness bench-train --shape "$big" --seq-len "$seq" \
+             --tokenizer "$tok" --work "$work/tvb" "${best[@]}" --fused-head --out "$work/train-train_vs_bench_${big}.json" ;;
     7B) if [[ "$gpu" == *H200* || -n "${NC_FORCE_7B:-}" ]]; then
           part 7B "${bench[@]}" --shapes "$shape7" --seq-lens "$seq7" --out "$work/7B-train_step_7B.json"
         else skip 7B "not an H200: fp32 master weights + AdamW need about 114 GiB"; fi ;;
