@@ -64,6 +64,10 @@ budget-sweep *checkpoints: setup
 bench-gpu part out="reports/bench":
     bash scripts/gpu_bench.sh {{part}} {{out}}
 
+# The next device call, every measurement left in one ~9-minute call (after first-light-prep): docs/performance.md.
+gpu-next-call out:
+    bash scripts/gpu_next_call.sh {{out}}
+
 # .gpu/tokenizer (the embedded model's) and .whl (what the device image lacks), both git-ignored:
 # GPU first light (scripts/gpu_first_light.sh, one ~6-minute call): make here what the call carries.
 first-light-prep: setup

@@ -52,7 +52,8 @@ def _measure(model, tokens, dtype, checkpointing, fused):
         for _ in range(2):
             for _ in range(2):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16-mixed"):
-                    (-batch_logprobs(model, batch, fused).sum()).backward()
+                    loss = -batch_logprobs(model, batch, fused).sum()
+                loss.backward()          # outside autocast, as the trainer
                 tracker.reset_mod_stats()   # per-module stats only; the overall peak is kept
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -106,7 +107,7 @@ def test_plan_matches_measured_peak_at_tiny_shapes(dtype, checkpointing, fused, 
     assert abs(p.peak - peak["Total"]) <= TOLERANCE * peak["Total"], (p.peak / 2**20, peak)
     # At this peak (the start of backward) every saved activation is alive: the activation rows alone.
     saved = p.row("saved activations").gpu + (1536 * arch.vocab * (4 if dtype == "fp32" else 2) if not fused else 0)
-    saved += 2 * arch.n_params() if dtype == "bf16-mixed" else 0   # autocast's weight copies count as activations there
+    saved += p.row("autocast weight copies").gpu if dtype == "bf16-mixed" else 0   # they count as activations there
     assert abs(saved - peak["ACT"]) <= TOLERANCE * peak["ACT"], (saved / 2**20, peak)
 
 
@@ -132,7 +133,7 @@ def _paper_plan(**launch):
 
 def test_paper_plan_without_offload_is_refused_with_the_fix():
     p, _ = _paper_plan(offload=False)
-    assert 90 * GiB < p.peak and not p.fits
+    assert p.peak > p.budget and not p.fits     # (78 GiB per GPU: gradients appear during backward, set_to_none)
     with pytest.raises(UserError, match=r"does not fit .* fits with: fsdp_offload_params: true") as e:
         mp.check(p)
     assert "\n" not in str(e.value)

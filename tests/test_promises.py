@@ -412,8 +412,8 @@ def test_no_tokens_by_vocab_float32_tensor_is_saved_for_backward(fused):
 # ------------------------------------------------------------------------------------------ MFU peak
 
 
-@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 790e12), ("NVIDIA H100 PCIe", 790e12),
-                                       ("NVIDIA H200", 790e12), ("NVIDIA A100-SXM4-80GB", None), ("Tesla T4", None)])
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                       ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("Tesla T4", None)])
 def test_mfu_peak_is_detected_for_h100_and_h200(monkeypatch, name, peak):
     from harness.training.config import load_recipe
     from harness.training.trainer import _peak_flops

@@ -11,7 +11,9 @@ def add_arguments(p):
     p.add_argument("--variants", default="sft,iw-cached,iw-periodic,naive-ref,naive-ref-q")
     p.add_argument("--steps", type=int, default=5, help="timed steps per cell (median reported)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 peak for MFU (measured H100/H200 rate)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s for MFU (default: the card's dense bf16 spec, 989 on H100/H200 SXM; "
+                        "docs/performance.md states the convention)")
     p.add_argument("--vocab", type=int, default=151936)
     p.add_argument("--no-checkpointing", action="store_true",
                    help="no activation checkpointing (faster when the activations fit: 1.5B/8k on an H100)")
@@ -22,6 +24,9 @@ def add_arguments(p):
                         "compile_layers=true)")
     p.add_argument("--foreach-optimizer", action="store_true",
                    help="torch's for-each AdamW instead of the fused one the trainer uses (for the before/after)")
+    p.add_argument("--attention", default="sdpa", help="sdpa (torch picks: flash on Hopper), cudnn (SDPA's cuDNN kernel "
+                   "only; CUDA) or flex (FlexAttention; CUDA)")
+    p.add_argument("--micro-batch", type=int, default=1, help="full-length rows per step (torchtitan's figures: 2 x 8k)")
     p.add_argument("--out", default="reports/bench/train_step.json")
 
 
@@ -54,13 +59,19 @@ def run(args) -> int:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     if args.vocab < 1:
         raise UserError(f"--vocab must be >= 1, got {args.vocab}")
-    if not args.peak_tflops > 0:
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
         raise UserError(f"--peak-tflops must be positive, got {args.peak_tflops}")
+    if args.micro_batch < 1:
+        raise UserError(f"--micro-batch must be >= 1, got {args.micro_batch}")
+    from harness.perf.train_bench import check_attention
+
+    check_attention(args.attention, "cuda" if __import__("torch").cuda.is_available() else "cpu")
     check_output_file(Path(args.out), "--out")
     result = bench_train_step(shapes, seq_lens, variants, steps=args.steps, warmup=args.warmup, vocab=args.vocab,
                               peak_tflops=args.peak_tflops, gradient_checkpointing=not args.no_checkpointing,
                               fused_head=args.fused_head, compile_layers=args.compile,
-                              fused_optimizer=not args.foreach_optimizer,
+                              fused_optimizer=not args.foreach_optimizer, attention=args.attention,
+                              micro_batch=args.micro_batch,
                               on_row=lambda partial: write(partial, Path(args.out)))
     print_table(result, Console(width=None if sys.stdout.isatty() else 200))   # piped: not cut at 80
     write(result, Path(args.out))

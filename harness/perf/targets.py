@@ -40,11 +40,32 @@ def load(paths: list[Path], skip_others: bool = False) -> tuple[list[dict], list
         gpu = data.get("device_type", "cuda" if "bf16" in json.dumps(data["settings"]) else "cpu") != "cpu"
         if data["rows"] and "variant" in data["rows"][0]:
             for r in data["rows"]:
+                r = recompute_mfu(r, data["settings"], data.get("device") or "")
                 train.append({**r, "_file": Path(p).name, "_device": data.get("device"), "_settings": data["settings"],
                               "_gpu": gpu})
         else:
             gen.append({**data, "_file": Path(p).name, "_gpu": gpu})
     return train, gen
+
+
+def recompute_mfu(r: dict, settings: dict, device: str) -> dict:
+    """A row from a file written before the stated convention (6N over a measured 790 TFLOP/s, no attention:
+    it has settings.peak_tflops but no settings.mfu_convention), its MFU recomputed by harness.perf.flops's
+    convention over the card's spec peak, from its shape, parameters and step time; the old value kept
+    beside it as mfu_6n_measured_peak. Rows of the current convention pass unchanged."""
+    from harness.perf.flops import attention_flops_per_token_per_seq, spec_peak_tflops, step_flops
+    from harness.perf.train_bench import SHAPES
+
+    if "mfu_convention" in settings or "peak_tflops" not in settings or r.get("shape") not in SHAPES \
+            or not r.get("step_time_s") or not r.get("params"):
+        return r
+    h, L, nh, _, _ = SHAPES[r["shape"]]
+    tied = r["shape"] in ("tiny", "0.5B", "1.5B")      # train_bench.qwen2_model
+    dense = r["params"] - (0 if tied else settings.get("vocab", 151936) * h)
+    peak = spec_peak_tflops(device) or settings["peak_tflops"]
+    tflops = step_flops(6 * dense, attention_flops_per_token_per_seq(L, nh, h // nh), [r["seq_len"]]) / r["step_time_s"] / 1e12
+    return {**r, "mfu_6n_measured_peak": r.get("mfu"), "model_tflops_per_s": tflops, "mfu": tflops / peak,
+            "_mfu_recomputed": True}
 
 
 def _options(s: dict) -> str:
@@ -53,6 +74,10 @@ def _options(s: dict) -> str:
         opts.append("no ckpt")
     if s.get("optimizer", "").endswith("for-each"):
         opts.append("for-each AdamW")
+    if s.get("attention", "sdpa") != "sdpa":
+        opts.append(f"{s['attention']} attention")
+    if s.get("micro_batch", 1) != 1:
+        opts.append(f"micro-batch {s['micro_batch']}")
     return ", ".join(opts) or "default"
 
 
@@ -124,6 +149,10 @@ def render(train: list[dict], gen: list[dict]) -> str:
     lines = []
     devices = sorted({r["_device"] for r in train if r.get("_device")} | {g.get("device") for g in gen if g.get("device")})
     lines.append(f"Devices: {', '.join(devices) or '-'}")
+    from harness.perf.flops import CONVENTION
+
+    lines.append(f"MFU: {CONVENTION}"
+                 + (" (rows of files written before it: recomputed from their step times)" if any(r.get("_mfu_recomputed") for r in train) else ""))
     lines.append("")
     lines.append("| target | status | evidence |")
     lines.append("|---|---|---|")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from harness.perf.flops import CONVENTION, attn_coeff_of, dense_params, matmul_tflops, spec_peak_tflops, step_flops
 from harness.training.batching import Batch, batch_logprobs, compile_decoder_layers, enable_checkpointing
 from harness.training.objective import iw_objective, preset
 from harness.training.optim import adamw
@@ -38,16 +39,42 @@ SHAPES = {
     "7B": (3584, 28, 28, 4, 18944),
 }
 VARIANTS = ("sft", "iw-cached", "iw-periodic", "naive-ref", "naive-ref-q")
+# sdpa: torch picks (flash on Hopper); cudnn: SDPA restricted to cuDNN's kernel (CUDA only); flex: FlexAttention
+# (transformers' flex_attention: block masks, no [T x T] mask; CUDA for training, torch has no CPU backward)
+ATTENTION = ("sdpa", "cudnn", "flex")
 
 
-def qwen2_model(shape: str, vocab: int, device, max_positions: int = 131072):
-    """A random-init Qwen2.5 model of `shape` (float32, SDPA attention), built directly on `device`."""
+def check_attention(attention: str, device) -> None:
+    """UserError for an attention kernel this device cannot train with."""
+    from harness.core.errors import UserError
+
+    if attention not in ATTENTION:
+        raise UserError(f"unknown attention {attention!r}; use one of {', '.join(ATTENTION)}")
+    if attention in ("cudnn", "flex") and torch.device(device).type != "cuda":
+        why = "cuDNN is CUDA-only" if attention == "cudnn" else "torch's FlexAttention has no backward on CPU"
+        raise UserError(f"--attention {attention} needs a CUDA GPU ({why}); use --attention sdpa here")
+
+
+def attention_context(attention: str):
+    """The kernel restriction the step runs under (cudnn: SDPA's cuDNN backend only, so a missing kernel fails)."""
+    import contextlib
+
+    if attention == "cudnn":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
+    return contextlib.nullcontext()
+
+
+def qwen2_model(shape: str, vocab: int, device, max_positions: int = 131072, attention: str = "sdpa"):
+    """A random-init Qwen2.5 model of `shape` (float32; SDPA attention, or FlexAttention), built directly on `device`."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     h, L, nh, kv, inter = SHAPES[shape]
     cfg = Qwen2Config(vocab_size=vocab, hidden_size=h, num_hidden_layers=L, num_attention_heads=nh,
                       num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=max_positions,
-                      tie_word_embeddings=shape in ("tiny", "0.5B", "1.5B"), attn_implementation="sdpa")
+                      tie_word_embeddings=shape in ("tiny", "0.5B", "1.5B"),
+                      attn_implementation="flex_attention" if attention == "flex" else "sdpa")
     with torch.device(device):
         return Qwen2ForCausalLM(cfg)
 
@@ -69,8 +96,9 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True, compile_layers: bool = False):
-    model = qwen2_model(shape, vocab, device)
+def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = True, compile_layers: bool = False,
+               attention: str = "sdpa"):
+    model = qwen2_model(shape, vocab, device, attention=attention)
     model.config.use_cache = False
     if gradient_checkpointing:
         enable_checkpointing(model)
@@ -80,13 +108,14 @@ def make_model(shape: str, vocab: int, device, gradient_checkpointing: bool = Tr
     return model
 
 
-def _batch(seq_len: int, vocab: int, device, seed: int = 0) -> Batch:
+def _batch(seq_len: int, vocab: int, device, seed: int = 0, rows: int = 1) -> Batch:
+    """`rows` full-length rows of random tokens, each with a prompt of a tenth that carries no loss."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (1, seq_len), generator=g)
+    ids = torch.randint(0, vocab, (rows, seq_len), generator=g)
     att = torch.ones_like(ids)
-    mask = torch.ones(1, seq_len - 1, dtype=torch.bool)
+    mask = torch.ones(rows, seq_len - 1, dtype=torch.bool)
     mask[:, : seq_len // 10] = False          # a prompt that carries no loss
-    return Batch(ids, att, mask, [0], [seq_len]).to(device)
+    return Batch(ids, att, mask, list(range(rows)), [seq_len] * rows).to(device)
 
 
 def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast, fused_head: bool = False,
@@ -179,24 +208,32 @@ def _fast_vs_simple(lp, model, batch: Batch, ref: torch.Tensor, autocast) -> dic
 
 
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
-                     vocab: int = 151936, peak_tflops: float = 790.0, device: str | None = None,
+                     vocab: int = 151936, peak_tflops: float | None = None, device: str | None = None,
                      gradient_checkpointing: bool = True, fused_head: bool = False, compile_layers: bool = False,
-                     fused_optimizer: bool = True, on_row=None) -> dict:
+                     fused_optimizer: bool = True, attention: str = "sdpa", micro_batch: int = 1, on_row=None) -> dict:
     """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_attention(attention, device)
     use_bf16 = device.type == "cuda"
+    header = run_header(device)
+    given = peak_tflops is not None
+    peak_tflops = peak_tflops if given else spec_peak_tflops(header["device"])
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     rows = []
     result = {
-        **run_header(device),
+        **header,
         "settings": {"steps": steps, "warmup": warmup, "vocab": vocab, "peak_tflops": peak_tflops,
+                     "peak_source": "given" if given else ("dense bf16 spec of the card" if peak_tflops else "unknown card"),
+                     # a measured bf16 matmul rate, beside the spec peak (MFU divides by the peak)
+                     "matmul_tflops": matmul_tflops(device) if device.type == "cuda" else None,
+                     "mfu_convention": CONVENTION,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
-                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": "sdpa",
+                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": attention,
                      "optimizer": "AdamW, fused" if fused_optimizer else "AdamW, for-each",
-                     "micro_batch": 1},
+                     "micro_batch": micro_batch},
         "rows": rows,
     }
     for shape in shapes:
@@ -204,11 +241,13 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
             base = None
             for variant in variants:
                 torch.manual_seed(0)
-                model = make_model(shape, vocab, device, gradient_checkpointing, compile_layers)
+                model = make_model(shape, vocab, device, gradient_checkpointing, compile_layers, attention)
                 n_params = sum(p.numel() for p in model.parameters())
-                batch = _batch(T, vocab, device)
+                flops = step_flops(6 * dense_params(model), attn_coeff_of(model.config), [T] * micro_batch)
+                batch = _batch(T, vocab, device, rows=micro_batch)
                 try:
-                    r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer, compile_layers)
+                    with attention_context(attention):
+                        r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer, compile_layers)
                     r["status"] = "ok"
                 except torch.OutOfMemoryError:
                     r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}
@@ -219,8 +258,9 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if r["step_time_s"]:
-                    r["tokens_per_s"] = T / r["step_time_s"]
-                    r["mfu"] = 6 * n_params * T / r["step_time_s"] / (peak_tflops * 1e12)
+                    r["tokens_per_s"] = T * micro_batch / r["step_time_s"]
+                    r["model_tflops_per_s"] = flops / r["step_time_s"] / 1e12
+                    r["mfu"] = r["model_tflops_per_s"] / peak_tflops if peak_tflops else None
                 if r.get("ref_forward_s") and r.get("step_time_s"):
                     r["ref_cache_epoch_fraction"] = r["ref_forward_s"] / r["step_time_s"]
                 if variant == "sft":
@@ -261,6 +301,10 @@ def print_table(result: dict, console) -> None:
     for r in result["rows"]:
         t.add_row(*row_cells(r))
     console.print(t)
+    st = result["settings"]
+    rate = f"; measured bf16 matmul {st['matmul_tflops']:.0f} TFLOP/s" if st.get("matmul_tflops") else ""
+    console.print(f"MFU: {st.get('mfu_convention')}; peak {st.get('peak_tflops') or '-'} TFLOP/s "
+                  f"({st.get('peak_source')}){rate}", markup=False, highlight=False)
 
 
 def write(result: dict, path: Path) -> None:

@@ -186,8 +186,8 @@ class TrainConfig:
     hub_private: bool = False
     """Create the push_to_hub repo private."""
     peak_tflops: float | None = None
-    """One accelerator's peak TFLOP/s for MFU (H100/H200 bf16 measured here: 790); MFU divides by it times the
-    number of processes. Unset: known GPUs auto, else MFU not shown."""
+    """One accelerator's peak TFLOP/s for MFU; MFU divides by it times the number of processes. Unset: the card's
+    dense bf16 spec (989 on H100/H200 SXM; harness/perf/flops.py states the convention), else MFU not shown."""
 
     def trackers(self) -> list[str]:
         """log_with, with the deprecated tensorboard=true folded in."""

@@ -19,13 +19,17 @@ full length, the worst case):
   each layer's input plus one layer recomputed in backward;
 - the LM head: plain, the [T x vocab] logits and their gradient at the start of backward; fused
   (harness/training/fused_head.py), chunk buffers and a float32 head-weight gradient.
-Peak = persistent + the larger of two moments: the start of backward (all saved activations, the
-head's backward) and the backward of the last checkpointed layer (saved inputs, one layer recomputed,
-its backward buffers). Not counted: the CUDA context, NCCL buffers and allocator fragmentation: the
+Gradients are zeroed with set_to_none: with one micro-batch a step they appear as backward reaches their
+layer (the head's first), with accumulation they are whole from the second micro-batch on. Backward runs
+outside autocast (trainer and bench), so its bf16 weight copies are freed as the forward ends except
+what autograd saved (every layer's without checkpointing, the head's with it).
+Peak = persistent + the largest of three moments: the start of backward (all saved activations, the
+head's backward), the backward of the top layer (all saved inputs, the head's gradient, one layer
+recomputed) and that of the bottom layer (the whole gradient, one layer recomputed). Not counted: the CUDA context, NCCL buffers and allocator fragmentation: the
 plan must fit in FIT_FRACTION of the GPU's memory to leave room for them.
 
-Accuracy: checked against torch's MemTracker at tiny shapes on CPU (tests/test_memory_plan.py,
-docs/performance.md); not yet against a GPU.
+Accuracy: checked against torch's MemTracker at tiny shapes on CPU (tests/test_memory_plan.py) and against
+every committed eager H200 row of reports/bench/ (0-10% above each; tests/test_memory_plan_h200.py).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from harness.core.errors import UserError
 GiB = 2**30
 FIT_FRACTION = 0.90           # of the GPU's memory; the rest: CUDA context, NCCL buffers, fragmentation
 DEFAULT_GPU_GIB = 80.0        # H100 80 GB
+WORKSPACE = 256 * 2**20      # bytes per GPU: cuBLAS workspaces, kernels' scratch
 LOGITS_CHUNK = 1024           # harness.training.objective.token_logprobs
 FUSED_CHUNK = 2048            # harness.training.fused_head.fused_token_logprobs
 
@@ -239,9 +244,16 @@ def plan(arch: Architecture, launch: Launch, *, dtype: str = "auto", micro_batch
     shard = f"/ {S} processes" if S > 1 else "not sharded"
     state = {"weights": P * m / S, "gradients": P * m / S, "optimizer states": 2 * P * m / S}
     notes = {"weights": f"{P / 1e9:.2f}B params x {m} B ({'float32' if m == 4 else 'bf16'} master) {shard}",
-             "gradients": f"{m} B per param {shard}", "optimizer states": f"AdamW exp_avg + exp_avg_sq, 2 x {m} B {shard}"}
+             "gradients": f"{m} B per param {shard}" + (
+                 "; accumulated over micro-batches: whole from the second one on" if global_batch_size is None or
+                 global_batch_size > micro_batch_size * launch.processes else
+                 "; one micro-batch a step, zeroed with set_to_none: whole only at the end of backward"),
+             "optimizer states": f"AdamW exp_avg + exp_avg_sq, 2 x {m} B {shard}"}
     rows = [Row(k, 0.0 if launch.offload else v, v * launch.per_node if launch.offload else 0.0,
                 notes[k] + (f"; on {where}" if launch.offload else "")) for k, v in state.items()]
+    grads = 0.0 if launch.offload else P * m / S
+    # Gradient accumulation: from the second micro-batch of a step on, every gradient exists before backward.
+    accumulates = global_batch_size is None or global_batch_size > micro_batch_size * launch.processes
     if launch.processes > 1 and not launch.fsdp:
         rows.append(Row("DDP gradient buckets", P * m, 0.0, "a second copy of the gradients (gradient_as_bucket_view off)"))
 
@@ -251,8 +263,16 @@ def plan(arch: Architecture, launch: Launch, *, dtype: str = "auto", micro_batch
         rows.append(Row("unsharded parameters", inflight, 0.0,
                         f"2 decoder layers (current + prefetched) and the LM head group, {c} B each"))
     elif precision == "bf16-mixed":
-        rows.append(Row("autocast weight copies", P * 2, 0.0, "bf16 casts of the weights, cached for forward + backward"))
+        # Backward runs outside autocast, so its cast cache is freed when the forward ends; what stays is what
+        # autograd saved: every layer's copy without checkpointing, only the LM head's with it.
+        copies = (head_params if gradient_checkpointing else P) * 2
+        rows.append(Row("autocast weight copies", copies, 0.0,
+                        "bf16 casts saved for backward: " + ("the LM head's (checkpointed layers recast in their "
+                                                             "recompute)" if gradient_checkpointing else "all weights")))
 
+    if launch.gpu:   # allocated through torch's allocator, so in its peak; no formula of ours covers them
+        rows.append(Row("workspaces", WORKSPACE, 0.0, "cuBLAS workspaces and kernels' scratch (the H200 rows: "
+                                                        "1.5B/8k without checkpointing measured 0.11 GiB over the rest)"))
     per_layer = _layer_bytes_per_token(arch, r, c) * T
     rope = 2 * r * arch.head_dim * T
     final_norm = (4 * H + 4 + r * H + c * H) * T
@@ -281,18 +301,25 @@ def plan(arch: Architecture, launch: Launch, *, dtype: str = "auto", micro_batch
                         f"[{T} x {V}] logits and their gradient, {c} B each (fused_lm_head=true avoids both)"))
     # Backward of one layer: the gradients of its MLP intermediates (three of c x intermediate live at
     # once) and of the residual stream; under FSDP its unsharded gradient before the reduce-scatter.
-    layer_bwd = T * (3 * c * arch.intermediate + 2 * r * H) + (arch.layer_params() * c if launch.fsdp else 0)
+    # Two of c x intermediate: the third (silu(gate)'s) is computed from a freed buffer (measured on the H200 rows).
+    layer_bwd = T * (2 * c * arch.intermediate + 2 * r * H) + (arch.layer_params() * c if launch.fsdp else 0)
     recompute = per_layer if gradient_checkpointing else 0
     rows.append(Row("one layer in backward", recompute + layer_bwd, 0.0,
                     ("recomputed activations + " if gradient_checkpointing else "") + "its backward buffers"
                     + (" + its unsharded gradient" if launch.fsdp else "")))
 
     persistent = sum(x.gpu for x in rows if x.name not in
-                     ("saved activations", "LM head (fused)", "LM head logits", "one layer in backward"))
+                     ("gradients", "saved activations", "LM head (fused)", "LM head logits", "one layer in backward"))
     act = saved + rope + final_norm
-    start_of_backward = act + head_saved + head_bwd
-    last_layer = (L * r * H * T if gradient_checkpointing else saved) + rope + recompute + layer_bwd   # head freed
-    peak = persistent + max(start_of_backward, last_layer)
+    head_grad = 0.0 if launch.offload else head_params * m / S
+    if accumulates:   # the whole gradient is there before backward starts: count it at every moment
+        persistent += grads
+        grads = head_grad = 0.0
+    # Three moments of backward (set_to_none: gradients appear as backward reaches their layer):
+    start_of_backward = act + head_saved + head_bwd + (0.0 if fused_lm_head else head_grad)   # fused: in its row
+    top_layer = act + head_grad + recompute + layer_bwd                  # the last layer's backward, head done
+    last_layer = grads + (r * H * T if gradient_checkpointing else per_layer) + rope + recompute + layer_bwd
+    peak = persistent + max(start_of_backward, top_layer, last_layer)
 
     # CPU RAM per node: what offload moves, the full float32 model rank 0 of each node loads before
     # sharding (cpu_ram_efficient_loading), and the full state dict gathered on rank 0 at each save.
@@ -470,5 +497,5 @@ def table(p: Plan):
     for r in p.rows:
         t.add_row(r.name, f"{r.gpu / GiB:.2f}" if r.gpu else "", f"{r.cpu / GiB:.1f}" if r.cpu else "", r.note)
     t.add_row("[bold]peak[/]", f"[bold]{p.peak / GiB:.2f}[/]", f"[bold]{p.cpu_per_node / GiB:.1f}[/]",
-              "persistent + max(start of backward, last layer's backward)")
+              "persistent + max(start of backward, top layer's backward, last layer's backward)")
     return t

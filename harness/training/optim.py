@@ -43,8 +43,9 @@ def adamw_update_sq_norm(opt: torch.optim.Optimizer) -> float:
         u = lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),   p_after = p_before (1 - lr wd) - u
         =>  p_after - p_before = -(lr wd p_after + u) / (1 - lr wd)
     Local tensors only (a DTensor's shard): the caller sums over ranks when parameters are sharded.
-    Call it before the scheduler changes the learning rate."""
-    total = 0.0
+    Call it before the scheduler changes the learning rate. One host sync in all: the sum stays on the
+    device (float64, the same arithmetic as summing Python floats)."""
+    total = None
     for group in opt.param_groups:
         if group.get("amsgrad") or group.get("maximize"):
             raise ValueError("adamw_update_sq_norm covers AdamW without amsgrad or maximize")
@@ -59,5 +60,6 @@ def adamw_update_sq_norm(opt: torch.optim.Optimizer) -> float:
             m, v, w = local(st["exp_avg"]).float(), local(st["exp_avg_sq"]).float(), local(p).float()
             u = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps).reciprocal_().mul_(m).mul_(lr / (1 - b1 ** t))
             delta = u.add_(w, alpha=lr * wd).div_(1 - lr * wd)
-            total += float(torch.linalg.vector_norm(delta)) ** 2
-    return total
+            sq = torch.linalg.vector_norm(delta).double() ** 2
+            total = sq if total is None else total + sq
+    return 0.0 if total is None else float(total)

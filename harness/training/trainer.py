@@ -89,18 +89,22 @@ def start_warnings(cfg: TrainConfig, steps: int, n_examples: int) -> list[str]:
 
 
 def model_flops_per_token(n_params: int, n_trainable: int) -> float:
-    """Forward 2 x all parameters, backward 2 x all (activation gradients) + 2 x the trained ones (weight
-    gradients): 6N for full fine-tuning, about 4N with LoRA (a frozen base has no weight gradients)."""
+    """The dense part of harness.perf.flops's convention (n_params: less an untied input embedding). Forward
+    2 x all parameters, backward 2 x all (activation gradients) + 2 x the trained ones (weight gradients):
+    6N for full fine-tuning, about 4N with LoRA (a frozen base has no weight gradients). Attention FLOPs are
+    added per step from the documents' lengths (`_StepStats.len_sq`)."""
     return 4.0 * n_params + 2.0 * n_trainable
 
 
 def _peak_flops(cfg: TrainConfig, device) -> float | None:
+    """The recipe's peak_tflops, else the card's dense bf16 spec (989 TFLOP/s on H100/H200 SXM), else None."""
+    from harness.perf.flops import spec_peak_tflops
+
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        if "H100" in name or "H200" in name:
-            return 790e12   # measured dense bf16 rate of H100/H200 (docs/performance.md)
+        tf = spec_peak_tflops(torch.cuda.get_device_name(device))
+        return tf * 1e12 if tf else None
     return None
 
 
@@ -152,7 +156,8 @@ class _RunState:
     steps: int
     start: int                  # optimizer steps already done (a resumed run)
     n_params: int
-    flops_per_token: float      # model FLOPs of one trained token (model_flops_per_token), for MFU
+    flops_per_token: float      # dense model FLOPs of one trained token (model_flops_per_token), for MFU
+    attn_coeff: int             # attention FLOPs of a token per token of its document (harness.perf.flops)
     peak_flops: float | None
     metrics_path: Path
 
@@ -160,17 +165,18 @@ class _RunState:
 @dataclass
 class _StepStats:
     """One optimizer step's numbers on this rank, for the log."""
-    loss_sum: float = 0.0
+    loss_sum: Any = 0.0         # device tensors (float64) while the step runs: read on logged steps only
     weights: list = field(default_factory=list)
     logw: list = field(default_factory=list)
     n_tok: int = 0
+    len_sq: int = 0             # sum of each document's length squared: the attention FLOPs' share
     nll_sum: Any = 0.0          # unweighted: whether the model fits the data, whatever the weights do;
     n_loss_tok: Any = 0         # device tensors while the step runs (no sync per micro-batch)
     n_clip: int = 0
     clip_units: int = 0
-    gnorm: float = 0.0
+    gnorm: Any = 0.0            # a device tensor until logged
     lr: float = 0.0
-    update_norm: float = 0.0
+    update_norm: float | None = None   # computed on logged steps only (a pass over AdamW's states)
 
 
 class Trainer:
@@ -373,8 +379,9 @@ class Trainer:
         run = self._setup()
         for step in range(run.start, run.steps):
             t0 = time.perf_counter()
-            stats = self._optimizer_step(run, step)
-            if step % self.cfg.log_every == 0 or step == run.steps - 1:
+            logged = step % self.cfg.log_every == 0 or step == run.steps - 1
+            stats = self._optimizer_step(run, step, logged)
+            if logged:
                 self._log(run, step, stats, time.perf_counter() - t0)
             self._maybe_save(run, step + 1)
         self._save(run.model, final)
@@ -404,10 +411,16 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self.model_id = broadcast_object_list(
             [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
+        from harness.perf.flops import attn_coeff_of, dense_params
+
+        emb = model.get_input_embeddings().weight
+        untied_emb = n_params - dense_params(model)     # not a matmul: not counted (torchtitan's convention)
+        attn_coeff = attn_coeff_of(model.config)
         if cfg.lora_rank:   # after the identity: pi_ref is the base model
             model = lora.wrap(model, cfg)
-        flops_per_token = model_flops_per_token(sum(p.numel() for p in model.parameters()),
-                                                sum(p.numel() for p in model.parameters() if p.requires_grad))
+        flops_per_token = model_flops_per_token(
+            sum(p.numel() for p in model.parameters()) - untied_emb,
+            sum(p.numel() for p in model.parameters() if p.requires_grad) - (untied_emb if emb.requires_grad else 0))
 
         def adamw(m):
             return optim.adamw(optim.decay_groups(m, cfg.weight_decay, cfg.decay_biases_and_norms), lr=cfg.learning_rate,
@@ -445,14 +458,22 @@ class Trainer:
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
                            f"{n_params / 1e6:.1f}M params on {acc.device}"
                            + (" (FSDP CPU offload: weights, gradients and AdamW states in CPU RAM)" if self._offloaded() else ""))
+        peak = _peak_flops(cfg, acc.device)
+        from harness.perf.flops import CONVENTION
+
+        self.console.print(f"MFU: {CONVENTION}; peak " + (f"{peak / 1e12:g} TFLOP/s per accelerator"
+                           + (" (peak_tflops)" if cfg.peak_tflops else "") if peak else "unknown here (set peak_tflops)"),
+                           markup=False, highlight=False)
         for line in start_warnings(cfg, steps, len(self.data.examples)):
             self.console.print(line, style="yellow", markup=False, highlight=False)
         return _RunState(model=model, opt=opt, sched=sched, ref=ref, q_source=q_source, order=order, steps=steps,
-                         start=start, n_params=n_params, flops_per_token=flops_per_token,
-                         peak_flops=_peak_flops(cfg, acc.device), metrics_path=metrics_path)
+                         start=start, n_params=n_params, flops_per_token=flops_per_token, attn_coeff=attn_coeff,
+                         peak_flops=peak, metrics_path=metrics_path)
 
     # -- one optimizer step: the weighted loss over this rank's micro-batches, clip, AdamW, q update
-    def _optimizer_step(self, run: "_RunState", step: int) -> "_StepStats":
+    def _optimizer_step(self, run: "_RunState", step: int, logged: bool = True) -> "_StepStats":
+        """One step. No host sync per micro-batch (the log's numbers stay on the device until `_log`), and the
+        update norm, a pass over AdamW's states, only on `logged` steps: the same training either way."""
         cfg, acc, model = self.cfg, self.acc, run.model
         mbs = micro_batches(run.order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
                             acc.process_index, acc.num_processes)
@@ -462,55 +483,66 @@ class Trainer:
         st = _StepStats()
         for j, b in enumerate(batches):
             ctx = acc.no_sync(model) if j < len(batches) - 1 else contextlib.nullcontext()
-            with ctx, acc.autocast():
-                pol = self._logprobs(model, b)
-                q = run.q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
-                r = self._ref_for(b, run.ref) if self.spec.level != "none" else None
-                out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, step_log_mean=log_mean,
-                                   batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
-                loss = out.loss_sum / divisors[j]
+            with ctx:
+                with acc.autocast():
+                    pol = self._logprobs(model, b)
+                    q = run.q_source.logprobs(pol, lambda m: self._logprobs(m, b)) if self.spec.level != "none" else None
+                    r = self._ref_for(b, run.ref) if self.spec.level != "none" else None
+                    out = iw_objective(pol, q, r, b.loss_mask, self.spec, seq_index=b.seq_index, step_log_mean=log_mean,
+                                       batch_id=f"step {step} micro-batch {j} (examples {b.example_ids})")
+                    loss = out.loss_sum / divisors[j]
+                # Backward outside autocast (torch's advice): its weight-cast cache is freed before backward
+                # instead of living through it; checkpointed layers re-enter autocast for their recompute.
                 acc.backward(loss)
-            st.loss_sum += float(loss.detach())
+            st.loss_sum = st.loss_sum + loss.detach().double()
             st.nll_sum = st.nll_sum - torch.where(b.loss_mask, pol.detach().float(), 0.0).sum()
             st.n_loss_tok = st.n_loss_tok + b.loss_mask.sum()
-            st.weights.append(out.seq_weights.float().cpu())
-            st.logw.append(out.log_weights.float().cpu())
+            st.weights.append(out.seq_weights.detach().float())
+            st.logw.append(out.log_weights.detach().float())
             st.n_tok += b.n_tokens
+            st.len_sq += sum(n * n for n in b.lengths)
             st.n_clip += out.diagnostics.get("clip_count", 0)
             st.clip_units += out.diagnostics.get("clip_units", 0)
-        st.gnorm = float(acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        st.gnorm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         st.lr = run.sched.get_last_lr()[0]
         run.opt.step()
-        st.update_norm = self._update_norm(run.opt)
+        if logged:   # before the scheduler moves the learning rate
+            st.update_norm = self._update_norm(run.opt)
         run.sched.step()
         run.opt.zero_grad(set_to_none=True)
         run.q_source.update(acc.unwrap_model(model), step + 1)
+        if logged and acc.device.type == "cuda":   # the logged step time is the GPU's, not the launch queue's
+            torch.cuda.synchronize(acc.device)
         return st
 
     # -- log: metrics.jsonl (the source of truth), the trackers, the console
     def _log(self, run: "_RunState", step: int, st: "_StepStats", dt: float) -> None:
         cfg, acc = self.cfg, self.acc
-        w_all, lw_all, n_tok, loss_sum = torch.cat(st.weights), torch.cat(st.logw), st.n_tok, st.loss_sum
-        n_clip, clip_units = st.n_clip, st.clip_units
+        w_all, lw_all, n_tok, loss_sum = torch.cat(st.weights).cpu(), torch.cat(st.logw).cpu(), st.n_tok, float(st.loss_sum)
+        n_clip, clip_units, len_sq = st.n_clip, st.clip_units, st.len_sq
         nll_sum, n_loss_tok = float(st.nll_sum), float(st.n_loss_tok)
+        gnorm = float(st.gnorm)
         if acc.num_processes > 1:
             w_all, lw_all = acc.gather(w_all.to(acc.device)).cpu(), acc.gather(lw_all.to(acc.device)).cpu()
-            n_tok = int(acc.gather(torch.tensor([n_tok], device=acc.device)).sum())
+            n_tok, len_sq = (int(v) for v in acc.gather(torch.tensor([[n_tok, len_sq]], device=acc.device)).sum(0))
             loss_sum = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
             n_clip, clip_units = (int(v) for v in acc.reduce(torch.tensor([n_clip, clip_units], device=acc.device), "sum"))
             nll_sum, n_loss_tok = (float(v) for v in acc.reduce(torch.tensor([nll_sum, n_loss_tok], device=acc.device,
                                                                              dtype=torch.float64), "sum"))
         d = weight_diagnostics(w_all, lw_all)
         tps = n_tok / dt
+        # MFU by harness.perf.flops's convention: dense FLOPs of every token, attention by each document's length
+        tflops = (run.flops_per_token * n_tok + run.attn_coeff * len_sq) / dt / 1e12 / acc.num_processes
         # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
-        clip_coef = min(1.0, cfg.max_grad_norm / (st.gnorm + 1e-6))   # the factor clip_grad_norm_ applied
+        clip_coef = min(1.0, cfg.max_grad_norm / (gnorm + 1e-6))   # the factor clip_grad_norm_ applied
         # loss: the weighted objective (it can rise while the weights grow); nll: mean NLL per response token
-        row = {"step": step + 1, "loss": loss_sum, "nll": nll_sum / n_loss_tok if n_loss_tok else None, "lr": st.lr, "grad_norm": st.gnorm, "clip_coef": clip_coef,
+        row = {"step": step + 1, "loss": loss_sum, "nll": nll_sum / n_loss_tok if n_loss_tok else None, "lr": st.lr, "grad_norm": gnorm, "clip_coef": clip_coef,
                "update_norm": st.update_norm, "w_clip_frac": n_clip / clip_units if clip_units else 0.0,
                "w_mean": d["w_mean"], "w_max": d["w_max"],
                "ess": d["ess"], "ess_frac": d["ess_frac"], "logw_p05": d["logw_p05"], "logw_p50": d["logw_p50"],
                "logw_p95": d["logw_p95"], "tokens": n_tok, "tokens_per_s": tps,
-               "mfu": (run.flops_per_token * tps / (run.peak_flops * acc.num_processes)) if run.peak_flops else None,   # tps: all ranks
+               "model_tflops_per_s": tflops,    # per accelerator
+               "mfu": tflops * 1e12 / run.peak_flops if run.peak_flops else None,
                "peak_mem_gb": _peak_mem_gb(acc.device),
                "step_time_s": dt}
         if acc.is_main_process:
@@ -519,7 +551,7 @@ class Trainer:
             tracking.log_step(acc, row, lw_all.numpy())
             mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
             self.console.print(
-                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {st.gnorm:.3f} (clip x{clip_coef:.2f})  "
+                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "
                 f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
                 f"ess_frac {d['ess_frac']:.2f})  "
                 f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
