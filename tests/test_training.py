@@ -190,6 +190,28 @@ def test_lagged_q_sources_train(tiny_dir, tmp_path):
     assert abs(w["ema"][1] - 1.0) < 0.5 * abs(w["lag0"][1] - 1.0), w     # about a tenth of the way
 
 
+@pytest.mark.parametrize("q_source", ["ema", "periodic"])
+def test_resume_restores_the_q_copy(tiny_dir, tmp_path, q_source):
+    """A run resumed from its step-3 checkpoint continues with q as it was there (EMA's running average;
+    periodic's copy of theta_2, refreshed every 2 steps), not the base model nor the resumed policy:
+    steps 4-5 weigh and update exactly as the uninterrupted run's."""
+    cfg = _cfg(tiny_dir, tmp_path, weighting="iw-sft", q_source=q_source, q_every=2, q_ema_decay=0.5, max_steps=5,
+               save_every=3)
+    full = _params(train(cfg))
+    before = _metrics(tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 3 and state["q_source"]["model"]          # the q copy is in the checkpoint
+    shutil.rmtree(tmp_path / "run" / "final")
+    resumed = _params(train(cfg))
+    after = _metrics(tmp_path / "run")
+    assert [r["step"] for r in after] == [1, 2, 3, 4, 5]
+    assert all(r["w_mean"] != 1.0 for r in before[3:])                 # q differs from the policy there
+    for a, b in zip(before[3:], after[3:]):                            # the resumed steps
+        assert (b["w_mean"], b["w_max"], b["loss"]) == pytest.approx((a["w_mean"], a["w_max"], a["loss"]), rel=1e-6, abs=0)
+    for k in full:
+        torch.testing.assert_close(full[k], resumed[k], rtol=0, atol=1e-6)
+
+
 def test_cached_reference_equals_on_the_fly(tiny_dir, tmp_path):
     from harness.training.batching import batch_logprobs, collate
     from harness.core.models import load_model, load_tokenizer
