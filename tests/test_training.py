@@ -180,14 +180,23 @@ def test_lagged_q_sources_train(tiny_dir, tmp_path):
     w = {}
     for q_source in ("lag0", "periodic", "ema"):
         train(_cfg(tiny_dir, tmp_path, q_source, weighting="iw-sft", q_source=q_source, q_every=2, q_ema_decay=0.9,
-                   max_steps=3))
+                   max_steps=3, save_every=1 if q_source == "ema" else None))
         w[q_source] = [r["w_mean"] for r in _metrics(tmp_path / q_source)]
     assert w["lag0"][0] == w["periodic"][0] == w["ema"][0] == 1.0
     assert w["lag0"][1] != 1.0
     assert w["periodic"][1] == 1.0 and w["periodic"][2] != 1.0          # stale until the refresh, then not
     lo, hi = sorted((1.0, w["lag0"][1]))
     assert lo < w["ema"][1] < hi, w
-    assert abs(w["ema"][1] - 1.0) < 0.5 * abs(w["lag0"][1] - 1.0), w     # about a tenth of the way
+    # A tenth of the way, in parameters (log-probs are not linear in them, so the weights' ratio is not
+    # 0.1): the q copy in each checkpoint is 0.9 q_before + 0.1 theta after that step, q_0 = theta_0.
+    q_before = _params(tiny_dir / "model")
+    for step in (1, 2):
+        ckpt = tmp_path / "ema" / "checkpoints" / f"step-{step:06d}"
+        theta, q = _params(ckpt), torch.load(ckpt / "trainer_state.pt", weights_only=False)["q_source"]["model"]
+        assert q.keys() >= theta.keys() and any(not torch.equal(theta[k], q_before[k]) for k in theta)  # moved
+        for k in theta:
+            torch.testing.assert_close(q[k], 0.9 * q_before[k] + 0.1 * theta[k], rtol=1e-6, atol=1e-7)
+        q_before = {k: q[k] for k in theta}
 
 
 @pytest.mark.parametrize("q_source", ["ema", "periodic"])
@@ -342,6 +351,7 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path, one_process_run)
     a, b = _params(one_process_run / "final"), _params(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    _assert_same_logs(_metrics(one_process_run), _metrics(tmp_path / "two"))
     n_params = sum(v.numel() for v in a.values())
     for run, nproc in ((one_process_run, 1), (tmp_path / "two", 2)):   # tokens/s is summed over ranks, MFU is per accelerator
         for r in _metrics(run):
@@ -366,6 +376,16 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path, one_process_run)
     c = _params(tmp_path / "two" / "final")
     for k in first:
         torch.testing.assert_close(first[k], c[k], rtol=0, atol=1e-6)
+
+
+def _assert_same_logs(one: list[dict], many: list[dict]) -> None:
+    """A multi-process run logs the whole step's numbers (gathered or reduced over ranks), equal to
+    one process's: the weighted loss, the unweighted NLL per token, the weights, the clip fraction."""
+    assert [r["step"] for r in many] == [r["step"] for r in one]
+    for a, b in zip(one, many):
+        assert b["tokens"] == a["tokens"]
+        for key in ("loss", "nll", "w_mean", "w_max", "ess", "w_clip_frac"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key, a[key], b[key])
 
 
 def _accelerate_env(config: Path, nproc: int) -> dict:
@@ -461,10 +481,14 @@ def test_two_nodes_with_the_shipped_multi_node_config(tiny_dir, tmp_path):
     """recipes/table1/accelerate_fsdp_2x8xh100.yaml through `accelerate launch` itself, as each node runs
     it: 2 "nodes" of 1 CPU process on this machine (machine_rank 0 and 1, main_process_ip 127.0.0.1,
     a main_process_port), FSDP2 without offload over gloo. Same weights as one process; resumed from a
-    checkpoint, the same end. What cannot run here: two hosts, NCCL, a filesystem that is not shared."""
+    checkpoint, the same end. What cannot run here: two hosts, NCCL, a filesystem that is not shared.
+    Off the default weighting: self_normalize (the step's mean weight, gathered over ranks) and an upper
+    clip at 1.4 (at step 4, 3 of the 4 weights sit at it): the logged loss, NLL and clip fraction are the
+    whole step's, equal to one process's."""
     config = Path(__file__).parents[1] / "recipes" / "table1" / "accelerate_fsdp_2x8xh100.yaml"
     common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
               "micro_batch_size=1", "learning_rate=3e-3", "max_steps=4", "save_every=2", "weighting=iw-sft",
+              "weighting_overrides={self_normalize: true, w_clip: [0, 1.4]}",
               f"ref_cache_dir={tmp_path / 'ref'}", "seed=5", f"output_dir={tmp_path / 'nodes'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
@@ -491,6 +515,8 @@ def test_two_nodes_with_the_shipped_multi_node_config(tiny_dir, tmp_path):
     a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "nodes" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    _assert_same_logs(_metrics(tmp_path / "one"), _metrics(tmp_path / "nodes"))
+    assert 0 < _metrics(tmp_path / "one")[-1]["w_clip_frac"] < 1       # some weights at the clip, not all
     assert sum(s.name.endswith(".distcp") for s in (tmp_path / "nodes" / "checkpoints" / "step-000002" / "optimizer").iterdir()) == 2
     shutil.rmtree(tmp_path / "nodes" / "final")
     out = two_nodes()
