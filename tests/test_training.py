@@ -724,10 +724,20 @@ def test_no_op_or_overflowing_weightings_are_refused(overrides, message):
 
 
 def test_iw_sft_paper_with_its_fix_trains(tiny_dir, tmp_path):
+    """Each fix of the paper's summed weights trains: w = 1 at step 0, then the weights move as the fix
+    says (under the clip at 16; averaging exactly 1 over each step when self-normalised), and the
+    unweighted NLL falls."""
     for name, fix in (("clip", {"w_clip": [0, 16]}), ("norm", {"self_normalize": True})):
         train(_cfg(tiny_dir, tmp_path, name, weighting="iw-sft-paper", weighting_overrides=fix, max_steps=4))
         m = _metrics(tmp_path / name)
         assert len(m) == 4 and all(math.isfinite(r["loss"]) and math.isfinite(r["w_max"]) for r in m)
+        assert m[0]["w_mean"] == m[0]["w_max"] == 1.0 and m[0]["logw_p05"] == m[0]["logw_p95"] == 0.0
+        assert m[-1]["nll"] < m[0]["nll"] - 0.1, [r["nll"] for r in m]
+        assert m[-1]["w_max"] > 1.001                                          # the weights moved
+        if name == "clip":
+            assert all(r["w_max"] <= 16.0 for r in m) and m[-1]["w_mean"] > 1.001    # fitting the data raises w
+        else:
+            assert all(r["w_mean"] == pytest.approx(1.0, abs=1e-5) for r in m)
 
 
 def test_optimizer_effect_is_logged(tiny_dir, tmp_path, capsys):
