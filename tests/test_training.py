@@ -75,14 +75,57 @@ def test_tensorboard_option_logs_the_metrics(tiny_dir, tmp_path):
     assert ea.Scalars("loss")[-1].value == pytest.approx(m[-1]["loss"], rel=1e-6)
 
 
+def _assert_reference_cache_layout(cfg, packed: bool) -> None:
+    """The run's reference cache: keyed by its batch layout (padded and packed never share a file), one
+    entry per example of its own span's length, and each value what the base model gives that example
+    inside the layout's first-epoch micro-batches (padded rows, or examples end to end in one row)."""
+    from safetensors import safe_open
+
+    from harness.core.models import load_tokenizer
+    from harness.training.batching import batch_logprobs, collate, collate_packed
+    from harness.training.data import load_rows, prepare
+    from harness.training.refcache import load_cache
+    from harness.training.trainer import DataOrder, micro_batches
+    from transformers import AutoModelForCausalLM
+
+    layout = [cfg.micro_batch_size, cfg.global_batch_size, 1, cfg.seed, "no"] + (["packed"] if packed else [])
+    found = {}
+    for path in Path(cfg.ref_cache_dir).glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+        found[json.dumps(meta["layout"])] = (path, meta)
+    path, meta = found[json.dumps(layout)]
+    cached = load_cache(path, meta)
+    tok = load_tokenizer(cfg.model)
+    data = prepare(load_rows(cfg.dataset), tok, cfg)
+    assert sorted(cached) == list(range(len(data.examples)))
+    assert all(cached[i].numel() == len(e.input_ids) - 1 for i, e in enumerate(data.examples))
+    model = AutoModelForCausalLM.from_pretrained(cfg.model).train()     # the trainer computes it in train mode
+    ids = micro_batches(DataOrder(len(data.examples), cfg.seed).step_indices(0, cfg.global_batch_size),
+                        cfg.micro_batch_size, 0, 1)[1]                  # the second micro-batch of step 0
+    ex = [data.examples[i] for i in ids]
+    b = collate_packed(ex, ids) if packed else collate(ex, ids, tok.pad_token_id)
+    with torch.no_grad():
+        lp = batch_logprobs(model, b)
+    for i, (row, start, n) in zip(ids, b.spans()):
+        torch.testing.assert_close(cached[i], lp[row, start : start + n - 1], rtol=0, atol=0)     # bitwise: step 0 is w = 1
+
+
 @pytest.mark.parametrize("weighting", ["sft", "iw-sft"])
 def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
-    """Packed rows (no padding) see the same examples with the same attention: same parameters."""
+    """Packed rows (no padding) see the same examples with the same attention: same parameters. Both
+    layouts: weights exactly 1 at step 0 and a reference cache of their own layout."""
     padded = train(_cfg(tiny_dir, tmp_path, "padded", weighting=weighting, max_steps=4))
     packed = train(_cfg(tiny_dir, tmp_path, "packed", weighting=weighting, max_steps=4, packing=True))
     m = _metrics(tmp_path / "packed")
-    assert m[0]["w_mean"] == 1.0 and m[0]["logw_p95"] == 0.0           # cached ref, packed layout
+    for layout in ("padded", "packed"):
+        first = _metrics(tmp_path / layout)[0]
+        assert first["w_mean"] == first["w_max"] == 1.0 and first["logw_p05"] == first["logw_p95"] == 0.0, layout
     assert [r["tokens"] for r in m] == [r["tokens"] for r in _metrics(tmp_path / "padded")]
+    if weighting != "sft":
+        for layout in ("padded", "packed"):
+            _assert_reference_cache_layout(_cfg(tiny_dir, tmp_path, layout, weighting=weighting, max_steps=4,
+                                                packing=layout == "packed"), packed=layout == "packed")
     a, b = _params(padded), _params(packed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
