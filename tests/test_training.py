@@ -114,9 +114,10 @@ def _assert_reference_cache_layout(cfg, packed: bool) -> None:
 @pytest.mark.parametrize("weighting", ["sft", "iw-sft"])
 def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
     """Packed rows (no padding) see the same examples with the same attention: same parameters. Both
-    layouts: weights exactly 1 at step 0 and a reference cache of their own layout."""
-    padded = train(_cfg(tiny_dir, tmp_path, "padded", weighting=weighting, max_steps=4))
+    layouts: weights exactly 1 at step 0 and a reference cache of their own layout (packed first: a
+    cache key blind to the layout would hand its values to the padded run, whose step 0 then fails)."""
     packed = train(_cfg(tiny_dir, tmp_path, "packed", weighting=weighting, max_steps=4, packing=True))
+    padded = train(_cfg(tiny_dir, tmp_path, "padded", weighting=weighting, max_steps=4))
     m = _metrics(tmp_path / "packed")
     for layout in ("padded", "packed"):
         first = _metrics(tmp_path / layout)[0]
