@@ -287,6 +287,15 @@ POL4 = torch.full((4, 2), -1.0)
 REF4 = torch.tensor([[0.0, 0.0], [-1.0, 0.0], [-2.0, -2.0], [0.0, 0.0]])
 
 
+@pytest.mark.parametrize("w_clip", [(1.0, 16.0), (0.0, 1.0), (1.0, 1.0)])
+def test_weights_on_a_bound_count_at_the_clip(w_clip):
+    """At step 0 every log w is exactly 0: with a bound at 1 (lower, upper or both) every weight sits on
+    it, and the logged fraction at the clip says so (1.0, as `iwsft train` logs with w_clip [0, 1])."""
+    out = iw_objective(POL4, POL4, POL4, MASK4, preset("iw-sft", w_clip=w_clip))
+    d = out.diagnostics
+    assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (1.0, 4, 4) and out.seq_weights.tolist() == [1.0] * 4
+
+
 def test_overall_clip_both_sides_counts_and_loss():
     out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0)), batch_id=1)
     assert out.seq_weights.tolist() == pytest.approx([0.5, 1.0, 2.0, 1.0], rel=1e-6)
