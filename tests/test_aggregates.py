@@ -32,9 +32,16 @@ def _agg(*names, rows=ROWS, pids=PIDS, kind="integer", clusters=None):
 
 
 def test_avg_at_k_uses_the_first_k_samples_and_a_per_problem_interval():
-    a = _agg("avg@4", "avg@2")
+    a = _agg("avg@4", "avg@2", "avg@1", "avg@3")
     assert a["avg@4"]["value"] == pytest.approx((2 / 4 + 2 / 4 + 2 / 4 + 0) / 4)
     assert a["avg@2"]["value"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    # the first k, not the last k (avg@2 is 1.5 / 4 either way on this table; avg@1 and avg@3 are not)
+    assert a["avg@1"]["value"] == pytest.approx(1 / 4)                    # last 1: p2, p3 right = 2 / 4
+    assert a["avg@3"]["value"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3 + 0) / 4)   # last 3: 5/3 / 4
+    # ... whatever the order the rows were stored in (resumed runs and shards append out of order)
+    shuffled = dict(sorted(ROWS.items(), key=lambda kv: (-kv[0][1], kv[0][0])))
+    b = _agg("avg@1", "avg@3", rows=shuffled)
+    assert (b["avg@1"]["value"], b["avg@3"]["value"]) == (a["avg@1"]["value"], a["avg@3"]["value"])
     per = [0.5, 0.5, 0.5, 0.0]
     assert tuple(a["avg@4"]["ci95"]) == stats.accuracy_interval(per, None, 4)[0]
     # the k samples of a problem are one cluster: never as narrow as 16 independent trials
@@ -78,6 +85,26 @@ def test_clusters_of_correlated_problems_reach_the_interval():
     clusters = {"p1": "a", "p2": "a", "p3": "b", "p4": "b"}
     a = _agg("avg@4", clusters=clusters)["avg@4"]
     assert "2 clusters" in a["ci_method"]
+    per = [0.5, 0.5, 0.5, 0.0]
+    clustered, _ = stats.accuracy_interval(per, ["a", "a", "b", "b"], 4)
+    assert tuple(a["ci95"]) == clustered != stats.accuracy_interval(per, None, 4)[0]    # the keys, in problem order
+    assert tuple(_agg("avg@4", clusters={"p1": "a", "p3": "a", "p2": "b", "p4": "b"})["avg@4"]["ci95"]) == \
+        stats.accuracy_interval(per, ["a", "b", "a", "b"], 4)[0]
+
+
+def test_run_metrics_take_clusters_from_the_problems():
+    """compute_metrics (`iwsft eval`'s metrics.json) reads each problem's meta["cluster"]: one big
+    cluster of right answers and seven small wrong ones is 8 units, not 30 problems."""
+    from harness.evaluation.benchmarks import Problem
+    from harness.evaluation.metrics import compute_metrics
+
+    problems = [Problem(id=f"big{i}", question="q", gold="1", meta={"cluster": "big"}) for i in range(16)]
+    problems += [Problem(id=f"s{g}-{t}", question="q", gold="1", meta={"cluster": f"s{g}"}) for g in range(7) for t in range(2)]
+    rows = {(p.id, 0): {"correct": p.id.startswith("big"), "extracted": "1"} for p in problems}
+    m = compute_metrics(problems, rows, 1)
+    keys = [p.meta["cluster"] for p in problems]
+    assert tuple(m["ci95"]) == stats.accuracy_interval([float(r["correct"]) for r in rows.values()], keys, 1)[0]
+    assert m["ci95"][0] < 0.05 and "8 clusters" in m["ci_method"]
 
 
 @pytest.mark.parametrize("spec,samples,needle", [

@@ -312,10 +312,18 @@ def test_plain_protocol_generates_the_whole_answer_without_thinking(tok):
 # (docs/testing.md#harnessevaluationgenerationbudgetpy): boundaries, exact arithmetic, what reaches the backend
 
 
-@pytest.mark.parametrize("kw", [dict(thinking_budget=1), dict(thinking_budget=None), dict(max_answer_tokens=1),
-                                dict(total_budget=1), dict(num_wait=0, min_thinking_tokens=0)])
-def test_budget_config_accepts_the_smallest_valid_values(kw):
-    BudgetConfig(**kw)
+@pytest.mark.parametrize("kw, caps", [
+    (dict(thinking_budget=1), [1, 1]),                                          # a 1-token cap, as asked
+    (dict(thinking_budget=None), [32768 - 5 - 6 - 100, 32768 - 9 - 6 - 100]),   # no cap: the context's room
+    (dict(thinking_budget=None, max_answer_tokens=1), [32768 - 5 - 6 - 1, 32768 - 9 - 6 - 1]),  # room for 1
+    (dict(thinking_budget=None, total_budget=1), [1, 1]),                       # nothing left: one token
+    (dict(thinking_budget=3, num_wait=0, min_thinking_tokens=0), [3, 3]),
+])
+def test_budget_config_accepts_the_smallest_valid_values(tok, kw, caps):
+    """The smallest value of each setting is accepted, kept as given, and used: the caps it yields."""
+    cfg = BudgetConfig(**kw)
+    assert {k: getattr(cfg, k) for k in kw} == kw
+    assert cfg.resolve_caps([5, 9], delimiter_ids(tok, S1)) == caps
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -163,3 +163,72 @@ def test_paper_preset_says_what_this_machine_lacks(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(pipeline, "_gpu_count", lambda: 4)
     with pytest.raises(UserError, match="8 GPUs .* this machine has 4"):
         pipeline.check_resources(load_suite("paper"), 1, [f"dataset={data}"])
+
+
+# Every EvalConfig field, classified: either it changes the samples (a value that must give another run
+# folder, below) or it does not (the folder is shared, with the reason). Derived from the dataclass, so a
+# new setting fails here until it is classified (top_p dropped from the key passed every test once).
+_SAMPLED = {"temperature": 0.6}          # the base run samples: top_p, seed, top_k, min_p all matter
+_CHANGES_OUTPUTS = {                     # field -> (base settings, the changed ones)
+    "max_new_tokens": ({}, {"max_new_tokens": 1000}),
+    "thinking_budget": ({}, {"thinking_budget": 100}),
+    "answer_budget": ({}, {"answer_budget": 8}),
+    "wait": ({}, {"wait": 2}),
+    "longest_prompt": ({}, {"longest_prompt": 50}),
+    "budget_mode": ({}, {"budget_mode": "s1-compat"}),
+    "delimiters": ({}, {"delimiters": "think-tags"}),
+    "chat_template_kwargs": ({"delimiters": "qwen3"}, {"delimiters": "qwen3", "chat_template_kwargs": {"enable_thinking": False}}),
+    "system": ({}, {"system": "Be brief."}),
+    "samples": ({}, {"samples": 4}),
+    "temperature": ({}, {"temperature": 1.0}),
+    "top_p": ({}, {"top_p": 0.95}),
+    "seed": ({}, {"seed": 1}),
+    "top_k": ({}, {"top_k": 20}),
+    "min_p": ({}, {"min_p": 0.05}),
+    "presence_penalty": ({}, {"presence_penalty": 1.0}),
+    "repetition_penalty": ({}, {"repetition_penalty": 1.05}),
+    "dtype": ({}, {"dtype": "bfloat16"}),
+    "backend": ({}, {"backend": "vllm"}),
+    "tensor_parallel_size": ({"backend": "vllm"}, {"backend": "vllm", "tensor_parallel_size": 2}),
+    "revision": ({}, {"revision": "abc123"}),
+    "tokenizer": ({}, {"tokenizer": "other/tok"}),
+    "max_model_len": ({"backend": "vllm"}, {"backend": "vllm", "max_model_len": 4096}),
+    "enforce_eager": ({"backend": "vllm"}, {"backend": "vllm", "enforce_eager": False}),
+    "enable_prefix_caching": ({"backend": "vllm"}, {"backend": "vllm", "enable_prefix_caching": False}),
+}
+_SHARED = {                              # field -> a value that keeps the folder (None: keyed another way, said why)
+    "limit": 3, "ids": ["60"], "shard": (1, 2), "batch_size": 4, "out": "elsewhere", "aggregates": ["avg@1"],
+    "grade_timeout_s": 5.0, "grade_workers": 2, "progress": False, "summary": False,
+    "gpu_memory_utilization": 0.3,       # memory only (vLLM's KV cache size)
+    "model": None,                       # the engine's model identity (files, not the path): test_models.py
+    "adapter": None,                     # the adapter's files: test_eval_adapter.py
+    "benchmarks": None,                  # one folder per benchmark: the name is in the key
+    "benchmark_options": None,           # reach the key through the problems' fingerprint: test_evaluate.py
+    "benchmark_files": None, "gpqa_csv": None,   # the data's bytes key the folder (file_sha256, data_sha256)
+}
+
+
+def test_run_folder_key_covers_every_setting_that_changes_outputs(monkeypatch):
+    from dataclasses import fields
+
+    from harness.evaluation.config import validate_settings
+    from harness.evaluation.generation.vllm_backend import VLLMBackend
+
+    names = {f.name for f in fields(EvalConfig)}
+    unclassified = names - set(_CHANGES_OUTPUTS) - set(_SHARED)
+    assert not unclassified, f"classify the new EvalConfig field(s) {sorted(unclassified)} in this test"
+    assert not set(_CHANGES_OUTPUTS) & set(_SHARED) and set(_CHANGES_OUTPUTS) | set(_SHARED) == names
+    monkeypatch.setattr(VLLMBackend, "check_available", classmethod(lambda cls: None))
+
+    def digest(**kw):
+        validate_settings(EvalConfig(model="someone/model", **kw))   # every value here is one a user can set
+        return store.settings_hash(_settings(monkeypatch, **kw))
+
+    for name, (base, changed) in _CHANGES_OUTPUTS.items():
+        assert digest(**{**_SAMPLED, **base}) != digest(**{**_SAMPLED, **changed}), f"{name} does not reach the run folder's key"
+    base = digest(**_SAMPLED)
+    for name, value in _SHARED.items():
+        if value is not None:
+            kw = {"backend": "vllm"} if name == "gpu_memory_utilization" else {}
+            assert digest(**_SAMPLED, **kw, **{name: value}) == digest(**_SAMPLED, **kw), name
+    assert digest(**_SAMPLED, limit=3) == base

@@ -112,14 +112,32 @@ def test_lora_resume_matches_uninterrupted(chat_dir, tmp_path):
     assert [r["step"] for r in _metrics(tmp_path / "cut")] == [1, 2, 3, 4]
 
 
+def _eval_rows(out: Path) -> tuple[dict, list[dict]]:
+    (metrics,) = out.glob("*/arith/*/metrics.json")
+    rows = [json.loads(x) for x in (metrics.parent / "samples.jsonl").read_text().splitlines()]
+    return json.loads(metrics.read_text()), sorted(rows, key=lambda r: r["problem_id"])
+
+
 @pytest.mark.slow   # a subprocess job
 def test_merged_checkpoint_evaluates(chat_dir, tmp_path):
-    final = train(_cfg(chat_dir, tmp_path, max_steps=2, lora_rank=4, lora_merge_on_save=True))
-    r = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", str(final / "merged"), "--benchmarks", "arith",
-                        "--limit", "2", "--total-budget", "128", "--thinking-budget", "16", "--out", str(tmp_path / "eval")],
-                       capture_output=True, text=True)
+    """`iwsft eval` on the merged folder (the CLI, as a user runs it): its samples are the trained model's,
+    the same as base + the saved adapter (`--adapter`), not the base model's; its metrics are its samples'."""
+    final = train(_cfg(chat_dir, tmp_path, max_steps=2, lora_rank=4, learning_rate=3e-2, lora_merge_on_save=True))
+    flags = ["--benchmarks", "arith", "--limit", "2", "--total-budget", "128", "--thinking-budget", "16", "--backend", "hf",
+             "--no-progress"]
+    r = subprocess.run([sys.executable, "-m", "harness", "eval", "--model", str(final / "merged"), *flags,
+                        "--out", str(tmp_path / "merged")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "arith" in r.stdout
+    m, merged = _eval_rows(tmp_path / "merged")
+    assert m["n"] == len(merged) == 2 and m["samples_per_problem"] == 1
+    assert m["accuracy"] == sum(bool(x["correct"]) for x in merged) / 2
+    assert all(x["thinking_tokens"] <= 16 and x["response"] for x in merged)
+    assert main(["eval", "--model", str(chat_dir / "model"), "--adapter", str(final), *flags, "--out", str(tmp_path / "lora")]) == 0
+    assert main(["eval", "--model", str(chat_dir / "model"), *flags, "--out", str(tmp_path / "base")]) == 0
+    lora, base = _eval_rows(tmp_path / "lora")[1], _eval_rows(tmp_path / "base")[1]
+    assert [x["response"] for x in merged] == [x["response"] for x in lora]      # merged = base + adapter
+    assert [x["response"] for x in merged] != [x["response"] for x in base]      # ... and it was trained
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -185,3 +185,36 @@ def test_paper_preset_plans_before_anything_starts(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="memory plan does not fit"):
         check_arguments(suite, 1, None, str(tmp_path / "out"), ["gpu_memory_gib=24"])
     assert not (tmp_path / "out").exists()
+
+
+def test_ddp_fsdp_offload_and_one_process_are_planned_apart(tmp_path, monkeypatch):
+    """The same recipe (paper iw-SFT, 32B, bf16-mixed) under each launch: one process and DDP hold the
+    whole model state on every GPU (DDP adds its gradient buckets); FSDP divides it by the processes;
+    offload moves it to CPU RAM. A DDP launch planned as if sharded would say "fits" and run out of memory."""
+    from dataclasses import replace
+
+    p_fsdp, cfg = _paper_plan(offload=False)
+    P, m = p_fsdp.arch.n_params(), 4        # bf16-mixed: float32 master weights
+    state = {"weights": P * m, "gradients": P * m, "optimizer states": 2 * P * m}
+    one = mp.plan_recipe(cfg, launch=mp.Launch(gpu=True))
+    # a DDP launch as each source describes it: an accelerate config (MULTI_GPU), torchrun's environment
+    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_GPU\nnum_processes: 8\nnum_machines: 1\n")
+    ddp_launch = mp.launch_from_accelerate_config(tmp_path / "ddp.yaml")
+    env_launch = mp.launch_from_env({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"})
+    assert not ddp_launch.fsdp and not env_launch.fsdp and ddp_launch.processes == env_launch.processes == 8
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert not mp.recipe_launch(cfg).fsdp                      # the launch this process is part of
+    ddp = mp.plan_recipe(cfg, launch=replace(ddp_launch, gpu=True))
+    p_off = mp.plan_recipe(cfg, launch=replace(p_fsdp.launch, offload=True))
+    for name, full in state.items():
+        assert one.row(name).gpu == ddp.row(name).gpu == full and one.row(name).cpu == ddp.row(name).cpu == 0
+        assert p_fsdp.row(name).gpu == full / 8 and p_fsdp.row(name).cpu == 0
+        assert p_off.row(name).gpu == 0 and p_off.row(name).cpu == full       # 8 shards in one node's RAM
+    assert ddp.row("DDP gradient buckets").gpu == P * m
+    assert not any(r.name == "DDP gradient buckets" for r in (*one.rows, *p_fsdp.rows, *p_off.rows))
+    assert ddp.peak == pytest.approx(one.peak + P * m, rel=1e-12)            # same activations, + the buckets
+    assert ddp.peak > 16 * P and not ddp.fits and "DDP" in ddp.launch.describe()
+    assert p_off.peak < p_fsdp.peak < one.peak
+    with pytest.raises(UserError, match=r"memory plan does not fit \(8 GPU processes, DDP .*fits with: FSDP full shard \+ CPU offload over 8 GPUs "
+                       r"\(recipes/table1/accelerate_fsdp_8xh100.yaml\) \(peak"):
+        mp.check(ddp)

@@ -37,22 +37,27 @@ def test_weights_exactly_one_at_step0(name, lengths, pad_to, left):
     assert out.diagnostics["w_mean"] == 1.0 and out.diagnostics["ess_frac"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_padding_and_batching_do_not_change_weights(name):
-    # The same two sequences alone, batched, and batched with extra padding: identical weights.
+@pytest.mark.parametrize("name,overrides", [(n, {}) for n in PRESETS] + [("iw-sft", {"self_normalize": True})])
+def test_padding_and_batching_do_not_change_weights(name, overrides):
+    # The same two sequences alone, batched, and batched with extra padding: identical weights
+    # (self-normalised ones are divided by the batch's mean: alone, each is 1 by design).
     logits, targets, mask = _batch([9, 6], 9, seed=1)
     g = torch.Generator().manual_seed(2)
     ref = token_logprobs(logits + 0.3 * torch.randn(logits.shape, generator=g), targets)
     pol = token_logprobs(logits, targets)
-    spec = preset(name)
+    spec = preset(name, **overrides)
     together = iw_objective(pol, pol, ref, mask, spec).seq_weights
     alone = torch.cat([iw_objective(pol[i : i + 1], pol[i : i + 1], ref[i : i + 1], mask[i : i + 1], spec).seq_weights for i in range(2)])
     pad = lambda x, v: torch.cat([x, torch.full((2, 5), v, dtype=x.dtype)], 1)
     padded = iw_objective(pad(pol, -3.0), pad(pol, -3.0), pad(ref, 7.0), pad(mask, False), spec).seq_weights
-    if spec.self_normalize:
-        pytest.skip("self-normalised weights depend on the batch by design")
-    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
     torch.testing.assert_close(together, padded, rtol=0, atol=0)
+    if spec.self_normalize:
+        raw = iw_objective(pol, pol, ref, mask, preset(name)).seq_weights
+        torch.testing.assert_close(together, raw / raw.mean(), rtol=1e-6, atol=0)
+        assert float(together.mean()) == pytest.approx(1.0, abs=1e-6) and alone.tolist() == [1.0, 1.0]
+        assert not torch.allclose(together, raw)                # the batch's mean was not 1
+    else:
+        torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
 
 
 def test_packed_sequences_match_unpacked():
@@ -282,6 +287,15 @@ POL4 = torch.full((4, 2), -1.0)
 REF4 = torch.tensor([[0.0, 0.0], [-1.0, 0.0], [-2.0, -2.0], [0.0, 0.0]])
 
 
+@pytest.mark.parametrize("w_clip", [(1.0, 16.0), (0.0, 1.0), (1.0, 1.0)])
+def test_weights_on_a_bound_count_at_the_clip(w_clip):
+    """At step 0 every log w is exactly 0: with a bound at 1 (lower, upper or both) every weight sits on
+    it, and the logged fraction at the clip says so (1.0, as `iwsft train` logs with w_clip [0, 1])."""
+    out = iw_objective(POL4, POL4, POL4, MASK4, preset("iw-sft", w_clip=w_clip))
+    d = out.diagnostics
+    assert (d["clip_frac"], d["clip_count"], d["clip_units"]) == (1.0, 4, 4) and out.seq_weights.tolist() == [1.0] * 4
+
+
 def test_overall_clip_both_sides_counts_and_loss():
     out = iw_objective(POL4, POL4, REF4, MASK4, preset("iw-sft", w_clip=(0.5, 2.0)), batch_id=1)
     assert out.seq_weights.tolist() == pytest.approx([0.5, 1.0, 2.0, 1.0], rel=1e-6)
@@ -406,6 +420,27 @@ def test_packed_rows_sharing_sequence_numbers():
     assert loss_normalizer(MASK4, preset("sft")) == 4
     with pytest.raises(UserError, match=r"^seq_index shape \(1, 3\) differs from mask shape \(2, 4\)$"):
         iw_objective(pol, pol, ref, mask, preset("iw-sft"), seq_index=torch.zeros(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("seq_index", [[[0, 0, 3, 3], [0, 0, 1, 1]],      # the largest index in the FIRST row
+                                       [[0, 0, 1, 1], [0, 0, 3, 3]],      # ... and in the last
+                                       [[5, 5, 5, 5], [0, 0, 1, 1]]])     # a row of one high-numbered sequence
+def test_packed_sequence_keys_are_unique_whichever_row_holds_the_largest_index(seq_index):
+    """The packing key is row * (largest index over ALL rows + 2) + index + 1: a key sized from one row
+    only makes sequences of two rows collide (row 0's sequence 3 and row 1's sequence 0 would merge)."""
+    seq_index = torch.tensor(seq_index)
+    pol = torch.zeros(2, 4)
+    ref = torch.tensor([[-1.0, -1.0, 1.0, 1.0], [-0.5, -0.5, 0.0, 0.0]])                      # rho = -ref
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    out = iw_objective(pol, pol, ref, mask, preset("iw-sft"), seq_index=seq_index)
+    # one weight per (row, sequence), in (row, index) order: mean rho over each sequence's tokens
+    want = []
+    for r in range(2):
+        for s in sorted(set(seq_index[r].tolist())):
+            want.append(math.exp(float(-ref[r][seq_index[r] == s].mean())))
+    assert out.seq_weights.tolist() == pytest.approx(want, rel=1e-6)
+    from harness.training.objective import loss_normalizer
+    assert loss_normalizer(mask, preset("sft", loss_norm="sequences"), seq_index) == len(want)
 
 
 def test_integer_mask_is_a_boolean_mask():

@@ -171,6 +171,28 @@ def test_accuracy_interval_methods():
     assert kmethod.startswith("bootstrap over problems")
 
 
+def test_clustered_interval_resamples_the_clusters():
+    """One cluster of 16 right problems, seven of 2 wrong ones (accuracy 16/30): a resample without the
+    big cluster (probability (7/8)^8 = 0.34) scores 0, so the 95% interval over the 8 independent units
+    reaches 0 and about 0.83; resampling the 30 problems as if independent (or Wilson with 8 trials,
+    [0.24, 0.81]) is narrower. The reference is a plain cluster bootstrap written here."""
+    import numpy as np
+
+    scores = [1.0] * 16 + [0.0] * 14
+    clusters = ["big"] * 16 + [f"s{g}" for g in range(7) for _ in range(2)]
+    (lo, hi), method = accuracy_interval(scores, clusters)
+    rng = np.random.default_rng(1)
+    sums, sizes = np.array([16.0] + [0.0] * 7), np.array([16.0] + [2.0] * 7)
+    draw = rng.integers(0, 8, size=(20000, 8))
+    means = sums[draw].sum(1) / sizes[draw].sum(1)
+    ref_lo, ref_hi = np.quantile(means, [0.025, 0.975])
+    assert (ref_lo, round(float(ref_hi), 3)) == (0.0, 0.828)
+    assert lo <= ref_lo + 0.01 and hi >= ref_hi - 0.01, ((lo, hi), (ref_lo, ref_hi))
+    wlo, whi = wilson(16 / 30 * 8, 8)
+    assert lo < wlo - 0.2 and hi > whi + 0.015         # the resampling, not the Wilson floor, sets the interval
+    assert method.startswith("bootstrap over 8 clusters")
+
+
 def test_holm():
     assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert holm([0.3]) == [0.3] and holm([]) == []

@@ -75,14 +75,58 @@ def test_tensorboard_option_logs_the_metrics(tiny_dir, tmp_path):
     assert ea.Scalars("loss")[-1].value == pytest.approx(m[-1]["loss"], rel=1e-6)
 
 
+def _assert_reference_cache_layout(cfg, packed: bool) -> None:
+    """The run's reference cache: keyed by its batch layout (padded and packed never share a file), one
+    entry per example of its own span's length, and each value what the base model gives that example
+    inside the layout's first-epoch micro-batches (padded rows, or examples end to end in one row)."""
+    from safetensors import safe_open
+
+    from harness.core.models import load_tokenizer
+    from harness.training.batching import batch_logprobs, collate, collate_packed
+    from harness.training.data import load_rows, prepare
+    from harness.training.refcache import load_cache
+    from harness.training.trainer import DataOrder, micro_batches
+    from transformers import AutoModelForCausalLM
+
+    layout = [cfg.micro_batch_size, cfg.global_batch_size, 1, cfg.seed, "no"] + (["packed"] if packed else [])
+    found = {}
+    for path in Path(cfg.ref_cache_dir).glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+        found[json.dumps(meta["layout"])] = (path, meta)
+    path, meta = found[json.dumps(layout)]
+    cached = load_cache(path, meta)
+    tok = load_tokenizer(cfg.model)
+    data = prepare(load_rows(cfg.dataset), tok, cfg)
+    assert sorted(cached) == list(range(len(data.examples)))
+    assert all(cached[i].numel() == len(e.input_ids) - 1 for i, e in enumerate(data.examples))
+    model = AutoModelForCausalLM.from_pretrained(cfg.model).train()     # the trainer computes it in train mode
+    ids = micro_batches(DataOrder(len(data.examples), cfg.seed).step_indices(0, cfg.global_batch_size),
+                        cfg.micro_batch_size, 0, 1)[1]                  # the second micro-batch of step 0
+    ex = [data.examples[i] for i in ids]
+    b = collate_packed(ex, ids) if packed else collate(ex, ids, tok.pad_token_id)
+    with torch.no_grad():
+        lp = batch_logprobs(model, b)
+    for i, (row, start, n) in zip(ids, b.spans()):
+        torch.testing.assert_close(cached[i], lp[row, start : start + n - 1], rtol=0, atol=0)     # bitwise: step 0 is w = 1
+
+
 @pytest.mark.parametrize("weighting", ["sft", "iw-sft"])
 def test_packing_trains_like_padding(tiny_dir, tmp_path, weighting):
-    """Packed rows (no padding) see the same examples with the same attention: same parameters."""
-    padded = train(_cfg(tiny_dir, tmp_path, "padded", weighting=weighting, max_steps=4))
+    """Packed rows (no padding) see the same examples with the same attention: same parameters. Both
+    layouts: weights exactly 1 at step 0 and a reference cache of their own layout (packed first: a
+    cache key blind to the layout would hand its values to the padded run, whose step 0 then fails)."""
     packed = train(_cfg(tiny_dir, tmp_path, "packed", weighting=weighting, max_steps=4, packing=True))
+    padded = train(_cfg(tiny_dir, tmp_path, "padded", weighting=weighting, max_steps=4))
     m = _metrics(tmp_path / "packed")
-    assert m[0]["w_mean"] == 1.0 and m[0]["logw_p95"] == 0.0           # cached ref, packed layout
+    for layout in ("padded", "packed"):
+        first = _metrics(tmp_path / layout)[0]
+        assert first["w_mean"] == first["w_max"] == 1.0 and first["logw_p05"] == first["logw_p95"] == 0.0, layout
     assert [r["tokens"] for r in m] == [r["tokens"] for r in _metrics(tmp_path / "padded")]
+    if weighting != "sft":
+        for layout in ("padded", "packed"):
+            _assert_reference_cache_layout(_cfg(tiny_dir, tmp_path, layout, weighting=weighting, max_steps=4,
+                                                packing=layout == "packed"), packed=layout == "packed")
     a, b = _params(padded), _params(packed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
@@ -180,14 +224,45 @@ def test_lagged_q_sources_train(tiny_dir, tmp_path):
     w = {}
     for q_source in ("lag0", "periodic", "ema"):
         train(_cfg(tiny_dir, tmp_path, q_source, weighting="iw-sft", q_source=q_source, q_every=2, q_ema_decay=0.9,
-                   max_steps=3))
+                   max_steps=3, save_every=1 if q_source == "ema" else None))
         w[q_source] = [r["w_mean"] for r in _metrics(tmp_path / q_source)]
     assert w["lag0"][0] == w["periodic"][0] == w["ema"][0] == 1.0
     assert w["lag0"][1] != 1.0
     assert w["periodic"][1] == 1.0 and w["periodic"][2] != 1.0          # stale until the refresh, then not
     lo, hi = sorted((1.0, w["lag0"][1]))
     assert lo < w["ema"][1] < hi, w
-    assert abs(w["ema"][1] - 1.0) < 0.5 * abs(w["lag0"][1] - 1.0), w     # about a tenth of the way
+    # A tenth of the way, in parameters (log-probs are not linear in them, so the weights' ratio is not
+    # 0.1): the q copy in each checkpoint is 0.9 q_before + 0.1 theta after that step, q_0 = theta_0.
+    q_before = _params(tiny_dir / "model")
+    for step in (1, 2):
+        ckpt = tmp_path / "ema" / "checkpoints" / f"step-{step:06d}"
+        theta, q = _params(ckpt), torch.load(ckpt / "trainer_state.pt", weights_only=False)["q_source"]["model"]
+        assert q.keys() >= theta.keys() and any(not torch.equal(theta[k], q_before[k]) for k in theta)  # moved
+        for k in theta:
+            torch.testing.assert_close(q[k], 0.9 * q_before[k] + 0.1 * theta[k], rtol=1e-6, atol=1e-7)
+        q_before = {k: q[k] for k in theta}
+
+
+@pytest.mark.parametrize("q_source", ["ema", "periodic"])
+def test_resume_restores_the_q_copy(tiny_dir, tmp_path, q_source):
+    """A run resumed from its step-3 checkpoint continues with q as it was there (EMA's running average;
+    periodic's copy of theta_2, refreshed every 2 steps), not the base model nor the resumed policy:
+    steps 4-5 weigh and update exactly as the uninterrupted run's."""
+    cfg = _cfg(tiny_dir, tmp_path, weighting="iw-sft", q_source=q_source, q_every=2, q_ema_decay=0.5, max_steps=5,
+               save_every=3)
+    full = _params(train(cfg))
+    before = _metrics(tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 3 and state["q_source"]["model"]          # the q copy is in the checkpoint
+    shutil.rmtree(tmp_path / "run" / "final")
+    resumed = _params(train(cfg))
+    after = _metrics(tmp_path / "run")
+    assert [r["step"] for r in after] == [1, 2, 3, 4, 5]
+    assert all(r["w_mean"] != 1.0 for r in before[3:])                 # q differs from the policy there
+    for a, b in zip(before[3:], after[3:]):                            # the resumed steps
+        assert (b["w_mean"], b["w_max"], b["loss"]) == pytest.approx((a["w_mean"], a["w_max"], a["loss"]), rel=1e-6, abs=0)
+    for k in full:
+        torch.testing.assert_close(full[k], resumed[k], rtol=0, atol=1e-6)
 
 
 def test_cached_reference_equals_on_the_fly(tiny_dir, tmp_path):
@@ -320,6 +395,7 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path, one_process_run)
     a, b = _params(one_process_run / "final"), _params(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    _assert_same_logs(_metrics(one_process_run), _metrics(tmp_path / "two"))
     n_params = sum(v.numel() for v in a.values())
     for run, nproc in ((one_process_run, 1), (tmp_path / "two", 2)):   # tokens/s is summed over ranks, MFU is per accelerator
         for r in _metrics(run):
@@ -345,6 +421,16 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path, one_process_run)
     c = _params(tmp_path / "two" / "final")
     for k in first:
         torch.testing.assert_close(first[k], c[k], rtol=0, atol=1e-6)
+
+
+def _assert_same_logs(one: list[dict], many: list[dict]) -> None:
+    """A multi-process run logs the whole step's numbers (gathered or reduced over ranks), equal to
+    one process's: the weighted loss, the unweighted NLL per token, the weights, the clip fraction."""
+    assert [r["step"] for r in many] == [r["step"] for r in one]
+    for a, b in zip(one, many):
+        assert b["tokens"] == a["tokens"]
+        for key in ("loss", "nll", "w_mean", "w_max", "ess", "w_clip_frac"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key, a[key], b[key])
 
 
 def _accelerate_env(config: Path, nproc: int) -> dict:
@@ -440,10 +526,14 @@ def test_two_nodes_with_the_shipped_multi_node_config(tiny_dir, tmp_path):
     """recipes/table1/accelerate_fsdp_2x8xh100.yaml through `accelerate launch` itself, as each node runs
     it: 2 "nodes" of 1 CPU process on this machine (machine_rank 0 and 1, main_process_ip 127.0.0.1,
     a main_process_port), FSDP2 without offload over gloo. Same weights as one process; resumed from a
-    checkpoint, the same end. What cannot run here: two hosts, NCCL, a filesystem that is not shared."""
+    checkpoint, the same end. What cannot run here: two hosts, NCCL, a filesystem that is not shared.
+    Off the default weighting: self_normalize (the step's mean weight, gathered over ranks) and an upper
+    clip at 1.4 (at step 4, 3 of the 4 weights sit at it): the logged loss, NLL and clip fraction are the
+    whole step's, equal to one process's."""
     config = Path(__file__).parents[1] / "recipes" / "table1" / "accelerate_fsdp_2x8xh100.yaml"
     common = [f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96", "global_batch_size=4",
               "micro_batch_size=1", "learning_rate=3e-3", "max_steps=4", "save_every=2", "weighting=iw-sft",
+              "weighting_overrides={self_normalize: true, w_clip: [0, 1.4]}",
               f"ref_cache_dir={tmp_path / 'ref'}", "seed=5", f"output_dir={tmp_path / 'nodes'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
@@ -470,6 +560,8 @@ def test_two_nodes_with_the_shipped_multi_node_config(tiny_dir, tmp_path):
     a, b = _params(tmp_path / "one" / "final"), _params(tmp_path / "nodes" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    _assert_same_logs(_metrics(tmp_path / "one"), _metrics(tmp_path / "nodes"))
+    assert 0 < _metrics(tmp_path / "one")[-1]["w_clip_frac"] < 1       # some weights at the clip, not all
     assert sum(s.name.endswith(".distcp") for s in (tmp_path / "nodes" / "checkpoints" / "step-000002" / "optimizer").iterdir()) == 2
     shutil.rmtree(tmp_path / "nodes" / "final")
     out = two_nodes()
@@ -677,10 +769,20 @@ def test_no_op_or_overflowing_weightings_are_refused(overrides, message):
 
 
 def test_iw_sft_paper_with_its_fix_trains(tiny_dir, tmp_path):
+    """Each fix of the paper's summed weights trains: w = 1 at step 0, then the weights move as the fix
+    says (under the clip at 16; averaging exactly 1 over each step when self-normalised), and the
+    unweighted NLL falls."""
     for name, fix in (("clip", {"w_clip": [0, 16]}), ("norm", {"self_normalize": True})):
         train(_cfg(tiny_dir, tmp_path, name, weighting="iw-sft-paper", weighting_overrides=fix, max_steps=4))
         m = _metrics(tmp_path / name)
         assert len(m) == 4 and all(math.isfinite(r["loss"]) and math.isfinite(r["w_max"]) for r in m)
+        assert m[0]["w_mean"] == m[0]["w_max"] == 1.0 and m[0]["logw_p05"] == m[0]["logw_p95"] == 0.0
+        assert m[-1]["nll"] < m[0]["nll"] - 0.1, [r["nll"] for r in m]
+        assert m[-1]["w_max"] > 1.001                                          # the weights moved
+        if name == "clip":
+            assert all(r["w_max"] <= 16.0 for r in m) and m[-1]["w_mean"] > 1.001    # fitting the data raises w
+        else:
+            assert all(r["w_mean"] == pytest.approx(1.0, abs=1e-5) for r in m)
 
 
 def test_optimizer_effect_is_logged(tiny_dir, tmp_path, capsys):

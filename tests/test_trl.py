@@ -120,6 +120,27 @@ def test_trl_trains_like_the_harness(tiny_dir, tmp_path, weighting, q_source, ov
         torch.testing.assert_close(mine[k], v, rtol=0, atol=2e-5, msg=lambda m, k=k: f"{k}: {m}")
 
 
+def test_trl_micro_batch_normalization_trains_like_the_harness(tiny_dir, tmp_path):
+    """loss_normalization=micro_batch (the released code's): each micro-batch's summed loss over its own
+    response tokens, times the accumulation steps. Micro-batch 2 x 3 accumulation steps (the two differ;
+    the examples' lengths differ): the same losses, weights and parameters as the harness."""
+    from harness.training.trainer import train
+
+    cfg = _harness_cfg(tiny_dir, tmp_path / "harness", weighting="iw-sft", loss_normalization="micro_batch",
+                       global_batch_size=6, micro_batch_size=2)
+    final = train(cfg)
+    hm = [json.loads(line) for line in (tmp_path / "harness" / "metrics.jsonl").read_text().splitlines()]
+    tr = _trl_trainer(tiny_dir, tmp_path / "trl", cfg, micro=2, accum=3)
+    tr.train()
+    losses = [r["loss"] for r in tr.state.log_history if "loss" in r]
+    assert len(losses) == STEPS and losses == pytest.approx([r["loss"] for r in hm], rel=1e-4)
+    for h, t in zip(hm, tr.weight_history):
+        assert t["w_mean"] == pytest.approx(h["w_mean"], rel=1e-4, abs=1e-6)
+    mine = tr.accelerator.unwrap_model(tr.model).state_dict()
+    for k, v in load_file(str(final / "model.safetensors")).items():
+        torch.testing.assert_close(mine[k], v, rtol=0, atol=2e-5, msg=lambda m, k=k: f"{k}: {m}")
+
+
 @pytest.mark.parametrize("micro,accum,pad", [(1, 4, None), (4, 1, 16), (3, 2, 8)])
 def test_trl_weights_are_one_at_step_zero_whatever_the_batching(tiny_dir, tmp_path, micro, accum, pad):
     cfg = _harness_cfg(tiny_dir, tmp_path / "unused", weighting="iw-sft")

@@ -434,9 +434,9 @@ def fixes(p: Plan) -> list[str]:
     if L.gpu and L.fsdp:
         two = replace(L, processes=2 * L.processes, machines=2 * L.machines)
         moves.append((f"{two.machines} nodes x {two.per_node} GPUs (recipes/table1/accelerate_fsdp_2x8xh100.yaml)", {}, two))
-    elif L.gpu:
-        moves.append((f"FSDP full shard over {max(L.processes, 8)} GPUs (recipes/table1/accelerate_fsdp_8xh100.yaml)", {},
-                      replace(L, fsdp=True, processes=max(L.processes, 8))))
+    elif L.gpu:   # the config it names offloads: planned as shipped
+        moves.append((f"FSDP full shard + CPU offload over {max(L.processes, 8)} GPUs (recipes/table1/accelerate_fsdp_8xh100.yaml)",
+                      {}, replace(L, fsdp=True, offload=True, processes=max(L.processes, 8))))
     gb = p.settings["global_batch_size"]
     moves = [mv for mv in moves if mv[2] is None or not gb or gb % (p.settings["micro_batch_size"] * mv[2].processes) == 0]
     out = []
