@@ -142,8 +142,9 @@ def _script_json(obj) -> str:
 
 
 def render(data: dict, texts: list[str]) -> str:
-    html = TEMPLATE.read_text(encoding="utf-8")
-    return html.replace("/*DATA*/null", _script_json(data), 1).replace("/*TEXTS*/null", _script_json(texts), 1)
+    head, rest = TEMPLATE.read_text(encoding="utf-8").split("/*DATA*/null", 1)
+    mid, tail = rest.split("/*TEXTS*/null", 1)      # split, not replace: a response may hold the marker text
+    return "".join((head, _script_json(data), mid, _script_json(texts), tail))
 
 
 def write_page(paths: list[str | Path], out: Path, gpqa_csv: str | None = None) -> Path:
