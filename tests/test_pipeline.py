@@ -82,6 +82,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     pts = fig2["models"]["iw"]["arith"]
     assert len(pts) == 4 and all(p["n"] == 2 for p in pts)
     assert (tmp_path / "rep" / "figure2.png").is_file()
+    assert (tmp_path / "rep" / "view.html").is_file()          # the page beside the reports (iwsft view)
 
 
 @pytest.mark.slow

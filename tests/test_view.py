@@ -262,3 +262,22 @@ def test_two_checkpoints_side_by_side_disagreements_first(browser, page):
     ActionChains(d).move_to_element(d.find_element("css selector", "#figure2 circle.pt")).perform()
     tip = d.find_element("id", "tip").text
     assert "accuracy 60.0%" in tip and "[" in tip and "budget 4000, Wait 2" in tip
+
+
+def test_reports_write_the_page_beside_them(tmp_path):
+    from rich.console import Console
+
+    from harness.paper import pipeline
+
+    runs = tiny_runs(tmp_path / "evals")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "figure2.json").write_text(json.dumps({"preset": "t", "cells": [], "models": {"A": {"arith": [
+        {"thinking_budget": 4000, "wait": 2, "accuracy": 0.6, "n": 5, "thinking_tokens_mean": 40.0, "run_dir": str(runs["A"])}]}}}))
+    console = Console(record=True, width=200)
+    pipeline._write_view(report, console)
+    page = (report / "view.html").read_text()
+    assert "2+4 is 5" in page and '"ci95":[' in page          # the sweep's run and its interval came in through figure2.json
+    pipeline._write_view(tmp_path / "evals" / "ckpt-A", console)          # nothing to show here is said, not raised
+    pipeline._write_view(tmp_path / "nothing", console)
+    assert "no view.html" in console.export_text()
