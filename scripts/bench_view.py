@@ -101,9 +101,9 @@ def measure(page: Path, repeats: int = 3) -> dict:
                  "Waits that changed the answer": "$('q-changed').click()",
                  "sort by thinking tokens": "$('f-sort').value='think-desc'; applyFilters()",
                  "clear": "for (const id of ['f-bench','f-verdict','f-effect','f-sort']) $(id).value=''; applyFilters()",
-                 "search in every response (first: parses the texts)": "$('f-qtext').checked=true; $('f-q').value='contradiction hence'; applyFilters()",
-                 "search in every response (again)": "$('f-q').value='modulo prime divides'; applyFilters()",
-                 "open one response": "showResponse($('resp'), ROWS[ROWS.length - 1])"}
+                 "open one response (not searched yet)": "showResponse($('resp'), ROWS[ROWS.length - 1])",
+                 "search in every response (first: parses and lowers every text)": "$('f-qtext').checked=true; $('f-q').value='contradiction'; applyFilters()",
+                 "search in every response (again)": "$('f-q').value='the answer is 12'; applyFilters()"}
         # the page's top-level names (ROWS, applyFilters, $) are global: each step runs as the page's own code would
         out["steps_ms"] = {}
         for name, js in steps.items():

@@ -2,7 +2,8 @@
 Figure 2 and every stored response of the runs it is given.
 
 The page is template.html with the data embedded as JSON: a small table of rows (no text) parsed at
-open, and the responses in a second block parsed only when a response or a text search needs them.
+open, then each response in a script element of its own, after the app, parsed only when it is shown
+or searched (the page is drawn before the parser reaches them).
 Non-public benchmarks (GPQA Diamond) keep only push-results' SAFE_FIELDS, their responses redacted
 as push-results redacts them: no question or option text reaches the page.
 """
@@ -144,7 +145,8 @@ def _script_json(obj) -> str:
 def render(data: dict, texts: list[str]) -> str:
     head, rest = TEMPLATE.read_text(encoding="utf-8").split("/*DATA*/null", 1)
     mid, tail = rest.split("/*TEXTS*/null", 1)      # split, not replace: a response may hold the marker text
-    return "".join((head, _script_json(data), mid, _script_json(texts), tail))
+    blocks = "\n".join(f'<script id="t{i}" type="application/json">{_script_json(t)}</script>' for i, t in enumerate(texts))
+    return "".join((head, _script_json(data), mid, blocks, tail))
 
 
 def write_page(paths: list[str | Path], out: Path, gpqa_csv: str | None = None) -> Path:
