@@ -233,7 +233,8 @@ def test_one_response_highlights_every_forced_token(browser, page):
     assert "".join(p.get_attribute("textContent") for p in parts) == row["response"]     # every character shown once
     assert "thinking" in parts[0].get_attribute("class") and "answer" in parts[1].get_attribute("class")
     text = pane.text
-    assert "gold\n10" in text and "extracted\n10" in text and "aaaa1111" in text and "wait=2" in text
+    assert "gold\n10" in text and "extracted\n10" in text and "aaaa1111" in text and "wait 2" in text
+    assert "model=ckpt-A" in pane.find_element("css selector", "details").get_attribute("textContent")
 
 
 @pytest.mark.browser

@@ -92,6 +92,8 @@ def _shown_settings(s: dict) -> dict:
             "temperature", "top_p", "seed", "backend", "dtype", "settings_sha256")
     out = {k: s[k] for k in keep if k in s}
     out["thinking_format"] = ((s.get("prompt") or {}).get("delimiters") or {}).get("name")
+    if out.get("settings_sha256"):
+        out["settings_sha256"] = out["settings_sha256"][:12]      # the run folder's name
     return out
 
 
