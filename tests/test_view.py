@@ -258,6 +258,8 @@ def test_two_checkpoints_side_by_side_disagreements_first(browser, page):
     assert len(view.find_elements("css selector", ".facts")) == 2
     # Table 1 and Figure 2: hovering shows the numbers
     _tab(d, "tables")
+    runs_table = d.find_element("id", "runs").text.splitlines()
+    assert "1 / 1 / 0" in runs_table[1] and "0 / 0 / 0" in runs_table[2]      # A's Waits: one fixed, one broke
     cell = d.find_elements("css selector", "#table1 td[data-tip]")[0]
     ActionChains(d).move_to_element(cell).perform()
     assert "95% CI" in d.find_element("id", "tip").text
