@@ -103,6 +103,7 @@ def test_table1_for_existing_checkpoints(tmp_path, monkeypatch, capsys):
     assert rc == 0
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["base", "again"]
+    assert (tmp_path / "rep" / "view.html").is_file()          # the page beside the report (iwsft view)
     base, again = (r["benchmarks"] for r in report["rows"])
     assert set(base) == set(again) >= {"arith", "aime24", "math500"}
     for b in base:
