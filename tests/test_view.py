@@ -49,7 +49,7 @@ def tiny_runs(root: Path) -> dict[str, Path]:
     """Two checkpoints on arith: A with forced Waits (one fixed the answer, one broke it, one kept it), B without."""
     a = [_row("p1", ["2+4 is 5. The answer is 5. ", " 2+4 is 6 really. The answer is 6."], " 6", "6", True, "6"),
          _row("p2", ["3+3: the answer is 6. ", " no, the answer is 7."], " 7", "6", False, "7"),
-         _row("p3", ["5+5 = 10", "", " hmm"], " 10", "10", True, "10"),
+         _row("p3", ["5+5 = 10 </script><!-- <script>", "", " hmm"], " 10", "10", True, "10"),   # text that could end a script
          _row("p4", ["1+1 " * 30], "", "2", False, None, capped=True),
          _row("p5", ["7+1: The answer is 8. ", " yes, the answer is 8."], " 8", "8", True, "8"),
          {"problem_id": "p6", "sample_index": 0, "no_room": True, "correct": None, "response": None, "prompt_tokens": 9, "total_budget": 8}]

@@ -141,7 +141,7 @@ def _figure2_intervals(fig: dict) -> dict:
 
 def _script_json(obj) -> str:
     """JSON safe inside <script>: no "</" can close the element."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "\\u003c!--")
 
 
 def render(data: dict, texts: list[str]) -> str:
