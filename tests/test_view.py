@@ -192,7 +192,7 @@ def test_page_filters_match_samples_jsonl(browser, page):
     assert count() == sum(map(len, rows.values())) == 11
     _select(d, "f-verdict", "correct")
     assert count() == sum(r.get("correct") is True for rs in rows.values() for r in rs)
-    _select(d, "f-run", "0")
+    _select(d, "f-run", "A")
     assert count() == sum(r.get("correct") is True for r in rows["A"])
     _select(d, "f-verdict", "no_room")
     assert count() == 1
@@ -221,7 +221,7 @@ def test_one_response_highlights_every_forced_token(browser, page):
     d = browser
     d.get(path.resolve().as_uri())
     _tab(d, "samples")
-    _select(d, "f-run", "0")
+    _select(d, "f-run", "A")
     row = rows_of(runs["A"])[2]       # p3: two forced Waits (the model wrote nothing after the first)
     d.find_elements("css selector", "#list .row:not(.head)")[2].click()
     pane = d.find_element("id", "resp")
