@@ -282,6 +282,9 @@ def test_reports_write_the_page_beside_them(tmp_path):
     pipeline._write_view(report, console)
     page = (report / "view.html").read_text()
     assert "2+4 is 5" in page and '"ci95":[' in page          # the sweep's run and its interval came in through figure2.json
+    shutil.rmtree(runs["A"])
+    pipeline._write_view(report, console)          # a run folder gone: said, and the page is still written
+    assert "1 run folder(s) the reports name are not here" in console.export_text()
     pipeline._write_view(tmp_path / "evals" / "ckpt-A", console)          # nothing to show here is said, not raised
     pipeline._write_view(tmp_path / "nothing", console)
     assert "no view.html" in console.export_text()

@@ -524,7 +524,7 @@ def _write_view(out_dir: Path, console: Console) -> None:
     from harness.view.page import PAGE, write_page
 
     try:
-        page = write_page([out_dir], out_dir / PAGE)
+        page = write_page([out_dir], out_dir / PAGE, warn=lambda m: console.print(m, markup=False, highlight=False))
     except UserError as e:       # the report is written; the page is an extra
         console.print(f"[yellow]no {PAGE}: {e}[/]")
         return

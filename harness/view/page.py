@@ -30,10 +30,12 @@ def report_files(folder: Path) -> tuple[dict | None, dict | None]:
     return store.read_json(folder / "table1.json"), store.read_json(folder / "figure2.json")
 
 
-def collect(paths: list[str | Path]) -> tuple[dict | None, dict | None, dict[Path, str]]:
-    """(table1, figure2, run folder -> label) from report folders and evaluation folders."""
+def collect(paths: list[str | Path], warn=print) -> tuple[dict | None, dict | None, dict[Path, str]]:
+    """(table1, figure2, run folder -> label) from report folders and evaluation folders; `warn` hears
+    of run folders a report names that are not here (their responses are left out)."""
     table1 = figure2 = None
     runs: dict[Path, str] = {}
+    gone: set[str] = set()
     for p in map(lambda x: Path(x).expanduser(), paths):
         if not p.exists():
             raise UserError(f"{p} does not exist; give a report folder (table1.json / figure2.json) or an `iwsft eval --out` folder")
@@ -43,16 +45,21 @@ def collect(paths: list[str | Path]) -> tuple[dict | None, dict | None, dict[Pat
             for b, c in row["benchmarks"].items():
                 seeds = c.get("per_seed") or [c]
                 for i, s in enumerate(seeds):
+                    gone.update([s["run_dir"]] if s.get("run_dir") and not Path(s["run_dir"]).is_dir() else [])
                     if s.get("run_dir") and Path(s["run_dir"]).is_dir():
                         runs.setdefault(Path(s["run_dir"]).resolve(), row["model"] + (f" seed {i + 1}" if len(seeds) > 1 else ""))
         for name, per in (f or {}).get("models", {}).items():
             for pts in per.values():
                 for pt in pts:
+                    gone.update([pt["run_dir"]] if pt.get("run_dir") and not Path(pt["run_dir"]).is_dir() else [])
                     if pt.get("run_dir") and Path(pt["run_dir"]).is_dir():
                         runs.setdefault(Path(pt["run_dir"]).resolve(), f"{name} budget {pt['thinking_budget']} wait {pt['wait']}")
         if not (t or f):
             for d in results.run_dirs(p):
                 runs.setdefault(d.resolve(), "")
+    if gone:
+        warn(f"note: {len(gone)} run folder(s) the reports name are not here (e.g. {sorted(gone)[0]}; paths are relative to "
+             "where the report was made): their responses are left out")
     if not runs and not (table1 or figure2):
         raise UserError(f"nothing to show under {', '.join(map(str, paths))}: no table1.json, figure2.json or finished evaluation runs")
     return table1, figure2, _labels(runs)
@@ -151,10 +158,10 @@ def render(data: dict, texts: list[str]) -> str:
     return "".join((head, _script_json(data), mid, blocks, tail))
 
 
-def write_page(paths: list[str | Path], out: Path, gpqa_csv: str | None = None) -> Path:
+def write_page(paths: list[str | Path], out: Path, gpqa_csv: str | None = None, warn=print) -> Path:
     from harness.core.io import atomic_write_text
 
-    table1, figure2, runs = collect(paths)
+    table1, figure2, runs = collect(paths, warn)
     data, texts = page_data(table1, figure2, runs, gpqa_csv)
     atomic_write_text(Path(out), render(data, texts))
     return Path(out)
