@@ -235,6 +235,8 @@ def test_one_response_highlights_every_forced_token(browser, page):
     text = pane.text
     assert "gold\n10" in text and "extracted\n10" in text and "aaaa1111" in text and "wait 2" in text
     assert "model=ckpt-A" in pane.find_element("css selector", "details").get_attribute("textContent")
+    d.find_element("css selector", "body").send_keys("j")                # the next one, from the keyboard
+    assert "p4, sample 0" in d.find_element("id", "resp").text
 
 
 @pytest.mark.browser
