@@ -75,6 +75,14 @@ setup:
 budget-sweep *checkpoints: setup
     python -m harness budget-sweep {{checkpoints}}
 
+# One static page (opens from the file system) of the reports and every response: Table 1, Figure 2, forced Waits.
+view *paths="reports/latest":
+    python -m harness view {{paths}}
+
+# iwsft view at the paper's size (synthetic responses, headless Chromium): open and filter times.
+bench-view out="reports/bench/view.json":
+    python scripts/bench_view.py --save {{out}}
+
 # Performance measurements on one H100, one part per call (train-1.5B, best, gen, train-0.5B, options, compile, 7B): docs/performance.md.
 bench-gpu part out="reports/bench":
     bash scripts/gpu_bench.sh {{part}} {{out}}

@@ -537,3 +537,17 @@ def test_s1_compat_context_bounds(tok, X, ANS):
                           BudgetConfig(thinking_budget=20, num_wait=1, total_budget=15, mode="s1-compat"))
     assert [c[0][1].max_new_tokens for c in backend.calls] == [10, 1]
     assert res[0].thinking_tokens == 10 and res[0].meta["no_room_for_answer"] and res[0].answer_tokens == 0
+
+
+@pytest.mark.parametrize("mode", ["independent", "s1-compat"])
+def test_forced_spans_mark_each_injected_wait_and_the_close(tok, X, ANS, mode):
+    # the model writes "Wait" itself once: only the injected ones are spans (`iwsft view` highlights them)
+    own = tok.encode(" Wait", add_special_tokens=False)
+    seg = [X] + own + [X, IM_END]
+    res, _, _ = run(tok, {M1: {"think": [seg] * 3, "answer": ANS}}, BudgetConfig(thinking_budget=100, num_wait=2, mode=mode))
+    r = res[0]
+    assert r.text == " x Wait xWait x Wait xWait x Wait x<|im_start|>answer 42"
+    assert [(r.text[a:b], kind) for a, b, kind in r.forced] == [("Wait", "wait"), ("Wait", "wait"), ("<|im_start|>answer", "close")]
+    assert [a for a, _, _ in r.forced[:2]] == [r.text.index("xWait") + 1, r.text.index("xWait", 10) + 1]
+    capped, _, _ = run(tok, {M1: {"think": [[X] * 50], "answer": ANS}}, BudgetConfig(thinking_budget=10, mode=mode))
+    assert [(capped[0].text[a:b], k) for a, b, k in capped[0].forced] == [("\n<|im_start|>answer\nFinal Answer:", "close")]

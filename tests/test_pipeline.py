@@ -82,6 +82,7 @@ def test_reproduce_table1_tiny_reduced(tmp_path, monkeypatch, capsys):
     pts = fig2["models"]["iw"]["arith"]
     assert len(pts) == 4 and all(p["n"] == 2 for p in pts)
     assert (tmp_path / "rep" / "figure2.png").is_file()
+    assert (tmp_path / "rep" / "view.html").is_file()          # the page beside the reports (iwsft view)
 
 
 @pytest.mark.slow
@@ -102,6 +103,7 @@ def test_table1_for_existing_checkpoints(tmp_path, monkeypatch, capsys):
     assert rc == 0
     report = json.loads((tmp_path / "rep" / "table1.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["base", "again"]
+    assert (tmp_path / "rep" / "view.html").is_file()          # the page beside the report (iwsft view)
     base, again = (r["benchmarks"] for r in report["rows"])
     assert set(base) == set(again) >= {"arith", "aime24", "math500"}
     for b in base:

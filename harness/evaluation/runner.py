@@ -306,6 +306,12 @@ def _mark_no_room(cfg, engine: Engine, spec: Benchmark, missing, prompt_of, rows
     return [(p, s) for p, s in missing if p.id not in roomless]
 
 
+def _redacted_spans(response: str, private, res) -> list:
+    """Forced spans of a response that redaction leaves unchanged; none when it changed the text
+    (the viewer then finds the Waits by their text)."""
+    return list(getattr(res, "forced", None) or []) if redact(response, private) == response else []
+
+
 def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset, missing, rows,
                       store: SampleStore, progress: Progress):
     """Generate the missing (problem, sample) pairs in chunks, grading and writing (fsync) each
@@ -360,6 +366,8 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
             "finish_reason": res.finish_reason,
             "hit_cap": bool(res.hit_cap),
             "num_waits": int(res.num_waits_used),
+            # spans in the stored response; a redacted response's offsets may have moved
+            "forced": list(getattr(res, "forced", None) or []) if spec.public else _redacted_spans(response, problem.private, res),
             "thinking_cap": int(res.thinking_cap),
             "seed": seeds[i] if cfg.temperature > 0 else None,
         }

@@ -498,6 +498,7 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
                                 **wall_times(out_dir / "table1.json", title, time.time() - t0), "figure1": {m: v["p_right_final"] for m, v in toy["methods"].items()}})
     console.rule("report")
     write_report(report, out_dir)
+    _write_view(out_dir, console)
     console.print(f"total {time.time() - t0:.0f}s; figures: {out_dir / 'figure1.png'}"
                   + (f", {out_dir / 'arith_steps.png'}" if curve else ""))
     return report
@@ -527,7 +528,7 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
                         break
                     n = len(r.scores)
                     pts.append({**c, "accuracy": sum(r.scores.values()) / n, "n": n,
-                                "thinking_tokens_mean": sum(r.thinking.values()) / n})
+                                "thinking_tokens_mean": sum(r.thinking.values()) / n, "run_dir": str(r.path)})
                 if pts:
                     result["models"].setdefault(name, {})[bench] = pts
     t = Table(title="Figure 2: accuracy vs average thinking tokens", title_justify="left")
@@ -542,7 +543,20 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
     atomic_write_json(out / "figure2.json", result)
     _plot_figure2(result, out / "figure2.png")
     console.print(f"wrote {out / 'figure2.png'} and {out / 'figure2.json'}")
+    _write_view(out, console)
     return result
+
+
+def _write_view(out_dir: Path, console: Console) -> None:
+    """view.html beside the report: its tables, figures and every response (`iwsft view`)."""
+    from harness.view.page import PAGE, write_page
+
+    try:
+        page = write_page([out_dir], out_dir / PAGE, warn=lambda m: console.print(m, markup=False, highlight=False))
+    except UserError as e:       # the report is written; the page is an extra
+        console.print(f"[yellow]no {PAGE}: {e}[/]")
+        return
+    console.print(f"wrote {page}: open it in a browser to read every response")
 
 
 def _plot_figure2(result: dict, path: Path) -> None:

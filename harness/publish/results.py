@@ -18,7 +18,7 @@ from harness.core.errors import UserError
 from harness.evaluation import store
 from harness.publish import hub
 
-SAFE_FIELDS = (*store.SAMPLE_FIELDS, "no_room", "prompt_tokens", "total_budget", "gold", "thinking_cap", "seed")
+SAFE_FIELDS = (*store.SAMPLE_FIELDS, "no_room", "forced", "prompt_tokens", "total_budget", "gold", "thinking_cap", "seed")
 
 
 def run_dirs(root: str | Path) -> list[Path]:

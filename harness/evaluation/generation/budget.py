@@ -106,6 +106,8 @@ class ForcedResult:
     answer_text: str = ""
     close: str = ""            # the string appended after thinking
     meta: dict = field(default_factory=dict)
+    # what the sampler put in `text`, not the model: [start, end, "wait" | "close"] character spans
+    forced: list = field(default_factory=list)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class _Req:
     seed: int | None
     thinking: list[int] = field(default_factory=list)
     waits: int = 0
+    wait_at: list[int] = field(default_factory=list)   # thinking-token index of each injected Wait
     rounds: int = 0
     phase: str = "think"       # think -> answer -> done
     hit_cap: bool = False
@@ -233,9 +236,10 @@ class _Ctx:
         token_ids = thinking_seen + r.close_ids + r.answer
         thinking_text = decode(self.tok, r.thinking)
         answer_text = decode(self.tok, r.answer)
+        text = decode(self.tok, r.thinking + r.close_ids + r.answer)
         res = ForcedResult(
             index=r.index,
-            text=decode(self.tok, r.thinking + r.close_ids + r.answer),
+            text=text,
             token_ids=token_ids,
             thinking_tokens=len(r.thinking),
             answer_tokens=len(r.answer),
@@ -247,10 +251,25 @@ class _Ctx:
             answer_text=answer_text,
             close=r.close_text,
             meta={**r.meta, "thinking_rounds": r.rounds, "mode": self.cfg.mode},
+            forced=self.forced_spans(r, text, thinking_text),
         )
         self.results[r.index] = res
         if self.on_result is not None:
             self.on_result(r.index, res)
+
+    def forced_spans(self, r: _Req, text: str, thinking_text: str) -> list[list]:
+        """Character spans of each injected Wait and of the close in `text` (for `iwsft view`). A span
+        whose prefix does not decode to a prefix of `text` (a character split across tokens) is left out."""
+        spans = []
+        for at in r.wait_at:
+            a, b = decode(self.tok, r.thinking[:at]), decode(self.tok, r.thinking[:at + len(self.ids.wait)])
+            if text.startswith(b) and b.startswith(a) and len(b) > len(a):
+                spans.append([len(a), len(b), "wait"])
+        if r.close_ids:
+            end = decode(self.tok, r.thinking + r.close_ids)
+            if text.startswith(end) and end.startswith(thinking_text) and len(end) > len(thinking_text):
+                spans.append([len(thinking_text), len(end), "close"])
+        return spans
 
     def _generate(self, prompts: list[list[int]], params: list[GenParams]) -> list[Completion]:
         outs = self.backend.generate(prompts, params)
@@ -298,6 +317,7 @@ class _Ctx:
                     self.close(r, capped=True)
                 elif (r.waits < cfg.num_wait and wait
                       and min(r.cap, cfg.total_budget - len(r.prompt)) - len(r.thinking) - len(wait) >= 1):
+                    r.wait_at.append(len(r.thinking))
                     r.thinking += wait
                     r.waits += 1
                 else:
@@ -326,6 +346,7 @@ class _Ctx:
                 r.last_finish = out.finish_reason
                 if out.finish_reason == "length" or i == cfg.num_wait:
                     continue  # final for this request
+                r.wait_at.append(len(r.thinking))
                 r.thinking += wait
                 r.waits += 1
                 nxt.append(r)
