@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name.replace("_", "-"), help=module.HELP.replace("%", "%%"), description=module.HELP,
                            formatter_class=_Help)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _interrupt_hint=getattr(module, "interrupt_hint", None))
     return parser
 
 
@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         # wrap (torch.distributed.checkpoint does): the flag, not the exception type, says so.
         if not (signals or isinstance(e, KeyboardInterrupt)):
             raise
-        print("interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
+        hint = getattr(args, "_interrupt_hint", None)    # a command that does not resume says what it keeps
+        print(hint(args) if hint else "interrupted; finished work is kept, re-run the same command to resume",
+              file=sys.stderr)
         return 130
     finally:
         restore()
