@@ -257,6 +257,38 @@ def test_kill_and_resume_matches_uninterrupted(tiny_dir, tmp_path):
     assert steps == sorted(set(steps)) == list(range(1, 7))
 
 
+def test_ctrl_c_before_the_first_checkpoint_saves_one_and_keeps_the_log(tiny_dir, tmp_path, monkeypatch, capsys):
+    """SIGINT at step 2 of 4 with save_every=10: a checkpoint of the 2 steps is saved and the re-run resumes
+    there; a run that restarts from 0 moves the old rows to metrics.superseded.jsonl, never erasing them."""
+    import signal
+
+    from harness.training.trainer import Trainer
+
+    args = ["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96",
+            "global_batch_size=4", "micro_batch_size=2", "learning_rate=3e-3", "max_steps=4", "save_every=10",
+            "weighting=iw-sft", f"ref_cache_dir={tmp_path / 'ref'}", "seed=3", f"output_dir={tmp_path / 'run'}"]
+    real = Trainer._optimizer_step
+
+    def step(self, run, i):
+        out = real(self, run, i)
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", step)
+    assert main(args) == 130
+    out = capsys.readouterr()
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.pt").is_file(), out.out
+    assert "2/4 steps saved" in out.out and "re-run the same command to resume" in out.err
+    assert [r["step"] for r in _metrics(tmp_path / "run")] == [1, 2]
+    monkeypatch.setattr(Trainer, "_optimizer_step", real)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")             # as if no checkpoint: training restarts at 0
+    assert main(args) == 0
+    assert [r["step"] for r in _metrics(tmp_path / "run")] == [1, 2, 3, 4]
+    old = [json.loads(l) for l in (tmp_path / "run" / "metrics.superseded.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in old] == [1, 2]
+
+
 AMP_SCRIPT = """
 import torch
 from accelerate import Accelerator

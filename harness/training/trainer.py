@@ -371,14 +371,24 @@ class Trainer:
             self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
             return final
         run = self._setup()
-        for step in range(run.start, run.steps):
-            t0 = time.perf_counter()
-            stats = self._optimizer_step(run, step)
-            if step % self.cfg.log_every == 0 or step == run.steps - 1:
-                self._log(run, step, stats, time.perf_counter() - t0)
-            self._maybe_save(run, step + 1)
+        with _stop_at_step_end(self.acc.num_processes == 1, self.console) as stop:
+            for step in range(run.start, run.steps):
+                t0 = time.perf_counter()
+                stats = self._optimizer_step(run, step)
+                if step % self.cfg.log_every == 0 or step == run.steps - 1:
+                    self._log(run, step, stats, time.perf_counter() - t0)
+                self._maybe_save(run, step + 1)
+                if stop and step + 1 < run.steps:     # Ctrl-C / SIGTERM: keep the steps done, then stop
+                    folder = self.out / "checkpoints" / f"step-{step + 1:06d}"
+                    if not (folder / "trainer_state.pt").is_file():
+                        self._save_resumable(run, step + 1)
+                    self.console.print(f"[yellow]stopped[/]: {step + 1}/{run.steps} steps saved in {folder}; "
+                                       "re-run the same command to resume")
+                    raise KeyboardInterrupt
         self._save(run.model, final)
         self.console.print(f"[green]saved[/] {final}")
+        if stop:
+            raise KeyboardInterrupt
         return final
 
     # -- set-up: model, optimizer, schedule, reference log-probs, q source, resume point
@@ -436,9 +446,15 @@ class Trainer:
             start = state["step"]
             self.console.print(f"[yellow]resuming[/] from {ckpt} (step {start}/{steps})")
         metrics_path = self.out / "metrics.jsonl"
-        if acc.is_main_process:   # drop rows logged after the checkpoint we resume from
+        if acc.is_main_process:   # rows logged after the checkpoint we resume from: moved aside, never erased
             rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
-            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+            later = [r for r in rows if r["step"] > start]
+            if later:
+                with open(self.out / "metrics.superseded.jsonl", "a") as f:
+                    f.write("".join(json.dumps(r) + "\n" for r in later))
+                self.console.print(f"[yellow]{len(later)} metrics rows after step {start} (trained again now) moved to "
+                                   f"{self.out / 'metrics.superseded.jsonl'}[/]")
+                atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
         tracking.start(acc, cfg, self.out, start)
         self._held.callback(tracking.finish, acc)      # closed on any exit (an MLflow run is not left running)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
@@ -528,10 +544,13 @@ class Trainer:
     # -- maybe save: a resumable checkpoint every save_every steps (the final one is saved by _run)
     def _maybe_save(self, run: "_RunState", done: int) -> None:
         if self.cfg.save_every and done % self.cfg.save_every == 0 and done < run.steps:
-            state = {"step": done, "scheduler": run.sched.state_dict(), "q_source": run.q_source.state_dict()}
-            self._save(run.model, self.out / "checkpoints" / f"step-{done:06d}", run.opt, state)
-            if self.acc.is_main_process:
-                self._prune()
+            self._save_resumable(run, done)
+
+    def _save_resumable(self, run: "_RunState", done: int) -> None:
+        state = {"step": done, "scheduler": run.sched.state_dict(), "q_source": run.q_source.state_dict()}
+        self._save(run.model, self.out / "checkpoints" / f"step-{done:06d}", run.opt, state)
+        if self.acc.is_main_process:
+            self._prune()
 
     def _offloaded(self) -> bool:
         plugin = getattr(self.acc.state, "fsdp_plugin", None)
@@ -583,6 +602,58 @@ class Trainer:
         if self.acc.distributed_type.name == "FSDP" and self.acc.num_processes > 1:
             sq = float(self.acc.reduce(torch.tensor(sq, device=self.acc.device), "sum"))
         return math.sqrt(sq)
+
+
+class _StopFlag:
+    def __init__(self):
+        self.signals: list[int] = []
+        self.first = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.signals)
+
+
+@contextlib.contextmanager
+def _stop_at_step_end(enabled: bool, console):
+    """The first SIGINT/SIGTERM only sets a flag, so the loop saves a checkpoint at the end of the step
+    instead of losing every step since the last one; a second one (2 s later: not the first one
+    forwarded) stops at once. Off under several processes: each rank would stop at its own step and the collective
+    save would hang."""
+    import signal
+    import threading
+
+    stop = _StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    def handler(signum, frame):
+        now = time.monotonic()
+        if stop.signals and now - stop.first < 2.0:   # the same Ctrl-C, forwarded by a parent (reproduce-table1)
+            return
+        if stop.signals:                               # a second one: stop now, as before
+            h = old[signum]
+            restore()
+            if callable(h):
+                h(signum, frame)
+            raise KeyboardInterrupt
+        stop.first = now
+        stop.signals.append(signum)
+        console.print("[yellow]stopping[/] at the end of this step to save a checkpoint (again to stop now, "
+                      "losing the steps since the last checkpoint)")
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield stop
+    finally:
+        restore()
 
 
 def train(cfg: TrainConfig, console=None) -> Path:
