@@ -25,6 +25,16 @@ def test_train_overrides_may_follow_flags(capsys):
     assert e.value.code == 2
 
 
+def test_train_check_refuses_a_model_that_resolves_to_nothing(capsys):
+    """--check refuses what the real run refuses: a model path that does not exist."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes/tiny/iw-sft.yaml"
+    assert main(["train", str(recipe), "--check", "model=/no/such/model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model '/no/such/model' resolves to nothing" in err, err
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_interrupt_is_exit_130_even_when_a_library_wraps_it(monkeypatch, capsys, sig):
     """torch.distributed.checkpoint wraps a KeyboardInterrupt raised during a save in its own

@@ -38,6 +38,10 @@ def run(args) -> int:
         from harness.training.data import check_rows, is_local, load_rows
 
         check_writable_dir(cfg.output_dir, "output_dir")
+        from harness.core.models import ALIASES, resolve_model
+
+        if cfg.model.strip().lower() not in ALIASES:   # as the real run refuses it (an alias converts on first use)
+            resolve_model(cfg.model)
         if is_local(cfg.dataset):        # a hub dataset is checked when training loads it
             check_rows(load_rows(cfg.dataset, cfg.dataset_split), cfg)
 
