@@ -65,3 +65,39 @@ def test_a_real_error_is_not_called_an_interrupt(monkeypatch):
     monkeypatch.setattr(toy, "run", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["toy"])
+
+
+def test_version_and_lmeval_flags_get_the_iwsft_equivalent(capsys):
+    import harness
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"iwsft {harness.__version__}"
+    for argv, needle in ((["--tasks", "aime24"], "--tasks is lm-eval's flag; here: iwsft eval --benchmarks"),
+                         (["eval", "--model", "m", "--output_path", "o"], "iwsft eval --out DIR"),
+                         (["eval", "--model", "m", "--log_samples"], "always writes samples.jsonl"),
+                         (["eval", "--verbosity=DEBUG"], "--no-progress")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+
+
+def test_limit_takes_a_count_or_lm_evals_fraction(capsys):
+    from harness.commands.eval import _limit
+    from harness.evaluation.benchmarks import select
+    from harness.evaluation.benchmarks._core import Problem
+
+    problems = [Problem(id=str(i), question="q", gold="1") for i in range(30)]
+    assert _limit("0.1") == 0.1 and _limit("3") == 3 and _limit("3.0") == 3
+    assert len(select(problems, limit=_limit("0.1"))) == 3 and len(select(problems, limit=0.05)) == 2   # rounded up
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "m", "--limit", "1.5"])
+    assert "a fraction is below 1" in capsys.readouterr().err
+
+
+def test_benchmarks_lists_builtin_and_file_benchmarks(tmp_path, capsys):
+    f = tmp_path / "mine.jsonl"
+    f.write_text('{"id": "a", "question": "1+1?", "gold": "2", "grader": "integer"}\n')
+    assert main(["benchmarks", "--benchmark-file", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "aime24" in out and "built-in" in out and "mine" in out and "file" in out
