@@ -672,6 +672,19 @@ def test_one_numbering_one_unit_and_start_warnings(tiny_dir, tmp_path):
         os.umask(old)
 
 
+def test_warmup_start_first_step_moves_the_weights_at_step_one(tiny_dir, tmp_path):
+    """The 1-step run the warning above is about, with warmup_start=first-step: lr > 0 at step 1, the
+    weights move, and no warning."""
+    from rich.console import Console
+
+    con = Console(record=True, width=400)
+    final = train(_cfg(tiny_dir, tmp_path, "first", weighting="iw-sft", max_steps=1, warmup_ratio=0.1,
+                       warmup_start="first-step"), con)
+    assert _metrics(tmp_path / "first")[0]["lr"] == 3e-3 and "warning" not in con.export_text()
+    base = _params(tiny_dir / "model")
+    assert any(not torch.equal(v, base[k]) for k, v in _params(final).items())
+
+
 # -- controls: what the optimizer did, normalisations -----------------------------------------------
 
 @pytest.fixture(scope="module")

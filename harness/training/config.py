@@ -98,6 +98,12 @@ class TrainConfig:
     s1 and the released iw-SFT code train with. True: decay every parameter (this harness before 2026-11-30)."""
     warmup_ratio: float = 0.05
     """Linear warm-up over this fraction of the steps, then cosine decay to 0."""
+    warmup_start: str = "zero"
+    """Where the linear warm-up starts. zero: the first optimizer step runs at learning rate 0 (it only fills
+    AdamW's moments; the weights do not move), as transformers' get_cosine_schedule_with_warmup under its
+    Trainer, which s1 and the released iw-SFT code train with: the paper recipes keep it. first-step: the
+    first step runs at learning_rate / warm-up steps and the warm-up reaches the full rate one step earlier,
+    so a short run (a demo, max_steps=2) moves the weights from step 1."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this before each step (.inf: no clipping)."""
     num_epochs: float = 5.0
@@ -270,6 +276,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"save_every must be >= 1 (got {cfg.save_every})")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
+    if cfg.warmup_start not in WARMUP_STARTS:
+        raise UserError(f"warmup_start must be one of {', '.join(WARMUP_STARTS)} (got {cfg.warmup_start!r})")
     # Each check is written so that NaN fails it too.
     for key, ok, want in (("learning_rate", lambda v: 0 < v < math.inf, "> 0"),
                           ("num_epochs", lambda v: 0 < v < math.inf, "> 0"),
@@ -346,6 +354,9 @@ RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkp
                   "push_to_hub", "push_steps", "hub_private",
                   "peak_tflops", "ref_cache_dir",
                   "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}
+
+
+WARMUP_STARTS = ("zero", "first-step")
 
 
 def settings_diff(saved: dict, cfg: TrainConfig) -> list[str]:

@@ -78,10 +78,10 @@ def warmup_steps(cfg: TrainConfig, steps: int) -> int:
 def start_warnings(cfg: TrainConfig, steps: int, n_examples: int) -> list[str]:
     """One line each for a run that would silently do less than it seems."""
     out = []
-    if warmup_steps(cfg, steps) >= 1 and steps == 1:
+    if warmup_steps(cfg, steps) >= 1 and steps == 1 and cfg.warmup_start == "zero":
         out.append(f"warning: step 1 runs at learning rate 0 (linear warm-up from 0, as the reference code; warmup_ratio "
                    f"{cfg.warmup_ratio:g}), so this 1-step run saves the base model's weights unchanged; raise "
-                   "max_steps or set warmup_ratio=0")
+                   "max_steps, or set warmup_start=first-step or warmup_ratio=0")
     if n_examples < cfg.global_batch_size:
         out.append(f"warning: {n_examples} training examples for a global batch of {cfg.global_batch_size}: every step "
                    "repeats examples (the batch wraps around the data); lower global_batch_size to avoid it")
@@ -395,7 +395,6 @@ class Trainer:
     def _setup(self) -> "_RunState":
         cfg, acc = self.cfg, self.acc
         from accelerate.utils import broadcast_object_list
-        from transformers import get_cosine_schedule_with_warmup
 
         from transformers.utils import logging as hf_logging
 
@@ -429,7 +428,7 @@ class Trainer:
             model = acc.prepare(model)
             opt = acc.prepare(adamw(model))
         drop_fp32_output_wrapper(acc.unwrap_model(model))
-        sched = get_cosine_schedule_with_warmup(opt.optimizer, warmup_steps(cfg, steps), steps)
+        sched = optim.cosine_schedule(opt.optimizer, warmup_steps(cfg, steps), steps, cfg.warmup_start)
         with lora.adapters_off(model):   # pi_ref: the base model (a no-op without LoRA)
             ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
