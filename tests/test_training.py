@@ -685,6 +685,26 @@ def test_warmup_start_first_step_moves_the_weights_at_step_one(tiny_dir, tmp_pat
     assert any(not torch.equal(v, base[k]) for k, v in _params(final).items())
 
 
+def test_step_lines_fit_80_columns_and_logs_get_one_line_per_step(tiny_dir, tmp_path):
+    """An 80-column terminal gets a step line that fits; a log (not a terminal) gets the full line unwrapped;
+    both say once why loss and nll differ."""
+    import io
+
+    from rich.console import Console
+
+    term = Console(force_terminal=True, width=80, record=True)
+    train(_cfg(tiny_dir, tmp_path, "term", max_steps=1), term)
+    shown = term.export_text(styles=False)
+    log = io.StringIO()
+    train(_cfg(tiny_dir, tmp_path, "log", max_steps=1), Console(file=log, width=80))
+    for text in (" ".join(shown.split()), log.getvalue()):
+        assert "nll = unweighted NLL per response token" in text and "even for SFT" in text, text
+    steps = [l for l in shown.splitlines() if l.startswith("step ")]
+    assert len(steps) == 1 and len(steps[0]) <= 80 and "loss " in steps[0] and "nll " in steps[0], shown
+    steps = [l for l in log.getvalue().splitlines() if "/1 " in l or l.startswith("step ")]
+    assert len(steps) == 1 and "ess_frac" in steps[0] and "mem " in steps[0], log.getvalue()   # unwrapped
+
+
 # -- controls: what the optimizer did, normalisations -----------------------------------------------
 
 @pytest.fixture(scope="module")

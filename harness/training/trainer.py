@@ -460,6 +460,13 @@ class Trainer:
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
                            f"{n_params / 1e6:.1f}M params on {acc.device}"
                            + (" (FSDP CPU offload: weights, gradients and AdamW states in CPU RAM)" if self._offloaded() else ""))
+        # why the two numbers of each step line differ, said once where they are printed
+        why = ("each micro-batch's own mean, averaged over the step's micro-batches (loss_normalization=micro_batch): "
+               "it differs from nll even for SFT when micro-batches hold unequal numbers of response tokens"
+               if cfg.loss_normalization == "micro_batch" else "normalised over the whole step, as nll")
+        self.console.print(f"columns: loss = the objective (w x NLL), {why}; nll = unweighted NLL per response token "
+                           "of the step; metrics.jsonl holds every column", soft_wrap=not self.console.is_terminal,
+                           markup=False, highlight=False)
         for line in start_warnings(cfg, steps, len(self.data.examples)):
             self.console.print(line, style="yellow", markup=False, highlight=False)
         return _RunState(model=model, opt=opt, sched=sched, ref=ref, q_source=q_source, order=order, steps=steps,
@@ -533,12 +540,14 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
             tracking.log_step(acc, row, lw_all.numpy())
             mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
-            self.console.print(
-                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {st.gnorm:.3f} (clip x{clip_coef:.2f})  "
-                f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
-                f"ess_frac {d['ess_frac']:.2f})  "
-                f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
-            )
+            full = (f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {st.gnorm:.3f} (clip x{clip_coef:.2f})  "
+                    f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
+                    f"ess_frac {d['ess_frac']:.2f})  "
+                    f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB")
+            if self.console.is_terminal and self.console.width < len(full):   # 80 columns: what fits, all in metrics.jsonl
+                full = (f"step {step + 1}/{run.steps} loss {row['loss']:.4f} nll {row['nll'] or 0:.4f} lr {st.lr:.1e} "
+                        f"w {d['w_mean']:.3f} ess {d['ess_frac']:.2f} {tps:,.0f} tok/s")
+            self.console.print(full, soft_wrap=True, markup=False, highlight=False)   # a log: one line per step
 
     # -- maybe save: a resumable checkpoint every save_every steps (the final one is saved by _run)
     def _maybe_save(self, run: "_RunState", done: int) -> None:
