@@ -101,3 +101,12 @@ def test_benchmarks_lists_builtin_and_file_benchmarks(tmp_path, capsys):
     assert main(["benchmarks", "--benchmark-file", str(f)]) == 0
     out = capsys.readouterr().out
     assert "aime24" in out and "built-in" in out and "mine" in out and "file" in out
+
+
+@pytest.mark.parametrize("command", [["train", "{f}", "--check"], ["reproduce-table1", "--preset", "{f}", "--out", "{d}"]])
+def test_yaml_parse_error_names_its_line(tmp_path, capsys, command):
+    f = tmp_path / "bad.yaml"
+    f.write_text("model: a\n  bad: [1\nx: 2\n")
+    assert main([a.format(f=f, d=tmp_path / "rep") for a in command]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{f}:2:6 is not valid YAML: mapping values are not allowed here" in err, err

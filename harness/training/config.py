@@ -406,8 +406,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise UserError(f"recipe {path} does not exist; shipped recipes are under recipes/ (e.g. recipes/tiny/iw-sft.yaml)")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except yaml.YAMLError as e:     # path:line:column, as an editor jumps to it
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            raise UserError(f"recipe {where} is not valid YAML: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
             raise UserError(f"recipe {path} must be a mapping of key: value")
         for k, v in loaded.items():
