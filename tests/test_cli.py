@@ -110,3 +110,19 @@ def test_yaml_parse_error_names_its_line(tmp_path, capsys, command):
     assert main([a.format(f=f, d=tmp_path / "rep") for a in command]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{f}:2:6 is not valid YAML: mapping values are not allowed here" in err, err
+
+
+def test_eval_summary_fits_80_columns_with_its_n_column():
+    from rich.console import Console
+
+    from harness.evaluation.summary import print_summary
+
+    def m(n, k):
+        return {"accuracy": 0.5, "ci95": (0.884, 1.0), "n": n, "samples_per_problem": k, "thinking_tokens_mean": 12345.0,
+                "unextracted": 123, "truncated": 45, "run_dir": "runs/eval/x"}
+
+    c = Console(width=80, record=True)
+    print_summary({"aime24": m(30, 4), "math500": m(500, 1), "gpqa_diamond": m(198, 16), "arith": {"skipped": "x"}}, c)
+    text = c.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "gpqa_diamond   198 x16   50.0 [88.4, 100.0]" in text and "truncated" in text and "[95% CI]" in text

@@ -67,10 +67,14 @@ def print_summary(results: dict[str, dict], console=None) -> None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=max(console.width, 110))
+    from rich import box
+
+    # 80 columns: headers on two lines, no vertical rules; cells never wrap (numbers stay whole)
     table = Table(title="iwsft eval", caption="accuracy: mean over problems of the fraction of samples right; "
-                  "n: problems x samples", caption_justify="left")
-    for col, just in (("benchmark", "left"), ("n", "right"), ("accuracy % [95% CI]", "right"),
-                      ("mean thinking tokens", "right"), ("unextracted", "right"), ("truncated", "right")):
+                  "n: problems x samples", caption_justify="left", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col, just in (("benchmark", "left"), ("n", "right"), ("accuracy %\n[95% CI]", "right"),
+                      ("thinking\ntokens\n(mean)", "right"), ("no answer\nextracted", "right"),
+                      ("truncated", "right")):
         table.add_column(col, justify=just, no_wrap=True)
     for r in summary_rows(results):
         table.add_row(*r)
