@@ -147,6 +147,9 @@ def test_split_ids_and_slug_and_redact(tmp_path):
     a, b = tmp_path / "a" / "ckpt" / "step-10", tmp_path / "b" / "ckpt" / "step-10"   # two runs' step-10
     a.mkdir(parents=True), b.mkdir(parents=True)
     assert store.model_slug(str(a)).startswith("ckpt--step-10-") and store.model_slug(str(a)) != store.model_slug(str(b))
+    c = tmp_path / "runs" / "tiny" / "iw-sft" / "checkpoints" / "step-000010"    # a trainer checkpoint: its recipe's run
+    c.mkdir(parents=True)
+    assert store.model_slug(str(c)).startswith("iw-sft--step-000010-")
     red = store.redact("I think A) Zorblax thing is right.\nZorblax thing. ab", ["Zorblax thing", "ab"])
     assert "Zorblax" not in red and red.count(store.REDACTED) == 2
     assert red.endswith(". ab")  # texts under 4 characters are left alone (they would mangle the response)
