@@ -204,6 +204,9 @@ class FakeEngine(Engine):
     def backend_info(self):
         return {"kind": "hf", "name": "fake", "version": "0"}
 
+    def prompt_text(self, ids):
+        return f"<prompt of {len(ids)} tokens>"
+
 
 def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, capsys):
     from test_benchmarks import gated_hub
@@ -232,6 +235,18 @@ def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, ca
     assert err.count("\n") == 1 and err.startswith("skipping gpqa_diamond") and "--gpqa-csv" in err, err
     calls = FakeEngine.calls
     assert main(argv) == 0 and FakeEngine.calls == calls  # resumed: nothing generated
+
+
+def test_samples_carry_the_prompt_but_never_for_gpqa(tmp_path, monkeypatch, gpqa_csv):
+    """As lm-eval's --log_samples, each sample row holds the prompt; a GPQA row does not (its prompt is the
+    question and the options)."""
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
+    assert main(["eval", "--model", "fake", "--benchmarks", "aime24,gpqa_diamond", "--limit", "1", "--gpqa-csv",
+                 str(gpqa_csv), "--out", str(tmp_path), "--no-progress"]) == 0
+    aime = read_rows(next((tmp_path / "fake" / "aime24").glob("*/samples.jsonl")))
+    gpqa = read_rows(next((tmp_path / "fake" / "gpqa_diamond").glob("*/samples.jsonl")))
+    assert aime and all(r["prompt"].startswith("<prompt of ") for r in aime)
+    assert gpqa and not any("prompt" in r for r in gpqa)
 
 
 def test_settings_hash_ignores_subset_but_not_budgets(tmp_path, monkeypatch):

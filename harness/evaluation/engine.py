@@ -211,6 +211,10 @@ class Engine:
         return list(build_prompt_ids(self.tokenizer, problem.question, format_of(cfg), system=cfg.system,
                                      chat_template_kwargs=cfg.chat_template_kwargs))
 
+    def prompt_text(self, ids: list[int]) -> str:
+        """The prompt as the model saw it, special tokens included (lm-eval's --log_samples "arguments")."""
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
     def check_format(self, cfg) -> None:
         """The thinking format against this tokenizer's chat template (the tokenizer loads, not the model)."""
         from harness.evaluation.generation.formats import check_template

@@ -350,6 +350,8 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
         row = {
             "problem_id": problem.id,
             "sample_index": s,
+            # the prompt, as lm-eval's --log_samples; never for a gated benchmark (it holds the question)
+            **({"prompt": engine.prompt_text(prompt_of[problem.id])} if spec.public else {}),
             "response": response if spec.public else redact(response, problem.private),
             "thinking_tokens": int(res.thinking_tokens),
             "answer_tokens": int(res.answer_tokens),
