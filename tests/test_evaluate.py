@@ -247,6 +247,12 @@ def test_samples_carry_the_prompt_but_never_for_gpqa(tmp_path, monkeypatch, gpqa
     gpqa = read_rows(next((tmp_path / "fake" / "gpqa_diamond").glob("*/samples.jsonl")))
     assert aime and all(r["prompt"].startswith("<prompt of ") for r in aime)
     assert gpqa and not any("prompt" in r for r in gpqa)
+    # one results JSON for the call, beside the run folders: every benchmark, the settings, the versions
+    (res,) = (tmp_path / "fake").glob("results_*.json")
+    doc = json.loads(res.read_text())
+    assert set(doc["results"]) == {"aime24", "gpqa_diamond"} and doc["config"]["limit"] == 1
+    assert doc["versions"]["torch"] and doc["results"]["aime24"]["run_dir"]
+    assert not any(t in res.read_text() for t in secret_texts())
 
 
 def test_settings_hash_ignores_subset_but_not_budgets(tmp_path, monkeypatch):

@@ -250,4 +250,29 @@ def run(args) -> int:
     results = run_eval(cfg)
     log_results(names, args.tracker_project, cfg, results)
     ran = [m for m in results.values() if "skipped" not in m]
+    if ran:
+        write_call_results(cfg, results)
     return 0 if ran else 2
+
+
+def write_call_results(cfg, results: dict) -> "Path":  # noqa: F821
+    """One JSON for this call, as lm-eval's results_<date>.json: every benchmark's metrics (each with its
+    run folder, settings and versions), the flags' settings and the library versions; beside the run
+    folders, under OUT/<model-slug>/. No question text: the metrics hold none."""
+    import dataclasses
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from harness.core.io import atomic_write_text
+    from harness.core.versions import package_versions
+    from harness.evaluation.store import model_slug
+
+    now = dt.datetime.now(dt.timezone.utc)
+    path = Path(cfg.out) / model_slug(cfg.model) / f"results_{now.strftime('%Y-%m-%dT%H-%M-%S.%f')}.json"
+    doc = {"date": now.isoformat(timespec="seconds"), "model": cfg.model, "versions": package_versions(),
+           "config": dataclasses.asdict(cfg), "results": results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=1, default=repr) + "\n")
+    print(f"results of this call: {path}")
+    return path
