@@ -126,3 +126,21 @@ def test_eval_summary_fits_80_columns_with_its_n_column():
     text = c.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "gpqa_diamond   198 x16   50.0 [88.4, 100.0]" in text and "truncated" in text and "[95% CI]" in text
+
+
+def test_eval_progress_in_a_log_is_one_line_per_event_with_this_sessions_eta(capsys, monkeypatch):
+    """Not a terminal (or --no-progress): lines, not bars, at most every 30 s. Resumed at 90 of 100 samples,
+    one more sample in 30 s leaves 9: ETA 270 s from this session's rate, not seconds from the stored ones."""
+    import harness.evaluation.summary as summary
+
+    clock = [1000.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    with summary.Progress(True) as p:
+        t = p.add("aime24 (model)", total=100, done=90)
+        clock[0] += 30
+        p.update(t, 91, 5.0, 0.5)
+        p.update(t, 100, 5.0, 0.5)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "aime24 (model): 90/100 samples stored, generating 10"
+    assert lines[1:] == ["aime24 (model): 91/100 samples, 5.0 tok/s, acc 50.0%, elapsed 0:00:30, eta 0:04:30",
+                         "aime24 (model): 100/100 samples, 5.0 tok/s, acc 50.0%, elapsed 0:00:30, eta 0:00:00"]

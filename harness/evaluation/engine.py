@@ -211,6 +211,10 @@ class Engine:
         return list(build_prompt_ids(self.tokenizer, problem.question, format_of(cfg), system=cfg.system,
                                      chat_template_kwargs=cfg.chat_template_kwargs))
 
+    def tokens_generated(self) -> int | None:
+        """The loaded backend's running count of generated tokens (live progress), None if it keeps none."""
+        return getattr(self._backend, "tokens_generated", None) if self._backend is not None else None
+
     def prompt_text(self, ids: list[int]) -> str:
         """The prompt as the model saw it, special tokens included (lm-eval's --log_samples "arguments")."""
         return self.tokenizer.decode(ids, skip_special_tokens=False)
