@@ -144,3 +144,22 @@ def test_eval_progress_in_a_log_is_one_line_per_event_with_this_sessions_eta(cap
     assert lines[0] == "aime24 (model): 90/100 samples stored, generating 10"
     assert lines[1:] == ["aime24 (model): 91/100 samples, 5.0 tok/s, acc 50.0%, elapsed 0:00:30, eta 0:04:30",
                          "aime24 (model): 100/100 samples, 5.0 tok/s, acc 50.0%, elapsed 0:00:30, eta 0:00:00"]
+
+
+def test_track_shows_a_long_pass_in_a_log(monkeypatch):
+    """The reference log-prob pass is never silent: in a log, a line at the start, at most every 30 s, and at the end."""
+    import io
+
+    from rich.console import Console
+
+    from harness.core.progress import track
+
+    clock = [0.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    buf = io.StringIO()
+    for _ in track(range(4), 4, "reference log-probs", Console(file=buf, width=80), "micro-batches"):
+        clock[0] += 20
+    assert buf.getvalue().splitlines() == [
+        "reference log-probs: 0/4 micro-batches",
+        "reference log-probs: 2/4 micro-batches, 40 s elapsed, 40 s left",
+        "reference log-probs: 4/4 micro-batches, 80 s elapsed, 0 s left"]

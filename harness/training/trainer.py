@@ -310,9 +310,14 @@ class Trainer:
         # Same micro-batches as the first epoch of training, so step 0 sees bitwise-equal values.
         t0 = time.time()
         steps_epoch0 = math.ceil(len(self.data.examples) / cfg.global_batch_size)
-        batches = (self._batch(mb) for step in range(steps_epoch0)
-                   for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
-                                           self.acc.process_index, self.acc.num_processes))
+        mbs = [mb for step in range(steps_epoch0)
+               for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                       self.acc.process_index, self.acc.num_processes)]
+        from harness.core.progress import track
+
+        shown = track(mbs, len(mbs), "reference log-probs", self.console, "micro-batches") \
+            if self.acc.is_main_process else mbs                # a long pass (30 min under load) is never silent
+        batches = (self._batch(mb) for mb in shown)
         # Compiled: inference and training are different graphs, free to fuse (and round) differently;
         # the training graph, its output detached, gives what step 0's policy forward will give.
         no_sync = self.acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()   # no backward follows
