@@ -139,3 +139,14 @@ def test_bench_tiny_on_cpu_is_quick_and_says_what_ctrl_c_keeps(tmp_path, capsys,
     capsys.readouterr()
     assert main(["bench", "--shapes", "tiny,0.5B", "--out", str(out)]) == 2
     assert "--shapes 0.5B needs a GPU" in capsys.readouterr().err
+
+
+def test_bench_help_documents_every_flag():
+    import argparse
+
+    from harness.commands import bench
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    bare = [a.option_strings[0] for a in p._actions if a.option_strings and a.option_strings[0] != "-h" and not a.help]
+    assert bare == [], bare
