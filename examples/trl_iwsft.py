@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine",
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.block_size, seed=cfg.seed,
         bf16=False, gradient_checkpointing=False,     # CPU, float32, short sequences
-        logging_steps=1, save_strategy="no", report_to="none",
+        logging_steps=1, save_strategy="no", report_to="none", dataloader_pin_memory=False,   # no GPU to pin for
     )
     trainer = first_step_warmup(IWSFTTrainer)(model=model, args=args, train_dataset=ds, processing_class=tok)
     trainer.train()

@@ -76,7 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_warnings() -> None:
+    """Library deprecations a user cannot act on, kept out of the logs: peft probes transformers'
+    deprecated `is_gradient_checkpointing`; torch says pinned memory is unused on a CPU-only machine."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*'pin_memory' argument is set as true but no accelerator is found")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     parser = build_parser()
     hint = lmeval_hint(sys.argv[1:] if argv is None else list(argv), parser)
     if hint:

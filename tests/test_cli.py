@@ -163,3 +163,21 @@ def test_track_shows_a_long_pass_in_a_log(monkeypatch):
         "reference log-probs: 0/4 micro-batches",
         "reference log-probs: 2/4 micro-batches, 40 s elapsed, 40 s left",
         "reference log-probs: 4/4 micro-batches, 80 s elapsed, 0 s left"]
+
+
+def test_library_deprecation_warnings_stay_out_of_the_logs(monkeypatch):
+    import warnings
+
+    import harness.commands.toy as toy
+
+    def run(args):
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device pinned memory "
+                      "won't be used.")
+        warnings.warn("a warning of our own", UserWarning)
+
+    monkeypatch.setattr(toy, "run", run)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["toy"]) == 0
+    assert [str(w.message) for w in seen] == ["a warning of our own"]

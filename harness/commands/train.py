@@ -22,7 +22,9 @@ def run(args) -> int:
     from harness.core.errors import UserError
     from harness.training.config import field_docs, load_recipe
 
-    console = Console()
+    import sys
+
+    console = Console(soft_wrap=not sys.stdout.isatty())     # a log: one line per event, not wrapped at 80
     if args.help_keys:
         for key, doc in field_docs().items():
             console.print(f"[bold]{key}[/]: {escape(' '.join(doc.split()))}")

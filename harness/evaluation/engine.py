@@ -168,10 +168,12 @@ class Engine:
         if self._backend is None:
             from harness.evaluation.generation import make_backend
 
-            if not self.progress:
+            import sys
+
+            if not self.progress or not sys.stderr.isatty():   # a log gets no "Loading weights" bar
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()     # the "Loading weights" bar
+                hf_logging.disable_progress_bar()
             opts = {} if self.batch_size is None else {"batch_size": self.batch_size}
             load = self.load_options()
             if load.get("tokenizer") is not None:       # a name; the backend gets the loaded tokenizer too
