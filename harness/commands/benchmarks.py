@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "list the benchmarks: built-in, from installed plugin packages, and from --benchmark-file files"
+HELP = "List the benchmarks: built-in, from installed plugin packages, and from --benchmark-file files"
 
 
 def add_arguments(p):
