@@ -109,8 +109,8 @@ def validate(cfg: EvalConfig) -> None:
     if cfg.longest_prompt is not None and cfg.longest_prompt < 1:
         raise UserError(f"longest_prompt must be >= 1 (got {cfg.longest_prompt})")
     if cfg.limit is not None and cfg.limit < 1 and not (isinstance(cfg.limit, float) and cfg.limit > 0):
-        raise UserError(f"--limit must be >= 1 (the number of problems of each benchmark), got {cfg.limit}, "
-                        "or a fraction between 0 and 1; leave it out to evaluate them all")
+        raise UserError(f"--limit must be a count >= 1 or a fraction between 0 and 1 of each benchmark's problems, "
+                        f"got {cfg.limit}; leave it out to evaluate them all")
     if cfg.shard is not None:
         check_shard(cfg.shard)
     from harness.evaluation.generation import backend_class, resolve_backend_kind
