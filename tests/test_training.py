@@ -530,7 +530,8 @@ def test_every_shipped_recipe_validates():
     assert len(tiny) == 5
     lora = tiny.pop("iw-sft-lora")      # iw-sft's data and objective; LoRA and its learning rate
     assert {k for k in lora if str(lora[k]) != str(tiny["iw-sft"][k])} == {
-        "lora_rank", "lora_alpha", "lora_merge_on_save", "learning_rate", "output_dir"}
+        "lora_rank", "lora_alpha", "lora_merge_on_save", "learning_rate", "output_dir",
+        "warmup_start"}                  # a demo: its weights move from step 1 (the Table 1 rows keep s1's zero)
     def differ(names):
         return {k for k in tiny[names[0]] if len({str(tiny[n][k]) for n in names}) > 1}
     assert differ(["iw-sft", "iw-sft-per-step", "sft-matched"]) == {"weighting", "output_dir"}
