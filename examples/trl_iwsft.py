@@ -42,6 +42,23 @@ def trl_dataset(cfg, tokenizer, examples=None):
                                        for r in load_rows(cfg.dataset)[:examples]])
 
 
+def first_step_warmup(trainer_cls):
+    """The trainer with the recipe key warmup_start=first-step: transformers' schedule runs the first
+    optimizer step at learning rate 0, so a 2-step demo would log w_mean 1.0000 throughout."""
+    from harness.training.optim import cosine_schedule
+
+    class Trainer(trainer_cls):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = cosine_schedule(optimizer or self.optimizer,
+                                                    self.args.get_warmup_steps(num_training_steps),
+                                                    num_training_steps, "first-step")
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return Trainer
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-steps", type=int, default=4)
@@ -73,9 +90,9 @@ def main(argv=None) -> int:
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine",
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.block_size, seed=cfg.seed,
         bf16=False, gradient_checkpointing=False,     # CPU, float32, short sequences
-        logging_steps=1, save_strategy="no", report_to="none",
+        logging_steps=1, save_strategy="no", report_to="none", dataloader_pin_memory=False,   # no GPU to pin for
     )
-    trainer = IWSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    trainer = first_step_warmup(IWSFTTrainer)(model=model, args=args, train_dataset=ds, processing_class=tok)
     trainer.train()
     for row in trainer.weight_history:
         print(f"step {row['step']}: w_mean {row['w_mean']:.4f}  w_max {row['w_max']:.4f}  ess_frac {row['ess_frac']:.3f}")

@@ -29,21 +29,69 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# lm-evaluation-harness flags a user of it types by habit -> what iwsft says instead.
+LMEVAL_FLAGS = {
+    "--tasks": "iwsft eval --benchmarks NAME[,NAME] (list them: iwsft benchmarks)",
+    "--output_path": "iwsft eval --out DIR (results.json and one folder per benchmark run under it)",
+    "--log_samples": "nothing: iwsft eval always writes samples.jsonl (prompt, response, grade) in each run folder",
+    "--verbosity": "iwsft eval --no-progress (one line per event instead of bars); errors are one line anyway",
+    "--model_args": "iwsft eval --model NAME_OR_PATH (and --dtype, --revision, --tokenizer, --adapter)",
+    "--gen_kwargs": "iwsft eval --temperature, --top-p, --top-k, --total-budget",
+    "--num_fewshot": "nothing: the s1 protocol is zero-shot",
+    "--apply_chat_template": "nothing: iwsft eval always applies the model's chat template",
+    "--batch_size": "iwsft eval --batch-size N",
+    "--device": "nothing: the device is chosen automatically (CUDA when present)",
+    "--output-path": "iwsft eval --out DIR",
+    "--log-samples": "nothing: iwsft eval always writes samples.jsonl",
+}
+
+
+def lmeval_hint(argv: list[str], parser: argparse.ArgumentParser) -> str | None:
+    """One line for the first lm-eval flag in argv that the chosen command does not know."""
+    known = {opt for a in parser._actions for opt in a.option_strings}
+    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        cmd = next((x for x in argv if x in sub.choices), None)
+        if cmd:
+            known |= {opt for a in sub.choices[cmd]._actions for opt in a.option_strings}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in LMEVAL_FLAGS and flag not in known:
+            return f"{flag} is lm-eval's flag; here: {LMEVAL_FLAGS[flag]}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iwsft", description="iw-SFT reproduction harness: train, evaluate and "
                                      "report (`iwsft COMMAND --help` for each command; README.md for the jobs).")
+    from harness import __version__
+
+    parser.add_argument("--version", action="version", version=f"iwsft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _command_modules():
         # argparse %-formats help strings ("95% CI" would crash `iwsft --help`); descriptions are not
         p = sub.add_parser(name.replace("_", "-"), help=module.HELP.replace("%", "%%"), description=module.HELP,
                            formatter_class=_Help)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _interrupt_hint=getattr(module, "interrupt_hint", None))
     return parser
 
 
+def _quiet_library_warnings() -> None:
+    """Library deprecations a user cannot act on, kept out of the logs: peft probes transformers'
+    deprecated `is_gradient_checkpointing`; torch says pinned memory is unused on a CPU-only machine."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*'pin_memory' argument is set as true but no accelerator is found")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     parser = build_parser()
+    hint = lmeval_hint(sys.argv[1:] if argv is None else list(argv), parser)
+    if hint:
+        print(f"error: {hint}", file=sys.stderr)
+        return 2
     args, rest = parser.parse_known_args(argv)
     # A command whose trailing positionals are free-form (train's key=value overrides) takes them
     # after its flags too: `iwsft train R --check max_steps=1`.
@@ -64,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         # wrap (torch.distributed.checkpoint does): the flag, not the exception type, says so.
         if not (signals or isinstance(e, KeyboardInterrupt)):
             raise
-        print("interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
+        hint = getattr(args, "_interrupt_hint", None)    # a command that does not resume says what it keeps
+        print(hint(args) if hint else "interrupted; finished work is kept, re-run the same command to resume",
+              file=sys.stderr)
         return 130
     finally:
         restore()

@@ -111,3 +111,42 @@ def test_bench_report_default_folder_skips_other_results(tmp_path, capsys, monke
     assert main(["bench-report"]) == 0
     assert "missed by 10.0 points" in capsys.readouterr().out
     assert main(["bench-report", str(d / "backends_cpu.json")]) == 2
+
+
+def test_bench_tiny_on_cpu_is_quick_and_says_what_ctrl_c_keeps(tmp_path, capsys, monkeypatch):
+    """`--shapes tiny` alone on CPU: small lengths and vocabulary (not 32k tokens x 152k vocab), one line per
+    cell; Ctrl-C says what is kept and that nothing resumes; GPU shapes are refused on CPU."""
+    import harness.perf.train_bench as tb
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    seen = {}
+
+    def fake(shapes, seq_lens, variants, vocab, on_row, **kw):
+        seen.update(seq_lens=seq_lens, vocab=vocab)
+        on_row({"rows": [{"shape": "tiny", "seq_len": seq_lens[0], "variant": variants[0], "status": "ok",
+                          "step_time_s": 0.01}]})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tb, "bench_train_step", fake)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--shapes", "tiny", "--out", str(out)]) == 130
+    assert max(seen["seq_lens"]) <= 256 and seen["vocab"] <= 4096, seen
+    err = capsys.readouterr().err
+    assert "cell 1/" in err and "re-run to resume" not in err and "re-run the same command" not in err
+    assert f"cells finished so far are in {out}" in err and out.exists()
+    assert main(["bench", "--shapes", "tiny", "--seq-lens", "512", "--vocab", "999", "--out", str(out)]) == 130
+    assert seen == {"seq_lens": [512], "vocab": 999}                  # explicit values are kept
+    capsys.readouterr()
+    assert main(["bench", "--shapes", "tiny,0.5B", "--out", str(out)]) == 2
+    assert "--shapes 0.5B needs a GPU" in capsys.readouterr().err
+
+
+def test_bench_help_documents_every_flag():
+    import argparse
+
+    from harness.commands import bench
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    bare = [a.option_strings[0] for a in p._actions if a.option_strings and a.option_strings[0] != "-h" and not a.help]
+    assert bare == [], bare

@@ -25,6 +25,16 @@ def test_train_overrides_may_follow_flags(capsys):
     assert e.value.code == 2
 
 
+def test_train_check_refuses_a_model_that_resolves_to_nothing(capsys):
+    """--check refuses what the real run refuses: a model path that does not exist."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes/tiny/iw-sft.yaml"
+    assert main(["train", str(recipe), "--check", "model=/no/such/model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model '/no/such/model' resolves to nothing" in err, err
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_interrupt_is_exit_130_even_when_a_library_wraps_it(monkeypatch, capsys, sig):
     """torch.distributed.checkpoint wraps a KeyboardInterrupt raised during a save in its own
@@ -55,3 +65,119 @@ def test_a_real_error_is_not_called_an_interrupt(monkeypatch):
     monkeypatch.setattr(toy, "run", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["toy"])
+
+
+def test_version_and_lmeval_flags_get_the_iwsft_equivalent(capsys):
+    import harness
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"iwsft {harness.__version__}"
+    for argv, needle in ((["--tasks", "aime24"], "--tasks is lm-eval's flag; here: iwsft eval --benchmarks"),
+                         (["eval", "--model", "m", "--output_path", "o"], "iwsft eval --out DIR"),
+                         (["eval", "--model", "m", "--log_samples"], "always writes samples.jsonl"),
+                         (["eval", "--verbosity=DEBUG"], "--no-progress")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+
+
+def test_limit_takes_a_count_or_lm_evals_fraction(capsys):
+    from harness.commands.eval import _limit
+    from harness.evaluation.benchmarks import select
+    from harness.evaluation.benchmarks._core import Problem
+
+    problems = [Problem(id=str(i), question="q", gold="1") for i in range(30)]
+    assert _limit("0.1") == 0.1 and _limit("3") == 3 and _limit("3.0") == 3
+    assert len(select(problems, limit=_limit("0.1"))) == 3 and len(select(problems, limit=0.05)) == 2   # rounded up
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "m", "--limit", "1.5"])
+    assert "a fraction is below 1" in capsys.readouterr().err
+
+
+def test_benchmarks_lists_builtin_and_file_benchmarks(tmp_path, capsys):
+    f = tmp_path / "mine.jsonl"
+    f.write_text('{"id": "a", "question": "1+1?", "gold": "2", "grader": "integer"}\n')
+    assert main(["benchmarks", "--benchmark-file", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "aime24" in out and "built-in" in out and "mine" in out and "file" in out
+
+
+@pytest.mark.parametrize("command", [["train", "{f}", "--check"], ["reproduce-table1", "--preset", "{f}", "--out", "{d}"]])
+def test_yaml_parse_error_names_its_line(tmp_path, capsys, command):
+    f = tmp_path / "bad.yaml"
+    f.write_text("model: a\n  bad: [1\nx: 2\n")
+    assert main([a.format(f=f, d=tmp_path / "rep") for a in command]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{f}:2:6 is not valid YAML: mapping values are not allowed here" in err, err
+
+
+def test_eval_summary_fits_80_columns_with_its_n_column():
+    from rich.console import Console
+
+    from harness.evaluation.summary import print_summary
+
+    def m(n, k):
+        return {"accuracy": 0.5, "ci95": (0.884, 1.0), "n": n, "samples_per_problem": k, "thinking_tokens_mean": 12345.0,
+                "unextracted": 123, "truncated": 45, "run_dir": "runs/eval/x"}
+
+    c = Console(width=80, record=True)
+    print_summary({"aime24": m(30, 4), "math500": m(500, 1), "gpqa_diamond": m(198, 16), "arith": {"skipped": "x"}}, c)
+    text = c.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "gpqa_diamond   198 x16   50.0 [88.4, 100.0]" in text and "truncated" in text and "[95% CI]" in text
+
+
+def test_eval_progress_in_a_log_is_one_line_per_event_with_this_sessions_eta(capsys, monkeypatch):
+    """Not a terminal (or --no-progress): lines, not bars, at most every 30 s. Resumed at 90 of 100 samples,
+    one more sample in 30 s leaves 9: ETA 270 s from this session's rate, not seconds from the stored ones."""
+    import harness.evaluation.summary as summary
+
+    clock = [1000.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    with summary.Progress(True) as p:
+        t = p.add("aime24 (model)", total=100, done=90)
+        clock[0] += 30
+        p.update(t, 91, 5.0, 0.5)
+        p.update(t, 100, 5.0, 0.5)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "aime24 (model): 90/100 samples stored, generating 10"
+    assert lines[1:] == ["aime24 (model): 91/100 samples, 5.0 tok/s, acc 50.0%, elapsed 0:00:30, eta 0:04:30",
+                         "aime24 (model): 100/100 samples, 5.0 tok/s, acc 50.0%, elapsed 0:00:30, eta 0:00:00"]
+
+
+def test_track_shows_a_long_pass_in_a_log(monkeypatch):
+    """The reference log-prob pass is never silent: in a log, a line at the start, at most every 30 s, and at the end."""
+    import io
+
+    from rich.console import Console
+
+    from harness.core.progress import track
+
+    clock = [0.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    buf = io.StringIO()
+    for _ in track(range(4), 4, "reference log-probs", Console(file=buf, width=80), "micro-batches"):
+        clock[0] += 20
+    assert buf.getvalue().splitlines() == [
+        "reference log-probs: 0/4 micro-batches",
+        "reference log-probs: 2/4 micro-batches, 40 s elapsed, 40 s left",
+        "reference log-probs: 4/4 micro-batches, 80 s elapsed, 0 s left"]
+
+
+def test_library_deprecation_warnings_stay_out_of_the_logs(monkeypatch):
+    import warnings
+
+    import harness.commands.toy as toy
+
+    def run(args):
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device pinned memory "
+                      "won't be used.")
+        warnings.warn("a warning of our own", UserWarning)
+
+    monkeypatch.setattr(toy, "run", run)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["toy"]) == 0
+    assert [str(w.message) for w in seen] == ["a warning of our own"]

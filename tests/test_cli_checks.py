@@ -126,6 +126,27 @@ def test_reproduce_table1_checks_arguments_first(tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "rep").exists() and not (tmp_path / "runs").exists()
 
 
+def test_reproduce_table1_setting_change_suggests_what_works(tmp_path, monkeypatch, capsys):
+    """A finished run trained with other settings: the error suggests moving it aside (which then passes
+    the check), not an output_dir override (which every recipe would share, refused in turn)."""
+    from harness.paper.suite import load_suite
+    from harness.training.config import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "reproduce_table1", _never("reproduce-table1 (Figure 1, training)"))
+    suite = load_suite("tiny")
+    name = next(iter(suite.recipes))
+    cfg = load_recipe(suite.recipe_path(name), ["max_steps=2"])
+    done = Path(cfg.output_dir) / "final" / "iwsft_train.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"config": cfg.to_dict()}))
+    assert main(["reproduce-table1", "--preset", "tiny", "--out", "rep", "--train-override", "max_steps=3"]) == 2
+    line = _one_error_line(capsys, "max_steps: 2 -> 3", f"mv {cfg.output_dir} {cfg.output_dir}.old")
+    assert "output_dir override" not in line
+    Path(cfg.output_dir).rename(f"{cfg.output_dir}.old")
+    pipeline.check_reusable(suite, 1, ["max_steps=3"])          # the suggestion works
+
+
 # ---------------------------------------------------------------------------------- budget-sweep
 
 

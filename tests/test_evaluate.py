@@ -147,6 +147,9 @@ def test_split_ids_and_slug_and_redact(tmp_path):
     a, b = tmp_path / "a" / "ckpt" / "step-10", tmp_path / "b" / "ckpt" / "step-10"   # two runs' step-10
     a.mkdir(parents=True), b.mkdir(parents=True)
     assert store.model_slug(str(a)).startswith("ckpt--step-10-") and store.model_slug(str(a)) != store.model_slug(str(b))
+    c = tmp_path / "runs" / "tiny" / "iw-sft" / "checkpoints" / "step-000010"    # a trainer checkpoint: its recipe's run
+    c.mkdir(parents=True)
+    assert store.model_slug(str(c)).startswith("iw-sft--step-000010-")
     red = store.redact("I think A) Zorblax thing is right.\nZorblax thing. ab", ["Zorblax thing", "ab"])
     assert "Zorblax" not in red and red.count(store.REDACTED) == 2
     assert red.endswith(". ab")  # texts under 4 characters are left alone (they would mangle the response)
@@ -201,6 +204,9 @@ class FakeEngine(Engine):
     def backend_info(self):
         return {"kind": "hf", "name": "fake", "version": "0"}
 
+    def prompt_text(self, ids):
+        return f"<prompt of {len(ids)} tokens>"
+
 
 def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, capsys):
     from test_benchmarks import gated_hub
@@ -229,6 +235,24 @@ def test_run_eval_skips_unavailable_gpqa_and_samples_k(tmp_path, monkeypatch, ca
     assert err.count("\n") == 1 and err.startswith("skipping gpqa_diamond") and "--gpqa-csv" in err, err
     calls = FakeEngine.calls
     assert main(argv) == 0 and FakeEngine.calls == calls  # resumed: nothing generated
+
+
+def test_samples_carry_the_prompt_but_never_for_gpqa(tmp_path, monkeypatch, gpqa_csv):
+    """As lm-eval's --log_samples, each sample row holds the prompt; a GPQA row does not (its prompt is the
+    question and the options)."""
+    monkeypatch.setattr(ev, "Engine", FakeEngine)
+    assert main(["eval", "--model", "fake", "--benchmarks", "aime24,gpqa_diamond", "--limit", "1", "--gpqa-csv",
+                 str(gpqa_csv), "--out", str(tmp_path), "--no-progress"]) == 0
+    aime = read_rows(next((tmp_path / "fake" / "aime24").glob("*/samples.jsonl")))
+    gpqa = read_rows(next((tmp_path / "fake" / "gpqa_diamond").glob("*/samples.jsonl")))
+    assert aime and all(r["prompt"].startswith("<prompt of ") for r in aime)
+    assert gpqa and not any("prompt" in r for r in gpqa)
+    # one results JSON for the call, beside the run folders: every benchmark, the settings, the versions
+    (res,) = (tmp_path / "fake").glob("results_*.json")
+    doc = json.loads(res.read_text())
+    assert set(doc["results"]) == {"aime24", "gpqa_diamond"} and doc["config"]["limit"] == 1
+    assert doc["versions"]["torch"] and doc["results"]["aime24"]["run_dir"]
+    assert not any(t in res.read_text() for t in secret_texts())
 
 
 def test_settings_hash_ignores_subset_but_not_budgets(tmp_path, monkeypatch):

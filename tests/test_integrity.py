@@ -37,6 +37,9 @@ class Fake(Engine):
     def prompt_ids(self, problem, cfg):
         return [1] * (1 + len(problem.question) % 7)
 
+    def prompt_text(self, ids):
+        return f"<prompt of {len(ids)} tokens>"
+
     def close_tokens(self, cfg):
         return 3
 

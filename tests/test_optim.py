@@ -50,3 +50,26 @@ def test_update_norm_from_adamw_state_equals_the_parameter_change():
             opt.step()
             actual = math.sqrt(sum(float((p.detach() - b).double().pow(2).sum()) for p, b in zip(ps, before)))
             assert math.sqrt(adamw_update_sq_norm(opt)) == pytest.approx(actual, rel=1e-4)
+
+
+def test_warmup_start_zero_is_transformers_and_first_step_moves_at_step_one():
+    """zero: transformers' schedule exactly (lr 0 at the first step, as s1's Trainer); first-step: every
+    warm-up step above 0, full rate at the last warm-up step, the same cosine afterwards."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from harness.training.optim import cosine_schedule
+
+    def lrs(make, n=10):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, out = make(opt), []
+        for _ in range(n):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    ref = lrs(lambda o: get_cosine_schedule_with_warmup(o, 3, 10))
+    assert lrs(lambda o: cosine_schedule(o, 3, 10, "zero")) == ref and ref[0] == 0.0
+    shifted = lrs(lambda o: cosine_schedule(o, 3, 10, "first-step"))
+    assert shifted[:3] == [1 / 3, 2 / 3, 1.0] and shifted[3:] == ref[3:]
+    assert lrs(lambda o: cosine_schedule(o, 0, 10, "first-step")) == lrs(lambda o: get_cosine_schedule_with_warmup(o, 0, 10))

@@ -52,6 +52,9 @@ class EchoEngine(Engine):
     def budget(self, cfg, longest_prompt):
         return cfg.thinking_budget if isinstance(cfg.thinking_budget, int) else 16
 
+    def prompt_text(self, ids):          # the question itself: a GPQA prompt written anywhere would leak it
+        return self._problems[tuple(ids)].question
+
     def close_tokens(self, cfg):
         return 3
 

@@ -73,6 +73,8 @@ def test_deviations_name_the_protocol_and_the_controls():
     t.settings.wait = 2
     assert "s1's loop, which resubmits each 'Wait' round with the full cap, could exceed it" in "\n".join(
         deviations(t, {"base": [{}]}, trained))
+    assert "4-bit GGUF SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1)" in text and "Q4_1" not in "\n".join(
+        deviations(s, {"base": [{}]}, {}))              # the paper preset's Qwen2.5-32B is not quantised
 
 
 def test_deviations_name_the_backend_and_its_libraries_once():

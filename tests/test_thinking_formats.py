@@ -205,22 +205,32 @@ def _one_line(capsys, *fragments):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     for f in fragments:
         assert f in err, err
+    return err
 
 
 @pytest.mark.parametrize("extra,fragment", [
     (["--delimiters", "r1"], "unknown delimiter preset 'r1'"),
-    (["--thinking-format", "qwen3"], "renders the same with it true and false"),
-    (["--chat-template-kwargs", '{"enable_thinking": true}'], "enable_thinking needs a chat template"),
+    (["--thinking-format", "qwen3"], "or another --thinking-format (s1, think-tags)"),
+    (["--chat-template-kwargs", '{"enable_thinking": true}'], "or drop enable_thinking from --chat-template-kwargs"),
     (["--chat-template-kwargs", "{enable_thinking: true}"], "--chat-template-kwargs is not JSON"),
     (["--chat-template-kwargs", "[1]"], "must be a JSON object"),
-    (["--thinking-format", "s1", "--chat-template-kwargs", '{"enable_thinking": false}'], "fix: --delimiters qwen3"),
+    (["--thinking-format", "s1", "--chat-template-kwargs", '{"enable_thinking": false}'], "fix: --thinking-format qwen3"),
 ])
-def test_cli_bad_format_is_one_line_and_writes_nothing(tmp_path, capsys, extra, fragment):
+def test_cli_bad_format_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, extra, fragment):
+    """Refused from the tokenizer alone (no weights load), naming only the flags given."""
+    import harness.evaluation.generation as generation
+
+    def no_weights(*a, **k):
+        raise AssertionError("the model was loaded before the format was checked")
+
+    monkeypatch.setattr(generation, "make_backend", no_weights)
     out = tmp_path / "out"
     rc = main(["eval", "--model", "smollm2-135m", "--benchmarks", "arith", "--limit", "1", "--backend", "hf",
                "--out", str(out), "--no-progress", *extra])
     assert rc == 2
-    _one_line(capsys, fragment)
+    err = _one_line(capsys, fragment)
+    assert "--delimiters" in extra or "--delimiters" not in err, err     # a flag the user did not give
+    assert "without enable_thinking" not in err, err
     assert not out.exists() or not any(out.rglob("*.jsonl"))
 
 

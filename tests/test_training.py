@@ -332,6 +332,38 @@ def test_kill_and_resume_matches_uninterrupted(tiny_dir, tmp_path):
     assert steps == sorted(set(steps)) == list(range(1, 7))
 
 
+def test_ctrl_c_before_the_first_checkpoint_saves_one_and_keeps_the_log(tiny_dir, tmp_path, monkeypatch, capsys):
+    """SIGINT at step 2 of 4 with save_every=10: a checkpoint of the 2 steps is saved and the re-run resumes
+    there; a run that restarts from 0 moves the old rows to metrics.superseded.jsonl, never erasing them."""
+    import signal
+
+    from harness.training.trainer import Trainer
+
+    args = ["train", "-", f"model={tiny_dir / 'model'}", f"dataset={tiny_dir / 'data.jsonl'}", "block_size=96",
+            "global_batch_size=4", "micro_batch_size=2", "learning_rate=3e-3", "max_steps=4", "save_every=10",
+            "weighting=iw-sft", f"ref_cache_dir={tmp_path / 'ref'}", "seed=3", f"output_dir={tmp_path / 'run'}"]
+    real = Trainer._optimizer_step
+
+    def step(self, run, i):
+        out = real(self, run, i)
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", step)
+    assert main(args) == 130
+    out = capsys.readouterr()
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.pt").is_file(), out.out
+    assert "2/4 steps saved" in out.out and "re-run the same command to resume" in out.err
+    assert [r["step"] for r in _metrics(tmp_path / "run")] == [1, 2]
+    monkeypatch.setattr(Trainer, "_optimizer_step", real)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")             # as if no checkpoint: training restarts at 0
+    assert main(args) == 0
+    assert [r["step"] for r in _metrics(tmp_path / "run")] == [1, 2, 3, 4]
+    old = [json.loads(l) for l in (tmp_path / "run" / "metrics.superseded.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in old] == [1, 2]
+
+
 AMP_SCRIPT = """
 import torch
 from accelerate import Accelerator
@@ -591,7 +623,8 @@ def test_every_shipped_recipe_validates():
     assert len(tiny) == 5
     lora = tiny.pop("iw-sft-lora")      # iw-sft's data and objective; LoRA and its learning rate
     assert {k for k in lora if str(lora[k]) != str(tiny["iw-sft"][k])} == {
-        "lora_rank", "lora_alpha", "lora_merge_on_save", "learning_rate", "output_dir"}
+        "lora_rank", "lora_alpha", "lora_merge_on_save", "learning_rate", "output_dir",
+        "warmup_start"}                  # a demo: its weights move from step 1 (the Table 1 rows keep s1's zero)
     def differ(names):
         return {k for k in tiny[names[0]] if len({str(tiny[n][k]) for n in names}) > 1}
     assert differ(["iw-sft", "iw-sft-per-step", "sft-matched"]) == {"weighting", "output_dir"}
@@ -731,6 +764,39 @@ def test_one_numbering_one_unit_and_start_warnings(tiny_dir, tmp_path):
             assert f.stat().st_mode & 0o777 == 0o644, f
     finally:
         os.umask(old)
+
+
+def test_warmup_start_first_step_moves_the_weights_at_step_one(tiny_dir, tmp_path):
+    """The 1-step run the warning above is about, with warmup_start=first-step: lr > 0 at step 1, the
+    weights move, and no warning."""
+    from rich.console import Console
+
+    con = Console(record=True, width=400)
+    final = train(_cfg(tiny_dir, tmp_path, "first", weighting="iw-sft", max_steps=1, warmup_ratio=0.1,
+                       warmup_start="first-step"), con)
+    assert _metrics(tmp_path / "first")[0]["lr"] == 3e-3 and "warning" not in con.export_text()
+    base = _params(tiny_dir / "model")
+    assert any(not torch.equal(v, base[k]) for k, v in _params(final).items())
+
+
+def test_step_lines_fit_80_columns_and_logs_get_one_line_per_step(tiny_dir, tmp_path):
+    """An 80-column terminal gets a step line that fits; a log (not a terminal) gets the full line unwrapped;
+    both say once why loss and nll differ."""
+    import io
+
+    from rich.console import Console
+
+    term = Console(force_terminal=True, width=80, record=True)
+    train(_cfg(tiny_dir, tmp_path, "term", max_steps=1), term)
+    shown = term.export_text(styles=False)
+    log = io.StringIO()
+    train(_cfg(tiny_dir, tmp_path, "log", max_steps=1), Console(file=log, width=80))
+    for text in (" ".join(shown.split()), log.getvalue()):
+        assert "nll = unweighted NLL per response token" in text and "even for SFT" in text, text
+    steps = [l for l in shown.splitlines() if l.startswith("step ")]
+    assert len(steps) == 1 and len(steps[0]) <= 80 and "loss " in steps[0] and "nll " in steps[0], shown
+    steps = [l for l in log.getvalue().splitlines() if "/1 " in l or l.startswith("step ")]
+    assert len(steps) == 1 and "ess_frac" in steps[0] and "mem " in steps[0], log.getvalue()   # unwrapped
 
 
 # -- controls: what the optimizer did, normalisations -----------------------------------------------

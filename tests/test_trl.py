@@ -186,6 +186,7 @@ def test_example_script_trains_the_embedded_model(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "step 1: w_mean 1.0000" in r.stdout, r.stdout[-2000:]
+    assert "step 2: w_mean" in r.stdout and "step 2: w_mean 1.0000" not in r.stdout, r.stdout[-2000:]   # lr > 0 at step 1
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
     from safetensors import safe_open
 

@@ -25,6 +25,19 @@ def _thinking_budget(text: str):
     return v
 
 
+def _limit(text: str) -> int | float:
+    """N problems, or (as lm-eval's --limit) a fraction below 1 of each benchmark (rounded up)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction below 1, not {text!r}") from None
+    if 0 < v < 1:
+        return v
+    if v != int(v):
+        raise argparse.ArgumentTypeError(f"a count of problems is whole and a fraction is below 1, not {text!r}")
+    return int(v)
+
+
 def _csv_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -40,7 +53,9 @@ def add_arguments(p):
                         "(docs/evaluation.md)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="generation backend; auto = vLLM when it is installed (GPU or its CPU build), else HF")
-    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--limit", type=_limit, default=None,
+                   help="first N problems of each benchmark, or a fraction below 1 of each (lm-eval's meaning, "
+                        "rounded up: 0.1 of AIME24's 30 is 3)")
     p.add_argument("--ids", type=_csv_list, nargs="+", default=None, metavar="ID",
                    help="problem ids (comma or space separated); with several benchmarks write BENCHMARK:ID")
     p.add_argument("--total-budget", type=int, default=None, metavar="N",
@@ -235,4 +250,29 @@ def run(args) -> int:
     results = run_eval(cfg)
     log_results(names, args.tracker_project, cfg, results)
     ran = [m for m in results.values() if "skipped" not in m]
+    if ran:
+        write_call_results(cfg, results)
     return 0 if ran else 2
+
+
+def write_call_results(cfg, results: dict) -> "Path":  # noqa: F821
+    """One JSON for this call, as lm-eval's results_<date>.json: every benchmark's metrics (each with its
+    run folder, settings and versions), the flags' settings and the library versions; beside the run
+    folders, under OUT/<model-slug>/. No question text: the metrics hold none."""
+    import dataclasses
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from harness.core.io import atomic_write_text
+    from harness.core.versions import package_versions
+    from harness.evaluation.store import model_slug
+
+    now = dt.datetime.now(dt.timezone.utc)
+    path = Path(cfg.out) / model_slug(cfg.model) / f"results_{now.strftime('%Y-%m-%dT%H-%M-%S.%f')}.json"
+    doc = {"date": now.isoformat(timespec="seconds"), "model": cfg.model, "versions": package_versions(),
+           "config": dataclasses.asdict(cfg), "results": results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=1, default=repr) + "\n")
+    print(f"results of this call: {path}")
+    return path

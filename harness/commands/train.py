@@ -22,7 +22,9 @@ def run(args) -> int:
     from harness.core.errors import UserError
     from harness.training.config import field_docs, load_recipe
 
-    console = Console()
+    import sys
+
+    console = Console(soft_wrap=not sys.stdout.isatty())     # a log: one line per event, not wrapped at 80
     if args.help_keys:
         for key, doc in field_docs().items():
             console.print(f"[bold]{key}[/]: {escape(' '.join(doc.split()))}")
@@ -38,6 +40,10 @@ def run(args) -> int:
         from harness.training.data import check_rows, is_local, load_rows
 
         check_writable_dir(cfg.output_dir, "output_dir")
+        from harness.core.models import ALIASES, resolve_model
+
+        if cfg.model.strip().lower() not in ALIASES:   # as the real run refuses it (an alias converts on first use)
+            resolve_model(cfg.model)
         if is_local(cfg.dataset):        # a hub dataset is checked when training loads it
             check_rows(load_rows(cfg.dataset, cfg.dataset_split), cfg)
 

@@ -20,7 +20,7 @@ class EvalConfig:
     model: str
     benchmarks: Sequence[str] = DEFAULT_BENCHMARKS
     backend: str = "auto"                      # auto | hf | vllm
-    limit: int | None = None                   # first N problems of each benchmark
+    limit: int | float | None = None           # first N problems of each benchmark (a float < 1: that fraction)
     ids: Sequence[str] | None = None           # explicit ids; "bench:id" scopes one to a benchmark
     max_new_tokens: int = 32768                # the TOTAL budget per request, prompt included (s1's
                                                # max_gen_toks; `--total-budget`): the "auto" cap and the
@@ -108,9 +108,9 @@ def validate(cfg: EvalConfig) -> None:
     validate_settings(cfg)
     if cfg.longest_prompt is not None and cfg.longest_prompt < 1:
         raise UserError(f"longest_prompt must be >= 1 (got {cfg.longest_prompt})")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UserError(f"--limit must be >= 1 (the number of problems of each benchmark), got {cfg.limit}; "
-                        "leave it out to evaluate them all")
+    if cfg.limit is not None and cfg.limit < 1 and not (isinstance(cfg.limit, float) and cfg.limit > 0):
+        raise UserError(f"--limit must be a count >= 1 or a fraction between 0 and 1 of each benchmark's problems, "
+                        f"got {cfg.limit}; leave it out to evaluate them all")
     if cfg.shard is not None:
         check_shard(cfg.shard)
     from harness.evaluation.generation import backend_class, resolve_backend_kind

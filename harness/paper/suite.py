@@ -122,7 +122,14 @@ def load_suite(preset: str) -> Suite:
     if not path.is_file():
         known = sorted(p.stem for p in (ROOT / "evals").glob("*.yaml"))
         raise UserError(f"no evaluation suite {preset!r} ({path}); presets: {', '.join(known)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise UserError(f"evaluation suite {where} is not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"evaluation suite {path} must be a mapping of key: value")
     unknown = set(data) - KEYS
     if unknown:
         k = sorted(unknown)[0]

@@ -98,6 +98,12 @@ class TrainConfig:
     s1 and the released iw-SFT code train with. True: decay every parameter (this harness before 2026-11-30)."""
     warmup_ratio: float = 0.05
     """Linear warm-up over this fraction of the steps, then cosine decay to 0."""
+    warmup_start: str = "zero"
+    """Where the linear warm-up starts. zero: the first optimizer step runs at learning rate 0 (it only fills
+    AdamW's moments; the weights do not move), as transformers' get_cosine_schedule_with_warmup under its
+    Trainer, which s1 and the released iw-SFT code train with: the paper recipes keep it. first-step: the
+    first step runs at learning_rate / warm-up steps and the warm-up reaches the full rate one step earlier,
+    so a short run (a demo, max_steps=2) moves the weights from step 1."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this before each step (.inf: no clipping)."""
     num_epochs: float = 5.0
@@ -270,6 +276,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"save_every must be >= 1 (got {cfg.save_every})")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
+    if cfg.warmup_start not in WARMUP_STARTS:
+        raise UserError(f"warmup_start must be one of {', '.join(WARMUP_STARTS)} (got {cfg.warmup_start!r})")
     # Each check is written so that NaN fails it too.
     for key, ok, want in (("learning_rate", lambda v: 0 < v < math.inf, "> 0"),
                           ("num_epochs", lambda v: 0 < v < math.inf, "> 0"),
@@ -348,6 +356,9 @@ RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkp
                   "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}
 
 
+WARMUP_STARTS = ("zero", "first-step")
+
+
 def settings_diff(saved: dict, cfg: TrainConfig) -> list[str]:
     """'key: old -> new' for each setting (RESUMABLE_KEYS aside) where `cfg` differs from a saved run's
     config. A key the saved run does not know was added to the harness since: it ran with the default."""
@@ -395,8 +406,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise UserError(f"recipe {path} does not exist; shipped recipes are under recipes/ (e.g. recipes/tiny/iw-sft.yaml)")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except yaml.YAMLError as e:     # path:line:column, as an editor jumps to it
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            raise UserError(f"recipe {where} is not valid YAML: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
             raise UserError(f"recipe {path} must be a mapping of key: value")
         for k, v in loaded.items():

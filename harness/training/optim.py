@@ -63,3 +63,23 @@ def adamw_update_sq_norm(opt: torch.optim.Optimizer) -> float:
             sq = torch.linalg.vector_norm(delta).double() ** 2
             total = sq if total is None else total + sq
     return 0.0 if total is None else float(total)
+
+
+def _warmup_cosine(step: int, *, warmup: int, total: int, shift: int) -> float:
+    if step < warmup:
+        return float(step + shift) / float(max(1, warmup))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, warmup: int, total: int, start: str = "zero"):
+    """Linear warm-up then cosine to 0. start="zero" is transformers' get_cosine_schedule_with_warmup
+    (the first step at lr 0); "first-step" shifts the warm-up by one step, so every warm-up step moves
+    the weights (its own lambda: transformers has no such option)."""
+    from functools import partial
+
+    if start == "zero":
+        from transformers import get_cosine_schedule_with_warmup
+
+        return get_cosine_schedule_with_warmup(opt, warmup, total)
+    return torch.optim.lr_scheduler.LambdaLR(opt, partial(_warmup_cosine, warmup=warmup, total=total, shift=1))

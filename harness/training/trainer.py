@@ -78,10 +78,10 @@ def warmup_steps(cfg: TrainConfig, steps: int) -> int:
 def start_warnings(cfg: TrainConfig, steps: int, n_examples: int) -> list[str]:
     """One line each for a run that would silently do less than it seems."""
     out = []
-    if warmup_steps(cfg, steps) >= 1 and steps == 1:
+    if warmup_steps(cfg, steps) >= 1 and steps == 1 and cfg.warmup_start == "zero":
         out.append(f"warning: step 1 runs at learning rate 0 (linear warm-up from 0, as the reference code; warmup_ratio "
                    f"{cfg.warmup_ratio:g}), so this 1-step run saves the base model's weights unchanged; raise "
-                   "max_steps or set warmup_ratio=0")
+                   "max_steps, or set warmup_start=first-step or warmup_ratio=0")
     if n_examples < cfg.global_batch_size:
         out.append(f"warning: {n_examples} training examples for a global batch of {cfg.global_batch_size}: every step "
                    "repeats examples (the batch wraps around the data); lower global_batch_size to avoid it")
@@ -316,9 +316,14 @@ class Trainer:
         # Same micro-batches as the first epoch of training, so step 0 sees bitwise-equal values.
         t0 = time.time()
         steps_epoch0 = math.ceil(len(self.data.examples) / cfg.global_batch_size)
-        batches = (self._batch(mb) for step in range(steps_epoch0)
-                   for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
-                                           self.acc.process_index, self.acc.num_processes))
+        mbs = [mb for step in range(steps_epoch0)
+               for mb in micro_batches(order.step_indices(step, cfg.global_batch_size), cfg.micro_batch_size,
+                                       self.acc.process_index, self.acc.num_processes)]
+        from harness.core.progress import track
+
+        shown = track(mbs, len(mbs), "reference log-probs", self.console, "micro-batches") \
+            if self.acc.is_main_process else mbs                # a long pass (30 min under load) is never silent
+        batches = (self._batch(mb) for mb in shown)
         # Compiled: inference and training are different graphs, free to fuse (and round) differently;
         # the training graph, its output detached, gives what step 0's policy forward will give.
         no_sync = self.acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()   # no backward follows
@@ -377,22 +382,31 @@ class Trainer:
             self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
             return final
         run = self._setup()
-        for step in range(run.start, run.steps):
-            t0 = time.perf_counter()
-            logged = step % self.cfg.log_every == 0 or step == run.steps - 1
-            stats = self._optimizer_step(run, step, logged)
-            if logged:
-                self._log(run, step, stats, time.perf_counter() - t0)
-            self._maybe_save(run, step + 1)
+        with _stop_at_step_end(self.acc.num_processes == 1, self.console) as stop:
+            for step in range(run.start, run.steps):
+                t0 = time.perf_counter()
+                logged = step % self.cfg.log_every == 0 or step == run.steps - 1
+                stats = self._optimizer_step(run, step, logged)
+                if logged:
+                    self._log(run, step, stats, time.perf_counter() - t0)
+                self._maybe_save(run, step + 1)
+                if stop and step + 1 < run.steps:     # Ctrl-C / SIGTERM: keep the steps done, then stop
+                    folder = self.out / "checkpoints" / f"step-{step + 1:06d}"
+                    if not (folder / "trainer_state.pt").is_file():
+                        self._save_resumable(run, step + 1)
+                    self.console.print(f"[yellow]stopped[/]: {step + 1}/{run.steps} steps saved in {folder}; "
+                                       "re-run the same command to resume")
+                    raise KeyboardInterrupt
         self._save(run.model, final)
         self.console.print(f"[green]saved[/] {final}")
+        if stop:
+            raise KeyboardInterrupt
         return final
 
     # -- set-up: model, optimizer, schedule, reference log-probs, q source, resume point
     def _setup(self) -> "_RunState":
         cfg, acc = self.cfg, self.acc
         from accelerate.utils import broadcast_object_list
-        from transformers import get_cosine_schedule_with_warmup
 
         from transformers.utils import logging as hf_logging
 
@@ -432,7 +446,7 @@ class Trainer:
             model = acc.prepare(model)
             opt = acc.prepare(adamw(model))
         drop_fp32_output_wrapper(acc.unwrap_model(model))
-        sched = get_cosine_schedule_with_warmup(opt.optimizer, warmup_steps(cfg, steps), steps)
+        sched = optim.cosine_schedule(opt.optimizer, warmup_steps(cfg, steps), steps, cfg.warmup_start)
         with lora.adapters_off(model):   # pi_ref: the base model (a no-op without LoRA)
             ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
@@ -449,9 +463,15 @@ class Trainer:
             start = state["step"]
             self.console.print(f"[yellow]resuming[/] from {ckpt} (step {start}/{steps})")
         metrics_path = self.out / "metrics.jsonl"
-        if acc.is_main_process:   # drop rows logged after the checkpoint we resume from
+        if acc.is_main_process:   # rows logged after the checkpoint we resume from: moved aside, never erased
             rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
-            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+            later = [r for r in rows if r["step"] > start]
+            if later:
+                with open(self.out / "metrics.superseded.jsonl", "a") as f:
+                    f.write("".join(json.dumps(r) + "\n" for r in later))
+                self.console.print(f"[yellow]{len(later)} metrics rows after step {start} (trained again now) moved to "
+                                   f"{self.out / 'metrics.superseded.jsonl'}[/]")
+                atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
         tracking.start(acc, cfg, self.out, start)
         self._held.callback(tracking.finish, acc)      # closed on any exit (an MLflow run is not left running)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
@@ -463,6 +483,13 @@ class Trainer:
 
         self.console.print(f"MFU: {CONVENTION}; peak " + (f"{peak / 1e12:g} TFLOP/s per accelerator"
                            + (" (peak_tflops)" if cfg.peak_tflops else "") if peak else "unknown here (set peak_tflops)"),
+                           markup=False, highlight=False)
+        # why the two numbers of each step line differ, said once where they are printed
+        why = ("each micro-batch's own mean, averaged over the step's micro-batches (loss_normalization=micro_batch): "
+               "it differs from nll even for SFT when micro-batches hold unequal numbers of response tokens"
+               if cfg.loss_normalization == "micro_batch" else "normalised over the whole step, as nll")
+        self.console.print(f"columns: loss = the objective (w x NLL), {why}; nll = unweighted NLL per response token "
+                           "of the step; metrics.jsonl holds every column", soft_wrap=not self.console.is_terminal,
                            markup=False, highlight=False)
         for line in start_warnings(cfg, steps, len(self.data.examples)):
             self.console.print(line, style="yellow", markup=False, highlight=False)
@@ -550,20 +577,25 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
             tracking.log_step(acc, row, lw_all.numpy())
             mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
-            self.console.print(
-                f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "
-                f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
-                f"ess_frac {d['ess_frac']:.2f})  "
-                f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB"
-            )
+            full = (f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "
+                    f"upd {st.update_norm:.2e}  w {d['w_mean']:.4f} (max {d['w_max']:.3f}, at clip {row['w_clip_frac']:.2f}, "
+                    f"ess_frac {d['ess_frac']:.2f})  "
+                    f"{tps:,.0f} tok/s  mfu {mfu}  mem {row['peak_mem_gb']:.1f}GB")
+            if self.console.is_terminal and self.console.width < len(full):   # 80 columns: what fits, all in metrics.jsonl
+                full = (f"step {step + 1}/{run.steps} loss {row['loss']:.4f} nll {row['nll'] or 0:.4f} lr {st.lr:.1e} "
+                        f"w {d['w_mean']:.3f} ess {d['ess_frac']:.2f} {tps:,.0f} tok/s")
+            self.console.print(full, soft_wrap=True, markup=False, highlight=False)   # a log: one line per step
 
     # -- maybe save: a resumable checkpoint every save_every steps (the final one is saved by _run)
     def _maybe_save(self, run: "_RunState", done: int) -> None:
         if self.cfg.save_every and done % self.cfg.save_every == 0 and done < run.steps:
-            state = {"step": done, "scheduler": run.sched.state_dict(), "q_source": run.q_source.state_dict()}
-            self._save(run.model, self.out / "checkpoints" / f"step-{done:06d}", run.opt, state)
-            if self.acc.is_main_process:
-                self._prune()
+            self._save_resumable(run, done)
+
+    def _save_resumable(self, run: "_RunState", done: int) -> None:
+        state = {"step": done, "scheduler": run.sched.state_dict(), "q_source": run.q_source.state_dict()}
+        self._save(run.model, self.out / "checkpoints" / f"step-{done:06d}", run.opt, state)
+        if self.acc.is_main_process:
+            self._prune()
 
     def _offloaded(self) -> bool:
         plugin = getattr(self.acc.state, "fsdp_plugin", None)
@@ -615,6 +647,58 @@ class Trainer:
         if self.acc.distributed_type.name == "FSDP" and self.acc.num_processes > 1:
             sq = float(self.acc.reduce(torch.tensor(sq, device=self.acc.device), "sum"))
         return math.sqrt(sq)
+
+
+class _StopFlag:
+    def __init__(self):
+        self.signals: list[int] = []
+        self.first = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.signals)
+
+
+@contextlib.contextmanager
+def _stop_at_step_end(enabled: bool, console):
+    """The first SIGINT/SIGTERM only sets a flag, so the loop saves a checkpoint at the end of the step
+    instead of losing every step since the last one; a second one (2 s later: not the first one
+    forwarded) stops at once. Off under several processes: each rank would stop at its own step and the collective
+    save would hang."""
+    import signal
+    import threading
+
+    stop = _StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    def handler(signum, frame):
+        now = time.monotonic()
+        if stop.signals and now - stop.first < 2.0:   # the same Ctrl-C, forwarded by a parent (reproduce-table1)
+            return
+        if stop.signals:                               # a second one: stop now, as before
+            h = old[signum]
+            restore()
+            if callable(h):
+                h(signum, frame)
+            raise KeyboardInterrupt
+        stop.first = now
+        stop.signals.append(signum)
+        console.print("[yellow]stopping[/] at the end of this step to save a checkpoint (again to stop now, "
+                      "losing the steps since the last checkpoint)")
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield stop
+    finally:
+        restore()
 
 
 def train(cfg: TrainConfig, console=None) -> Path:

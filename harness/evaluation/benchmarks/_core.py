@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import pkgutil
 from dataclasses import dataclass, field
 from importlib import resources
@@ -172,7 +173,9 @@ def select(problems: Sequence[Problem], *, limit: int | None = None,
     if limit is not None:
         if limit < 0:
             raise UserError(f"--limit must be >= 0, got {limit}")
-        out = out[:limit]
+        if isinstance(limit, float) and limit < 1:     # lm-eval's fraction, rounded up as it does
+            limit = math.ceil(len(out) * limit)
+        out = out[:int(limit)]
     return out
 
 

@@ -31,8 +31,8 @@ def resolve_format(name: str | Delimiters, chat_template_kwargs: dict | None = N
         raise UserError(f"enable_thinking must be true or false, not {thinking!r}; fix: "
                         "--chat-template-kwargs '{\"enable_thinking\": false}'")
     if delim.name not in TAG_FORMATS:
-        raise UserError(f"enable_thinking=false turns thinking off in the template, but --delimiters {delim.name} "
-                        "would still open a thinking phase; fix: --delimiters qwen3 (or plain)")
+        raise UserError(f"enable_thinking=false turns thinking off in the template, but --thinking-format {delim.name} "
+                        "would still open a thinking phase; fix: --thinking-format qwen3 (or plain)")
     return replace(delim, think_prefix="", answer_prefix="", thinking_stops=(), final_answer_close="", wait="")
 
 
@@ -74,8 +74,10 @@ def check_template(tokenizer: Any, name: str, chat_template_kwargs: dict | None 
     on, off = (tokenizer.apply_chat_template(_PROBE, add_generation_prompt=True, tokenize=False,
                                              **{**(chat_template_kwargs or {}), "enable_thinking": flag})
                for flag in (True, False))
-    if on == off:
-        why = "--delimiters qwen3" if get_delimiters(name).name == "qwen3" else "enable_thinking"
+    if on == off:   # name only what was asked for: the format, or enable_thinking in --chat-template-kwargs
+        given = "enable_thinking" in (chat_template_kwargs or {})
+        why = "--thinking-format qwen3" if get_delimiters(name).name == "qwen3" else "enable_thinking"
+        other = ("drop enable_thinking from --chat-template-kwargs" if given
+                 else "another --thinking-format (s1, think-tags)")
         raise UserError(f"{why} needs a chat template that reads enable_thinking, but the template of {source} renders "
-                        "the same with it true and false; fix: a Qwen3 tokenizer (--tokenizer), or --delimiters "
-                        "think-tags/s1 without enable_thinking")
+                        f"the same with it true and false; fix: a Qwen3 tokenizer (--tokenizer), or {other}")
