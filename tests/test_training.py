@@ -344,8 +344,8 @@ def test_ctrl_c_before_the_first_checkpoint_saves_one_and_keeps_the_log(tiny_dir
             "weighting=iw-sft", f"ref_cache_dir={tmp_path / 'ref'}", "seed=3", f"output_dir={tmp_path / 'run'}"]
     real = Trainer._optimizer_step
 
-    def step(self, run, i):
-        out = real(self, run, i)
+    def step(self, run, i, *rest):
+        out = real(self, run, i, *rest)
         if i == 1:
             os.kill(os.getpid(), signal.SIGINT)
         return out
