@@ -21,6 +21,11 @@ from harness.evaluation.grading.extract import DEFAULT_DELIMITER, extract_answer
 
 GRADER_KINDS = ("integer", "math", "choice")
 
+# Stored with every verdict (samples.jsonl "grader_version"); a run folder whose verdicts carry
+# another version (or none: written before it was recorded) is re-graded offline when it is next
+# run. Bump it whenever a change to extraction or equivalence can change a verdict.
+GRADER_VERSION = "1"
+
 
 @dataclass(frozen=True)
 class Verdict:
