@@ -206,9 +206,9 @@ def disk_full_as_user_error(folder: Path, needed: int | None = None):
     which folder and how much was needed, instead of a traceback."""
     try:
         yield
-    except UserError:
+    except (UserError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as e:
+    except BaseException as e:      # torch.distributed.checkpoint's CheckpointException is a BaseException
         if is_disk_full(e):
             raise disk_full_error(folder, needed) from None
         raise

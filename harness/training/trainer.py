@@ -382,17 +382,19 @@ class Trainer:
         sd = acc.get_state_dict(model)                    # full weights on rank 0 (gathered under FSDP)
         for key in checkpoint.tied_keys(model):           # gathered copies of tied weights: one is enough
             sd.pop(key, None)
-        if opt is not None:
-            checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
-        if acc.is_main_process:
-            # about what this save writes: weights (+ AdamW's two moments), for the full-disk message
-            needed = sum(t.numel() * t.element_size() for t in sd.values()) * (3 if opt is not None else 1)
-            try:
-                with disk_full_as_user_error(folder.parent, needed):
+        # about what this save writes: weights (+ AdamW's two moments), for the full-disk message
+        needed = sum(t.numel() * t.element_size() for t in sd.values()) * (3 if opt is not None else 1)
+        try:
+            with disk_full_as_user_error(folder.parent, needed or None):
+                if opt is not None:
+                    checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
+                if acc.is_main_process:
                     self._write_folder(model, sd, tmp, state)
-            except BaseException:
+        except BaseException:
+            if acc.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)    # a half-written folder frees its space
-                raise
+            raise
+        if acc.is_main_process:
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
             fsync_dir(folder.parent)
@@ -487,9 +489,9 @@ class Trainer:
             checkpoint.load_optimizer(model, opt.optimizer, ckpt / "optimizer")
             load = lora.load_adapter_weights if self.cfg.lora_rank else checkpoint.load_model_weights
             load(model, ckpt, acc.is_main_process, acc.num_processes)
-        except UserError:
+        except (UserError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as e:
+        except BaseException as e:     # torch.distributed.checkpoint's CheckpointException is a BaseException
             raise UserError(f"checkpoint {ckpt} does not load ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
                             "delete that folder to resume from an earlier checkpoint") from None
         sched.load_state_dict(state["scheduler"])
