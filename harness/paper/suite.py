@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import yaml
 
 from harness.core.errors import UserError
 from harness.evaluation.config import EvalConfig, validate_settings
@@ -122,7 +121,11 @@ def load_suite(preset: str) -> Suite:
     if not path.is_file():
         known = sorted(p.stem for p in (ROOT / "evals").glob("*.yaml"))
         raise UserError(f"no evaluation suite {preset!r} ({path}); presets: {', '.join(known)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    from harness.core.io import load_yaml_file
+
+    data = load_yaml_file(path, "suite") or {}
+    if not isinstance(data, dict):
+        raise UserError(f"suite {path} must be a mapping of key: value")
     unknown = set(data) - KEYS
     if unknown:
         k = sorted(unknown)[0]
