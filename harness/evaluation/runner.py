@@ -7,7 +7,8 @@ Pass an `Engine` to evaluate several configs of one model with one loaded model.
 
 samples.jsonl row: problem_id, sample_index, response (thinking + close + answer, after the prompt),
 thinking_tokens (generated + injected Waits), answer_tokens, total_tokens (their sum), extracted
-(None = no answer found), correct, gold, finish_reason (answer phase: stop | length), hit_cap,
+(None = no answer found), correct, grader_version (harness.evaluation.grading.GRADER_VERSION; a row of
+another version is re-graded offline on the next run), gold, finish_reason (answer phase: stop | length), hit_cap,
 num_waits, thinking_cap, seed (None when greedy).
 
 metrics.json (harness.evaluation.metrics), over every problem the folder holds: n, samples_per_problem,
