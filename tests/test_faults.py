@@ -9,7 +9,8 @@ Corrupt training state (one tiny trained run, copied per case)
     test_damaged_final_is_rebuilt                 final/model.safetensors cut short: rebuilt from the
                                                   last checkpoint (not "already trained")
     test_damaged_reference_cache_is_recomputed    cache file cut short, cache short of an example
-    test_no_usable_checkpoint_trains_from_start   every checkpoint damaged: trained from step 0
+    test_no_usable_checkpoint_trains_from_start   every checkpoint damaged (optimizer state cut short,
+                                                  garbage weights, garbage marker): trained from step 0
 Full disk (a size-limited tmpfs where the machine allows mounting one, else ENOSPC simulated at the write)
     test_full_disk_eval_out                       `iwsft eval --out`: one line, rows written whole, re-run
                                                   after freeing space = an uninterrupted run
@@ -128,7 +129,8 @@ def test_damaged_checkpoints_fall_back_and_heal(tiny_dir, trained, tmp_path):
     rc, out, err = _run(_train_args(tiny_dir, run, tmp_path / "ref"))
     assert rc == 0, err[-2000:]
     _said(out, "skipping checkpoint", "step-000003: model.safetensors is", "step-000002: trainer_state.pt does not load",
-          "resuming from", "step-000001 (step 1/4)", "dropped 1 malformed line", "removed 1 unfinished temp")
+          "resuming from", "step-000001 (step 1/4)", "dropped 1 malformed line", "removed 1 unfinished temp",
+          "config.yaml is damaged: checked against step-000003's settings")
     assert not (ck / ".step-000004.tmp").exists()
     _same_weights(trained / "run" / "final", run / "final")
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -183,11 +185,15 @@ def test_damaged_reference_cache_is_recomputed(tiny_dir, trained, tmp_path, dama
 def test_no_usable_checkpoint_trains_from_start(tiny_dir, trained, tmp_path):
     run = _copy(trained, tmp_path)
     shutil.rmtree(run / "final")
-    for ck in (run / "checkpoints").glob("step-*"):
-        (ck / "model.safetensors").write_bytes(b"garbage")
+    ck = run / "checkpoints"
+    (shard,) = (ck / "step-000003" / "optimizer").glob("*.distcp")
+    _cut(shard)                                                          # the optimizer state cut short
+    (ck / "step-000002" / "model.safetensors").write_bytes(b"garbage")
+    (ck / "step-000001" / "iwsft_train.json").write_text("{")
     rc, out, err = _run(_train_args(tiny_dir, run, tmp_path / "ref"))
     assert rc == 0, err[-2000:]
-    _said(out, "no checkpoint is usable: training from the start")
+    _said(out, "step-000003: optimizer/", "step-000002: model.safetensors is 7 bytes",
+          "step-000001: iwsft_train.json is damaged", "no checkpoint is usable: training from the start")
     _same_weights(trained / "run" / "final", run / "final")
 
 

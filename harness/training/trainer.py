@@ -147,38 +147,42 @@ def usable_checkpoint(out: Path, say=print) -> Path | None:
     return None
 
 
-def _saved_settings(out: Path) -> dict | None:
-    """The run's settings: config.yaml, or where that is damaged the newest checkpoint's (or final's) copy."""
+def _saved_settings(out: Path) -> tuple[dict | None, str | None]:
+    """The run's settings: config.yaml, or where that is damaged the newest checkpoint's (or final's)
+    copy; and a line saying so when config.yaml was damaged."""
     from harness.core.io import load_yaml_text
 
     try:
         saved = load_yaml_text((out / "config.yaml").read_text(encoding="utf-8"), str(out / "config.yaml"))
         if isinstance(saved, dict):
-            return saved
+            return saved, None
     except (UserError, OSError, UnicodeDecodeError):
         pass
     for folder in [*reversed(checkpoints(out)), out / "final"]:
         try:
-            return json.loads((folder / checkpoint.MARKER).read_text(encoding="utf-8"))["config"]
+            settings = json.loads((folder / checkpoint.MARKER).read_text(encoding="utf-8"))["config"]
+            return settings, f"{out / 'config.yaml'} is damaged: checked against {folder.name}'s settings and written again"
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return None
+    return None, f"{out / 'config.yaml'} is damaged: written again"
 
 
-def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+def _check_resumable(out: Path, cfg: TrainConfig) -> str | None:
+    """A UserError when `out` holds a run with other settings; else a note to print, or None."""
     saved = out / "config.yaml"
     if not saved.is_file():
-        return
-    settings = _saved_settings(out)
+        return None
+    settings, note = _saved_settings(out)
     if settings is None:
         if latest_checkpoint(out) or (out / "final").is_dir():
             raise UserError(f"{saved} is damaged and no checkpoint records this run's settings; delete {out} to "
                             "start over, or use a new output_dir")
-        return          # nothing to resume: config.yaml is rewritten when training starts
+        return note          # nothing to resume: config.yaml is rewritten when training starts
     diff = settings_diff(settings, cfg)
     if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
         raise UserError(f"{out} holds a run with different settings ({', '.join(diff[:3])}); "
                         "use a new output_dir, or delete the old run to start over")
+    return note
 
 
 @dataclass
@@ -221,7 +225,7 @@ class Trainer:
 
         self.cfg = cfg
         self.out = check_writable_dir(Path(cfg.output_dir), "output_dir")   # created once the data and model load
-        _check_resumable(self.out, cfg)
+        self._settings_note = _check_resumable(self.out, cfg)
         use_cuda = torch.cuda.is_available()
         mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
         try:
@@ -535,6 +539,8 @@ class Trainer:
             self._held.enter_context(dir_lock(self.out, f"another training run is writing to {self.out}; wait for it "
                                                         "to end or use another output_dir"))
             self._clean_stale_temps()
+            if self._settings_note:
+                self.console.print(self._settings_note, style="yellow", markup=False, highlight=False)
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         order = DataOrder(len(self.data.examples), cfg.seed)
         steps = total_steps(cfg, len(self.data.examples))
