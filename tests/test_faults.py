@@ -9,6 +9,7 @@ Corrupt training state (one tiny trained run, copied per case)
     test_damaged_final_is_rebuilt                 final/model.safetensors cut short: rebuilt from the
                                                   last checkpoint (not "already trained")
     test_damaged_reference_cache_is_recomputed    cache file cut short, cache short of an example
+    test_pipeline_reuses_only_a_whole_final       reproduce-table1 does not reuse a damaged final/
     test_no_usable_checkpoint_trains_from_start   every checkpoint damaged (optimizer state cut short,
                                                   garbage weights, garbage marker): trained from step 0
 Full disk (a size-limited tmpfs where the machine allows mounting one, else ENOSPC simulated at the write)
@@ -29,6 +30,7 @@ Stored verdicts and metrics after a resume
     test_stale_grader_version_regrades            verdicts of another grader version re-graded, counted
     test_metrics_rewritten_over_complete_samples  backend name/version after a kill at metrics.json or
                                                   a garbage metrics.json: as an uninterrupted run
+    test_stale_settings_temp_file_is_removed      .settings.json.*.tmp left by a kill: removed
 """
 
 from __future__ import annotations
@@ -480,3 +482,24 @@ def test_stale_settings_temp_file_is_removed(tmp_path, monkeypatch, hf_like):
     (run_dir / ".settings.json.abc123.tmp").write_text('{"half')      # a kill during the settings write
     assert _run([*EVAL, "--out", str(tmp_path / "ev")])[0] == 0
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_pipeline_reuses_only_a_whole_final(trained, tmp_path, monkeypatch):
+    """reproduce-table1 reuses a finished training run only when its final/ is as saved; a damaged one
+    goes back to `iwsft train` (which rebuilds it, test_damaged_final_is_rebuilt)."""
+    from rich.console import Console
+
+    from harness.paper import pipeline
+    from harness.paper.suite import load_suite
+
+    suite = load_suite("tiny")
+    name = next(iter(suite.recipes))
+    shutil.copytree(trained / "run" / "final", tmp_path / "run" / "final")
+    calls = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, **k: calls.append(cmd) or SimpleNamespace(returncode=0))
+    quiet = Console(file=io.StringIO())
+    pipeline.train_recipe(suite, name, 0, quiet, [f"output_dir={tmp_path / 'run'}"])
+    assert calls == []                                                   # whole: reused
+    _cut(tmp_path / "run" / "final" / "model.safetensors")
+    pipeline.train_recipe(suite, name, 0, quiet, [f"output_dir={tmp_path / 'run'}"])
+    assert len(calls) == 1 and "train" in calls[0]                       # damaged: trained again
