@@ -109,7 +109,7 @@ def test_yaml_parse_error_names_its_line(tmp_path, capsys, command):
     f.write_text("model: a\n  bad: [1\nx: 2\n")
     assert main([a.format(f=f, d=tmp_path / "rep") for a in command]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{f}:2:6 is not valid YAML: mapping values are not allowed here" in err, err
+    assert err.count("\n") == 1 and f"{f}:2:6: not valid YAML (mapping values are not allowed here)" in err, err
 
 
 def test_eval_summary_fits_80_columns_with_its_n_column():

@@ -1,14 +1,19 @@
-"""Small file helpers: atomic writes (nothing half-written) and early checks of output paths."""
+"""Small file helpers: atomic writes (nothing half-written, fsync'd), early checks of output paths,
+a full disk said in one line, and readers of untrusted YAML/JSON that end in one line too."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from harness.core.errors import UserError
 
@@ -96,20 +101,190 @@ def give_plain_mode(path: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same directory and rename: readers never see a partial file.
-    The file gets the permissions a plain open() would give it (not mkstemp's 0600)."""
+    The file gets the permissions a plain open() would give it (not mkstemp's 0600). A full disk
+    is a UserError naming the folder (the old file, if any, is left as it was)."""
     path = Path(path)
     mode = _plain_open_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    data = text.encode("utf-8")
+    with disk_full_as_user_error(path.parent, len(data)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (where the OS allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder` and the folders themselves, before a rename marks it complete:
+    a power cut cannot leave a 'complete' folder of torn files."""
+    folder = Path(folder)
+    if folder.is_file():
+        fsync_dir(folder)           # opens and fsyncs a file just as well
+        return
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        fsync_dir(d)
+
+
+# ------------------------------------------------------------------------------------- full disk
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or what it wraps, says the disk or the quota is full: torch.save re-raises the
+    OSError as "unexpected pos", torch.distributed.checkpoint as a CheckpointException of failures."""
+    seen: set[int] = set()
+    stack: list = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return True
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "unexpected pos" in text:
+            return True
+        stack += [e.__cause__, e.__context__, *getattr(e, "args", ())]
+        failures = getattr(e, "failures", None)
+        if isinstance(failures, dict):
+            for f in failures.values():
+                stack += list(f) if isinstance(f, tuple) else [f]
+    return False
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def disk_full_error(folder: Path, needed: int | None) -> UserError:
+    """The one line for a full disk under `folder`: how much the failed write needed, what is free."""
+    folder = Path(folder)
+    probe = folder.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        free = f", {_size(shutil.disk_usage(probe).free)} free now"
+    except OSError:
+        free = ""
+    need = f"about {_size(needed)} was needed" if needed else "more space was needed"
+    return UserError(f"no space left in {folder} ({need}{free}); what was written before is kept: free space "
+                     "and re-run the same command to continue")
+
+
+@contextlib.contextmanager
+def disk_full_as_user_error(folder: Path, needed: int | None = None):
+    """A full disk (ENOSPC/EDQUOT, however wrapped) while writing under `folder`: one line saying
+    which folder and how much was needed, instead of a traceback."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
+    except BaseException as e:      # torch.distributed.checkpoint's CheckpointException is a BaseException
+        if is_disk_full(e):
+            raise disk_full_error(folder, needed) from None
+        raise
+
+
+# ------------------------------------------------------------------- untrusted YAML / JSON text
+
+class NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors' aliases: a few hundred bytes of nested aliases ("billion laughs")
+    expand to gigabytes in any code that walks or copies the result. The harness's YAML files are
+    written by hand, where an alias is never needed."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"an alias (*{event.anchor}) is not allowed; write the "
+                                              "value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str, where: str, loader=NoAliasLoader):
+    """YAML from untrusted text: a UserError naming `where` and the line for invalid YAML, an alias
+    or nesting too deep for the parser (RecursionError)."""
+    try:
+        return yaml.load(text, Loader=loader)   # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        raise UserError(f"{at}: not valid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]}); "
+                        "fix that line") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to read (thousands of levels); flatten it") from None
+
+
+def load_yaml_file(path: Path, what: str = "file"):
+    """A YAML file a user gave: unreadable, not UTF-8, invalid, aliased or too deep -> one line naming it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{what} {path}:{line}: not UTF-8 text (is it a binary file?); save it as UTF-8 YAML") from None
+    if "\x00" in text:
+        raise UserError(f"{what} {path}: holds NUL bytes (a binary file?); give a YAML text file")
+    return load_yaml_text(text, f"{what} {path}")
+
+
+def json_loads(text: str | bytes, where: str):
+    """json.loads whose too-deep nesting is a UserError naming `where` (not a RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply to read; flatten it") from None
+
+
+def lone_surrogate(obj, _depth: int = 0) -> str | None:
+    """A text in `obj` (keys and values, nested) holding a lone surrogate ("\\ud800" in JSON: not
+    text, cannot be written as UTF-8), shown escaped; None when there is none."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode()[:60]
+        return None
+    if _depth > 100:
+        return None
+    parts = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+    for x in parts:
+        bad = lone_surrogate(x, _depth + 1)
+        if bad is not None:
+            return bad
+    return None
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -134,11 +309,15 @@ def read_jsonl(path: Path, expect: str = "{\"column\": value, ...}") -> list[tup
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json_loads(line, f"{path}:{n}")
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); fix or remove that line") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{n}: expected a JSON object like {expect}, got {type(row).__name__}")
+            bad = lone_surrogate(row)
+            if bad is not None:
+                raise UserError(f"{path}:{n}: {bad!r} holds a lone surrogate escape (\\udXXX: not text); fix "
+                                "or remove that line")
             rows.append((n, row))
     return rows
 

@@ -7,7 +7,8 @@ Pass an `Engine` to evaluate several configs of one model with one loaded model.
 
 samples.jsonl row: problem_id, sample_index, response (thinking + close + answer, after the prompt),
 thinking_tokens (generated + injected Waits), answer_tokens, total_tokens (their sum), extracted
-(None = no answer found), correct, gold, finish_reason (answer phase: stop | length), hit_cap,
+(None = no answer found), correct, grader_version (harness.evaluation.grading.GRADER_VERSION; a row of
+another version is re-graded offline on the next run), gold, finish_reason (answer phase: stop | length), hit_cap,
 num_waits, thinking_cap, seed (None when greedy).
 
 metrics.json (harness.evaluation.metrics), over every problem the folder holds: n, samples_per_problem,
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.core.errors import UserError
-from harness.core.io import atomic_write_json, ensure_writable_dir
+from harness.core.io import atomic_write_json, disk_full_as_user_error, ensure_writable_dir, write_jsonl_atomic
 from harness.core.versions import package_versions
 from harness.evaluation.benchmarks import Benchmark, BenchmarkUnavailable, Problem, fingerprint, get_benchmark, select
 from harness.evaluation.aggregates import compute_aggregates, parse_aggregates
@@ -42,7 +43,8 @@ from harness.evaluation.config import EvalConfig, validate
 from harness.evaluation.engine import Engine
 from harness.evaluation.metrics import compute_metrics
 from harness.evaluation.store import (METRICS_FILE, SETTINGS_FILE, SampleStore, dropped_if_failed_empty, metrics_lock,
-                                      model_slug, read_json, read_samples, redact, run_lock, samples_file, settings_hash)
+                                      model_slug, parse_rows, read_json, read_samples, redact, run_lock, samples_file,
+                                      samples_files, settings_hash)
 from harness.evaluation.generation import backend_class
 from harness.evaluation.generation.formats import format_of, needs_template_check
 from harness.evaluation.generation.sampling import settings_entries as sampling_settings
@@ -164,7 +166,7 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
     if cfg.shard is not None and plan and not any(shard_of(subset, cfg.shard) for _, _, subset in plan):
         raise UserError(f"--shard {cfg.shard[0]}/{cfg.shard[1]} selects no problem (each benchmark has fewer problems "
                         f"than shards); use fewer shards")
-    with Progress(cfg.progress, tokens=engine.tokens_generated) as progress:
+    with Progress(cfg.progress, tokens=engine.tokens_generated) as progress, disk_full_as_user_error(out_root):
         for spec, all_problems, subset in plan:
             results[spec.name] = _run_benchmark(cfg, engine, spec, all_problems, subset, out_root, progress)
     results = {name: results[name] for name in cfg.benchmarks}  # the order asked for
@@ -197,12 +199,14 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
     k = cfg.samples
     mine = shard_of(subset, cfg.shard)
     with dropped_if_failed_empty(run_dir, out_root, fresh), run_lock(run_dir, cfg.shard):
+        _clean_stale_temps(run_dir, cfg.shard)
         settings_path = run_dir / SETTINGS_FILE
         if not settings_path.exists():
             atomic_write_json(settings_path, {**settings, "settings_sha256": digest, "model_arg": cfg.model,
                                               **({"adapter_arg": cfg.adapter} if cfg.adapter else {})})
         store = SampleStore(samples_file(run_dir, cfg.shard), _warn)
         store.load()                      # repairs this writer's own file
+        _regrade_stale(cfg, spec, run_dir, cfg.shard)
         rows = read_samples(run_dir)      # the union: other shards' rows count as done
         missing = [(p, s) for p in mine for s in range(k) if (p.id, s) not in rows]
         reused = len(mine) * k - len(missing)
@@ -226,7 +230,7 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
             previous = read_json(run_dir / METRICS_FILE) or {}
             cum_tokens = int(previous.get("cumulative_generated_tokens") or 0) + gen_tokens
             cum_time = float(previous.get("cumulative_generation_time_s") or 0.0) + gen_time
-            backend = engine.backend_info() if missing else previous.get("backend") or engine.backend_info()
+            backend = _backend(engine, settings, previous if isinstance(previous, dict) else {}, bool(missing))
             held = {pid for pid, _ in rows} | {p.id for p in subset}
             common = {
                 "benchmark": spec.name,
@@ -267,6 +271,58 @@ def _run_benchmark(cfg: EvalConfig, engine: Engine, spec: Benchmark, all_problem
         **{k: v for k, v in command.items() if k not in ("limit", "ids", "shard")},
     })
     return metrics
+
+
+def _backend(engine: Engine, settings: dict, previous: dict, generated: bool) -> dict:
+    """The backend that generated the folder's samples: the engine's when it generated now, else the
+    previous metrics' (when whole), else the run's settings (kind and library versions key the folder,
+    so they are the backend's): a re-run over complete samples writes what an uninterrupted run did."""
+    info = engine.backend_info() if generated else None
+    if info and info.get("name") is not None:
+        return info
+    prev = previous.get("backend")
+    if isinstance(prev, dict) and prev.get("name") is not None:
+        return prev
+    kind, libs = settings.get("backend"), settings.get("generation_libraries")
+    if kind and isinstance(libs, dict):
+        cls = backend_class(kind)
+        return {"kind": kind, "name": cls.name, "version": cls.version_from_libraries(libs)}
+    return info or engine.backend_info()
+
+
+def _clean_stale_temps(run_dir: Path, shard) -> None:
+    """Temp files of atomic writes cut by a kill (.settings.json.*.tmp, ...): never read, removed.
+    A shard removes only its own samples file's: the others' may be in flight."""
+    pattern = ".*.tmp" if shard is None else f".samples.shard-{shard[0]}-of-{shard[1]}.jsonl.*.tmp"
+    for p in run_dir.glob(pattern):
+        p.unlink(missing_ok=True)
+
+
+def _regrade_stale(cfg: EvalConfig, spec: Benchmark, run_dir: Path, shard) -> None:
+    """Verdicts stored by another grader version (or before versions were stored) are graded again
+    from their stored response and gold, offline, and the samples files rewritten; one line says how
+    many changed. An unsharded run holds the folder alone and does every file; a shard its own."""
+    from harness.evaluation.grading import GRADER_VERSION, grade_many
+
+    files = samples_files(run_dir) if shard is None else [p for p in [samples_file(run_dir, shard)] if p.is_file()]
+    delim = format_of(cfg).answer_prefix.strip()
+    for path in files:
+        rows = list(parse_rows(path.read_bytes())[0].values())
+        stale = [r for r in rows if r.get("grader_version") != GRADER_VERSION and not r.get("no_room")
+                 and isinstance(r.get("response"), str) and r.get("gold") is not None]
+        if not stale:
+            continue
+        verdicts = grade_many(spec.grader, [(r["response"], str(r["gold"])) for r in stale], timeout_s=cfg.grade_timeout_s,
+                              workers=cfg.grade_workers, answer_delimiter=delim)
+        changed = 0
+        for r, v in zip(stale, verdicts):
+            changed += r["correct"] != bool(v.correct)
+            was = r.get("grader_version")
+            r.update(extracted=v.extracted, correct=bool(v.correct), grader_version=GRADER_VERSION)
+            r.setdefault("graded_before_by", was)
+        write_jsonl_atomic(path, rows)
+        _warn(f"{spec.name}: re-graded {len(stale)} stored verdict(s) of {path.name} with grader version {GRADER_VERSION} "
+              f"(stored by another or an unrecorded version): {changed} changed")
 
 
 def _add_aggregates(metrics: dict, cfg: EvalConfig, spec: Benchmark, problems: Sequence[Problem], rows) -> None:
@@ -316,7 +372,7 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
                       store: SampleStore, progress: Progress):
     """Generate the missing (problem, sample) pairs in chunks, grading and writing (fsync) each
     sample as it completes; a kill loses at most the chunk in flight."""
-    from harness.evaluation.grading import grade_many
+    from harness.evaluation.grading import GRADER_VERSION, grade_many
 
     prompt_of = {p.id: engine.prompt_ids(p, cfg) for p in subset}
     # "auto" thinking cap uses the longest prompt of the WHOLE benchmark, so a subset run makes the
@@ -366,6 +422,7 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
             "total_tokens": int(res.thinking_tokens) + int(res.answer_tokens),
             "extracted": verdict.extracted,
             "correct": bool(verdict.correct),
+            "grader_version": GRADER_VERSION,
             "gold": problem.gold,
             "finish_reason": res.finish_reason,
             "hit_cap": bool(res.hit_cap),

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.core.errors import UserError
-from harness.core.io import atomic_write_text, dir_lock
+from harness.core.io import DISK_FULL, atomic_write_text, dir_lock, disk_full_error, json_loads
 
 REDACTED = "[REDACTED: benchmark question text]"
 SAMPLES_FILE, METRICS_FILE, SETTINGS_FILE = "samples.jsonl", "metrics.json", "settings.json"
@@ -146,7 +146,7 @@ def metrics_lock(run_dir: Path):
 # ------------------------------------------------------------------------------------ samples
 
 
-def _parse_rows(data: bytes):
+def parse_rows(data: bytes):
     """(rows by key, kept lines, malformed line numbers, duplicate count, last non-empty line number)."""
     rows: dict[tuple[str, int], dict] = {}
     kept: list[bytes] = []
@@ -178,7 +178,7 @@ def read_samples(run_dir: Path) -> dict[tuple[str, int], dict]:
     shard's line being written now) is skipped here and dropped by its writer on its next pass."""
     rows: dict[tuple[str, int], dict] = {}
     for path in samples_files(run_dir):
-        for key, row in _parse_rows(path.read_bytes())[0].items():
+        for key, row in parse_rows(path.read_bytes())[0].items():
             rows.setdefault(key, row)
     return rows
 
@@ -197,7 +197,7 @@ class SampleStore:
         if not self.path.exists():
             return {}
         data = self.path.read_bytes()
-        rows, kept, bad, dups, last = _parse_rows(data)
+        rows, kept, bad, dups, last = parse_rows(data)
         needs_newline = bool(data) and not data.endswith(b"\n")
         if bad:
             where = "the last line" if bad == [last] else f"lines {', '.join(map(str, bad[:5]))}"
@@ -210,22 +210,34 @@ class SampleStore:
         return rows
 
     def append(self, row: dict) -> None:
+        """One row, written whole or not at all: a failed write (a full disk) is cut back off."""
         if self._f is None:
-            self._f = open(self.path, "a", encoding="utf-8")
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+            self._f = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        end = os.fstat(self._f).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._f, view):]
+            os.fsync(self._f)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._f, end)
+            if e.errno in DISK_FULL:
+                raise disk_full_error(self.path.parent, len(data)) from None
+            raise
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
+            os.close(self._f)
             self._f = None
 
 
 def read_json(path: Path):
+    """The file's JSON, or None when it is missing or damaged (it is then written again)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json_loads(path.read_bytes(), str(path))
+    except (OSError, ValueError, UserError):
         return None
 
 
@@ -257,8 +269,19 @@ def load_run(path: Path, ids: list[str] | None = None) -> Run:
     mfile = path / METRICS_FILE
     if not mfile.is_file():
         raise UserError(f"{path} has no metrics.json: not a finished evaluation run (re-run its `iwsft eval` to finish it)")
-    metrics = json.loads(mfile.read_text())
-    settings = read_json(path / SETTINGS_FILE) or {}
+    try:
+        metrics = json_loads(mfile.read_bytes(), str(mfile))
+    except (OSError, ValueError):
+        metrics = None
+    if not isinstance(metrics, dict):
+        raise UserError(f"{mfile} is damaged (not a JSON object); re-run that run's `iwsft eval` command to write it "
+                        "again from its samples")
+    for key, typ in (("problem_ids", list), ("missing_ids", list), ("samples_per_problem", int), ("benchmark", str)):
+        if metrics.get(key) is not None and not isinstance(metrics[key], typ):
+            raise UserError(f"{mfile} is damaged ({key} is not a {typ.__name__}); re-run that run's `iwsft eval` "
+                            "command to write it again from its samples")
+    settings = read_json(path / SETTINGS_FILE)
+    settings = settings if isinstance(settings, dict) else {}
     k = int(settings.get("samples") or metrics.get("samples_per_problem") or 1)
     per, think, no_room = defaultdict(dict), defaultdict(list), set()
     for (pid, s), row in read_samples(path).items():

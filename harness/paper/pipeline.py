@@ -36,6 +36,7 @@ def _recipe_config(suite: Suite, name: str, seed_offset: int, extra: list[str] =
 def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
     """Before any work: every (recipe, seed) trains into its own folder, and a finished run found
     there was trained with these settings (else its `final/` would be reported as this recipe)."""
+    from harness.training import checkpoint
     from harness.training.config import settings_diff
 
     owner: dict[Path, str] = {}
@@ -48,7 +49,7 @@ def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
                                 "drop the output_dir override (each recipe names its own folder)")
             owner[out] = name
             done = out / "final" / "iwsft_train.json"
-            if done.is_file():
+            if done.is_file() and checkpoint.damage(done.parent, need_state=False) is None:
                 diff = settings_diff(json.loads(done.read_text()).get("config", {}), cfg)
                 if diff:
                     raise UserError(f"{done.parent} ({name}) was trained with other settings ({', '.join(diff[:3])}); "
@@ -61,11 +62,13 @@ def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
     """Train one recipe (reused when already finished with the same settings: `check_reusable`) in a
     subprocess; returns (final dir, config). `extra` are key=value overrides applied to every recipe
     (e.g. max_steps=2 for a smoke run)."""
+    from harness.training import checkpoint
+
     recipe, overrides, cfg = _recipe_config(suite, name, seed_offset, extra)
     final = Path(cfg.output_dir) / "final"
-    if (final / "iwsft_train.json").is_file():
+    if (final / "iwsft_train.json").is_file() and checkpoint.damage(final, need_state=False) is None:
         console.print(f"[green]reusing[/] trained {name}: {final}")
-        return final, cfg.to_dict()
+        return final, cfg.to_dict()       # (a damaged final/ is rebuilt by `iwsft train`, which says so)
     console.rule(f"train {name}" + (f" (seed {cfg.seed})" if seed_offset else ""))
     if suite.accelerate_config:
         cmd = ["accelerate", "launch", "--config_file", str(ROOT / suite.accelerate_config), "-m", "harness", "train", str(recipe), *overrides]

@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import yaml
 
 from harness.core.errors import UserError
 from harness.evaluation.config import EvalConfig, validate_settings
@@ -122,12 +121,9 @@ def load_suite(preset: str) -> Suite:
     if not path.is_file():
         known = sorted(p.stem for p in (ROOT / "evals").glob("*.yaml"))
         raise UserError(f"no evaluation suite {preset!r} ({path}); presets: {', '.join(known)}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise UserError(f"evaluation suite {where} is not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    from harness.core.io import load_yaml_file
+
+    data = load_yaml_file(path, "suite") or {}
     if not isinstance(data, dict):
         raise UserError(f"evaluation suite {path} must be a mapping of key: value")
     unknown = set(data) - KEYS

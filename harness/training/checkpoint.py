@@ -85,3 +85,107 @@ def tied_keys(model) -> list[str]:
     if config is None or not getattr(config, "tie_word_embeddings", False):
         return []
     return list(getattr(inner, "_tied_weights_keys", None) or [])   # a dict in transformers >= 5, a list before
+
+
+# -- integrity: what a folder held when it was saved, checked before it is trusted ---------------------
+
+MARKER, STATE = "iwsft_train.json", "trainer_state.pt"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_manifest(folder: Path) -> dict[str, dict]:
+    """Size of every file under `folder` (but the marker and the trainer state, written after), and the
+    sha256 of each but the optimizer shards: those are large (twice the model in float32) and
+    torch.distributed.checkpoint refuses damaged ones itself; a garbage or truncated weights file is
+    caught here, where loading it could otherwise succeed with wrong values."""
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if not p.is_file() or rel in (MARKER, STATE):
+            continue
+        out[rel] = {"size": p.stat().st_size, **({} if rel.startswith("optimizer/") else {"sha256": _sha256(p)})}
+    return out
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """A cheap check for folders saved without a manifest: the header parses and the file is as long
+    as the header says."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            if n > size:
+                return f"{path.name} is cut short"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end != size:
+            return f"{path.name} is {size} bytes, its header says {8 + n + end}"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return f"{path.name} is not a safetensors file (damaged)"
+    return None
+
+
+def damage(folder: Path, need_state: bool = True) -> str | None:
+    """Why the saved folder (a checkpoint, or final/ with need_state=False) cannot be trusted, or None.
+    Checks the sizes and checksums recorded at save (folders saved before they were recorded: the
+    weights' headers and sizes), and that the trainer state loads."""
+    import json
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError
+    except FileNotFoundError:
+        meta = {}     # a checkpoint from before the marker: the weights' own check below
+    except (OSError, ValueError):
+        return f"{MARKER} is damaged"
+    files = meta.get("files")
+    if isinstance(files, dict):
+        for rel, want in files.items():
+            p = folder / rel
+            if not p.is_file():
+                return f"{rel} is missing"
+            if p.stat().st_size != want.get("size"):
+                return f"{rel} is {p.stat().st_size} bytes, {want.get('size')} when saved"
+            if "sha256" in want and _sha256(p) != want["sha256"]:
+                return f"{rel} differs from what was saved (checksum)"
+    else:
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights:
+            return "it holds no weights (*.safetensors)"
+        for p in weights:
+            why = _safetensors_damage(p)
+            if why:
+                return why
+    if need_state:
+        why = _state_damage(folder / STATE)
+        if why:
+            return why
+    return None
+
+
+def load_state(path: Path) -> dict:
+    """trainer_state.pt: step, scheduler, q source."""
+    return torch.load(path, weights_only=False)
+
+
+def _state_damage(path: Path) -> str | None:
+    try:
+        state = load_state(path)
+        if not isinstance(state, dict) or not {"step", "scheduler", "q_source"} <= set(state):
+            return f"{path.name} lacks the step, scheduler or q source"
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except Exception as e:      # torch.load's errors on a cut or garbage file vary (pickle, zip, EOF)
+        return f"{path.name} does not load ({type(e).__name__})"
+    return None

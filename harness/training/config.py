@@ -236,6 +236,10 @@ def _coerce(name: str, value):
     return value
 
 
+# A bound on step counts: far beyond any run, well inside what the schedule's arithmetic handles.
+MAX_COUNT = 10**9
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Fail fast on incompatible options, before any model or data is loaded."""
     if cfg.weighting not in PRESETS:
@@ -270,10 +274,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UserError(
             f"global_batch_size {cfg.global_batch_size} is not a multiple of micro_batch_size {cfg.micro_batch_size}"
         )
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise UserError(f"max_steps must be >= 1 (got {cfg.max_steps})")
+    if cfg.max_steps is not None and not 1 <= cfg.max_steps <= MAX_COUNT:
+        raise UserError(f"max_steps must be an integer in [1, {MAX_COUNT:.0e}] (got {cfg.max_steps:.6g})")
     if cfg.save_every is not None and cfg.save_every < 1:
         raise UserError(f"save_every must be >= 1 (got {cfg.save_every})")
+    if not 0 <= cfg.seed < 2**63:      # torch.manual_seed takes 64 bits; a negative seed is a typo
+        raise UserError(f"seed must be an integer in [0, 2**63) (got {cfg.seed:.6g}); e.g. seed=42")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1) (got {cfg.warmup_ratio})")
     if cfg.warmup_start not in WARMUP_STARTS:
@@ -404,12 +410,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         path = Path(path)
         if not path.is_file():
             raise UserError(f"recipe {path} does not exist; shipped recipes are under recipes/ (e.g. recipes/tiny/iw-sft.yaml)")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:     # path:line:column, as an editor jumps to it
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-            raise UserError(f"recipe {where} is not valid YAML: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
+        from harness.core.io import load_yaml_file
+
+        loaded = load_yaml_file(path, "recipe") or {}
         if not isinstance(loaded, dict):
             raise UserError(f"recipe {path} must be a mapping of key: value")
         for k, v in loaded.items():

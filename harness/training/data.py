@@ -130,12 +130,19 @@ def _read_json(path: Path) -> list[dict]:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}; give a readable .json/.jsonl/.parquet file") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read; flatten it") from None
     if not isinstance(data, list):
         raise UserError(f"{path} must hold a JSON list of rows (or use .jsonl)")
+    from harness.core.io import lone_surrogate
+
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             raise UserError(f"{path}: item {i} of the list is not a JSON object (got {type(row).__name__} {row!r:.30}); "
                             'every row must be an object like {"question": ..., ...}')
+        bad = lone_surrogate(row)
+        if bad is not None:
+            raise UserError(f"{path}: item {i}: {bad!r} holds a lone surrogate escape (\\udXXX: not text); fix that text")
     return data
 
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.core.errors import UserError
-from harness.core.io import give_plain_mode
+from harness.core.io import disk_full_as_user_error, fsync_dir, fsync_tree, give_plain_mode
 
 
 def model_identity(model, name: str) -> str:
@@ -80,17 +80,35 @@ def save_cache(path: Path, logprobs: dict[int, torch.Tensor], meta: dict) -> Non
     lengths = torch.tensor([logprobs[i].numel() for i in ids], dtype=torch.long)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"flat": flat, "lengths": lengths, "ids": torch.tensor(ids, dtype=torch.long)}, str(tmp),
-              metadata={"meta": json.dumps(meta, sort_keys=True)})
-    give_plain_mode(tmp)        # safetensors writes 0600; a shared cache is read by the group too
+    try:
+        with disk_full_as_user_error(path.parent, flat.numel() * 4 + lengths.numel() * 16):
+            save_file({"flat": flat, "lengths": lengths, "ids": torch.tensor(ids, dtype=torch.long)}, str(tmp),
+                      metadata={"meta": json.dumps(meta, sort_keys=True)})
+            give_plain_mode(tmp)        # safetensors writes 0600; a shared cache is read by the group too
+            fsync_tree(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class DamagedCache(Exception):
+    """A cache file that cannot be read as written (cut short, garbage): computed again, not refused."""
 
 
 def load_cache(path: Path, expected_meta: dict) -> dict[int, torch.Tensor]:
+    """The cached log-probs by example id; DamagedCache for a file that does not read back whole,
+    UserError for a whole file computed for another model, dataset or block size."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a mapping")
+    except Exception as e:      # safetensors' own error type, JSON, OS errors: the file is not as written
+        raise DamagedCache(f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else 'unreadable'}") from None
     for key in ("model", "data", "block_size"):
         if meta.get(key) != expected_meta.get(key):
             what = {"model": "reference model", "data": "dataset", "block_size": "block size"}[key]
@@ -98,9 +116,26 @@ def load_cache(path: Path, expected_meta: dict) -> dict[int, torch.Tensor]:
                 f"reference cache {path} was computed for another {what} "
                 f"({meta.get(key)!r}, this run needs {expected_meta.get(key)!r}); delete it or set ref_cache_dir elsewhere"
             )
-    t = load_file(str(path))
+    try:
+        t = load_file(str(path))
+        ids, lengths, flat = t["ids"].tolist(), t["lengths"].tolist(), t["flat"]
+    except Exception as e:
+        raise DamagedCache(f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else 'unreadable'}") from None
+    if len(ids) != len(lengths) or sum(lengths) != flat.numel() or min(lengths, default=0) < 0:
+        raise DamagedCache("its ids, lengths and values disagree")
     out, off = {}, 0
-    for i, n in zip(t["ids"].tolist(), t["lengths"].tolist()):
-        out[i] = t["flat"][off : off + n]
+    for i, n in zip(ids, lengths):
+        out[i] = flat[off : off + n]
         off += n
     return out
+
+
+def incomplete(ref: dict[int, torch.Tensor], examples) -> str | None:
+    """Why the cache does not cover every example with one value per predicted token, or None."""
+    for i, ex in enumerate(examples):
+        if i not in ref:
+            return f"no values for example {i}"
+        want = len(ex.input_ids) - 1          # a next-token log-prob per token but the first
+        if ref[i].numel() != want:
+            return f"example {i} has {ref[i].numel()} values, {want} expected"
+    return None

@@ -32,7 +32,8 @@ import yaml
 
 from harness.training.batching import Batch, batch_logprobs, collate, collate_packed, compile_decoder_layers, enable_checkpointing
 from harness.core.errors import UserError
-from harness.core.io import atomic_write_text, check_writable_dir, dir_lock, ensure_writable_dir, give_plain_mode
+from harness.core.io import (atomic_write_text, check_writable_dir, dir_lock, disk_full_as_user_error, ensure_writable_dir,
+                             fsync_dir, fsync_tree, give_plain_mode)
 from harness.core.versions import harness_commit
 from harness.training.objective import iw_objective, loss_normalizer, sequence_log_weights, weight_diagnostics
 from harness.training.qsource import make_q_source
@@ -52,7 +53,8 @@ class DataOrder:
 
     def _perm(self, epoch: int) -> list[int]:
         if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            # modulo 2**64: the same seed as ever below that, and defined for any seed above it
+            g = torch.Generator().manual_seed((self.seed * 100_003 + epoch) % 2**64)
             self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
         return self._perms[epoch]
 
@@ -128,20 +130,63 @@ def drop_fp32_output_wrapper(model) -> bool:
     return True
 
 
-def latest_checkpoint(out: Path) -> Path | None:
+def checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints (their trainer state written), oldest first."""
     root = out / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()) if root.is_dir() else []
+    return sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()) if root.is_dir() else []
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = checkpoints(out)
     return done[-1] if done else None
 
 
-def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+def usable_checkpoint(out: Path, say=print) -> Path | None:
+    """The newest checkpoint whose files are as saved; each newer one skipped is said, with why."""
+    for ckpt in reversed(checkpoints(out)):
+        why = checkpoint.damage(ckpt)
+        if why is None:
+            return ckpt
+        say(f"skipping checkpoint {ckpt}: {why}; resuming from an earlier one")
+    return None
+
+
+def _saved_settings(out: Path) -> tuple[dict | None, str | None]:
+    """The run's settings: config.yaml, or where that is damaged the newest checkpoint's (or final's)
+    copy; and a line saying so when config.yaml was damaged."""
+    from harness.core.io import load_yaml_text
+
+    try:
+        saved = load_yaml_text((out / "config.yaml").read_text(encoding="utf-8"), str(out / "config.yaml"))
+        if isinstance(saved, dict):
+            return saved, None
+    except (UserError, OSError, UnicodeDecodeError):
+        pass
+    for folder in [*reversed(checkpoints(out)), out / "final"]:
+        try:
+            settings = json.loads((folder / checkpoint.MARKER).read_text(encoding="utf-8"))["config"]
+            return settings, f"{out / 'config.yaml'} is damaged: checked against {folder.name}'s settings and written again"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None, f"{out / 'config.yaml'} is damaged: written again"
+
+
+def _check_resumable(out: Path, cfg: TrainConfig) -> str | None:
+    """A UserError when `out` holds a run with other settings; else a note to print, or None."""
     saved = out / "config.yaml"
     if not saved.is_file():
-        return
-    diff = settings_diff(yaml.safe_load(saved.read_text()) or {}, cfg)
+        return None
+    settings, note = _saved_settings(out)
+    if settings is None:
+        if latest_checkpoint(out) or (out / "final").is_dir():
+            raise UserError(f"{saved} is damaged and no checkpoint records this run's settings; delete {out} to "
+                            "start over, or use a new output_dir")
+        return note          # nothing to resume: config.yaml is rewritten when training starts
+    diff = settings_diff(settings, cfg)
     if diff and (latest_checkpoint(out) or (out / "final").is_dir()):
         raise UserError(f"{out} holds a run with different settings ({', '.join(diff[:3])}); "
                         "use a new output_dir, or delete the old run to start over")
+    return note
 
 
 @dataclass
@@ -186,7 +231,7 @@ class Trainer:
 
         self.cfg = cfg
         self.out = check_writable_dir(Path(cfg.output_dir), "output_dir")   # created once the data and model load
-        _check_resumable(self.out, cfg)
+        self._settings_note = _check_resumable(self.out, cfg)
         use_cuda = torch.cuda.is_available()
         mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
         try:
@@ -311,8 +356,16 @@ class Trainer:
         }
         path = refcache.cache_path(cfg.ref_cache_dir, meta)
         if path.is_file():
-            self.console.print(f"reference log-probs: cached {path}")
-            return refcache.load_cache(path, meta)
+            try:
+                ref = refcache.load_cache(path, meta)
+                why = refcache.incomplete(ref, self.data.examples)
+            except refcache.DamagedCache as e:
+                ref, why = None, str(e)
+            if not self._any_rank(why is not None):   # all ranks have read it before any rewrites it
+                self.console.print(f"reference log-probs: cached {path}")
+                return ref
+            self.console.print(f"reference cache {path} is damaged ({why}): computing it again", style="yellow",
+                               markup=False, highlight=False)
         # Same micro-batches as the first epoch of training, so step 0 sees bitwise-equal values.
         t0 = time.time()
         steps_epoch0 = math.ceil(len(self.data.examples) / cfg.global_batch_size)
@@ -344,25 +397,43 @@ class Trainer:
         sd = acc.get_state_dict(model)                    # full weights on rank 0 (gathered under FSDP)
         for key in checkpoint.tied_keys(model):           # gathered copies of tied weights: one is enough
             sd.pop(key, None)
-        if opt is not None:
-            checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
+        # about what this save writes: weights (+ AdamW's two moments), for the full-disk message
+        needed = sum(t.numel() * t.element_size() for t in sd.values()) * (3 if opt is not None else 1)
+        try:
+            with disk_full_as_user_error(folder.parent, needed or None):
+                if opt is not None:
+                    checkpoint.save_optimizer(model, opt.optimizer, tmp / "optimizer")   # every rank its shard
+                if acc.is_main_process:
+                    self._write_folder(model, sd, tmp, state)
+        except BaseException:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)    # a half-written folder frees its space
+            raise
         if acc.is_main_process:
-            if self.cfg.lora_rank:   # the adapter (PEFT format), and on request base + adapter merged
-                lora.save_adapter(acc.unwrap_model(model), sd, tmp, self.model_name)
-                if self.cfg.lora_merge_on_save:
-                    lora.save_merged(self.model_name, tmp, tmp / "merged", self.tokenizer,
-                                     "bfloat16" if self.cfg.dtype == "bf16" else "float32")
-            else:
-                acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary(),
-                                                                "harness_commit": self.harness_commit}, indent=1))
-            give_plain_mode(tmp)            # safetensors writes 0600: readable like the run's other files
-            if state is not None:
-                torch.save(state, tmp / "trainer_state.pt")   # last: its presence marks a complete checkpoint
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
+            fsync_dir(folder.parent)
         acc.wait_for_everyone()
+
+    def _write_folder(self, model, sd: dict, tmp: Path, state: dict | None) -> None:
+        """Rank 0: weights, tokenizer, the marker with every file's size and checksum, the trainer state
+        last (a checkpoint is complete when it exists), all fsync'd before the caller renames `tmp`."""
+        acc = self.acc
+        if self.cfg.lora_rank:   # the adapter (PEFT format), and on request base + adapter merged
+            lora.save_adapter(acc.unwrap_model(model), sd, tmp, self.model_name)
+            if self.cfg.lora_merge_on_save:
+                lora.save_merged(self.model_name, tmp, tmp / "merged", self.tokenizer,
+                                 "bfloat16" if self.cfg.dtype == "bf16" else "float32")
+        else:
+            acc.unwrap_model(model).save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        atomic_write_text(tmp / "iwsft_train.json", json.dumps({"config": self.cfg.to_dict(), "data": self.data.summary(),
+                                                            "harness_commit": self.harness_commit,
+                                                            "files": checkpoint.file_manifest(tmp)}, indent=1))
+        give_plain_mode(tmp)            # safetensors writes 0600: readable like the run's other files
+        if state is not None:
+            torch.save(state, tmp / "trainer_state.pt")   # last: its presence marks a complete checkpoint
+        fsync_tree(tmp)
 
     def _prune(self) -> None:
         root = self.out / "checkpoints"
@@ -379,8 +450,13 @@ class Trainer:
     def _run(self) -> Path:
         final = self.out / "final"
         if (final / "iwsft_train.json").is_file():
-            self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
-            return final
+            why = checkpoint.damage(final, need_state=False) if self.acc.is_main_process else None
+            if not self._any_rank(why is not None):
+                self.console.print(f"[green]already trained[/]: {final} (delete it to train again)")
+                return final
+            self.console.print(f"[yellow]{final} is damaged[/] ({why}): rebuilding it from the last checkpoint")
+            if self.acc.is_main_process:
+                shutil.rmtree(final)
         run = self._setup()
         with _stop_at_step_end(self.acc.num_processes == 1, self.console) as stop:
             for step in range(run.start, run.steps):
@@ -403,6 +479,81 @@ class Trainer:
             raise KeyboardInterrupt
         return final
 
+    def _any_rank(self, flag: bool) -> bool:
+        """Collective: whether `flag` holds on any rank (one answer for all)."""
+        if self.acc.num_processes == 1:
+            return flag
+        from accelerate.utils import gather_object
+
+        return any(gather_object([flag]))
+
+    def _clean_stale_temps(self) -> None:
+        """Leftovers of a run killed mid-write: a half-written checkpoint or final folder, temp files of
+        atomic writes (never read: a complete write renames its temp file)."""
+        stale = [*(self.out / "checkpoints").glob(".step-*.tmp"), *self.out.glob(".*.tmp")]   # .final.tmp too
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if stale:
+            self.console.print(f"removed {len(stale)} unfinished temp file(s) of an interrupted run: "
+                               f"{', '.join(p.name for p in stale[:3])}")
+
+    def _resume(self, model, opt, sched, q_source, steps: int) -> int:
+        """Collective. Load the newest checkpoint whose files are as saved (rank 0 checks, every rank
+        loads it) and return its step; 0 when there is none."""
+        from accelerate.utils import broadcast_object_list
+
+        acc = self.acc
+        say = lambda m: self.console.print(m, style="yellow", markup=False, highlight=False)  # noqa: E731
+        ckpt = broadcast_object_list([usable_checkpoint(self.out, say) if acc.is_main_process else None])[0]
+        if ckpt is None:
+            if checkpoints(self.out):
+                say("no checkpoint is usable: training from the start")
+            return 0
+        try:
+            state = checkpoint.load_state(ckpt / checkpoint.STATE)
+            # the optimizer first: a damaged one fails before the model's weights are touched
+            checkpoint.load_optimizer(model, opt.optimizer, ckpt / "optimizer")
+            load = lora.load_adapter_weights if self.cfg.lora_rank else checkpoint.load_model_weights
+            load(model, ckpt, acc.is_main_process, acc.num_processes)
+        except (UserError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:     # torch.distributed.checkpoint's CheckpointException is a BaseException
+            raise UserError(f"checkpoint {ckpt} does not load ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                            "delete that folder to resume from an earlier checkpoint") from None
+        sched.load_state_dict(state["scheduler"])
+        q_source.load_state_dict(state["q_source"])
+        self.console.print(f"[yellow]resuming[/] from {ckpt} (step {state['step']}/{steps})")
+        return state["step"]
+
+    def _trim_metrics(self, path: Path, start: int) -> None:
+        """Keep the logged rows up to the step we resume from (later ones move to metrics.superseded.jsonl, never
+        erased); a torn line (a write cut by a kill) is dropped."""
+        rows, torn = [], 0
+        lines = path.read_bytes().split(b"\n") if path.is_file() else []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                torn += 1
+                continue
+            rows.append(row)
+        if torn:
+            self.console.print(f"{path}: dropped {torn} malformed line(s) (a write cut short); the steps after the "
+                               "checkpoint are logged again", style="yellow", markup=False, highlight=False)
+        later = [r for r in rows if r["step"] > start]
+        if later:
+            superseded = self.out / "metrics.superseded.jsonl"
+            with open(superseded, "a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in later))
+            self.console.print(f"[yellow]{len(later)} metrics rows after step {start} (trained again now) moved to "
+                               f"{superseded}[/]")
+        if torn or later:
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+
     # -- set-up: model, optimizer, schedule, reference log-probs, q source, resume point
     def _setup(self) -> "_RunState":
         cfg, acc = self.cfg, self.acc
@@ -417,6 +568,9 @@ class Trainer:
             ensure_writable_dir(self.out, "output_dir")
             self._held.enter_context(dir_lock(self.out, f"another training run is writing to {self.out}; wait for it "
                                                         "to end or use another output_dir"))
+            self._clean_stale_temps()
+            if self._settings_note:
+                self.console.print(self._settings_note, style="yellow", markup=False, highlight=False)
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         order = DataOrder(len(self.data.examples), cfg.seed)
         steps = total_steps(cfg, len(self.data.examples))
@@ -451,27 +605,10 @@ class Trainer:
             ref = self._reference_cache(model, order) if self.spec.level != "none" else {}
         q_source = make_q_source(cfg.q_source, acc.unwrap_model(model), every=cfg.q_every, decay=cfg.q_ema_decay)
 
-        start = 0
-        ckpt = latest_checkpoint(self.out)
-        if ckpt is not None:
-            state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-            load = lora.load_adapter_weights if cfg.lora_rank else checkpoint.load_model_weights
-            load(model, ckpt, acc.is_main_process, acc.num_processes)
-            checkpoint.load_optimizer(model, opt.optimizer, ckpt / "optimizer")
-            sched.load_state_dict(state["scheduler"])
-            q_source.load_state_dict(state["q_source"])
-            start = state["step"]
-            self.console.print(f"[yellow]resuming[/] from {ckpt} (step {start}/{steps})")
+        start = self._resume(model, opt, sched, q_source, steps)
         metrics_path = self.out / "metrics.jsonl"
         if acc.is_main_process:   # rows logged after the checkpoint we resume from: moved aside, never erased
-            rows = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()] if metrics_path.is_file() else []
-            later = [r for r in rows if r["step"] > start]
-            if later:
-                with open(self.out / "metrics.superseded.jsonl", "a") as f:
-                    f.write("".join(json.dumps(r) + "\n" for r in later))
-                self.console.print(f"[yellow]{len(later)} metrics rows after step {start} (trained again now) moved to "
-                                   f"{self.out / 'metrics.superseded.jsonl'}[/]")
-                atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+            self._trim_metrics(metrics_path, start)
         tracking.start(acc, cfg, self.out, start)
         self._held.callback(tracking.finish, acc)      # closed on any exit (an MLflow run is not left running)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
@@ -573,8 +710,10 @@ class Trainer:
                "peak_mem_gb": _peak_mem_gb(acc.device),
                "step_time_s": dt}
         if acc.is_main_process:
-            with open(run.metrics_path, "a") as f:
+            with disk_full_as_user_error(self.out), open(run.metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
             tracking.log_step(acc, row, lw_all.numpy())
             mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
             full = (f"step {step + 1:>5}/{run.steps}  loss {row['loss']:.4f}  nll {row['nll'] or 0:.4f}  lr {st.lr:.2e}  gnorm {gnorm:.3f} (clip x{clip_coef:.2f})  "

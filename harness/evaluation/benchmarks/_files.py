@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Mapping
@@ -28,6 +29,7 @@ from typing import Mapping
 import yaml
 
 from harness.core.errors import UserError
+from harness.core.io import NoAliasLoader, json_loads, load_yaml_text, lone_surrogate
 from harness.evaluation.benchmarks._core import Benchmark, Problem, get_benchmark, names, register
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -121,7 +123,7 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json_loads(line, f"{path}:{n}")
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno}); each line must be one JSON "
                             "object") from None
@@ -131,8 +133,9 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Safe YAML that records each mapping's line under '__line__'."""
+class _LineLoader(NoAliasLoader):
+    """Safe YAML (no aliases: a "billion laughs" file would blow up in _strip_lines) that records
+    each mapping's line under '__line__'."""
 
 
 def _mapping_with_line(loader, node):
@@ -153,12 +156,7 @@ def _strip_lines(obj):
 
 
 def _yaml_rows(path: Path, text: str) -> tuple[dict, list[tuple[int, dict]]]:
-    try:
-        doc = yaml.load(text, Loader=_LineLoader)   # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    doc = load_yaml_text(text, str(path), _LineLoader)
     head: dict = {}
     if isinstance(doc, dict):
         _check_keys(path, doc.get("__line__", 1), doc, FILE_KEYS, "file-level key")
@@ -192,6 +190,14 @@ def _check_row(path: Path, line: int, row: dict, default_grader) -> str:
     from harness.evaluation.grading import GRADER_KINDS
 
     _check_keys(path, line, row, ROW_KEYS, "field")
+    bad = lone_surrogate(row)
+    if bad is not None:
+        raise UserError(f"{path}:{line}: {bad!r} holds a lone surrogate escape (\\udXXX: not text, cannot be "
+                        "stored); fix that text")
+    gold = row.get("gold")
+    if isinstance(gold, float) and not math.isfinite(gold):
+        raise UserError(f"{path}:{line}: gold is a number too large to read ({gold}); quote it as text, e.g. "
+                        "gold: \"1e309\"")
     for key in ("id", "question", "gold"):
         value = row.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):

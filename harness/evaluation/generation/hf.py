@@ -112,6 +112,11 @@ class HFBackend:
 
         return f"transformers {transformers.__version__}, torch {torch.__version__}"
 
+    @classmethod
+    def version_from_libraries(cls, libraries: dict) -> str:
+        """What `version()` says, from a run's settings' generation_libraries (no backend loaded)."""
+        return f"transformers {libraries.get('transformers')}, torch {libraries.get('torch')}"
+
     @property
     def device(self):
         return next(self.model.parameters()).device

@@ -271,6 +271,10 @@ class VLLMBackend:
     def version(self) -> str:
         return f"vllm {getattr(self._vllm, '__version__', 'unknown')}"
 
+    @classmethod
+    def version_from_libraries(cls, libraries: dict) -> str:
+        return f"vllm {libraries.get('vllm') or 'unknown'}"
+
     def sampling_params(self, gp: GenParams):
         return self._vllm.SamplingParams(
             n=1,

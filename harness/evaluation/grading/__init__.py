@@ -21,10 +21,12 @@ from harness.evaluation.grading.extract import DEFAULT_DELIMITER, extract_answer
 
 GRADER_KINDS = ("integer", "math", "choice")
 
-# Bumped whenever a verdict can change: stored verdicts graded by another version are stale and
-# should be re-graded. "1": the grader before issue 25. "2": issue 25's patterns (last explicit
-# answer wins, joined boxes, labels, relations, times, GPQA letters without an anchor) and plain
-# responses read for their final stated value (issue 30).
+# Stored with every verdict (samples.jsonl "grader_version"); a run folder whose verdicts carry
+# another version (or none: written before it was recorded) is re-graded offline when it is next
+# run. Bump it whenever a change to extraction or equivalence can change a verdict.
+# "1": the grader before issue 25. "2": issue 25's patterns (last explicit answer wins, joined boxes,
+# labels, relations, times, GPQA letters without an anchor) and plain responses read for their final
+# stated value (issue 30).
 GRADER_VERSION = "2"
 
 
