@@ -13,6 +13,7 @@ from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from harness.core.stats import holm
+from harness.paper.power import mdd_lines
 from harness.evaluation.benchmarks import clusters_for, report_order
 from harness.evaluation.benchmarks import title as bench_title
 from harness.evaluation.store import Run
@@ -76,7 +77,7 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
     for c, adjusted in zip(comparisons, holm([c["p_mcnemar"] for c in comparisons])):
         c["p_holm"] = adjusted
     return {"title": title, "rows": rows, "paired": comparisons, "paper": paper_rows_for(models),
-            "deviations": deviations + notes(rows), "methods": methods(rows, comparisons), **(extra or {})}
+            "deviations": deviations + notes(rows), "methods": methods(rows, comparisons) + mdd_lines(models), **(extra or {})}
 
 
 def notes(rows: list[dict]) -> list[str]:
