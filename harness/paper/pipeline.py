@@ -476,64 +476,63 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
 
 
 def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Console | None = None) -> dict:
-    """Figure 2: each (thinking budget, Wait count) cell of the suite for each model; cells already
-    evaluated are reused by the runner."""
+    """Figure 2: each (thinking budget, Wait) cell of the suite for each model, each point with its
+    interval and Waits used, a paired test between the models at each cell (harness/paper/figure2.py);
+    cells already evaluated are reused by the runner."""
     from rich.table import Table
 
     from harness.core.io import atomic_write_json, ensure_writable_dir
+    from harness.paper import figure2
 
     console = console or Console()
-    bs = suite.budget_sweep
-    if not bs:
+    if not suite.budget_sweep:
         raise UserError(f"suite {suite.name} has no budget_sweep block")
+    bs = figure2.check_block(suite)
     out = ensure_writable_dir(out)
-    result = {"preset": suite.name, "cells": bs["cells"], "models": {}}
+    result = {"preset": suite.name, "budget_mode": bs["budget_mode"], "y_floor": bs["y_floor"], "cells": bs["cells"],
+              "models": {}, "deviations": figure2.deviations(suite, bs)}
+    runs = {}
     with Evaluations(suite) as evals:     # one engine per model, models one after another
         for name, path in models.items():
             for bench in bs["benchmarks"]:
                 pts = []
-                for c in bs["cells"]:
-                    r = evals.run(path, bench, bs.get("limit"), out="runs/sweep",
-                                  thinking_budget=c["thinking_budget"], wait=c["wait"])
+                for i, c in enumerate(bs["cells"]):
+                    console.print(f"[bold]{name}[/] {bench}: budget {c['thinking_budget']}, Wait x{c['wait']} "
+                                  f"({i + 1}/{len(bs['cells'])})")
+                    r = evals.run(path, bench, bs.get("limit"), out="runs/sweep", thinking_budget=c["thinking_budget"],
+                                  wait=c["wait"], budget_mode=bs["budget_mode"])
                     if r is None:
                         break
-                    n = len(r.scores)
-                    pts.append({**c, "accuracy": sum(r.scores.values()) / n, "n": n,
-                                "thinking_tokens_mean": sum(r.thinking.values()) / n})
+                    runs[name, bench, i] = r
+                    pts.append(figure2.point(c, r))
                 if pts:
                     result["models"].setdefault(name, {})[bench] = pts
-    t = Table(title="Figure 2: accuracy vs average thinking tokens", title_justify="left")
-    for col in ("model", "benchmark", "budget", "Wait", "avg thinking tokens", "accuracy %", "n"):
+    result["paired"] = figure2.cell_tests(runs, bs["cells"])
+    t = Table(title=f"Figure 2: accuracy vs average thinking tokens (budget mode {bs['budget_mode']})", title_justify="left")
+    for col in ("model", "benchmark", "budget", "Wait", "Waits used", "think tok", "accuracy % [95% CI]", "n"):
         t.add_column(col, justify="left" if col in ("model", "benchmark") else "right")
     for name, per in result["models"].items():
         for bench, pts in per.items():
             for p in pts:
-                t.add_row(name, bench, str(p["thinking_budget"]), str(p["wait"]), f"{p['thinking_tokens_mean']:.0f}",
-                          f"{100 * p['accuracy']:.1f}", str(p["n"]))
+                lo, hi = p["ci95"]
+                t.add_row(name, bench, str(p["thinking_budget"]), str(p["wait"]),
+                          f"{p['waits_used']['mean']:.2f}" + ("" if p["wait"] else " (cap only)"),
+                          f"{p['thinking_tokens_mean']:.0f}", f"{100 * p['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                          str(p["n"]))
     console.print(t)
+    if result["paired"]:
+        pt = Table(title="Paired at each cell (diff = B - A)", title_justify="left")
+        for col in ("A", "B", "benchmark", "budget", "Wait", "diff [95% CI]", "p", "Holm p"):
+            pt.add_column(col, justify="left" if col in ("A", "B", "benchmark") else "right")
+        for p in result["paired"]:
+            lo, hi = p["diff_ci95"]
+            pt.add_row(p["a"], p["b"], p["benchmark"], str(p["thinking_budget"]), str(p["wait"]),
+                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", f"{p['p_mcnemar']:.3g}",
+                       f"{p['p_holm']:.3g}")
+        console.print(pt)
+    for d in result["deviations"]:
+        console.print(f"  • {d}")
     atomic_write_json(out / "figure2.json", result)
-    _plot_figure2(result, out / "figure2.png")
+    figure2.plot(result, out / "figure2.png")
     console.print(f"wrote {out / 'figure2.png'} and {out / 'figure2.json'}")
     return result
-
-
-def _plot_figure2(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    benches = sorted({b for per in result["models"].values() for b in per})
-    fig, axes = plt.subplots(1, max(1, len(benches)), figsize=(5 * max(1, len(benches)), 4), squeeze=False)
-    for ax, bench in zip(axes[0], benches):
-        for name, per in result["models"].items():
-            pts = per.get(bench, [])
-            ax.plot([p["thinking_tokens_mean"] for p in pts], [100 * p["accuracy"] for p in pts], marker="o", label=name)
-        ax.set_title(bench)
-        ax.set_xlabel("average thinking tokens")
-        ax.set_ylabel("accuracy %")
-        ax.legend()
-    fig.suptitle(f"Budget forcing (preset {result['preset']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
