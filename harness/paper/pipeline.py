@@ -237,11 +237,48 @@ def control_notes(trained: dict[str, dict]) -> list[str]:
     return out
 
 
+def curve_subset(sc: dict) -> tuple[int | None, list[str] | None, str]:
+    """(limit, ids, words) of the step curve's fixed subset of held-out problems: with `per_cluster: K`
+    the first K problems of each cluster (as many independent units as the benchmark has, at a
+    fraction of the problems: the phrasings of one operand pair are highly correlated), at most
+    `limit` of them; else the first `limit` problems."""
+    per, limit = sc.get("per_cluster"), sc.get("limit")
+    if not per:
+        return limit, None, f"first {limit} problems" if limit is not None else "all problems"
+    from harness.evaluation.benchmarks import load_benchmark
+
+    taken: dict[str, int] = {}
+    ids = []
+    for p in load_benchmark(sc["benchmark"]):
+        c = p.meta.get("cluster", p.id)
+        if taken.get(c, 0) < per:
+            ids.append(p.id)
+            taken[c] = taken.get(c, 0) + 1
+    ids = ids if limit is None else ids[:limit]
+    return None, ids, (f"a fixed subset: {per} problem{'s' if per > 1 else ''} from each of its {len(taken)} "
+                       f"clusters{f', first {limit}' if limit is not None and limit < len(taken) * per else ''} "
+                       f"({len(ids)} problems)")
+
+
+def _curve_point(step: int, run) -> dict:
+    from harness.evaluation.benchmarks import clusters_for
+    from harness.evaluation.metrics import accuracy_interval
+
+    n = len(run.scores)
+    outcomes = getattr(run, "outcomes", None) or {q: [s >= 0.5] for q, s in run.scores.items()}
+    keys = clusters_for(getattr(run, "benchmark", ""), list(outcomes))
+    ci, _ = accuracy_interval(list(outcomes.values()), keys)
+    return {"step": step, "accuracy": sum(run.scores.values()) / n, "n": n,
+            "clusters": len(set(keys.values())) if keys else n, "ci95": list(ci) if ci else None}
+
+
 def step_curve(suite: Suite, evals: Evaluations, runs_dirs: dict[str, Path], base_run, console: Console) -> dict | None:
-    """Held-out accuracy of each intermediate checkpoint (the sequence-level analogue of Figure 1)."""
+    """Held-out accuracy of each intermediate checkpoint (the sequence-level analogue of Figure 1),
+    each point with its cluster-aware 95% interval, on the suite's fixed subset (curve_subset)."""
     sc = suite.step_curve
     if not sc:
         return None
+    limit, ids, words = curve_subset(sc)
     curves = {}
     for name in sc["recipes"]:
         if name not in runs_dirs:
@@ -249,16 +286,17 @@ def step_curve(suite: Suite, evals: Evaluations, runs_dirs: dict[str, Path], bas
         root = runs_dirs[name].parent
         points = [(0, base_run)]
         for ck in sorted((root / "checkpoints").glob("step-*")):
-            points.append((int(ck.name.split("-")[1]), evals.run(str(ck), sc["benchmark"], sc["limit"])))
+            points.append((int(ck.name.split("-")[1]), evals.run(str(ck), sc["benchmark"], limit, ids=ids)))
         final_step = _final_step(root)
         every = (_read_yaml(root / "config.yaml") or {}).get("save_every")
         gone = [s for s in range(every, final_step, every) if not (root / "checkpoints" / f"step-{s:06d}").is_dir()] if every else []
         if gone:
             console.print(f"[yellow]note[/]: {name}: no checkpoint left at step(s) {', '.join(map(str, gone))} "
                           "(pruned by keep_checkpoints, or deleted): the curve skips them")
-        points.append((final_step, evals.run(str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
-        curves[name] = [{"step": s, "accuracy": sum(r.scores.values()) / len(r.scores), "n": len(r.scores)} for s, r in points if r]
-    return {"benchmark": sc["benchmark"], "limit": sc["limit"], "curves": curves}
+        points.append((final_step, evals.run(str(runs_dirs[name]), sc["benchmark"], limit, ids=ids)))
+        curves[name] = [_curve_point(s, r) for s, r in points if r]
+    return {"preset": suite.name, "benchmark": sc["benchmark"], "limit": limit, "subset": words, "ids": ids,
+            "curves": curves}
 
 
 def _read_yaml(path: Path):
@@ -277,15 +315,27 @@ def plot_step_curve(curve: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in curve["curves"].items():
-        ax.plot([p["step"] for p in pts], [100 * p["accuracy"] for p in pts], marker="o", label=name)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"held-out {curve['benchmark']} accuracy % (first {curve['limit']})")
-    ax.set_title("Held-out accuracy during training (tiny preset)")
-    ax.legend()
-    fig.tight_layout()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = list(curve["curves"])
+    last = max((p["step"] for pts in curve["curves"].values() for p in pts), default=1) or 1
+    for k, (name, pts) in enumerate(curve["curves"].items()):
+        dx = (k - (len(names) - 1) / 2) * 0.012 * last      # recipes side by side: equal points stay visible
+        y = [100 * p["accuracy"] for p in pts]
+        err = [[100 * (p["accuracy"] - p["ci95"][0]) if p.get("ci95") else 0 for p in pts],
+               [100 * (p["ci95"][1] - p["accuracy"]) if p.get("ci95") else 0 for p in pts]]
+        ax.errorbar([p["step"] + dx for p in pts], y, yerr=err, capsize=3, label=name,
+                    marker="osD^v"[k % 5], linestyle=["-", "--", ":", "-."][k % 4], markerfacecolor="white" if k % 2 else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("training step (optimizer steps; recipes offset slightly so equal points show)")
+    ax.set_ylabel(f"held-out {curve['benchmark']} accuracy % (95% CI)")
+    ax.set_title(f"Held-out accuracy during training (preset {curve.get('preset', '?')})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.text(0.01, 0.01, f"{curve['benchmark']}: {curve.get('subset') or 'first ' + str(curve['limit']) + ' problems'}; "
+             "intervals over clusters of correlated problems", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -418,7 +468,8 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
     if limit is not None:
         suite.benchmarks = {b: (limit if lim is None else min(lim, limit)) for b, lim in suite.benchmarks.items()}
         if suite.step_curve:
-            suite.step_curve = {**suite.step_curve, "limit": min(suite.step_curve["limit"], limit)}
+            sc_limit = suite.step_curve.get("limit")
+            suite.step_curve = {**suite.step_curve, "limit": limit if sc_limit is None else min(sc_limit, limit)}
     suite.benchmarks = available_benchmarks(suite, console)
     if suite.accelerate_config:
         for line in check_memory(suite, train_overrides):
@@ -456,7 +507,8 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
                         seed_runs[bench] = r
                 runs.setdefault(name, []).append(seed_runs)
                 if name == "base" and suite.step_curve:
-                    base_curve_run = evals.run(path, suite.step_curve["benchmark"], suite.step_curve["limit"])
+                    sc_limit, sc_ids, _ = curve_subset(suite.step_curve)
+                    base_curve_run = evals.run(path, suite.step_curve["benchmark"], sc_limit, ids=sc_ids)
         if suite.step_curve:
             console.rule("held-out accuracy against training step")
             curve = step_curve(suite, evals, {n: ps[0] for n, ps in finals.items()}, base_curve_run, console)
