@@ -355,6 +355,56 @@ def available_benchmarks(suite: Suite, console: Console) -> dict[str, int | None
     return out
 
 
+CURATE_KEYS = {"task", "samples", "temperature", "seed", "require_natural_close", "thinking_budget", "answer_budget",
+               "limit", "out", "min_rows", "eval_dir"}
+
+
+def curate_spec(suite: Suite) -> dict | None:
+    """The suite's `curate:` block, checked (UserError naming the key), or None."""
+    c = suite.curate
+    if c is None:
+        return None
+    where = f"{suite.path}: curate"
+    if not isinstance(c, dict) or not c.get("task") or not c.get("out"):
+        raise UserError(f"{where} needs at least task and out (e.g. task: sums, out: runs/evidence/dplus.jsonl)")
+    unknown = sorted(set(c) - CURATE_KEYS)
+    if unknown:
+        raise UserError(f"{where} has an unknown key {unknown[0]!r}; its keys are {', '.join(sorted(CURATE_KEYS))}")
+    for key in ("samples", "min_rows", "limit"):
+        v = c.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "min_rows" else 1)):
+            raise UserError(f"{where}: {key} must be a positive integer, not {v!r}")
+    return {"samples": 4, "temperature": 1.0, "seed": 0, "require_natural_close": True, "thinking_budget": 48,
+            "answer_budget": 16, "limit": None, "min_rows": 0, "eval_dir": "runs/curate", **c}
+
+
+def curate_step(suite: Suite, console: Console) -> None:
+    """D+ for the suite's recipes, when the suite makes its own (curate:) and it is not there yet:
+    sample the base model on the task's training split, keep graded-correct samples (resumable: the
+    raw samples are kept), and stop when fewer than min_rows are kept."""
+    from harness.paper.curate import curate
+
+    c = curate_spec(suite)
+    if c is None:
+        return
+    out = Path(c["out"])
+    if not out.is_file():
+        console.rule(f"curate D+: {suite.base_model} on {c['task']} (training split)")
+        s = curate(suite.base_model, c["task"], c["samples"], out, temperature=c["temperature"], seed=c["seed"],
+                   limit=c["limit"], thinking_budget=c["thinking_budget"], answer_budget=c["answer_budget"],
+                   eval_dir=c["eval_dir"], require_natural_close=c["require_natural_close"], backend=suite.settings.backend)
+        console.print(f"kept {s['kept']} samples on {s['problems_with_a_correct_sample']}/{s['problems']} problems -> {out}")
+    rows = sum(1 for line in out.read_text().splitlines() if line.strip())
+    if rows < c["min_rows"]:
+        raise UserError(f"{out} holds {rows} curated rows, fewer than the suite's min_rows {c['min_rows']}; raise curate "
+                        f"samples in {suite.path} (or seed, for another draw), delete {out} and re-run: raw samples are kept")
+
+
+def _curated_file(suite: Suite) -> Path | None:
+    c = suite.curate if isinstance(suite.curate, dict) else None
+    return Path(c["out"]).resolve() if c and c.get("out") else None
+
+
 def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train_overrides: list[str] = ()) -> None:
     """Every argument of reproduce_table1, before Figure 1, training or evaluation, creating nothing."""
     from harness.core.io import check_writable_dir
@@ -367,6 +417,7 @@ def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train
     for ov in train_overrides:
         if "=" not in ov:
             raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
+    curate_spec(suite)
     check_reusable(suite, seeds, train_overrides)   # loads every (recipe, seed) with the overrides
     if suite.accelerate_config:
         check_memory(suite, train_overrides)
@@ -394,6 +445,8 @@ def check_resources(suite: Suite, seeds: int, train_overrides: list[str] = ()) -
                          "pointing at it (accelerate_config), run as --preset COPY.yaml")
     for dataset in dict.fromkeys(cfg.dataset for cfg in todo):
         if is_local(dataset):
+            if Path(dataset).resolve() == _curated_file(suite):
+                continue                          # made by the suite's curate step, before training
             if not Path(dataset).exists():
                 missing.append(f"the training data {dataset} (no such file)")
                 fixes.append("--train-override dataset=PATH of an existing .jsonl/.parquet file")
@@ -455,7 +508,7 @@ def check_memory(suite: Suite, train_overrides: list[str] = ()) -> list[str]:
     return lines
 
 
-def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,
+def reproduce_table1(preset: str = "tiny", seeds: int | None = None, out: str = "reports/latest", console: Console | None = None,
                      limit: int | None = None, train_overrides: list[str] = ()) -> dict:
     from harness.paper.report import build_table, write_report
     from harness.paper.figure1 import ToyConfig, plot, run_toy
@@ -463,6 +516,7 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
 
     console = console or Console()
     suite = load_suite(preset)
+    seeds = suite.seeds if seeds is None else seeds
     check_arguments(suite, seeds, limit, out, train_overrides)
     out_dir = ensure_writable_dir(Path(out))
     if limit is not None:
@@ -482,6 +536,7 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
     plot(toy, out_dir / "figure1.png")
     console.print("  ".join(f"{m}: p(right) {v['p_right_final']:.3f}" for m, v in toy["methods"].items()))
 
+    curate_step(suite, console)
     finals: dict[str, list[Path]] = {}
     trained: dict[str, dict] = {}
     for name in suite.recipes:
