@@ -142,3 +142,15 @@ def test_one_seed_report_says_it_is_a_lower_bound(tmp_path):
     a = {"arith": load_run(_write_run(tmp_path / "a", "m", "arith", {"q1": True, "q2": False}))}
     report = build_table({"base": [a], "iw-sft": [a]}, [["base", "iw-sft"]], [], "One")
     assert any("1 seed per method" in m and "lower bound" in m for m in report["methods"])
+
+
+def test_a_zero_accuracy_benchmark_has_no_zero_mdd(tmp_path):
+    """Every row at 0% (aime24 on the tiny model): the binomial variance is 0, so without the
+    continuity correction the report would print an MDD of 0.0 points."""
+    from harness.evaluation.store import load_run
+    from harness.paper.power import mdd_lines
+
+    zero = {"aime24": load_run(_write_run(tmp_path / "a", "m", "aime24", {f"q{i}": False for i in range(30)}))}
+    (line,) = mdd_lines({"base": [zero], "s1.1-sft": [zero], "iw-sft": [zero]})
+    mdd = float(line.split("aime24 ")[1].split(" points")[0])
+    assert mdd > 5

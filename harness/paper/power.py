@@ -25,7 +25,11 @@ class Pilot:
     methods: list[str]
 
     def design(self, alpha: float = power.ALPHA) -> power.Design:
-        d = power.Design(self.clusters, self.items_per_cluster, max(1, self.seeds), self.accuracy, self.icc, 0.0, alpha)
+        # at 0% or 100% the binomial variance vanishes and any difference would look detectable:
+        # move the accuracy half an item inward (the usual continuity correction)
+        half = 0.5 / (self.clusters * self.items_per_cluster)
+        p = min(max(self.accuracy, half), 1 - half)
+        d = power.Design(self.clusters, self.items_per_cluster, max(1, self.seeds), p, self.icc, 0.0, alpha)
         sd = 0.0 if self.observed_sd is None else power.seed_sd_from_pilot(self.observed_sd, d)
         return d.with_(seed_sd=sd)
 
