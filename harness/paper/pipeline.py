@@ -623,7 +623,7 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
             for p in pts:
                 lo, hi = p["ci95"]
                 t.add_row(name, bench, str(p["thinking_budget"]), str(p["wait"]),
-                          f"{p['waits_used']['mean']:.2f}" + ("" if p["wait"] else " (cap only)"),
+                          f"{p['waits_used']['mean']:.2f}" + (" (cap only)" if p["forcing"] == "cap-only" else ""),
                           f"{p['thinking_tokens_mean']:.0f}", f"{100 * p['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
                           str(p["n"]))
     console.print(t)
