@@ -240,8 +240,9 @@ def control_notes(trained: dict[str, dict]) -> list[str]:
 def curve_subset(sc: dict) -> tuple[int | None, list[str] | None, str]:
     """(limit, ids, words) of the step curve's fixed subset of held-out problems: with `per_cluster: K`
     the first K problems of each cluster (as many independent units as the benchmark has, at a
-    fraction of the problems: the phrasings of one operand pair are highly correlated), at most
-    `limit` of them; else the first `limit` problems."""
+    fraction of the problems: the phrasings of one operand pair are highly correlated) among the
+    first `limit` problems (so a reproduce --limit run's curve reuses Table 1's samples of the base
+    and final models); else the first `limit` problems."""
     per, limit = sc.get("per_cluster"), sc.get("limit")
     if not per:
         return limit, None, f"first {limit} problems" if limit is not None else "all problems"
@@ -249,15 +250,14 @@ def curve_subset(sc: dict) -> tuple[int | None, list[str] | None, str]:
 
     taken: dict[str, int] = {}
     ids = []
-    for p in load_benchmark(sc["benchmark"]):
+    for p in load_benchmark(sc["benchmark"], limit=limit):
         c = p.meta.get("cluster", p.id)
         if taken.get(c, 0) < per:
             ids.append(p.id)
             taken[c] = taken.get(c, 0) + 1
-    ids = ids if limit is None else ids[:limit]
-    return None, ids, (f"a fixed subset: {per} problem{'s' if per > 1 else ''} from each of its {len(taken)} "
-                       f"clusters{f', first {limit}' if limit is not None and limit < len(taken) * per else ''} "
-                       f"({len(ids)} problems)")
+    within = f" of its first {limit} problems" if limit is not None else ""
+    return None, ids, (f"a fixed subset: {per} problem{'s' if per > 1 else ''} from each of the {len(taken)} "
+                       f"clusters{within} ({len(ids)} problems)")
 
 
 def _curve_point(step: int, run) -> dict:
