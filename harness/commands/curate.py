@@ -11,7 +11,7 @@ HELP = "Sample the reference model on a task's training split, keep graded-corre
 
 def add_arguments(p):
     p.add_argument("--model", default="smollm2-135m", help="reference model (HF dir, hub id or smollm2-135m)")
-    p.add_argument("--task", default="arith", help="task with a training split (arith)")
+    p.add_argument("--task", default="arith", help="task with a training split (arith, sums)")
     p.add_argument("--samples", type=int, default=4, help="samples per problem (K)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature (1 = the policy itself, as D+ assumes)")

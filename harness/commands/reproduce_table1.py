@@ -7,7 +7,8 @@ HELP = "Train SFT / iw-SFT / per-step iw-SFT, evaluate them and the base model, 
 
 def add_arguments(p):
     p.add_argument("--preset", default="tiny", help="evaluation suite in evals/: tiny (CPU laptop) or paper (8 x H100)")
-    p.add_argument("--seeds", type=int, default=1, help="repeat training with N seeds; report mean and spread")
+    p.add_argument("--seeds", type=int, default=None, help="repeat training with N seeds; report mean and spread "
+                                                            "(default: the suite's seeds, 1 unless it says)")
     p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt, figures)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N problems per benchmark (smoke runs)")
     p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
@@ -19,7 +20,8 @@ def check_args(args) -> None:
     from harness.paper.pipeline import check_arguments
     from harness.paper.suite import load_suite
 
-    check_arguments(load_suite(args.preset), args.seeds, args.limit, args.out, args.train_override)
+    suite = load_suite(args.preset)
+    check_arguments(suite, suite.seeds if args.seeds is None else args.seeds, args.limit, args.out, args.train_override)
 
 
 def run(args) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.core.errors import UserError
 from harness.core.io import atomic_write_text, check_output_file
 
-TRAIN_SPLITS = {"arith": "arith_train"}
+TRAIN_SPLITS = {"arith": "arith_train", "sums": "sums_train"}
 
 
 def split_response(response: str, think_prefix: str, answer_prefix: str) -> tuple[str, str] | None:

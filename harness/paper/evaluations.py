@@ -28,15 +28,19 @@ class Evaluations:
         self.aggregates: dict[str, dict[str, dict]] = {}   # model -> benchmark -> the suite's aggregates
 
     def config(self, model: str, bench: str, limit: int | None, *, out: str = EVAL_OUT,
-               thinking_budget=None, wait=None, protocol: str = "s1") -> EvalConfig:
+               thinking_budget=None, wait=None, protocol: str = "s1", budget_mode: str | None = None,
+               ids: list[str] | None = None) -> EvalConfig:
         """The suite's settings for one run. protocol "plain": no think prefix, no thinking phase, no
         cap (the suite's base_protocol for the base row); "s1": the suite's budget forcing."""
         s = self.suite
         plain = protocol == "plain"
         tb = s.settings.thinking_budget if thinking_budget is None else thinking_budget
-        run = dict(benchmarks=[bench], limit=limit, out=out, summary=False, gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"))
+        run = dict(benchmarks=[bench], limit=limit, out=out, summary=False, gpqa_csv=os.environ.get("IWSFT_GPQA_CSV"),
+                   **({"ids": list(ids)} if ids else {}))
         if plain:
             return s.config(model, **run, delimiters="plain", thinking_budget=None, wait=0)
+        if budget_mode is not None:      # Figure 2's own mode (its suite block may differ from Table 1's)
+            run["budget_mode"] = budget_mode
         return s.config(model, **run, thinking_budget=tb, wait=s.settings.wait if wait is None else wait,
                         longest_prompt=self._suite_longest(model) if tb == "auto" and s.auto_cap_scope == "suite" else None)
 

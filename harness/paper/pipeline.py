@@ -272,11 +272,48 @@ def control_notes(trained: dict[str, dict]) -> list[str]:
     return out
 
 
+def curve_subset(sc: dict) -> tuple[int | None, list[str] | None, str]:
+    """(limit, ids, words) of the step curve's fixed subset of held-out problems: with `per_cluster: K`
+    the first K problems of each cluster (as many independent units as the benchmark has, at a
+    fraction of the problems: the phrasings of one operand pair are highly correlated) among the
+    first `limit` problems (so a reproduce --limit run's curve reuses Table 1's samples of the base
+    and final models); else the first `limit` problems."""
+    per, limit = sc.get("per_cluster"), sc.get("limit")
+    if not per:
+        return limit, None, f"first {limit} problems" if limit is not None else "all problems"
+    from harness.evaluation.benchmarks import load_benchmark
+
+    taken: dict[str, int] = {}
+    ids = []
+    for p in load_benchmark(sc["benchmark"], limit=limit):
+        c = p.meta.get("cluster", p.id)
+        if taken.get(c, 0) < per:
+            ids.append(p.id)
+            taken[c] = taken.get(c, 0) + 1
+    within = f" of its first {limit} problems" if limit is not None else ""
+    return None, ids, (f"a fixed subset: {per} problem{'s' if per > 1 else ''} from each of the {len(taken)} "
+                       f"clusters{within} ({len(ids)} problems)")
+
+
+def _curve_point(step: int, run) -> dict:
+    from harness.evaluation.benchmarks import clusters_for
+    from harness.evaluation.metrics import accuracy_interval
+
+    n = len(run.scores)
+    outcomes = getattr(run, "outcomes", None) or {q: [s >= 0.5] for q, s in run.scores.items()}
+    keys = clusters_for(getattr(run, "benchmark", ""), list(outcomes))
+    ci, _ = accuracy_interval(list(outcomes.values()), keys)
+    return {"step": step, "accuracy": sum(run.scores.values()) / n, "n": n,
+            "clusters": len(set(keys.values())) if keys else n, "ci95": list(ci) if ci else None}
+
+
 def step_curve(suite: Suite, evals: Evaluations, runs_dirs: dict[str, Path], base_run, console: Console) -> dict | None:
-    """Held-out accuracy of each intermediate checkpoint (the sequence-level analogue of Figure 1)."""
+    """Held-out accuracy of each intermediate checkpoint (the sequence-level analogue of Figure 1),
+    each point with its cluster-aware 95% interval, on the suite's fixed subset (curve_subset)."""
     sc = suite.step_curve
     if not sc:
         return None
+    limit, ids, words = curve_subset(sc)
     curves = {}
     for name in sc["recipes"]:
         if name not in runs_dirs:
@@ -284,16 +321,17 @@ def step_curve(suite: Suite, evals: Evaluations, runs_dirs: dict[str, Path], bas
         root = runs_dirs[name].parent
         points = [(0, base_run)]
         for ck in sorted((root / "checkpoints").glob("step-*")):
-            points.append((int(ck.name.split("-")[1]), evals.run(str(ck), sc["benchmark"], sc["limit"])))
+            points.append((int(ck.name.split("-")[1]), evals.run(str(ck), sc["benchmark"], limit, ids=ids)))
         final_step = _final_step(root)
         every = (_read_yaml(root / "config.yaml") or {}).get("save_every")
         gone = [s for s in range(every, final_step, every) if not (root / "checkpoints" / f"step-{s:06d}").is_dir()] if every else []
         if gone:
             console.print(f"[yellow]note[/]: {name}: no checkpoint left at step(s) {', '.join(map(str, gone))} "
                           "(pruned by keep_checkpoints, or deleted): the curve skips them")
-        points.append((final_step, evals.run(str(runs_dirs[name]), sc["benchmark"], sc["limit"])))
-        curves[name] = [{"step": s, "accuracy": sum(r.scores.values()) / len(r.scores), "n": len(r.scores)} for s, r in points if r]
-    return {"benchmark": sc["benchmark"], "limit": sc["limit"], "curves": curves}
+        points.append((final_step, evals.run(str(runs_dirs[name]), sc["benchmark"], limit, ids=ids)))
+        curves[name] = [_curve_point(s, r) for s, r in points if r]
+    return {"preset": suite.name, "benchmark": sc["benchmark"], "limit": limit, "subset": words, "ids": ids,
+            "curves": curves}
 
 
 def _read_yaml(path: Path):
@@ -312,15 +350,27 @@ def plot_step_curve(curve: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in curve["curves"].items():
-        ax.plot([p["step"] for p in pts], [100 * p["accuracy"] for p in pts], marker="o", label=name)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"held-out {curve['benchmark']} accuracy % (first {curve['limit']})")
-    ax.set_title("Held-out accuracy during training (tiny preset)")
-    ax.legend()
-    fig.tight_layout()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = list(curve["curves"])
+    last = max((p["step"] for pts in curve["curves"].values() for p in pts), default=1) or 1
+    for k, (name, pts) in enumerate(curve["curves"].items()):
+        dx = (k - (len(names) - 1) / 2) * 0.012 * last      # recipes side by side: equal points stay visible
+        y = [100 * p["accuracy"] for p in pts]
+        err = [[100 * (p["accuracy"] - p["ci95"][0]) if p.get("ci95") else 0 for p in pts],
+               [100 * (p["ci95"][1] - p["accuracy"]) if p.get("ci95") else 0 for p in pts]]
+        ax.errorbar([p["step"] + dx for p in pts], y, yerr=err, capsize=3, label=name,
+                    marker="osD^v"[k % 5], linestyle=["-", "--", ":", "-."][k % 4], markerfacecolor="white" if k % 2 else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("training step (optimizer steps; recipes offset slightly so equal points show)")
+    ax.set_ylabel(f"held-out {curve['benchmark']} accuracy % (95% CI)")
+    ax.set_title(f"Held-out accuracy during training (preset {curve.get('preset', '?')})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.text(0.01, 0.01, f"{curve['benchmark']}: {curve.get('subset') or 'first ' + str(curve['limit']) + ' problems'}; "
+             "intervals over clusters of correlated problems", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -340,6 +390,56 @@ def available_benchmarks(suite: Suite, console: Console) -> dict[str, int | None
     return out
 
 
+CURATE_KEYS = {"task", "samples", "temperature", "seed", "require_natural_close", "thinking_budget", "answer_budget",
+               "limit", "out", "min_rows", "eval_dir"}
+
+
+def curate_spec(suite: Suite) -> dict | None:
+    """The suite's `curate:` block, checked (UserError naming the key), or None."""
+    c = suite.curate
+    if c is None:
+        return None
+    where = f"{suite.path}: curate"
+    if not isinstance(c, dict) or not c.get("task") or not c.get("out"):
+        raise UserError(f"{where} needs at least task and out (e.g. task: sums, out: runs/evidence/dplus.jsonl)")
+    unknown = sorted(set(c) - CURATE_KEYS)
+    if unknown:
+        raise UserError(f"{where} has an unknown key {unknown[0]!r}; its keys are {', '.join(sorted(CURATE_KEYS))}")
+    for key in ("samples", "min_rows", "limit"):
+        v = c.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "min_rows" else 1)):
+            raise UserError(f"{where}: {key} must be a positive integer, not {v!r}")
+    return {"samples": 4, "temperature": 1.0, "seed": 0, "require_natural_close": True, "thinking_budget": 48,
+            "answer_budget": 16, "limit": None, "min_rows": 0, "eval_dir": "runs/curate", **c}
+
+
+def curate_step(suite: Suite, console: Console) -> None:
+    """D+ for the suite's recipes, when the suite makes its own (curate:) and it is not there yet:
+    sample the base model on the task's training split, keep graded-correct samples (resumable: the
+    raw samples are kept), and stop when fewer than min_rows are kept."""
+    from harness.paper.curate import curate
+
+    c = curate_spec(suite)
+    if c is None:
+        return
+    out = Path(c["out"])
+    if not out.is_file():
+        console.rule(f"curate D+: {suite.base_model} on {c['task']} (training split)")
+        s = curate(suite.base_model, c["task"], c["samples"], out, temperature=c["temperature"], seed=c["seed"],
+                   limit=c["limit"], thinking_budget=c["thinking_budget"], answer_budget=c["answer_budget"],
+                   eval_dir=c["eval_dir"], require_natural_close=c["require_natural_close"], backend=suite.settings.backend)
+        console.print(f"kept {s['kept']} samples on {s['problems_with_a_correct_sample']}/{s['problems']} problems -> {out}")
+    rows = sum(1 for line in out.read_text().splitlines() if line.strip())
+    if rows < c["min_rows"]:
+        raise UserError(f"{out} holds {rows} curated rows, fewer than the suite's min_rows {c['min_rows']}; raise curate "
+                        f"samples in {suite.path} (or seed, for another draw), delete {out} and re-run: raw samples are kept")
+
+
+def _curated_file(suite: Suite) -> Path | None:
+    c = suite.curate if isinstance(suite.curate, dict) else None
+    return Path(c["out"]).resolve() if c and c.get("out") else None
+
+
 def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train_overrides: list[str] = ()) -> None:
     """Every argument of reproduce_table1, before Figure 1, training or evaluation, creating nothing."""
     from harness.core.io import check_writable_dir
@@ -352,6 +452,7 @@ def check_arguments(suite: Suite, seeds: int, limit: int | None, out: str, train
     for ov in train_overrides:
         if "=" not in ov:
             raise UserError(f"--train-override expects KEY=VALUE, got {ov!r} (e.g. max_steps=2)")
+    curate_spec(suite)
     check_reusable(suite, seeds, train_overrides)   # loads every (recipe, seed) with the overrides
     if suite.accelerate_config:
         check_memory(suite, train_overrides)
@@ -379,6 +480,8 @@ def check_resources(suite: Suite, seeds: int, train_overrides: list[str] = ()) -
                          "pointing at it (accelerate_config), run as --preset COPY.yaml")
     for dataset in dict.fromkeys(cfg.dataset for cfg in todo):
         if is_local(dataset):
+            if Path(dataset).resolve() == _curated_file(suite):
+                continue                          # made by the suite's curate step, before training
             if not Path(dataset).exists():
                 missing.append(f"the training data {dataset} (no such file)")
                 fixes.append("--train-override dataset=PATH of an existing .jsonl/.parquet file")
@@ -454,7 +557,7 @@ def wall_times(previous_report: Path, title: str, this_run_s: float) -> dict:
             "wall_time_this_run_s": this_run_s}
 
 
-def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/latest", console: Console | None = None,
+def reproduce_table1(preset: str = "tiny", seeds: int | None = None, out: str = "reports/latest", console: Console | None = None,
                      limit: int | None = None, train_overrides: list[str] = ()) -> dict:
     from harness.paper.report import build_table, write_report
     from harness.paper.figure1 import ToyConfig, plot, run_toy
@@ -462,12 +565,14 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
 
     console = console or Console()
     suite = load_suite(preset)
+    seeds = suite.seeds if seeds is None else seeds
     check_arguments(suite, seeds, limit, out, train_overrides)
     out_dir = ensure_writable_dir(Path(out))
     if limit is not None:
         suite.benchmarks = {b: (limit if lim is None else min(lim, limit)) for b, lim in suite.benchmarks.items()}
         if suite.step_curve:
-            suite.step_curve = {**suite.step_curve, "limit": min(suite.step_curve["limit"], limit)}
+            sc_limit = suite.step_curve.get("limit")
+            suite.step_curve = {**suite.step_curve, "limit": limit if sc_limit is None else min(sc_limit, limit)}
     suite.benchmarks = available_benchmarks(suite, console)
     if suite.accelerate_config:
         for line in check_memory(suite, train_overrides):
@@ -480,6 +585,7 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
     plot(toy, out_dir / "figure1.png")
     console.print("  ".join(f"{m}: p(right) {v['p_right_final']:.3f}" for m, v in toy["methods"].items()))
 
+    curate_step(suite, console)
     finals: dict[str, list[Path]] = {}
     trained: dict[str, dict] = {}
     for name in suite.recipes:
@@ -505,7 +611,8 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
                         seed_runs[bench] = r
                 runs.setdefault(name, []).append(seed_runs)
                 if name == "base" and suite.step_curve:
-                    base_curve_run = evals.run(path, suite.step_curve["benchmark"], suite.step_curve["limit"])
+                    sc_limit, sc_ids, _ = curve_subset(suite.step_curve)
+                    base_curve_run = evals.run(path, suite.step_curve["benchmark"], sc_limit, ids=sc_ids)
         if suite.step_curve:
             console.rule("held-out accuracy against training step")
             curve = step_curve(suite, evals, {n: ps[0] for n, ps in finals.items()}, base_curve_run, console)
@@ -526,43 +633,64 @@ def reproduce_table1(preset: str = "tiny", seeds: int = 1, out: str = "reports/l
 
 
 def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Console | None = None) -> dict:
-    """Figure 2: each (thinking budget, Wait count) cell of the suite for each model; cells already
-    evaluated are reused by the runner."""
+    """Figure 2: each (thinking budget, Wait) cell of the suite for each model, each point with its
+    interval and Waits used, a paired test between the models at each cell (harness/paper/figure2.py);
+    cells already evaluated are reused by the runner."""
     from rich.table import Table
 
     from harness.core.io import atomic_write_json, ensure_writable_dir
+    from harness.paper import figure2
 
     console = console or Console()
-    bs = suite.budget_sweep
-    if not bs:
+    if not suite.budget_sweep:
         raise UserError(f"suite {suite.name} has no budget_sweep block")
+    bs = figure2.check_block(suite)
     out = ensure_writable_dir(out)
-    result = {"preset": suite.name, "cells": bs["cells"], "models": {}}
+    result = {"preset": suite.name, "budget_mode": bs["budget_mode"], "y_floor": bs["y_floor"], "cells": bs["cells"],
+              "models": {}, "deviations": figure2.deviations(suite, bs)}
+    runs = {}
     with Evaluations(suite) as evals:     # one engine per model, models one after another
         for name, path in models.items():
             for bench in bs["benchmarks"]:
                 pts = []
-                for c in bs["cells"]:
-                    r = evals.run(path, bench, bs.get("limit"), out="runs/sweep",
-                                  thinking_budget=c["thinking_budget"], wait=c["wait"])
+                for i, c in enumerate(bs["cells"]):
+                    console.print(f"[bold]{name}[/] {bench}: budget {c['thinking_budget']}, Wait x{c['wait']} "
+                                  f"({i + 1}/{len(bs['cells'])})")
+                    r = evals.run(path, bench, bs.get("limit"), out="runs/sweep", thinking_budget=c["thinking_budget"],
+                                  wait=c["wait"], budget_mode=bs["budget_mode"])
                     if r is None:
                         break
-                    n = len(r.scores)
-                    pts.append({**c, "accuracy": sum(r.scores.values()) / n, "n": n,
-                                "thinking_tokens_mean": sum(r.thinking.values()) / n, "run_dir": str(r.path)})
+                    runs[name, bench, i] = r
+                    pts.append(figure2.point(c, r))
                 if pts:
                     result["models"].setdefault(name, {})[bench] = pts
-    t = Table(title="Figure 2: accuracy vs average thinking tokens", title_justify="left")
-    for col in ("model", "benchmark", "budget", "Wait", "avg thinking tokens", "accuracy %", "n"):
+    result["paired"] = figure2.cell_tests(runs, bs["cells"])
+    t = Table(title=f"Figure 2: accuracy vs average thinking tokens (budget mode {bs['budget_mode']})", title_justify="left")
+    for col in ("model", "benchmark", "budget", "Wait", "Waits used", "think tok", "accuracy % [95% CI]", "n"):
         t.add_column(col, justify="left" if col in ("model", "benchmark") else "right")
     for name, per in result["models"].items():
         for bench, pts in per.items():
             for p in pts:
-                t.add_row(name, bench, str(p["thinking_budget"]), str(p["wait"]), f"{p['thinking_tokens_mean']:.0f}",
-                          f"{100 * p['accuracy']:.1f}", str(p["n"]))
+                lo, hi = p["ci95"]
+                t.add_row(name, bench, str(p["thinking_budget"]), str(p["wait"]),
+                          f"{p['waits_used']['mean']:.2f}" + (" (cap only)" if p["forcing"] == "cap-only" else ""),
+                          f"{p['thinking_tokens_mean']:.0f}", f"{100 * p['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                          str(p["n"]))
     console.print(t)
+    if result["paired"]:
+        pt = Table(title="Paired at each cell (diff = B - A)", title_justify="left")
+        for col in ("A", "B", "benchmark", "budget", "Wait", "diff [95% CI]", "p", "Holm p"):
+            pt.add_column(col, justify="left" if col in ("A", "B", "benchmark") else "right")
+        for p in result["paired"]:
+            lo, hi = p["diff_ci95"]
+            pt.add_row(p["a"], p["b"], p["benchmark"], str(p["thinking_budget"]), str(p["wait"]),
+                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", f"{p['p_mcnemar']:.3g}",
+                       f"{p['p_holm']:.3g}")
+        console.print(pt)
+    for d in result["deviations"]:
+        console.print(f"  • {d}")
     atomic_write_json(out / "figure2.json", result)
-    _plot_figure2(result, out / "figure2.png")
+    figure2.plot(result, out / "figure2.png")
     console.print(f"wrote {out / 'figure2.png'} and {out / 'figure2.json'}")
     _write_view(out, console)
     return result
@@ -578,25 +706,3 @@ def _write_view(out_dir: Path, console: Console) -> None:
         console.print(f"[yellow]no {PAGE}: {e}[/]")
         return
     console.print(f"wrote {page}: open it in a browser to read every response")
-
-
-def _plot_figure2(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    benches = sorted({b for per in result["models"].values() for b in per})
-    fig, axes = plt.subplots(1, max(1, len(benches)), figsize=(5 * max(1, len(benches)), 4), squeeze=False)
-    for ax, bench in zip(axes[0], benches):
-        for name, per in result["models"].items():
-            pts = per.get(bench, [])
-            ax.plot([p["thinking_tokens_mean"] for p in pts], [100 * p["accuracy"] for p in pts], marker="o", label=name)
-        ax.set_title(bench)
-        ax.set_xlabel("average thinking tokens")
-        ax.set_ylabel("accuracy %")
-        ax.legend()
-    fig.suptitle(f"Budget forcing (preset {result['preset']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

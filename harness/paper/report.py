@@ -13,6 +13,7 @@ from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from harness.core.stats import ALPHA, holm, plural, seed_t_test
+from harness.paper.power import mdd_lines
 from harness.evaluation.benchmarks import clusters_for, report_order
 from harness.evaluation.benchmarks import title as bench_title
 from harness.evaluation.store import Run
@@ -80,7 +81,7 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
     _holm_family(over_seeds, "p")
     return {"title": title, "rows": rows, "paired": comparisons, "methods_over_seeds": over_seeds,
             "paper": paper_rows_for(models), "deviations": deviations + notes(rows),
-            "methods": methods(rows, comparisons, over_seeds, max(len(v) for v in models.values()) if models else 0),
+            "methods": methods(rows, comparisons, over_seeds, max(len(v) for v in models.values()) if models else 0) + mdd_lines(models),
             **(extra or {})}
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # setting: a field of EvalConfig (harness/evaluation/config.py, where each is documented), under the
 # same name, validated by the same code as `iwsft eval`'s flags.
 PAPER_KEYS = {"recipes", "accelerate_config", "base_model", "benchmarks", "step_curve", "paired", "budget_sweep",
-              "vllm_version", "base_protocol", "auto_cap_scope", "benchmark_files"}
+              "vllm_version", "base_protocol", "auto_cap_scope", "benchmark_files", "curate", "seeds"}
 # EvalConfig fields each run sets for itself (model, what it selects, where it writes, progress).
 PER_RUN = {"model", "benchmarks", "limit", "ids", "out", "shard", "progress", "summary", "gpqa_csv", "longest_prompt",
            "benchmark_files", "benchmark_options", "adapter"}
@@ -55,6 +55,11 @@ class Suite:
     # (harness/evaluation/benchmarks/_files.py); each is evaluated, with its limit under `benchmarks:`
     # when listed there, else on all its problems.
     benchmark_files: dict[str, str] = field(default_factory=dict)
+    # D+ made by the preset itself before training (harness.paper.curate, as `iwsft curate`): task, samples,
+    # temperature, seed, require_natural_close, thinking_budget, answer_budget, limit, out (the recipes'
+    # dataset), min_rows (fewer kept rows stop the job, naming the fix). None: the recipes' data is given.
+    curate: dict | None = None
+    seeds: int = 1                             # training seeds per recipe when --seeds is not given
 
     def __post_init__(self):
         self._register_files()

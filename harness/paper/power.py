@@ -1,0 +1,139 @@
+"""Designs and pilots for harness.core.power, read from evaluation runs and Table 1 reports: the
+report's minimum-detectable-difference line and the inputs of `iwsft power`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.core import power
+from harness.core.errors import UserError
+
+
+@dataclass
+class Pilot:
+    """What a finished run says about one benchmark's design and noise."""
+    benchmark: str
+    clusters: int
+    items_per_cluster: float
+    accuracy: float
+    icc: float
+    seeds: int                         # seeds per method in the pilot
+    observed_sd: float | None          # pooled SD of accuracy between seeds (None with one seed)
+    methods: list[str]
+
+    def design(self, alpha: float = power.ALPHA) -> power.Design:
+        # at 0% or 100% the binomial variance vanishes and any difference would look detectable:
+        # move the accuracy half an item inward (the usual continuity correction)
+        half = 0.5 / (self.clusters * self.items_per_cluster)
+        p = min(max(self.accuracy, half), 1 - half)
+        d = power.Design(self.clusters, self.items_per_cluster, max(1, self.seeds), p, self.icc, 0.0, alpha)
+        sd = 0.0 if self.observed_sd is None else power.seed_sd_from_pilot(self.observed_sd, d)
+        return d.with_(seed_sd=sd)
+
+
+def run_shape(run) -> tuple[int, float, float]:
+    """(clusters, items per cluster, icc) of one evaluation run (harness.evaluation.store.Run)."""
+    from harness.evaluation.benchmarks import clusters_for
+
+    ids = list(run.scores)
+    if not ids:
+        raise UserError(f"{run.path} has no scored problem; a pilot needs a finished evaluation")
+    keys = clusters_for(run.benchmark, ids) or {q: q for q in ids}
+    groups = [keys[q] for q in ids]
+    k = len(set(groups))
+    return k, len(ids) / k, power.icc_anova([run.scores[q] for q in ids], groups)
+
+
+def pilot_from_runs(benchmark: str, by_method: dict[str, list]) -> Pilot:
+    """A pilot from each method's runs (one Run per training seed) on one benchmark."""
+    runs = [r for rs in by_method.values() for r in rs]
+    shapes = [run_shape(r) for r in runs]
+    accs = {m: [sum(r.scores.values()) / len(r.scores) for r in rs] for m, rs in by_method.items()}
+    multi = [a for a in accs.values() if len(a) >= 2]
+    # pooled within-method variance over seeds (each method's own mean removed)
+    dof = sum(len(a) - 1 for a in multi)
+    sd = (sum((len(a) - 1) * statistics.variance(a) for a in multi) / dof) ** 0.5 if dof else None
+    return Pilot(benchmark=benchmark, clusters=round(statistics.fmean(s[0] for s in shapes)),
+                 items_per_cluster=statistics.fmean(s[1] for s in shapes),
+                 accuracy=statistics.fmean(x for a in accs.values() for x in a),
+                 icc=statistics.fmean(s[2] for s in shapes), seeds=min(len(a) for a in accs.values()),
+                 observed_sd=sd, methods=list(by_method))
+
+
+def pilot_from_report(path: Path, benchmark: str | None = None) -> Pilot:
+    """A pilot from a Table 1 report (table1.json, or the folder holding it) of a `--seeds N` run:
+    the trained rows' per-seed runs on `benchmark` (default: the first benchmark with clusters)."""
+    from harness.evaluation.store import load_run
+
+    path = Path(path)
+    f = path / "table1.json" if path.is_dir() else path
+    try:
+        report = json.loads(f.read_text())
+        rows = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read a Table 1 report from {path} ({type(e).__name__}); give a reports folder or its "
+                        "table1.json written by `iwsft reproduce-table1 --seeds N`") from None
+    trained = [r for r in rows if r.get("model") != "base"]
+    benches = [b for b in dict.fromkeys(b for r in trained for b in r.get("benchmarks", {}))]
+    if not benches:
+        raise UserError(f"{f} has no trained row to take a pilot from; run `iwsft reproduce-table1 --seeds N` first")
+    if benchmark is None:
+        from harness.evaluation.benchmarks import clusters_for
+
+        benchmark = next((b for b in benches if clusters_for(b, ["x"]) is not None), benches[0])
+    if benchmark not in benches:
+        raise UserError(f"{f} has no benchmark {benchmark!r}; it has {', '.join(benches)} (--benchmark)")
+    by_method = {}
+    for r in trained:
+        c = r["benchmarks"].get(benchmark)
+        if not c:
+            continue
+        cells = c.get("per_seed") or [c]
+        try:
+            by_method[r["model"]] = [load_run(Path(x["run_dir"])) for x in cells]
+        except (KeyError, UserError) as e:
+            raise UserError(f"{f}: the run folders of {r['model']} on {benchmark} are not readable here ({e}); run "
+                            "`iwsft power` where the report was made, or give the design with --clusters, "
+                            "--items-per-cluster, --icc and --seed-sd") from None
+    return pilot_from_runs(benchmark, by_method)
+
+
+def pilot_from_run_dirs(dirs: list[str]) -> Pilot:
+    """A pilot from one method's evaluation run folders, one per training seed, on one benchmark."""
+    from harness.evaluation.store import load_run
+
+    runs = [load_run(Path(d)) for d in dirs]
+    benches = {r.benchmark for r in runs}
+    if len(benches) > 1:
+        raise UserError(f"--pilot-runs mixes benchmarks ({', '.join(sorted(benches))}); give one benchmark's run folders")
+    return pilot_from_runs(runs[0].benchmark, {"method": runs})
+
+
+def mdd_lines(models: dict[str, list[dict]], alpha: float = power.ALPHA) -> list[str]:
+    """The report's line: for each benchmark, the smallest difference between two methods that this
+    report's own design (clusters, items, seeds per arm, the observed seed noise) detects with 80%
+    power. models: row name -> one {benchmark: Run} per seed (as build_table takes)."""
+    trained = {m: seeds for m, seeds in models.items() if m != "base"}
+    benches = list(dict.fromkeys(b for seeds in trained.values() for s in seeds for b in s))
+    parts = []
+    seeds = max((len(s) for s in trained.values()), default=0)
+    for b in benches:
+        by_method = {m: [s[b] for s in ss if b in s and s[b].scores] for m, ss in trained.items()}
+        by_method = {m: rs for m, rs in by_method.items() if rs}
+        if not by_method:
+            continue
+        p = pilot_from_runs(b, by_method)
+        d = p.design(alpha)
+        shape = (f"{d.clusters} cluster{'s' if d.clusters != 1 else ''} x {d.items_per_cluster:.3g} "
+                 f"item{'s' if d.items_per_cluster != 1 else ''} each, icc {d.icc:.2f}")
+        parts.append(f"{b} {100 * power.mdd(d):.1f} points ({shape}"
+                     + (f", seed SD {100 * d.seed_sd:.1f}" if seeds >= 2 else "") + ")")
+    if not parts:
+        return []
+    how = (f"{seeds} seeds per method, two-sample t over seeds" if seeds >= 2 else
+           "1 seed per method: test-sampling noise only (seed-to-seed noise unknown), so a lower bound")
+    return [f"Minimum detectable difference between two methods (80% power, alpha {alpha:g}; {how}; "
+            f"`iwsft power` for other designs): " + "; ".join(parts) + "."]
