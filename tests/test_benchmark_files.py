@@ -80,7 +80,7 @@ def test_bad_yaml_names_the_line(tmp_path):
     with pytest.raises(UserError, match=r"y\.yaml:2: missing field 'gold'"):
         register_file(p)
     p.write_text("- {id: a, question: q, gold: '1'\n")
-    with pytest.raises(UserError, match=r"y\.yaml:\d+: not valid YAML"):
+    with pytest.raises(UserError, match=r"y\.yaml:\d+:\d+: not valid YAML"):
         register_file(p)
 
 

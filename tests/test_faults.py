@@ -69,11 +69,14 @@ def _said(text: str, *fragments: str) -> None:
 
 
 def _one_line(rc, err, *fragments):
+    """Exit 2 and one error line, the last one: progress lines (a log's, with --no-progress) may come before it."""
     assert rc == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    lines = err.splitlines()
+    assert err.endswith("\n") and lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    assert sum(line.startswith("error: ") for line in lines) == 1, err
     for f in fragments:
-        assert f in err, err
-    return err
+        assert f in lines[-1], err
+    return lines[-1] + "\n"
 
 
 # ------------------------------------------------------------------------------ corrupt training state
@@ -253,6 +256,9 @@ class _HFLike(Engine):
 
     def prompt_ids(self, problem, cfg):
         return [1] * (1 + len(problem.question) % 7)
+
+    def prompt_text(self, ids):          # samples.jsonl's prompt (public benchmarks): no tokenizer here
+        return f"<{len(ids)} prompt tokens>"
 
     def close_tokens(self, cfg):
         return 3
@@ -496,7 +502,8 @@ def test_pipeline_reuses_only_a_whole_final(trained, tmp_path, monkeypatch):
     name = next(iter(suite.recipes))
     shutil.copytree(trained / "run" / "final", tmp_path / "run" / "final")
     calls = []
-    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, **k: calls.append(cmd) or SimpleNamespace(returncode=0))
+    monkeypatch.setattr(pipeline.subprocess, "Popen",            # the training subprocess, recorded, not run
+                        lambda cmd, **k: calls.append(cmd) or SimpleNamespace(wait=lambda: 0, returncode=0))
     quiet = Console(file=io.StringIO())
     pipeline.train_recipe(suite, name, 0, quiet, [f"output_dir={tmp_path / 'run'}"])
     assert calls == []                                                   # whole: reused

@@ -1,11 +1,11 @@
-"""MFU by the stated convention (harness/perf/flops.py, torchtitan's): hand-computed FLOP counts, packed rows,
+"""MFU by the stated convention (harness/core/flops.py, torchtitan's): hand-computed FLOP counts, packed rows,
 and the committed H200 rows recomputed by `iwsft bench-report`."""
 
 from pathlib import Path
 
 import pytest
 
-from harness.perf.flops import attention_flops_per_token_per_seq, dense_params, spec_peak_tflops, step_flops
+from harness.core.flops import attention_flops_per_token_per_seq, dense_params, spec_peak_tflops, step_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import harness
 
 ROOT = Path(harness.__file__).parent
-LAYER = {"core": 0, "training": 1, "evaluation": 1, "paper": 2, "perf": 2, "publish": 2, "integrations": 2, "commands": 3,
-         "cli": 4, "__main__": 5}
+LAYER = {"core": 0, "training": 1, "evaluation": 1, "paper": 2, "perf": 2, "publish": 2, "integrations": 2, "view": 3,
+         "commands": 4, "cli": 5, "__main__": 6}
 
 
 def _package(module: str) -> str | None:

@@ -92,7 +92,7 @@ def test_lora_trains_only_the_adapters(chat_dir, tmp_path):
     # MFU counts no weight gradients for the frozen base: 4 x (base + adapters) + 2 x adapters per token, not 6N
     n_base, n_lora = sum(v.numel() for v in base.values()), sum(v.numel() for v in adapter.values())
     for r in m:
-        dense = 4 * (n_base + n_lora) + 2 * n_lora       # + attention (harness/perf/flops.py): under 2% here
+        dense = 4 * (n_base + n_lora) + 2 * n_lora       # + attention (harness/core/flops.py): under 2% here
         assert dense < r["mfu"] * 1e12 / r["tokens_per_s"] < 1.02 * dense
 
 

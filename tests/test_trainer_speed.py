@@ -1,5 +1,5 @@
 """The trainer runs what the benchmark runs: diagnostics only on logged steps (same training, same logged
-numbers), backward outside autocast, MFU by the stated convention (harness/perf/flops.py)."""
+numbers), backward outside autocast, MFU by the stated convention (harness/core/flops.py)."""
 
 import json
 from pathlib import Path

@@ -431,7 +431,7 @@ def test_two_processes_match_one_and_resume(tiny_dir, tmp_path, one_process_run)
     n_params = sum(v.numel() for v in a.values())
     for run, nproc in ((one_process_run, 1), (tmp_path / "two", 2)):   # tokens/s is summed over ranks, MFU is per accelerator
         for r in _metrics(run):
-            per_token = r["mfu"] * 1e12 * nproc / r["tokens_per_s"]   # 6N + attention (harness/perf/flops.py)
+            per_token = r["mfu"] * 1e12 * nproc / r["tokens_per_s"]   # 6N + attention (harness/core/flops.py)
             assert 6 * n_params < per_token < 6.06 * n_params
     shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-000003" / "optimizer").iterdir())
     assert ".metadata" in shards and sum(s.endswith(".distcp") for s in shards) == 2

@@ -273,7 +273,7 @@ def test_two_checkpoints_side_by_side_disagreements_first(browser, page):
 def test_reports_write_the_page_beside_them(tmp_path):
     from rich.console import Console
 
-    from harness.paper import pipeline
+    from harness.view.page import write_beside
 
     runs = tiny_runs(tmp_path / "evals")
     report = tmp_path / "report"
@@ -281,12 +281,12 @@ def test_reports_write_the_page_beside_them(tmp_path):
     (report / "figure2.json").write_text(json.dumps({"preset": "t", "cells": [], "models": {"A": {"arith": [
         {"thinking_budget": 4000, "wait": 2, "accuracy": 0.6, "n": 5, "thinking_tokens_mean": 40.0, "run_dir": str(runs["A"])}]}}}))
     console = Console(record=True, width=200)
-    pipeline._write_view(report, console)
+    write_beside(report, console)
     page = (report / "view.html").read_text()
     assert "2+4 is 5" in page and '"ci95":[' in page          # the sweep's run and its interval came in through figure2.json
     shutil.rmtree(runs["A"])
-    pipeline._write_view(report, console)          # a run folder gone: said, and the page is still written
+    write_beside(report, console)          # a run folder gone: said, and the page is still written
     assert "1 run folder(s) the reports name are not here" in console.export_text()
-    pipeline._write_view(tmp_path / "evals" / "ckpt-A", console)          # nothing to show here is said, not raised
-    pipeline._write_view(tmp_path / "nothing", console)
+    write_beside(tmp_path / "evals" / "ckpt-A", console)          # nothing to show here is said, not raised
+    write_beside(tmp_path / "nothing", console)
     assert "no view.html" in console.export_text()

@@ -40,4 +40,9 @@ def run(args) -> int:
 
     out = check_writable_dir(Path(args.out), "--out")   # creates nothing
     budget_sweep(suite, models, out)
+    from rich.console import Console
+
+    from harness.view.page import write_beside
+
+    write_beside(out, Console())      # view.html beside figure2.json: the sweep's responses, forced Waits marked
     return 0

@@ -29,4 +29,11 @@ def run(args) -> int:
     from harness.paper.pipeline import reproduce_table1
 
     reproduce_table1(args.preset, seeds=args.seeds, out=args.out, limit=args.limit, train_overrides=args.train_override)
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from harness.view.page import write_beside
+
+    write_beside(Path(args.out), Console())      # view.html beside the report: every response, forced Waits marked
     return 0

@@ -76,7 +76,7 @@ def run(args) -> int:
         for name, per in aggregates.items():     # the suite's aggregates (e.g. open-r1's avg@16), per row
             for bench, aggs in per.items():
                 console.print(aggregate_line(f"{name} {bench}", aggs), markup=False, highlight=False, soft_wrap=True)
-    from harness.paper.pipeline import _write_view
+    from harness.view.page import write_beside
 
-    _write_view(Path(out), console)      # view.html: every response of the runs in the table
+    write_beside(Path(out), console)      # view.html: every response of the runs in the table
     return 0

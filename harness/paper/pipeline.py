@@ -36,7 +36,6 @@ def _recipe_config(suite: Suite, name: str, seed_offset: int, extra: list[str] =
 def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
     """Before any work: every (recipe, seed) trains into its own folder, and a finished run found
     there was trained with these settings (else its `final/` would be reported as this recipe)."""
-    from harness.training import checkpoint
     from harness.training.config import settings_diff
 
     owner: dict[Path, str] = {}
@@ -49,8 +48,12 @@ def check_reusable(suite: Suite, seeds: int, extra: list[str] = ()) -> None:
                                 "drop the output_dir override (each recipe names its own folder)")
             owner[out] = name
             done = out / "final" / "iwsft_train.json"
-            if done.is_file() and checkpoint.damage(done.parent, need_state=False) is None:
-                diff = settings_diff(json.loads(done.read_text()).get("config", {}), cfg)
+            try:   # damaged weights or not: its settings say whether this recipe may continue it
+                trained = json.loads(done.read_text()).get("config", {}) if done.is_file() else None
+            except (OSError, ValueError, AttributeError):
+                trained = None          # an unreadable marker: iwsft train rebuilds final/ (checkpoint.damage)
+            if trained is not None:
+                diff = settings_diff(trained, cfg)
                 if diff:
                     raise UserError(f"{done.parent} ({name}) was trained with other settings ({', '.join(diff[:3])}); "
                                     f"undo that change to reuse it, or retrain: move it aside (mv {cfg.output_dir} "
@@ -626,7 +629,6 @@ def reproduce_table1(preset: str = "tiny", seeds: int | None = None, out: str = 
                                 **wall_times(out_dir / "table1.json", title, time.time() - t0), "figure1": {m: v["p_right_final"] for m, v in toy["methods"].items()}})
     console.rule("report")
     write_report(report, out_dir)
-    _write_view(out_dir, console)
     console.print(f"total {time.time() - t0:.0f}s; figures: {out_dir / 'figure1.png'}"
                   + (f", {out_dir / 'arith_steps.png'}" if curve else ""))
     return report
@@ -692,17 +694,4 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
     atomic_write_json(out / "figure2.json", result)
     figure2.plot(result, out / "figure2.png")
     console.print(f"wrote {out / 'figure2.png'} and {out / 'figure2.json'}")
-    _write_view(out, console)
     return result
-
-
-def _write_view(out_dir: Path, console: Console) -> None:
-    """view.html beside the report: its tables, figures and every response (`iwsft view`)."""
-    from harness.view.page import PAGE, write_page
-
-    try:
-        page = write_page([out_dir], out_dir / PAGE, warn=lambda m: console.print(m, markup=False, highlight=False))
-    except UserError as e:       # the report is written; the page is an extra
-        console.print(f"[yellow]no {PAGE}: {e}[/]")
-        return
-    console.print(f"wrote {page}: open it in a browser to read every response")

@@ -23,7 +23,7 @@ from pathlib import Path
 def card(device=None) -> dict:
     import torch
 
-    from harness.perf.flops import CONVENTION, matmul_tflops, spec_peak_tflops
+    from harness.core.flops import CONVENTION, matmul_tflops, spec_peak_tflops
     from harness.perf.train_bench import run_header
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

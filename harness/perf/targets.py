@@ -50,10 +50,10 @@ def load(paths: list[Path], skip_others: bool = False) -> tuple[list[dict], list
 
 def recompute_mfu(r: dict, settings: dict, device: str) -> dict:
     """A row from a file written before the stated convention (6N over a measured 790 TFLOP/s, no attention:
-    it has settings.peak_tflops but no settings.mfu_convention), its MFU recomputed by harness.perf.flops's
+    it has settings.peak_tflops but no settings.mfu_convention), its MFU recomputed by harness.core.flops's
     convention over the card's spec peak, from its shape, parameters and step time; the old value kept
     beside it as mfu_6n_measured_peak. Rows of the current convention pass unchanged."""
-    from harness.perf.flops import attention_flops_per_token_per_seq, spec_peak_tflops, step_flops
+    from harness.core.flops import attention_flops_per_token_per_seq, spec_peak_tflops, step_flops
     from harness.perf.train_bench import SHAPES
 
     if "mfu_convention" in settings or "peak_tflops" not in settings or r.get("shape") not in SHAPES \
@@ -149,7 +149,7 @@ def render(train: list[dict], gen: list[dict]) -> str:
     lines = []
     devices = sorted({r["_device"] for r in train if r.get("_device")} | {g.get("device") for g in gen if g.get("device")})
     lines.append(f"Devices: {', '.join(devices) or '-'}")
-    from harness.perf.flops import CONVENTION
+    from harness.core.flops import CONVENTION
 
     lines.append(f"MFU: {CONVENTION}"
                  + (" (rows of files written before it: recomputed from their step times)" if any(r.get("_mfu_recomputed") for r in train) else ""))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from harness.perf.flops import CONVENTION, attn_coeff_of, dense_params, matmul_tflops, spec_peak_tflops, step_flops
+from harness.core.flops import CONVENTION, attn_coeff_of, dense_params, matmul_tflops, spec_peak_tflops, step_flops
 from harness.training.batching import Batch, batch_logprobs, compile_decoder_layers, enable_checkpointing
 from harness.training.objective import iw_objective, preset
 from harness.training.optim import adamw

@@ -193,7 +193,7 @@ class TrainConfig:
     """Create the push_to_hub repo private."""
     peak_tflops: float | None = None
     """One accelerator's peak TFLOP/s for MFU; MFU divides by it times the number of processes. Unset: the card's
-    dense bf16 spec (989 on H100/H200 SXM; harness/perf/flops.py states the convention), else MFU not shown."""
+    dense bf16 spec (989 on H100/H200 SXM; harness/core/flops.py states the convention), else MFU not shown."""
 
     def trackers(self) -> list[str]:
         """log_with, with the deprecated tensorboard=true folded in."""

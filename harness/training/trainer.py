@@ -91,7 +91,7 @@ def start_warnings(cfg: TrainConfig, steps: int, n_examples: int) -> list[str]:
 
 
 def model_flops_per_token(n_params: int, n_trainable: int) -> float:
-    """The dense part of harness.perf.flops's convention (n_params: less an untied input embedding). Forward
+    """The dense part of harness.core.flops's convention (n_params: less an untied input embedding). Forward
     2 x all parameters, backward 2 x all (activation gradients) + 2 x the trained ones (weight gradients):
     6N for full fine-tuning, about 4N with LoRA (a frozen base has no weight gradients). Attention FLOPs are
     added per step from the documents' lengths (`_StepStats.len_sq`)."""
@@ -100,7 +100,7 @@ def model_flops_per_token(n_params: int, n_trainable: int) -> float:
 
 def _peak_flops(cfg: TrainConfig, device) -> float | None:
     """The recipe's peak_tflops, else the card's dense bf16 spec (989 TFLOP/s on H100/H200 SXM), else None."""
-    from harness.perf.flops import spec_peak_tflops
+    from harness.core.flops import spec_peak_tflops
 
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
@@ -202,7 +202,7 @@ class _RunState:
     start: int                  # optimizer steps already done (a resumed run)
     n_params: int
     flops_per_token: float      # dense model FLOPs of one trained token (model_flops_per_token), for MFU
-    attn_coeff: int             # attention FLOPs of a token per token of its document (harness.perf.flops)
+    attn_coeff: int             # attention FLOPs of a token per token of its document (harness.core.flops)
     peak_flops: float | None
     metrics_path: Path
 
@@ -579,7 +579,7 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self.model_id = broadcast_object_list(
             [refcache.model_identity(model, self.model_name) if acc.is_main_process else None])[0]
-        from harness.perf.flops import attn_coeff_of, dense_params
+        from harness.core.flops import attn_coeff_of, dense_params
 
         emb = model.get_input_embeddings().weight
         untied_emb = n_params - dense_params(model)     # not a matmul: not counted (torchtitan's convention)
@@ -616,7 +616,7 @@ class Trainer:
                            f"{n_params / 1e6:.1f}M params on {acc.device}"
                            + (" (FSDP CPU offload: weights, gradients and AdamW states in CPU RAM)" if self._offloaded() else ""))
         peak = _peak_flops(cfg, acc.device)
-        from harness.perf.flops import CONVENTION
+        from harness.core.flops import CONVENTION
 
         self.console.print(f"MFU: {CONVENTION}; peak " + (f"{peak / 1e12:g} TFLOP/s per accelerator"
                            + (" (peak_tflops)" if cfg.peak_tflops else "") if peak else "unknown here (set peak_tflops)"),
@@ -695,7 +695,7 @@ class Trainer:
                                                                              dtype=torch.float64), "sum"))
         d = weight_diagnostics(w_all, lw_all)
         tps = n_tok / dt
-        # MFU by harness.perf.flops's convention: dense FLOPs of every token, attention by each document's length
+        # MFU by harness.core.flops's convention: dense FLOPs of every token, attention by each document's length
         tflops = (run.flops_per_token * n_tok + run.attn_coeff * len_sq) / dt / 1e12 / acc.num_processes
         # "step": optimizer steps done, as the console's "step 1/N" and checkpoints/step-000001
         clip_coef = min(1.0, cfg.max_grad_norm / (gnorm + 1e-6))   # the factor clip_grad_norm_ applied

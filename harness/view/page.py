@@ -165,3 +165,14 @@ def write_page(paths: list[str | Path], out: Path, gpqa_csv: str | None = None, 
     data, texts = page_data(table1, figure2, runs, gpqa_csv)
     atomic_write_text(Path(out), render(data, texts))
     return Path(out)
+
+
+def write_beside(out_dir: Path, console) -> None:
+    """view.html beside a report (reproduce-table1, table1, budget-sweep): its tables, figures and every
+    response. The report is written already, so a page that cannot be made is said, not raised."""
+    try:
+        page = write_page([out_dir], out_dir / PAGE, warn=lambda m: console.print(m, markup=False, highlight=False))
+    except UserError as e:
+        console.print(f"[yellow]no {PAGE}: {e}[/]")
+        return
+    console.print(f"wrote {page}: open it in a browser to read every response")
