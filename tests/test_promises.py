@@ -105,7 +105,9 @@ def _fake_trained(suite, seeds: int, overrides: list[str]) -> None:
             final.mkdir(parents=True)
             (final / "config.json").write_text("{}")
             (final / "iwsft_train.json").write_text(json.dumps({"config": cfg.to_dict(),
-                                                                "data": {"rows": 4, "examples": 4, "truncated": 0}}))
+                                                                "data": {"rows": 4, "examples": 4, "truncated": 0},
+                                                                # what the save recorded: the folder is whole
+                                                                "files": {"config.json": {"size": 2}}}))
             (final.parent / "metrics.jsonl").write_text("".join(json.dumps({"step": i}) + "\n" for i in range(2)))
 
 
