@@ -83,7 +83,7 @@ def _one_line(rc, err, *fragments):
 
 def _train_args(tiny_dir, out, ref, **kw):
     base = dict(model=tiny_dir / "model", dataset=tiny_dir / "data.jsonl", block_size=96, global_batch_size=4,
-                micro_batch_size=2, learning_rate=3e-3, warmup_ratio=0.0, max_steps=4, save_every=1, keep_checkpoints=3,
+                micro_batch_size=2, learning_rate=3e-3, warmup_ratio=0.0, max_steps=4, save_every=1, keep_checkpoints=3, resumable_checkpoints=3,
                 weighting="iw-sft", seed=1, ref_cache_dir=ref, output_dir=out)
     base.update(kw)
     return ["train", "-", *(f"{k}={v}" for k, v in base.items())]
@@ -199,6 +199,38 @@ def test_no_usable_checkpoint_trains_from_start(tiny_dir, trained, tmp_path):
     assert rc == 0, err[-2000:]
     _said(out, "step-000003: optimizer/", "step-000002: model.safetensors is 7 bytes",
           "step-000001: iwsft_train.json is damaged", "no checkpoint is usable: training from the start")
+    _same_weights(trained / "run" / "final", run / "final")
+
+
+def test_older_checkpoints_keep_weights_only(tiny_dir, trained, tmp_path):
+    """resumable_checkpoints=1: older checkpoints drop the optimizer state (disk), stay whole for evaluation and
+    keep their weights' identity; a resume passes over them, and with the one resumable checkpoint damaged
+    trains from the start rather than from a checkpoint it cannot resume."""
+    from harness.core.fingerprint import folder_fingerprint
+    from harness.training import checkpoint
+
+    run = _copy(trained, tmp_path)
+    shutil.rmtree(run / "final")
+    ck = run / "checkpoints"
+    ids = {p.name: folder_fingerprint(p) for p in ck.iterdir()}
+    shutil.rmtree(ck / "step-000003")                                      # killed after step 2's save
+    args = _train_args(tiny_dir, run, tmp_path / "ref", resumable_checkpoints=1)
+    rc, out, err = _run(args)
+    assert rc == 0, err[-2000:]
+    _said(out, "resuming from", "step-000002 (step 2/4)")
+    assert [p.name for p in ck.iterdir() if checkpoint.resumable(p)] == ["step-000003"]
+    for name in ("step-000001", "step-000002"):
+        assert not (ck / name / "optimizer").exists() and checkpoint.damage(ck / name) is None
+        assert folder_fingerprint(ck / name) == ids[name]               # evaluated samples stay reusable
+    _same_weights(trained / "run" / "final", run / "final")
+    shutil.rmtree(run / "final")
+    (shard,) = (ck / "step-000003" / "optimizer").glob("*.distcp")
+    _cut(shard)
+    (ck / "step-000002" / ".optimizer.dropping").mkdir()                  # a drop cut short by a kill
+    rc, out, err = _run(args)
+    assert rc == 0, err[-2000:]
+    _said(out, "step-000003: optimizer/", "no checkpoint is usable: training from the start")
+    assert "step-000002:" not in out and not (ck / "step-000002" / ".optimizer.dropping").exists()
     _same_weights(trained / "run" / "final", run / "final")
 
 

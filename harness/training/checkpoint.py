@@ -16,6 +16,8 @@ it in one process and in two (DDP over gloo on CPU).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -134,6 +136,24 @@ def _safetensors_damage(path: Path) -> str | None:
     return None
 
 
+def resumable(folder: Path) -> bool:
+    """Whether a checkpoint holds the optimizer state a resume needs (older ones may hold weights only)."""
+    return (Path(folder) / "optimizer").is_dir()
+
+
+def drop_optimizer(folder: Path) -> None:
+    """Keep a checkpoint's weights only: its optimizer state is renamed away first (one atomic step, so a
+    kill mid-delete leaves a weights-only checkpoint, never a half optimizer), then deleted. The marker is
+    left as saved: it is part of the weights' identity (harness.core.fingerprint), and `damage` reads an
+    absent optimizer/ as weights-only."""
+    folder = Path(folder)
+    gone = folder / ".optimizer.dropping"
+    if (folder / "optimizer").is_dir():
+        shutil.rmtree(gone, ignore_errors=True)
+        os.replace(folder / "optimizer", gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def damage(folder: Path, need_state: bool = True) -> str | None:
     """Why the saved folder (a checkpoint, or final/ with need_state=False) cannot be trusted, or None.
     Checks the sizes and checksums recorded at save (folders saved before they were recorded: the
@@ -151,7 +171,10 @@ def damage(folder: Path, need_state: bool = True) -> str | None:
         return f"{MARKER} is damaged"
     files = meta.get("files")
     if isinstance(files, dict):
+        weights_only = not resumable(folder)     # optimizer/ dropped on purpose (drop_optimizer)
         for rel, want in files.items():
+            if weights_only and rel.startswith("optimizer/"):
+                continue
             p = folder / rel
             if not p.is_file():
                 return f"{rel} is missing"

@@ -170,6 +170,11 @@ class TrainConfig:
     """Save a checkpoint every N optimizer steps (and always at the end)."""
     keep_checkpoints: int = 2
     """How many step checkpoints to keep (the final model is always kept)."""
+    resumable_checkpoints: int | None = 2
+    """How many of the newest kept checkpoints keep the optimizer state a resume needs (two: a damaged newest
+    one falls back to the one before). Older kept ones hold weights only, a third of the disk (AdamW's two
+    moments are twice the weights in float32): enough for the accuracy-vs-step curve and `iwsft push`.
+    null: every kept checkpoint stays resumable."""
     log_every: int = 1
     """Log a metrics line (loss, weights, tokens/s, MFU, memory) every N optimizer steps (and the last)."""
     log_with: list[str] = field(default_factory=list)
@@ -276,6 +281,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.max_steps is not None and not 1 <= cfg.max_steps <= MAX_COUNT:
         raise UserError(f"max_steps must be an integer in [1, {MAX_COUNT:.0e}] (got {cfg.max_steps:.6g})")
+    if cfg.resumable_checkpoints is not None and cfg.resumable_checkpoints < 1:
+        raise UserError(f"resumable_checkpoints must be >= 1 or null (got {cfg.resumable_checkpoints})")
     if cfg.save_every is not None and cfg.save_every < 1:
         raise UserError(f"save_every must be >= 1 (got {cfg.save_every})")
     if not 0 <= cfg.seed < 2**63:      # torch.manual_seed takes 64 bits; a negative seed is a typo
@@ -356,7 +363,8 @@ def _validate_lora(cfg: TrainConfig) -> None:
 
 
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
-RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkpoints", "log_every", "tensorboard", "log_with", "tracker_project",
+RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkpoints", "resumable_checkpoints", "log_every",
+                  "tensorboard", "log_with", "tracker_project",
                   "push_to_hub", "push_steps", "hub_private",
                   "peak_tflops", "ref_cache_dir",
                   "model_config", "accelerate_config", "gpu_memory_gib", "cpu_memory_gib"}

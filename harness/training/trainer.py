@@ -142,8 +142,11 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def usable_checkpoint(out: Path, say=print) -> Path | None:
-    """The newest checkpoint whose files are as saved; each newer one skipped is said, with why."""
+    """The newest resumable checkpoint whose files are as saved; each newer one skipped for damage is said,
+    with why (older checkpoints holding weights only, resumable_checkpoints, are passed over quietly)."""
     for ckpt in reversed(checkpoints(out)):
+        if not checkpoint.resumable(ckpt):
+            continue
         why = checkpoint.damage(ckpt)
         if why is None:
             return ckpt
@@ -436,11 +439,15 @@ class Trainer:
         fsync_tree(tmp)
 
     def _prune(self) -> None:
-        root = self.out / "checkpoints"
-        done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file())
+        """Keep the newest keep_checkpoints (and push_steps); of those, only the newest resumable_checkpoints
+        keep their optimizer state."""
+        done = checkpoints(self.out)
         for p in done[: -self.cfg.keep_checkpoints]:
             if int(p.name.split("-")[1]) not in self.cfg.push_steps:    # to be pushed when training ends
                 shutil.rmtree(p, ignore_errors=True)
+        if self.cfg.resumable_checkpoints is not None:
+            for p in checkpoints(self.out)[: -self.cfg.resumable_checkpoints]:
+                checkpoint.drop_optimizer(p)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -490,7 +497,8 @@ class Trainer:
     def _clean_stale_temps(self) -> None:
         """Leftovers of a run killed mid-write: a half-written checkpoint or final folder, temp files of
         atomic writes (never read: a complete write renames its temp file)."""
-        stale = [*(self.out / "checkpoints").glob(".step-*.tmp"), *self.out.glob(".*.tmp")]   # .final.tmp too
+        stale = [*(self.out / "checkpoints").glob(".step-*.tmp"), *self.out.glob(".*.tmp"),    # .final.tmp too
+                 *(self.out / "checkpoints").glob("step-*/.optimizer.dropping")]               # drop_optimizer cut short
         for p in stale:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         if stale:
@@ -507,7 +515,9 @@ class Trainer:
         ckpt = broadcast_object_list([usable_checkpoint(self.out, say) if acc.is_main_process else None])[0]
         if ckpt is None:
             if checkpoints(self.out):
-                say("no checkpoint is usable: training from the start")
+                weights_only = "" if any(checkpoint.resumable(c) for c in checkpoints(self.out)) else \
+                    " (the older checkpoints hold weights only: resumable_checkpoints)"
+                say(f"no checkpoint is usable{weights_only}: training from the start")
             return 0
         try:
             state = checkpoint.load_state(ckpt / checkpoint.STATE)
