@@ -450,3 +450,68 @@ def test_eval_killed_subprocess_resumes(reference, gpqa_csv, tmp_path, one_threa
             assert m[key] == ref[key], (b, key)
     assert_no_secrets(all_written_text(out), o1.decode(errors="replace"), e1.decode(errors="replace"),
                       done.stdout, done.stderr)
+
+
+# ------------------------------------------------------------------------------ vLLM: chunks and live tokens
+
+def test_vllm_requests_go_in_chunks_each_stored_as_it_ends(tmp_path, monkeypatch):
+    """vLLM gets VLLM_CHUNK requests per call, not all at once: a kill loses at most one chunk and the
+    progress moves per chunk (a vLLM call returns nothing before it ends)."""
+    sizes = []
+
+    class VLLMFake(FakeEngine):
+        def backend_kind(self):
+            return "vllm"
+
+        def generate(self, cfg, prompts, budget, seeds, on_result):
+            sizes.append(len(prompts))
+            if len(sizes) == 3:
+                raise KeyboardInterrupt
+            super().generate(cfg, prompts, budget, seeds, on_result)
+
+    monkeypatch.setattr(ev, "Engine", VLLMFake)
+    monkeypatch.setattr(ev, "VLLM_CHUNK", 3)
+    cfg = EvalConfig(model="fake", benchmarks=["math500"], limit=8, out=str(tmp_path), progress=False, summary=False)
+    with pytest.raises(KeyboardInterrupt):
+        ev.run_eval(cfg)
+    assert sizes == [3, 3, 2]
+    assert len(read_rows(next((tmp_path / "fake" / "math500").glob("*/samples.jsonl")))) == 6   # two whole chunks kept
+
+
+def test_vllm_live_token_count_follows_its_progress_hook():
+    """What LLM.generate(use_tqdm=callable) builds: vLLM sets postfix "... output: X toks/s" from elapsed it
+    read just before; X x elapsed is the round's tokens so far (vllm/entrypoints/common/offline.py _run_engine)."""
+    from harness.evaluation.generation.vllm_backend import _LiveTokens
+
+    backend = SimpleNamespace(tokens_generated=100)
+    bar = _LiveTokens(backend)
+    for total in (40, 95):
+        in_spd = 7 / bar.format_dict["elapsed"]
+        elapsed = bar.format_dict["elapsed"]
+        bar.postfix = f"est. speed input: {in_spd:.2f} toks/s, output: {total / elapsed:.2f} toks/s"
+        bar.update(1)
+        assert abs(backend.tokens_generated - (100 + total)) <= 1
+    bar.postfix = "another vLLM's words"
+    assert abs(backend.tokens_generated - 195) <= 1 and bar.n == 2
+    bar.refresh(), bar.close()
+
+
+def test_eval_log_has_a_heartbeat_between_results(capsys, monkeypatch):
+    """In a log, a vLLM round that returns nothing for minutes still prints a line every LINE_EVERY_S with the
+    tokens generated so far; a finished task says nothing more."""
+    import time
+
+    import harness.evaluation.summary as summary
+
+    monkeypatch.setattr(summary.Progress, "LINE_EVERY_S", 0.12)
+    count = [0]
+    with summary.Progress(True, tokens=lambda: count[0]) as p:
+        t = p.add("sums (smollm2-135m)", total=10, done=2)
+        count[0] = 1234
+        time.sleep(0.5)
+        p.update(t, 10, 5.0, 0.5)
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    beats = [line for line in lines if "generating: 1,234 tokens so far" in line]
+    assert beats and beats[0].startswith("sums (smollm2-135m): 2/10 samples, generating: 1,234 tokens so far"), lines
+    assert lines[-1].startswith("sums (smollm2-135m): 10/10 samples"), lines

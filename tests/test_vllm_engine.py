@@ -166,6 +166,7 @@ def test_many_sampled_requests_on_a_cpu(engines, tmp_path):
     """More prompt tokens than one scheduler step takes (vLLM's CPU default: 4096), sampled with per-request
     seeds: with chunked prefill, vLLM 0.32's CPU worker died on the first split prompt (EngineDeadError)."""
     engs, _ = engines
+    before = engs["vllm"].tokens_generated()
     cfg = EvalConfig(model=MODEL, backend="vllm", benchmarks=["arith"], limit=120, temperature=1.0, seed=3,
                      thinking_budget=2, answer_budget=2, max_new_tokens=128, out=str(tmp_path), progress=False,
                      summary=False)
@@ -175,6 +176,8 @@ def test_many_sampled_requests_on_a_cpu(engines, tmp_path):
     prompts = [engs["vllm"].prompt_ids(p, cfg) for p in load_benchmark("arith", limit=120)]
     assert sum(map(len, prompts)) > 4096                 # the batch really is larger than one chunked step
     assert m["n"] == 120
+    # the live counter (vLLM's use_tqdm hook) saw every generated token: at least one per request and round
+    assert engs["vllm"].tokens_generated() - before >= 120
 
 
 # ------------------------------------------------------------------ bad input, no engine left running

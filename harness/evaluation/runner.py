@@ -368,6 +368,9 @@ def _redacted_spans(response: str, private, res) -> list:
     return list(getattr(res, "forced", None) or []) if redact(response, private) == response else []
 
 
+VLLM_CHUNK = 1024     # requests per vLLM call when --batch-size is not given
+
+
 def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset, missing, rows,
                       store: SampleStore, progress: Progress):
     """Generate the missing (problem, sample) pairs in chunks, grading and writing (fsync) each
@@ -391,9 +394,10 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
     prompts = [prompt_of[p.id] for p, _ in missing]
     seeds = [sample_seed(cfg.seed, p.id, s) for p, s in missing]
     # Budget forcing returns a request when its answer is done, but a backend call holds a whole
-    # round, so requests go in chunks: one backend batch on hf, everything at once on vLLM
-    # (continuous batching) unless --batch-size says otherwise.
-    chunk = cfg.batch_size or (len(missing) if backend_class(engine.backend_kind()).continuous_batching else 16)
+    # round, so requests go in chunks (--batch-size): one backend batch on hf; on vLLM (continuous
+    # batching) VLLM_CHUNK at a time, enough to keep its scheduler full (256 sequences by default)
+    # while a kill loses at most one chunk and samples are stored as each chunk ends.
+    chunk = cfg.batch_size or (VLLM_CHUNK if backend_class(engine.backend_kind()).continuous_batching else 16)
 
     k = cfg.samples
     subset_ids = set(p.id for p in subset)

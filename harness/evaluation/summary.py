@@ -15,7 +15,8 @@ class Progress:
     """What a running evaluation shows on stderr. A terminal: a rich bar per benchmark (samples done,
     tokens generated so far and tokens/s, both live between results; running accuracy; an ETA from this
     session's samples only, so a resumed run does not count stored samples as instant work). A log (not
-    a terminal) or --no-progress: one line per event (start, then at most every 30 s, and the end).
+    a terminal) or --no-progress: one line per event (start, then at most every 30 s, and the end), and
+    between results (a vLLM round ends all at once) a line every 30 s with the tokens generated so far.
     `tokens`: a function giving the backend's generated-token counter, or None."""
 
     LINE_EVERY_S = 30.0
@@ -54,17 +55,40 @@ class Progress:
                 LiveTokens(), TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(),
                 TextColumn("eta {task.fields[eta]}"), console=Console(stderr=True), transient=False)
             self._p.__enter__()
+        elif self.enabled:
+            import threading
+
+            self._stop = threading.Event()
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc):
         if self._p is not None:
             self._p.__exit__(*exc)
+        elif getattr(self, "_ticker", None) is not None:
+            self._stop.set()
+            self._ticker.join()
+
+    def _tick(self) -> None:
+        """A log's heartbeat: the open task's tokens so far when no line came for LINE_EVERY_S."""
+        import time
+
+        while not self._stop.wait(self.LINE_EVERY_S / 6):
+            now = self.tokens()
+            for st in list(self._tasks.values()):
+                if st.get("closed") or now is None or time.time() - st["last_line"] < self.LINE_EVERY_S:
+                    continue
+                st["last_line"] = time.time()
+                n, dt = now - st["tok0"], time.time() - st["t0"]
+                self._line(f"{st['name']}: {st['done']}/{st['total']} samples, generating: {n:,} tokens so far "
+                           f"({n / dt if dt > 0 else 0:.1f} tok/s), elapsed {_eta(dt)}")
 
     def add(self, name: str, total: int, done: int):
         import time
 
-        st = {"name": name, "total": total, "done0": done, "t0": time.time(), "tok0": self.tokens() or 0,
-              "last_line": time.time()}
+        st = {"name": name, "total": total, "done0": done, "done": done, "t0": time.time(), "tok0": self.tokens() or 0,
+              "last_line": time.time(), "closed": done >= total}
         if self._p is not None:
             task = self._p.add_task(name, total=total, completed=done, tps="-", acc="-", eta="-")
         else:
@@ -79,6 +103,7 @@ class Progress:
         st = self._tasks.get(task)
         if st is None:
             return
+        st["done"], st["closed"] = done, done >= st["total"]
         now_done = done - st["done0"]
         elapsed = time.time() - st["t0"]
         eta = _eta(elapsed / now_done * (st["total"] - done)) if now_done > 0 else "-"

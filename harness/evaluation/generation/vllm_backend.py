@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -187,6 +189,7 @@ class VLLMBackend:
         self._vllm = vllm
         self.model_path = model
         self.use_tqdm = use_tqdm
+        self.tokens_generated = 0      # running total of generated tokens, live within a call (_LiveTokens)
         kwargs: dict[str, Any] = dict(
             model=model, dtype=str(dtype).replace("torch.", ""), tensor_parallel_size=int(tensor_parallel_size),
             enable_prefix_caching=enable_prefix_caching, seed=seed,
@@ -306,12 +309,16 @@ class VLLMBackend:
             reqs = [_tokens_prompt(self._vllm, [int(t) for t in prompts[i]]) for i in send]
             sps = [self.sampling_params(plist[i]) for i in send]
             lora = {} if self.lora_request is None else {"lora_request": self.lora_request}
-            outs = self.llm.generate(reqs, sps, use_tqdm=self.use_tqdm, **lora)
+            # no bar of vLLM's own: its documented use_tqdm hook feeds the harness's live token counter instead
+            outs = self.llm.generate(reqs, sps, use_tqdm=True if self.use_tqdm else self._live_counter, **lora)
             if len(outs) != len(send):
                 raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(send)} prompts")
             for i, o in zip(send, outs):
                 results[i] = self.normalise(o.outputs[0], plist[i])
         return results  # type: ignore[return-value]
+
+    def _live_counter(self, **_: Any) -> "_LiveTokens":
+        return _LiveTokens(self)
 
     def normalise(self, out: Any, gp: GenParams) -> Completion:
         """vLLM CompletionOutput -> Completion (see the module docstring for the facts used)."""
@@ -344,3 +351,42 @@ class VLLMBackend:
         if text is None:
             text = decode(self.tokenizer, ids)
         return Completion(token_ids=ids, text=text, finish_reason=finish, stop_reason=reason, meta=meta)
+
+
+class _LiveTokens:
+    """What `LLM.generate(use_tqdm=callable)` makes in place of its tqdm bar, so that the evaluation's progress
+    shows tokens while a round runs (vLLM returns nothing before the whole call ends). vLLM's offline loop
+    reads `format_dict["elapsed"]` and, as each request finishes, sets `postfix` to "... output: X toks/s",
+    its running output tokens over that elapsed time: X x elapsed is the round's token count so far, added to
+    the backend's `tokens_generated`. A postfix of another form (another vLLM) leaves the count alone."""
+
+    _OUT = re.compile(r"output:\s*([0-9.]+)\s*toks/s")
+
+    def __init__(self, backend: Any):
+        self._backend, self._t0, self._elapsed = backend, time.perf_counter(), 0.0
+        self._base = getattr(backend, "tokens_generated", 0) or 0
+        self.n = 0
+
+    @property
+    def format_dict(self) -> dict:
+        self._elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        return {"elapsed": self._elapsed}
+
+    @property
+    def postfix(self) -> str:
+        return ""
+
+    @postfix.setter
+    def postfix(self, text: str) -> None:
+        m = self._OUT.search(str(text))
+        if m:
+            self._backend.tokens_generated = self._base + round(float(m.group(1)) * self._elapsed)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
