@@ -106,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # the reader went away (`iwsft power | head`): stop quietly, as `yes | head` does (128 + SIGPIPE);
+        # stdout to devnull so the interpreter's last flush does not raise again (Python's signal docs)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except BaseException as e:
         # Ctrl-C or SIGTERM (kill, Slurm, docker stop): raised as KeyboardInterrupt, which
         # subprocess.run answers by killing its child (a training run), and which libraries may

@@ -181,3 +181,17 @@ def test_library_deprecation_warnings_stay_out_of_the_logs(monkeypatch):
         warnings.simplefilter("always")
         assert main(["toy"]) == 0
     assert [str(w.message) for w in seen] == ["a warning of our own"]
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`iwsft power ... | head -1`: the reader is gone before the output is written; no traceback, exit 141."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)                                   # every write to w now fails with EPIPE
+    p = subprocess.run([sys.executable, "-m", "harness", "power", "--seed-sd", "2", "--clusters", "100", "--diff", "3"],
+                       stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(w)
+    assert p.returncode == 141 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
