@@ -216,3 +216,21 @@ def test_markdown_carries_what_the_terminal_text_shows(tmp_path):
     txt, md = ((tmp_path / "out" / f"table1.{x}").read_text() for x in ("txt", "md"))
     for shown in ("think tok", "← ours: iw-sft", "LLM-judged", "Holm" if "Holm" in txt else "p (exact)", "(n.s.)"):
         assert shown in txt and shown in md, shown
+
+
+def test_compare_holm_over_every_pair_of_the_call(tmp_path, capsys):
+    """Three runs make three tests: each raw p of 0.031 (0 / 6 discordant) is 0.094 after Holm over the family,
+    and "(n.s.)" follows the Holm p printed beside it."""
+    ids = [f"q{i}" for i in range(20)]
+    a = {q: False for q in ids}
+    b = {q: i < 6 for i, q in enumerate(ids)}
+    c = {q: 6 <= i < 12 for i, q in enumerate(ids)}
+    for name, outcomes in (("a", a), ("b", b), ("c", c)):
+        _write_run(tmp_path / name, "m", "math500", outcomes)
+    argv = ["compare", *(f"{n.upper()}={tmp_path / n / 'm'}" for n in "abc"), "--out", str(tmp_path / "rep")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Holm p" in out and "0.0938 (n.s.)" in out and "0.0312" in out, out
+    paired = json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["math500"]["paired"]
+    got = {(p["a"], p["b"]): (round(p["p_mcnemar"], 4), p["p_holm"] and round(p["p_holm"], 4)) for p in paired}
+    assert got == {("A", "B"): (0.0312, 0.0938), ("A", "C"): (0.0312, 0.0938), ("B", "C"): (1.0, 1.0)}

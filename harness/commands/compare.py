@@ -44,6 +44,20 @@ def run(args) -> int:
               "definitions": {"accuracy": "mean over problems of the fraction of samples graded correct",
                               "n": "problems (x samples per problem when K > 1)", "paired": PAIRED_UNIT_NOTE}}
     benches = [b for b in dict.fromkeys(b for _, r in labelled for b in r)]
+    # Every paired test of this call first: one Holm family over all of them (the tests that can reject), as
+    # in the reports, so that several runs and benchmarks do not each get a 5% chance of a false "difference".
+    from harness.paper.report import _holm_family, _verdict
+
+    all_pairs = {}
+    for bench in benches:
+        have = [(n, r[bench]) for n, r in labelled if bench in r]
+        for i in range(len(have)):
+            for j in range(i + 1, len(have)):
+                (na, ra), (nb, rb) = have[i], have[j]
+                all_pairs[bench, na, nb] = paired_runs(ra, rb)
+    holm_col = len(all_pairs) > 1
+    if holm_col:
+        _holm_family(list(all_pairs.values()), "p_mcnemar")
     any_k = False
     for bench in benches:
         have = [(n, r[bench]) for n, r in labelled if bench in r]
@@ -80,17 +94,23 @@ def run(args) -> int:
         if len(have) >= 2:
             pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left", caption=CHECKPOINTS_ONLY,
                        caption_justify="left")
-            for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "p (exact)"):
+            for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "p (exact)",
+                        *(["Holm p"] if holm_col else [])):
                 pt.add_column(col, justify="left" if col in ("A", "B") else "right")
             pairs = {}
             for i in range(len(have)):
                 for j in range(i + 1, len(have)):
                     (na, ra), (nb, rb) = have[i], have[j]
-                    p = pairs[na, nb] = paired_runs(ra, rb)
+                    p = pairs[na, nb] = all_pairs[bench, na, nb]
                     lo, hi = p["diff_ci95"]
+                    pcells = [f"{p['p_mcnemar']:.3g}"]
+                    if holm_col:
+                        pcells.append(("-" if p["p_holm"] is None else f"{p['p_holm']:.3g}") + _verdict(p, "p_mcnemar"))
+                    else:
+                        pcells[0] += _verdict(p, "p_mcnemar")
                     pt.add_row(na, nb, n_text(p["n_problems"], p["samples_per_problem"]),
                                f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(p["only_a"]),
-                               str(p["only_b"]), str(p["both"]), str(p["neither"]), f"{p['p_mcnemar']:.3g}")
+                               str(p["only_b"]), str(p["both"]), str(p["neither"]), *pcells)
                     entry["paired"].append({"a": na, "b": nb, **p})
             console.print(pt)
             for m in sorted({q["method"] for q in entry["paired"]}):
@@ -116,6 +136,12 @@ def run(args) -> int:
         report["benchmarks"][bench] = entry
     if any_k:
         console.print(f"{PAIRED_UNIT_NOTE[0].upper()}{PAIRED_UNIT_NOTE[1:]}.")
+    if holm_col:
+        from harness.paper.report import holm_lines
+
+        for line in holm_lines(list(all_pairs.values()), []):
+            console.print(line.replace("(checkpoint tests)", "(one family: every paired test above, all benchmarks)"))
+        report["holm"] = "Holm over the paired tests of every benchmark that can reach p < 0.05 (Tarone 1990); p_holm"
     if args.out:
         out = ensure_writable_dir(Path(args.out))
         atomic_write_json(out / "compare.json", report)
