@@ -58,6 +58,11 @@ def run(args) -> int:
             console.print(memory_plan.table(plan))
             memory_plan.check(plan)
             console.print(f"memory plan fits: {plan.summary()}; {escape(plan.launch.describe())}")
+        from harness.training.attention import CUDA_ONLY
+
+        if cfg.attention in CUDA_ONLY and not __import__("torch").cuda.is_available():   # planned here, run on a GPU
+            console.print(f"[yellow]note[/]: attention={cfg.attention} needs a CUDA GPU ({CUDA_ONLY[cfg.attention]}): "
+                          "training on this machine would refuse it")
         console.print(f"[green]ok[/]: {args.recipe}")
         return 0
     if cfg.push_to_hub:                  # a bad repo id or no token: said now, not after hours of training

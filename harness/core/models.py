@@ -305,9 +305,10 @@ def load_tokenizer(name: str | os.PathLike | ResolvedModel, revision: str | None
 
 
 def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device: str | None = "cpu",
-               revision: str | None = None):
+               revision: str | None = None, attn_implementation: str | None = None):
     """AutoModelForCausalLM in eval mode on `device` ("cpu", "cuda", "cuda:1", or None = leave);
-    `revision`: a hub branch, tag or commit."""
+    `revision`: a hub branch, tag or commit; `attn_implementation`: transformers' name of the attention
+    ("sdpa", "flex_attention", ...; None: transformers' default)."""
     from transformers import AutoModelForCausalLM
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name)
@@ -316,7 +317,9 @@ def load_model(name: str | os.PathLike | ResolvedModel, dtype="float32", device:
 
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=_torch_dtype(dtype),
-                                                     **({"revision": revision} if revision else {}))
+                                                     **({"revision": revision} if revision else {}),
+                                                     **({"attn_implementation": attn_implementation}
+                                                        if attn_implementation else {}))
     except OSError as e:
         raise _hub_error(resolved, "model", e) from e
     except SafetensorError as e:   # a weights file cut short (interrupted copy or download)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from harness.core.flops import CONVENTION, attn_coeff_of, dense_params, matmul_tflops, spec_peak_tflops, step_flops
+from harness.training.attention import attention_context
 from harness.training.batching import Batch, batch_logprobs, compile_decoder_layers, enable_checkpointing
 from harness.training.objective import iw_objective, preset
 from harness.training.optim import adamw
@@ -40,30 +41,15 @@ SHAPES = {
 }
 VARIANTS = ("sft", "iw-cached", "iw-periodic", "naive-ref", "naive-ref-q")
 # sdpa: torch picks (flash on Hopper); cudnn: SDPA restricted to cuDNN's kernel (CUDA only); flex: FlexAttention
-# (transformers' flex_attention: block masks, no [T x T] mask; CUDA for training, torch has no CPU backward)
-ATTENTION = ("sdpa", "cudnn", "flex")
+# (transformers' flex_attention: block masks, no [T x T] mask): harness/training/attention.py, the trainer's
+# `attention` key's definition.
 
 
 def check_attention(attention: str, device) -> None:
     """UserError for an attention kernel this device cannot train with."""
-    from harness.core.errors import UserError
+    from harness.training.attention import check_device
 
-    if attention not in ATTENTION:
-        raise UserError(f"unknown attention {attention!r}; use one of {', '.join(ATTENTION)}")
-    if attention in ("cudnn", "flex") and torch.device(device).type != "cuda":
-        why = "cuDNN is CUDA-only" if attention == "cudnn" else "torch's FlexAttention has no backward on CPU"
-        raise UserError(f"--attention {attention} needs a CUDA GPU ({why}); use --attention sdpa here")
-
-
-def attention_context(attention: str):
-    """The kernel restriction the step runs under (cudnn: SDPA's cuDNN backend only, so a missing kernel fails)."""
-    import contextlib
-
-    if attention == "cudnn":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
-    return contextlib.nullcontext()
+    check_device(attention, device, "--attention")
 
 
 def qwen2_model(shape: str, vocab: int, device, max_positions: int = 131072, attention: str = "sdpa"):

@@ -134,6 +134,17 @@ class TrainConfig:
     every layer; parameter names and checkpoints unchanged). Fewer, fused kernels; the first steps
     pay the compile time. The reference cache then goes through the same compiled training graph, so
     step-0 weights stay exactly 1; needs q_source=lag0."""
+    attention: str = "sdpa"
+    """Attention kernel (harness/training/attention.py; `iwsft bench --attention` measures the same three):
+    sdpa (torch picks: flash on Hopper; the model loads as it always did) | cudnn (SDPA restricted to cuDNN's
+    kernel around every forward and backward, the reference pass included) | flex (the model loads with
+    transformers' flex_attention, torch's FlexAttention: with packing=true transformers >= 5 reads each
+    example's boundaries from the position ids, given without an attention mask, and builds a block mask,
+    causal and within the example, so no [T x T] mask exists; padded rows get the padding in it). cudnn and
+    flex need CUDA: training refuses them elsewhere in one line (cuDNN is CUDA-only; torch 2.13's FlexAttention
+    has no backward on CPU); --check, which plans for the GPUs, notes it. Each is the same attention up to
+    rounding (kernels sum in another order); the reference cache is kept per kernel, so step-0 weights stay
+    exactly 1. Not measured in training yet: docs/performance.md."""
 
     # --- LoRA (harness/training/lora.py; needs the `lora` extra: peft) ------------------------------
     lora_rank: int | None = None
@@ -304,6 +315,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("peak_tflops", "gpu_memory_gib", "cpu_memory_gib"):
         if getattr(cfg, key) is not None and not 0 < getattr(cfg, key) < math.inf:
             raise UserError(f"{key} must be > 0 (got {getattr(cfg, key)})")
+    from harness.training.attention import check_name
+
+    check_name(cfg.attention)     # whether this machine can run it is the trainer's check (--check plans for GPUs)
     if cfg.compile_layers and cfg.q_source != "lag0":
         raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
                         "than the reference, and step-0 weights would not be exactly 1); set one of them back")
@@ -363,6 +377,8 @@ def _validate_lora(cfg: TrainConfig) -> None:
 
 
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
+# Not `attention`: like compile_layers and fused_lm_head it changes the numbers by rounding only, but a run
+# resumed under another kernel would no longer equal the uninterrupted one bit for bit.
 RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkpoints", "resumable_checkpoints", "log_every",
                   "tensorboard", "log_with", "tracker_project",
                   "push_to_hub", "push_steps", "hub_private",

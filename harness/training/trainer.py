@@ -236,6 +236,9 @@ class Trainer:
         self.out = check_writable_dir(Path(cfg.output_dir), "output_dir")   # created once the data and model load
         self._settings_note = _check_resumable(self.out, cfg)
         use_cuda = torch.cuda.is_available()
+        from harness.training.attention import check_device
+
+        check_device(cfg.attention, "cuda" if use_cuda else "cpu")   # before anything loads
         mixed = "bf16" if cfg.dtype == "bf16-mixed" or (use_cuda and cfg.dtype == "auto") else "no"
         try:
             self.acc = Accelerator(mixed_precision=mixed, cpu=not use_cuda, **tracking.accelerator_kwargs(cfg, self.out))
@@ -313,7 +316,9 @@ class Trainer:
         dtype = "bfloat16" if cfg.dtype == "bf16" else "float32"
         self.model_name = str(resolve_model(cfg.model).path)
         self.harness_commit = harness_commit()      # the code that trains, recorded in every checkpoint
-        model = load_model(cfg.model, dtype=dtype, device=None)
+        from harness.training.attention import HF_IMPLEMENTATION
+
+        model = load_model(cfg.model, dtype=dtype, device=None, attn_implementation=HF_IMPLEMENTATION[cfg.attention])
         model.config.use_cache = False
         if cfg.gradient_checkpointing:
             enable_checkpointing(model)
@@ -331,6 +336,12 @@ class Trainer:
         model.train()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return model
+
+    def _attention_name(self, model) -> str:
+        """The recipe's attention and the implementation the model runs: sdpa (sdpa), cudnn (sdpa, cuDNN kernel
+        only), flex (flex_attention)."""
+        impl = getattr(getattr(self.acc.unwrap_model(model), "config", None), "_attn_implementation", None) or "?"
+        return f"{self.cfg.attention} ({impl}{', cuDNN kernel only' if self.cfg.attention == 'cudnn' else ''})"
 
     def _batch(self, ids: list[int]) -> Batch:
         examples = [self.data.examples[i] for i in ids]
@@ -355,7 +366,8 @@ class Trainer:
             "block_size": cfg.block_size,
             "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
                       + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else [])
-                      + (["compiled"] if cfg.compile_layers else []) + (["lora-base"] if cfg.lora_rank else []),
+                      + (["compiled"] if cfg.compile_layers else []) + (["lora-base"] if cfg.lora_rank else [])
+                      + ([f"attention-{cfg.attention}"] if cfg.attention != "sdpa" else []),   # sdpa: the key as before
         }
         path = refcache.cache_path(cfg.ref_cache_dir, meta)
         if path.is_file():
@@ -451,7 +463,12 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> Path:
+        from harness.training.attention import attention_context
+
         with contextlib.ExitStack() as self._held:     # the output folder's lock, for the whole run
+            # cudnn: every forward and backward (reference cache, self-normalise pass, q, policy) under SDPA's cuDNN
+            # kernel only; the flags are torch's process-wide ones, restored when the run ends
+            self._held.enter_context(attention_context(self.cfg.attention))
             return self._run()
 
     def _run(self) -> Path:
@@ -623,7 +640,7 @@ class Trainer:
         self._held.callback(tracking.finish, acc)      # closed on any exit (an MLflow run is not left running)
         self.console.print(f"training {cfg.weighting} (q: {cfg.q_source}) for {steps} steps: global batch "
                            f"{cfg.global_batch_size} = {cfg.micro_batch_size} x {self.grad_accum} accum x {acc.num_processes} proc, "
-                           f"{n_params / 1e6:.1f}M params on {acc.device}"
+                           f"{n_params / 1e6:.1f}M params on {acc.device}, attention {self._attention_name(model)}"
                            + (" (FSDP CPU offload: weights, gradients and AdamW states in CPU RAM)" if self._offloaded() else ""))
         peak = _peak_flops(cfg, acc.device)
         from harness.core.flops import CONVENTION
