@@ -50,11 +50,21 @@ def make_fake_vllm(outputs_for):
         def generate(self, prompts, sampling_params=None, *, use_tqdm=True):
             rec.calls.append((prompts, sampling_params, use_tqdm))
             sps = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
-            outs = []
+            bar = None
+            if callable(use_tqdm):   # as vLLM 0.32 (common/offline.py): over the requests added, then the run's bar
+                prompts = list(use_tqdm(prompts, desc="Adding requests"))
+                bar = use_tqdm(total=len(prompts), desc="Processed prompts", dynamic_ncols=True, postfix="")
+            outs, total = [], 0
             for p, sp in zip(prompts, sps):
                 ids, fr, sr = outputs_for(p["prompt_token_ids"], sp)
                 outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tuple(ids), finish_reason=fr,
                                                                      stop_reason=sr, text="(vllm text)")]))
+                if bar is not None:
+                    total += len(ids)
+                    bar.postfix = f"est. speed input: 0.00 toks/s, output: {total / bar.format_dict['elapsed']:.2f} toks/s"
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
             return outs
 
     inputs = types.ModuleType("vllm.inputs")
@@ -104,6 +114,7 @@ def test_llm_construction_and_sampling_params(fake_vllm):
                              stop_token_ids=[1, 2], seed=9, skip_special_tokens=False,
                              spaces_between_special_tokens=False, include_stop_str_in_output=False)
     assert [o.token_ids for o in out] == [[3, 4], [3, 4]] and out[0].text == "ab"
+    assert b.tokens_generated == 4                     # counted live through the use_tqdm hook
     assert b.version() == "vllm 0.0-fake"
     # greedy with no stops: vLLM gets None, not empty lists
     b.generate([[1]], GenParams(max_new_tokens=2))

@@ -317,8 +317,10 @@ class VLLMBackend:
                 results[i] = self.normalise(o.outputs[0], plist[i])
         return results  # type: ignore[return-value]
 
-    def _live_counter(self, **_: Any) -> "_LiveTokens":
-        return _LiveTokens(self)
+    def _live_counter(self, iterable: Any = None, **_: Any) -> Any:
+        """vLLM calls use_tqdm twice: over the requests as it adds them (passed through: no bar), then with
+        total=... for the run, where the counter goes."""
+        return iterable if iterable is not None else _LiveTokens(self)
 
     def normalise(self, out: Any, gp: GenParams) -> Completion:
         """vLLM CompletionOutput -> Completion (see the module docstring for the facts used)."""
