@@ -195,3 +195,18 @@ def test_a_closed_pipe_ends_quietly():
                        stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(w)
     assert p.returncode == 141 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_eval_eta_counts_the_call_in_flight(capsys, monkeypatch):
+    """Results come in bursts when a backend call ends: the first of 60 after 94 s means the call (60
+    samples) is ending, so with 60 more to go the ETA is another 94 s, not 59 x 94 s."""
+    import harness.evaluation.summary as summary
+
+    clock = [0.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    with summary.Progress(True) as p:
+        t = p.add("arith (model)", total=120, done=0)
+        clock[0] += 94
+        p.update(t, 1, 0.2, 1.0, horizon=60)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "arith (model): 1/120 samples, 0.2 tok/s, acc 100.0%, elapsed 0:01:34, eta 0:01:34", lines

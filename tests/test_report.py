@@ -234,3 +234,15 @@ def test_compare_holm_over_every_pair_of_the_call(tmp_path, capsys):
     paired = json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["math500"]["paired"]
     got = {(p["a"], p["b"]): (round(p["p_mcnemar"], 4), p["p_holm"] and round(p["p_holm"], 4)) for p in paired}
     assert got == {("A", "B"): (0.0312, 0.0938), ("A", "C"): (0.0312, 0.0938), ("B", "C"): (1.0, 1.0)}
+
+
+def test_think_tokens_pool_benchmarks_by_their_samples():
+    """Table 1's think tok: 312 arith samples at 12 tokens and 2 AIME ones at 48 read 12, not (12 + 48) / 2."""
+    from harness.paper.report import _think_text
+
+    row = {"benchmarks": {"arith": {"thinking_tokens_mean": 12.0, "n": 312, "samples_per_problem": 1},
+                          "aime24": {"thinking_tokens_mean": 48.0, "n": 2, "samples_per_problem": 1},
+                          "gpqa_diamond": {"skipped": "no access"}}}
+    assert _think_text(row) == "12"
+    row["benchmarks"]["aime24"]["samples_per_problem"] = 312          # K samples count as samples
+    assert _think_text(row) == "36"                                  # (12 x 312 + 48 x 624) / 936

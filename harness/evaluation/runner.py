@@ -445,10 +445,12 @@ def _generate_missing(cfg, engine: Engine, spec: Benchmark, all_problems, subset
         done = [r for key, r in rows.items() if key[0] in subset_ids and key[1] < k and not r.get("no_room")]
         acc = (sum(r["correct"] for r in done) / len(done)) if done else None
         elapsed = time.time() - t0
-        progress.update(task, n_done(), tokens / elapsed if elapsed > 0 else None, acc)
+        progress.update(task, n_done(), tokens / elapsed if elapsed > 0 else None, acc, horizon)
 
+    horizon = None
     for start in range(0, len(missing), chunk):
         part = list(range(start, min(start + chunk, len(missing))))
+        horizon = n_done() + len(part)          # done when this call returns (the progress ETA's unit)
         engine.generate(cfg, [prompts[i] for i in part], budget, [seeds[i] for i in part],
                         lambda j, res, part=part: on_result(part[j], res))
     lost = [(p.id, s) for p, s in missing if (p.id, s) not in rows]

@@ -97,16 +97,20 @@ class Progress:
         self._tasks[task] = st
         return task
 
-    def update(self, task, done: int, tps: float | None, acc: float | None):
+    def update(self, task, done: int, tps: float | None, acc: float | None, horizon: int | None = None):
+        """`horizon`: the samples done once the backend call in flight returns. Results come in bursts at the
+        end of a call (a batch; a budget-forcing round), so the first result of a call means the call is
+        ending: the ETA counts the call's samples as done, not one sample per elapsed time."""
         import time
 
         st = self._tasks.get(task)
         if st is None:
             return
         st["done"], st["closed"] = done, done >= st["total"]
-        now_done = done - st["done0"]
+        upto = max(done, min(horizon, st["total"])) if horizon is not None else done
+        now_done = upto - st["done0"]
         elapsed = time.time() - st["t0"]
-        eta = _eta(elapsed / now_done * (st["total"] - done)) if now_done > 0 else "-"
+        eta = _eta(elapsed / now_done * (st["total"] - upto)) if now_done > 0 else "-"
         acc_s = "-" if acc is None else f"{100 * acc:.1f}%"
         tps_s = "-" if tps is None else f"{tps:.1f}"
         if self._p is not None:

@@ -167,6 +167,8 @@ def methods(rows: list[dict], comparisons: list[dict], over_seeds: list[dict] | 
                        (f". Paired: {'; '.join(paired)}" if paired else ""))
     for m in sorted({t["method"] for t in over_seeds or []}):
         out.append(f"Methods over training seeds: {m}.")
+    if rows:
+        out.append(THINK_NOTE[0].upper() + THINK_NOTE[1:] + ".")
     out += holm_lines(comparisons, over_seeds or [])
     if comparisons and seeds < 2:
         out.append("Checkpoints, not methods: with one training seed per row every test above compares two particular "
@@ -257,9 +259,17 @@ def render(report: dict, console: Console) -> None:
         console.print(f"  • {escape(d)}")
 
 
+THINK_NOTE = ("think tok: mean thinking tokens per sample over every scored sample of the row, all benchmarks "
+              "pooled (each benchmark weighted by its samples); per benchmark in each run's metrics.json")
+
+
 def _think_text(row: dict) -> str:
-    th = [c.get("thinking_tokens_mean") for c in row["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
-    return f"{statistics.fmean(th):.0f}" if th else "-"
+    """The row's mean thinking tokens per sample, benchmarks pooled by their samples (an unweighted mean of
+    benchmark means would let 2 AIME problems weigh as much as 312 arith ones)."""
+    pairs = [(c["thinking_tokens_mean"], (c.get("n") or 0) * (c.get("samples_per_problem") or 1))
+             for c in row["benchmarks"].values() if c.get("thinking_tokens_mean") is not None]
+    total = sum(w for _, w in pairs)
+    return f"{sum(m * w for m, w in pairs) / total:.0f}" if total else "-"
 
 
 def _ci_text(d: dict) -> str:
