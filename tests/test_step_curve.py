@@ -73,6 +73,7 @@ def test_plot_titles_the_preset_with_integer_ticks_and_recipes_apart(tmp_path, m
     assert "preset evidence" in ax.get_title()
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert all(float(t).is_integer() for t in ticks)
+    assert list(ax.get_xticks()) == [0, 4, 8, 12, 16, 19]                                   # where the checkpoints are
     lines = [ln for ln in ax.get_lines() if ln.get_linestyle() != "None"]     # the curves, not the error-bar caps
     assert len(lines) == 2 and list(lines[0].get_xdata()) != list(lines[1].get_xdata())      # identical curves both show
     assert lines[0].get_linestyle() != lines[1].get_linestyle()

@@ -365,7 +365,11 @@ def plot_step_curve(curve: dict, path: Path) -> None:
                [100 * (p["ci95"][1] - p["accuracy"]) if p.get("ci95") else 0 for p in pts]]
         ax.errorbar([p["step"] + dx for p in pts], y, yerr=err, capsize=3, label=name,
                     marker="osD^v"[k % 5], linestyle=["-", "--", ":", "-."][k % 4], markerfacecolor="white" if k % 2 else None)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = sorted({p["step"] for pts in curve["curves"].values() for p in pts})
+    if 0 < len(steps) <= 12:
+        ax.set_xticks(steps)                                # ticks where the checkpoints are (0, 4, ..., 19)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, 100)
     ax.set_xlabel("training step (optimizer steps; recipes offset slightly so equal points show)")
     ax.set_ylabel(f"held-out {curve['benchmark']} accuracy % (95% CI)")
