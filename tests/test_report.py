@@ -230,7 +230,10 @@ def test_compare_holm_over_every_pair_of_the_call(tmp_path, capsys):
     argv = ["compare", *(f"{n.upper()}={tmp_path / n / 'm'}" for n in "abc"), "--out", str(tmp_path / "rep")]
     assert main(argv) == 0
     out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80                      # the terminal (80 when piped) ...
+    out = (tmp_path / "rep" / "compare.txt").read_text()              # ... and the file, at 150
     assert "Holm p" in out and "0.0938 (n.s.)" in out and "0.0312" in out, out
+    assert "| A | B | 20 | +30.0 [+1.0, +54.3] | 0 / 6 | 0.0312 | 0.0938 (n.s.) |" in (tmp_path / "rep" / "compare.md").read_text()
     paired = json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["math500"]["paired"]
     got = {(p["a"], p["b"]): (round(p["p_mcnemar"], 4), p["p_holm"] and round(p["p_holm"], 4)) for p in paired}
     assert got == {("A", "B"): (0.0312, 0.0938), ("A", "C"): (0.0312, 0.0938), ("B", "C"): (1.0, 1.0)}

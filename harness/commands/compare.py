@@ -39,7 +39,7 @@ def run(args) -> int:
         if not p.exists():
             raise UserError(f"{p} does not exist; give evaluation output folders (see `iwsft eval --out`)")
         labelled.append((label, find_runs(p)))
-    console = Console(record=True, width=150)
+    console = _Tee(Console())       # the terminal at its own width (80 when piped); compare.txt at 150
     report = {"runs": [n for n, _ in labelled], "benchmarks": {},
               "definitions": {"accuracy": "mean over problems of the fraction of samples graded correct",
                               "n": "problems (x samples per problem when K > 1)", "paired": PAIRED_UNIT_NOTE}}
@@ -94,7 +94,7 @@ def run(args) -> int:
         if len(have) >= 2:
             pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left", caption=CHECKPOINTS_ONLY,
                        caption_justify="left")
-            for col in ("A", "B", "n", "diff % [95% CI]", "A only", "B only", "both", "neither", "p (exact)",
+            for col in ("A", "B", "n", "diff % [95% CI]", "A only / B only", "p (exact)",    # both, neither: compare.json
                         *(["Holm p"] if holm_col else [])):
                 pt.add_column(col, justify="left" if col in ("A", "B") else "right")
             pairs = {}
@@ -109,8 +109,8 @@ def run(args) -> int:
                     else:
                         pcells[0] += _verdict(p, "p_mcnemar")
                     pt.add_row(na, nb, n_text(p["n_problems"], p["samples_per_problem"]),
-                               f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(p["only_a"]),
-                               str(p["only_b"]), str(p["both"]), str(p["neither"]), *pcells)
+                               f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                               f"{p['only_a']} / {p['only_b']}", *pcells)
                     entry["paired"].append({"a": na, "b": nb, **p})
             console.print(pt)
             for m in sorted({q["method"] for q in entry["paired"]}):
@@ -146,12 +146,36 @@ def run(args) -> int:
         out = ensure_writable_dir(Path(args.out))
         atomic_write_json(out / "compare.json", report)
         atomic_write_text(out / "compare.md", markdown(report))
-        atomic_write_text(out / "compare.txt", console.export_text())
+        atomic_write_text(out / "compare.txt", console.text(width=150))
     return 0
+
+
+class _Tee:
+    """Prints to the terminal and keeps what was printed, to render it again for compare.txt at a file's
+    width: a table is laid out for one width, and a terminal's is not a file's."""
+
+    def __init__(self, console):
+        self.console, self.items = console, []
+
+    def print(self, *args, **kwargs) -> None:
+        self.items.append((args, kwargs))
+        self.console.print(*args, **kwargs)
+
+    def text(self, width: int) -> str:
+        import io
+
+        from rich.console import Console
+
+        file = Console(record=True, width=width, file=io.StringIO())
+        for args, kwargs in self.items:
+            file.print(*args, **kwargs)
+        return file.export_text()
 
 
 def markdown(report: dict) -> str:
     """compare.md: the same tables as the terminal output, from the JSON report."""
+    from harness.paper.report import _verdict
+
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
@@ -167,14 +191,18 @@ def markdown(report: dict) -> str:
             out.append(f"| {r['run']} | {_n(r['n'], r.get('samples_per_problem', 1))} | {pct(r['accuracy'])} [{pct(lo)}, {pct(hi)}] | "
                        f"{r['thinking_tokens_mean']:.0f} | {r.get('weights_id') or '-'} |")
         if e["paired"]:
+            holm = "holm" in report      # the same columns as the terminal table and compare.txt
             out += ["", f"### {bench}: paired (B - A) on common problems", "",
-                    "| A | B | n | diff % [95% CI] | A only | B only | both | neither | p (exact) |",
-                    "|---|---|---|---|---|---|---|---|---|"]
+                    "| A | B | n | diff % [95% CI] | A only / B only | p (exact) |" + (" Holm p |" if holm else ""),
+                    "|---|---|---|---|---|---|" + ("---|" if holm else "")]
             for p in e["paired"]:
                 lo, hi = p["diff_ci95"]
                 n = _n(p.get('n_problems', p['n']), p.get('samples_per_problem', 1))
+                ns = _verdict(p, "p_mcnemar")
+                cells = [f"{p['p_mcnemar']:.3g}"] + (["-" if p.get("p_holm") is None else f"{p['p_holm']:.3g}"] if holm else [])
+                cells[-1] += ns
                 out.append(f"| {p['a']} | {p['b']} | {n} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-                           f"{p['only_a']} | {p['only_b']} | {p['both']} | {p['neither']} | {p['p_mcnemar']:.3g} |")
+                           f"{p['only_a']} / {p['only_b']} | " + " | ".join(cells) + " |")
             out += ["", CHECKPOINTS_ONLY] + [f"Method: {m}" for m in sorted({p["method"] for p in e["paired"]})]
         if e["agreement"]:
             names = list(e["agreement"])
