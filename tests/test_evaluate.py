@@ -515,3 +515,22 @@ def test_eval_log_has_a_heartbeat_between_results(capsys, monkeypatch):
     beats = [line for line in lines if "generating: 1,234 tokens so far" in line]
     assert beats and beats[0].startswith("sums (smollm2-135m): 2/10 samples, generating: 1,234 tokens so far"), lines
     assert lines[-1].startswith("sums (smollm2-135m): 10/10 samples"), lines
+
+
+def test_run_eval_stops_the_engine_it_made(tmp_path, monkeypatch):
+    """An engine run_eval made is closed when it returns (or fails): a vLLM engine left behind by the evidence
+    preset's curate step kept polling a core through all of training. One given to it stays open."""
+    closed = []
+
+    class Closing(FakeEngine):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    monkeypatch.setattr(ev, "Engine", Closing)
+    cfg = EvalConfig(model="fake", benchmarks=["aime24"], limit=1, out=str(tmp_path), progress=False, summary=False)
+    ev.run_eval(cfg)
+    assert closed == [True]
+    engine = Closing.for_config(cfg)
+    ev.run_eval(cfg, engine)
+    assert closed == [True]

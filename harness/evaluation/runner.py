@@ -142,11 +142,11 @@ def run_eval(cfg: EvalConfig, engine: Engine | None = None) -> dict[str, dict]:
     """Evaluate `cfg.model` on each benchmark; returns {benchmark: metrics} (a skipped benchmark maps
     to {"skipped": reason}). Resumes from, and appends to, OUT/<model-slug>/<benchmark>/<hash12>/."""
     validate(cfg)
+    if engine is None:     # ours, so ours to stop: a vLLM engine left running keeps polling a CPU core
+        with Engine.for_config(cfg) as engine:
+            return run_eval(cfg, engine)
     ids_per = split_ids(cfg.ids, cfg.benchmarks)
-    if engine is None:
-        engine = Engine.for_config(cfg)
-    else:
-        engine.check_serves(cfg)
+    engine.check_serves(cfg)
     if needs_template_check(cfg.delimiters, cfg.chat_template_kwargs):
         engine.check_format(cfg)          # the tokenizer's template, before any folder is made
     out_root = ensure_writable_dir(Path(cfg.out))
