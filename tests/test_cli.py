@@ -195,3 +195,20 @@ def test_a_closed_pipe_ends_quietly():
                        stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(w)
     assert p.returncode == 141 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["eval", "--model", "m", "--limit", "abc"], "argument --limit: expected a count or a fraction below 1, not 'abc' "
+                                                 "(see iwsft eval --help)"),
+    (["eval"], "the following arguments are required: --model (see iwsft eval --help)"),
+    (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    ([], "the following arguments are required: COMMAND (see iwsft --help)"),
+    (["eval", "--model", "m", "--bogus"], "unrecognized arguments: --bogus (see iwsft eval --help)"),
+])
+def test_a_usage_error_is_one_line_naming_the_help(argv, needle, capsys):
+    """No usage block before the error: one line, the problem and where the usage is; exit code 2."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and out.err.startswith("error: ") and needle in out.err, out.err
