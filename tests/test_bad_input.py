@@ -327,3 +327,24 @@ def test_failed_eval_leaves_no_run_folder(tmp_path, capsys):
                  "auto", "--total-budget", "128", "--out", str(out), "--no-progress"]) == 2
     _one_line_error(capsys, "raise the total budget")           # before the model loads: nothing else printed
     assert list(out.iterdir()) == []
+
+
+def test_train_given_a_folder_says_a_recipe_is_a_yaml_file(capsys):
+    assert main(["train", str(REPO / "recipes" / "tiny"), "--check"]) == 2
+    _one_line_error(capsys, "recipes/tiny is a folder; a recipe is a YAML file, e.g. ", "recipes/tiny/iw-sft.yaml")
+    assert main(["train", str(REPO / "recipes" / "tiny" / "data"), "--check"]) == 2
+    _one_line_error(capsys, "recipes/tiny/data is a folder; a recipe is a YAML file (e.g. recipes/tiny/iw-sft.yaml)")
+
+
+def test_a_copied_recipe_names_the_folder_its_dataset_path_is_resolved_against(tmp_path, capsys, monkeypatch):
+    """A recipe's relative dataset path is looked up beside the recipe: a copy elsewhere says so."""
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "mine" / "iw-sft.yaml"
+    copy.parent.mkdir()
+    copy.write_text(RECIPE.read_text())
+    assert main(["train", str(copy), "--check"]) == 2
+    _one_line_error(capsys, "dataset file data/arith-add1-smollm2.jsonl does not exist: a recipe's relative path is "
+                    f"resolved against the recipe's folder {copy.parent}/",
+                    f"put the file at {copy.parent / 'data' / 'arith-add1-smollm2.jsonl'}, or give dataset=PATH")
+    assert main(["train", str(copy), "dataset=elsewhere.jsonl", "--check"]) == 2      # the command line's: as before
+    _one_line_error(capsys, "dataset file elsewhere.jsonl does not exist; give a .jsonl/.parquet path or a hub id")
