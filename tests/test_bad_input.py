@@ -348,3 +348,21 @@ def test_a_copied_recipe_names_the_folder_its_dataset_path_is_resolved_against(t
                     f"put the file at {copy.parent / 'data' / 'arith-add1-smollm2.jsonl'}, or give dataset=PATH")
     assert main(["train", str(copy), "dataset=elsewhere.jsonl", "--check"]) == 2      # the command line's: as before
     _one_line_error(capsys, "dataset file elsewhere.jsonl does not exist; give a .jsonl/.parquet path or a hub id")
+
+
+def test_curate_with_no_correct_sample_names_options_that_exist(tmp_path, capsys, monkeypatch):
+    """The fix offered is made of curate's own options (it has no level option)."""
+    import harness.evaluation.runner
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "samples.jsonl").write_text(json.dumps({"problem_id": "x", "sample_index": 0, "correct": False,
+                                                       "response": "no"}) + "\n")
+    monkeypatch.setattr(harness.evaluation.runner, "run_eval",
+                        lambda cfg: {"sums_train": {"run_dir": str(run_dir), "n": 5, "accuracy": 0.0}})
+    out = tmp_path / "c.jsonl"
+    assert main(["curate", "--task", "sums", "--samples", "1", "--limit", "5", "--out", str(out),
+                 "--eval-dir", str(tmp_path / "ev")]) == 2
+    err = _one_line_error(capsys, "no correct samples from smollm2-135m on sums (5 problems x 1); raise --samples, "
+                          "raise --limit (more problems), lower --temperature (now 1) or raise --thinking-budget (now 48)")
+    assert "level" not in err and not out.exists()
