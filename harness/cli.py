@@ -19,6 +19,14 @@ def _command_modules():
             yield info.name, importlib.import_module(f"harness.commands.{info.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as every other bad input is: the problem, and where the usage is
+    (`--help` still prints the full usage). Sub-parsers are made of this class too."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, unless it is None/False or its help already names it."""
 
@@ -61,18 +69,18 @@ def lmeval_hint(argv: list[str], parser: argparse.ArgumentParser) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iwsft", description="iw-SFT reproduction harness: train, evaluate and "
+    parser = _Parser(prog="iwsft", description="iw-SFT reproduction harness: train, evaluate and "
                                      "report (`iwsft COMMAND --help` for each command; README.md for the jobs).")
     from harness import __version__
 
     parser.add_argument("--version", action="version", version=f"iwsft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, module in _command_modules():
         # argparse %-formats help strings ("95% CI" would crash `iwsft --help`); descriptions are not
         p = sub.add_parser(name.replace("_", "-"), help=module.HELP.replace("%", "%%"), description=module.HELP,
                            formatter_class=_Help)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _interrupt_hint=getattr(module, "interrupt_hint", None))
+        p.set_defaults(_run=module.run, _interrupt_hint=getattr(module, "interrupt_hint", None), _parser=p)
     return parser
 
 
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and extra and not any(r.startswith("-") for r in rest):
         setattr(args, extra, list(getattr(args, extra) or []) + rest)
     elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(rest)}")
     signals, restore = _interrupts()
     try:
         return int(args._run(args) or 0)

@@ -327,3 +327,42 @@ def test_failed_eval_leaves_no_run_folder(tmp_path, capsys):
                  "auto", "--total-budget", "128", "--out", str(out), "--no-progress"]) == 2
     _one_line_error(capsys, "raise the total budget")           # before the model loads: nothing else printed
     assert list(out.iterdir()) == []
+
+
+def test_train_given_a_folder_says_a_recipe_is_a_yaml_file(capsys):
+    assert main(["train", str(REPO / "recipes" / "tiny"), "--check"]) == 2
+    _one_line_error(capsys, "recipes/tiny is a folder; a recipe is a YAML file, e.g. ", "recipes/tiny/iw-sft.yaml")
+    assert main(["train", str(REPO / "recipes" / "tiny" / "data"), "--check"]) == 2
+    _one_line_error(capsys, "recipes/tiny/data is a folder; a recipe is a YAML file (e.g. recipes/tiny/iw-sft.yaml)")
+
+
+def test_a_copied_recipe_names_the_folder_its_dataset_path_is_resolved_against(tmp_path, capsys, monkeypatch):
+    """A recipe's relative dataset path is looked up beside the recipe: a copy elsewhere says so."""
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "mine" / "iw-sft.yaml"
+    copy.parent.mkdir()
+    copy.write_text(RECIPE.read_text())
+    assert main(["train", str(copy), "--check"]) == 2
+    _one_line_error(capsys, "dataset file data/arith-add1-smollm2.jsonl does not exist: a recipe's relative path is "
+                    f"resolved against the recipe's folder {copy.parent}/",
+                    f"put the file at {copy.parent / 'data' / 'arith-add1-smollm2.jsonl'}, or give dataset=PATH")
+    assert main(["train", str(copy), "dataset=elsewhere.jsonl", "--check"]) == 2      # the command line's: as before
+    _one_line_error(capsys, "dataset file elsewhere.jsonl does not exist; give a .jsonl/.parquet path or a hub id")
+
+
+def test_curate_with_no_correct_sample_names_options_that_exist(tmp_path, capsys, monkeypatch):
+    """The fix offered is made of curate's own options (it has no level option)."""
+    import harness.evaluation.runner
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "samples.jsonl").write_text(json.dumps({"problem_id": "x", "sample_index": 0, "correct": False,
+                                                       "response": "no"}) + "\n")
+    monkeypatch.setattr(harness.evaluation.runner, "run_eval",
+                        lambda cfg: {"sums_train": {"run_dir": str(run_dir), "n": 5, "accuracy": 0.0}})
+    out = tmp_path / "c.jsonl"
+    assert main(["curate", "--task", "sums", "--samples", "1", "--limit", "5", "--out", str(out),
+                 "--eval-dir", str(tmp_path / "ev")]) == 2
+    err = _one_line_error(capsys, "no correct samples from smollm2-135m on sums (5 problems x 1); raise --samples, "
+                          "raise --limit (more problems), lower --temperature (now 1) or raise --thinking-budget (now 48)")
+    assert "level" not in err and not out.exists()

@@ -1,6 +1,7 @@
 """The training-step benchmark runs end to end at tiny shapes on CPU (the real runs need a GPU)."""
 
 import json
+from pathlib import Path
 
 from harness.cli import main
 
@@ -47,6 +48,24 @@ def test_bench_generation_tiny_cpu(tmp_path):
     assert forced["thinking_tokens_mean"] == 48 and forced["answer_tokens_mean"] == 12
     assert 0.9 * plain["generated_tokens"] <= forced["generated_tokens"] <= plain["generated_tokens"]
     assert forced["time_per_token_vs_plain"] > 0
+
+
+def test_bench_generation_default_out_is_untracked(tmp_path, monkeypatch, capsys, smollm2_tokenizer):
+    """Without --out, bench-gen writes under runs/ (git-ignored), never over reports/bench/generation.json
+    (the tracked H200 result); --out has a help text."""
+    import harness.perf.gen_bench as gen_bench
+    from harness.cli import build_parser
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setattr(gen_bench, "bench_generation", lambda tok, **kw: {"settings": kw, "rows": []})
+    monkeypatch.setattr(gen_bench, "print_table", lambda result, console: None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench-gen", "--shape", "tiny"]) == 0
+    assert (tmp_path / "runs" / "bench" / "generation.json").is_file() and not (tmp_path / "reports").exists()
+    assert "runs/" in (repo / ".gitignore").read_text().split()
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["bench-gen"]
+    out = next(a for a in sub._actions if a.dest == "out")
+    assert out.default == "runs/bench/generation.json" and "reports/bench/generation.json" in out.help
 
 
 def test_bench_generation_rejects_bad_sizes(capsys):

@@ -319,3 +319,19 @@ def test_arith_split_by_unordered_pair_and_transfer_level():
     a2 = load_benchmark("arith2", limit=118)     # one phrasing of each of its 118 ordered pairs
     assert len(a2) == 118 and all(p.id.startswith("add2-") and p.id.endswith("-t0") for p in a2)
     assert {p.meta["cluster"] for p in a2} == {p.meta["cluster"] for p in load_benchmark("arith2")}
+
+
+def test_an_lm_eval_task_name_points_at_its_benchmark(capsys):
+    """`iwsft_arith` (the lm-eval task) -> `arith`; other unknown names still list the known ones."""
+    from harness.cli import main
+    from harness.evaluation.grading import kind_of
+
+    with pytest.raises(UserError, match=r"unknown benchmark 'iwsft_arith'; use 'arith' \(iwsft_arith is the lm-eval"):
+        get_benchmark("iwsft_arith")
+    with pytest.raises(UserError, match=r"use 'aime24' \(iwsft_aime24 is the lm-eval task's name\)"):
+        kind_of("iwsft_aime24")
+    with pytest.raises(UserError, match="known: aime24"):
+        get_benchmark("iwsft_nope")
+    assert main(["eval", "--model", "m", "--benchmarks", "iwsft_math500"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use 'math500' (iwsft_math500 is the lm-eval task's name)" in err, err

@@ -210,3 +210,20 @@ def test_eval_eta_counts_the_call_in_flight(capsys, monkeypatch):
         p.update(t, 1, 0.2, 1.0, horizon=60)
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1] == "arith (model): 1/120 samples, 0.2 tok/s, acc 100.0%, elapsed 0:01:34, eta 0:01:34", lines
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["eval", "--model", "m", "--limit", "abc"], "argument --limit: expected a count or a fraction below 1, not 'abc' "
+                                                 "(see iwsft eval --help)"),
+    (["eval"], "the following arguments are required: --model (see iwsft eval --help)"),
+    (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    ([], "the following arguments are required: COMMAND (see iwsft --help)"),
+    (["eval", "--model", "m", "--bogus"], "unrecognized arguments: --bogus (see iwsft eval --help)"),
+])
+def test_a_usage_error_is_one_line_naming_the_help(argv, needle, capsys):
+    """No usage block before the error: one line, the problem and where the usage is; exit code 2."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and out.err.startswith("error: ") and needle in out.err, out.err

@@ -267,3 +267,14 @@ def test_step_curve_says_which_checkpoints_are_gone(tmp_path, monkeypatch):
     curve = pipeline.step_curve(suite, evals, {name: root / "final"}, SimpleNamespace(scores={"q": 0.0}), console)
     assert [p["step"] for p in curve["curves"][name]] == [0, 4, 6]
     assert "no checkpoint left at step(s) 2" in console.export_text()
+
+
+def test_reproduce_table1_help_lists_every_preset_in_evals(capsys):
+    """--preset's help names the suites evals/ holds (evidence and open-r1 too), and that a path is accepted."""
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce-table1", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    presets = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "evals").glob("*.yaml"))
+    assert {"evidence", "open-r1", "paper", "tiny"} <= set(presets)
+    assert f"a preset in evals/ ({', '.join(presets)};" in out and "the path of a suite YAML" in out, out

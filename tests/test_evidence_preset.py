@@ -78,4 +78,4 @@ def test_evidence_preset_reduced_runs_every_step(tmp_path, monkeypatch, capsys, 
     capsys.readouterr()
     assert main(["power", "--pilot", "rep", "--diff", "3"]) == 0
     out = capsys.readouterr().out
-    assert "pilot: sums, sft, iw-sft; 2 seed(s) per method, 12 clusters x 1 items" in out and "seeds per method needed" in out
+    assert "pilot: sums, sft, iw-sft; 2 seeds per method, 12 clusters x 1 item," in out and "seeds per method needed" in out

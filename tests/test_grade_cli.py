@@ -133,3 +133,13 @@ def test_grade_cli_lists_what_it_did_not_read(tmp_path, capsys):
     assert "unextracted=2" in lines[-1] and "multiple_letters=2" in lines[-1] and "correct=2" in lines[-1]
     from harness.evaluation.grading import GRADER_VERSION
     assert {r["grader_version"] for r in _read(out)} == {GRADER_VERSION}
+
+
+def test_list_unread_names_eval_samples_by_problem_id_and_sample_index(tmp_path, capsys):
+    """iwsft eval's samples.jsonl has problem_id and sample_index (no `id`): each listed line names both."""
+    rows = [{"problem_id": "2024-I-3", "sample_index": 2, "response": T + "still thinking", "gold": "7"},
+            {"response": T + "still thinking", "gold": "7"}]
+    inp, out = _write(tmp_path / "samples.jsonl", rows), tmp_path / "out.jsonl"
+    assert main(["grade", "--benchmark", "aime24", "--input", str(inp), "--output", str(out), "--list-unread"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[:2] == [f"{inp}:1 (id 2024-I-3, sample 2): no answer read", f"{inp}:2: no answer read"]

@@ -3,6 +3,7 @@ simulation of the model detects 80% of the time; the reverse questions; pilots; 
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -73,6 +74,21 @@ def test_cli_answers_both_questions(capsys):
     assert f"10 seeds per method: {power.clusters_needed(d.with_(seeds=10), 0.03)} clusters" in out
 
 
+def test_cli_counts_agree_and_a_mean_item_count_is_rounded(capsys):
+    """'1 cluster x 1 item, 1 seed', and a pilot's mean items per cluster to one decimal (11.1, not 11.1429)."""
+    assert main(["power", "--clusters", "1", "--seed-sd", "1", "--seeds", "1", "--diff", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "design: 1 cluster x 1 item, 1 seed per arm," in out and "needed at 1 cluster:" in out
+    assert "clusters of 1 item\n" in out and not re.search(r"(?<![\d.])1 (items|clusters|seeds)\b", out), out
+    assert main(["power", "--clusters", "28", "--items-per-cluster", "11.142857", "--icc", "0.3", "--seed-sd", "1",
+                 "--diff", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "design: 28 clusters x 11.1 items, 3 seeds per arm," in out and "clusters of 11.1 items\n" in out
+    assert "11.14" not in out
+    assert [power.items(m) for m in (1, 1.0, 2, 11.142857, 0.94)] == ["1 item", "1 item", "2 items", "11.1 items",
+                                                                       "0.9 items"]
+
+
 @pytest.mark.parametrize("argv, msg", [
     ([], "no noise to plan with"),
     (["--seed-sd", "2"], "needs --clusters"),
@@ -121,7 +137,7 @@ def test_pilot_from_report_and_run_folders(tmp_path, capsys):
     capsys.readouterr()
     assert main(["power", "--pilot", str(tmp_path / "rep"), "--seeds", "5"]) == 0
     out = capsys.readouterr().out
-    assert "pilot: arith, s1.1-sft, iw-sft; 2 seed(s) per method, 10 clusters x 11.4 items" in out
+    assert "pilot: arith, s1.1-sft, iw-sft; 2 seeds per method, 10 clusters x 11.4 items" in out
     assert "design: 10 clusters x 11.4 items, 5 seeds per arm" in out
     dirs = [str(s["arith"].path) for s in runs["iw-sft"]]
     assert main(["power", "--pilot-runs", *dirs, "--diff", "5"]) == 0

@@ -109,6 +109,19 @@ def test_compare_notes_other_differing_settings(tmp_path, capsys):
     assert json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["arith"]["settings_differ"] == ["wait"]
 
 
+def test_compare_names_the_flag_of_a_renamed_setting(tmp_path, capsys):
+    """settings.json's max_new_tokens is set by --total-budget: the note names the flag (compare.json keeps the key)."""
+    a = _write_run(tmp_path / "a", "m", "arith", A)
+    b = _write_run(tmp_path / "b", "m", "arith", B)
+    (a / "settings.json").write_text(json.dumps({"model": "x", "wait": 0, "max_new_tokens": 256}))
+    (b / "settings.json").write_text(json.dumps({"model": "y", "wait": 1, "max_new_tokens": 512}))
+    assert main(["compare", f"A={a}", f"B={b}", "--out", str(tmp_path / "rep")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "also differ in --total-budget (max_new_tokens in settings.json), wait (see each run's settings.json)" in out
+    differ = json.loads((tmp_path / "rep" / "compare.json").read_text())["benchmarks"]["arith"]["settings_differ"]
+    assert differ == ["max_new_tokens", "wait"]
+
+
 def _arith_runs(root: Path, name: str, correct_pairs: set[int], k_pairs: int = 10) -> Path:
     """An arith run on real arith ids: k_pairs unordered operand pairs (both orders) x 6 phrasings, all
     problems of a pair right or wrong together."""

@@ -632,6 +632,23 @@ def test_every_shipped_recipe_validates():
     assert differ(["sft-matched", "s1.1-sft"]) == {"global_batch_size", "output_dir"}
 
 
+def test_tiny_recipes_state_their_true_step_count():
+    """The learning_rate comment of each tiny recipe gives the steps the recipe really runs (rows x epochs
+    / global batch), not a stale count."""
+    import re
+
+    from harness.training.data import load_rows
+    from harness.training.trainer import total_steps
+
+    for r in sorted(Path(__file__).parents[1].joinpath("recipes", "tiny").glob("*.yaml")):
+        said = re.search(r"^learning_rate:.*# .*?(\d+) steps instead of 32B and (\d+)", r.read_text(), re.M)
+        if said is None:
+            continue                       # the LoRA example's comment compares learning rates only
+        cfg = load_recipe(r)
+        assert int(said.group(1)) == total_steps(cfg, len(load_rows(cfg.dataset))), r
+        assert int(said.group(2)) == (313 if cfg.global_batch_size == 16 else 625), r     # recipes/table1's
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [

@@ -25,7 +25,7 @@ def run(args) -> int:
     from harness.core.io import atomic_write_json, atomic_write_text, check_writable_dir, ensure_writable_dir
     from harness.evaluation.benchmarks import clusters_for
     from harness.evaluation.metrics import PAIRED_UNIT_NOTE, accuracy_interval, n_text, paired_runs
-    from harness.evaluation.store import differing_settings, find_runs
+    from harness.evaluation.store import differing_settings, find_runs, setting_names
 
     if len(args.runs) < 2:
         raise UserError("give at least two runs to compare")
@@ -90,7 +90,7 @@ def run(args) -> int:
         differ = differing_settings([r.path for _, r in have], ignore=("model", "settings_sha256", "model_arg"))
         entry["settings_differ"] = differ
         if differ:
-            console.print(f"[yellow]note[/]: these {bench} runs also differ in {', '.join(differ)} (see each run's settings.json)")
+            console.print(f"[yellow]note[/]: these {bench} runs also differ in {', '.join(setting_names(differ))} (see each run's settings.json)")
         if len(have) >= 2:
             pt = Table(title=f"{bench}: paired (B - A) on common problems", title_justify="left", caption=CHECKPOINTS_ONLY,
                        caption_justify="left")

@@ -36,7 +36,8 @@ def add_arguments(parser) -> None:
                              "their thinking that way)")
     parser.add_argument("--list-unread", action="store_true",
                         help="list the rows where the grader read no answer (and, for multiple choice, the rows "
-                             "that state more than one letter), by file line and id; never the response text")
+                             "that state more than one letter), by file line, problem id and sample index (id or "
+                             "problem_id, and sample_index, where the rows have them); never the response text")
 
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
@@ -55,6 +56,13 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     if not rows:
         raise UserError(f"input file {path} has no rows; generate responses first")
     return rows
+
+
+def _row_id(row: dict) -> str:
+    """' (id X, sample K)' of a row: `id`, or iwsft eval's `problem_id` and `sample_index`; '' without either."""
+    pid = row.get("id", row.get("problem_id"))
+    parts = ([f"id {pid}"] if pid is not None else []) + ([f"sample {row['sample_index']}"] if "sample_index" in row else [])
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def run(args) -> int:
@@ -106,7 +114,7 @@ def run(args) -> int:
     console = Console(soft_wrap=True, highlight=False)
     if args.list_unread:
         for (lineno, row), (verdict, _), i in zip(numbered, results, range(n)):
-            where = f"{args.input}:{lineno}" + (f" (id {row['id']})" if "id" in row else "")
+            where = f"{args.input}:{lineno}" + _row_id(row)
             if verdict.extracted is None:
                 console.print(escape(f"{where}: no answer read"), markup=True)
             elif letters is not None and len(letters[i]) > 1:

@@ -54,6 +54,7 @@ def run(args) -> int:
 
     from harness.core import power
     from harness.core.errors import UserError
+    from harness.core.stats import plural
     from harness.paper.power import pilot_from_report, pilot_from_run_dirs
 
     _check(args)
@@ -68,8 +69,8 @@ def run(args) -> int:
             raise UserError("the pilot has one seed per method, so no seed-to-seed noise; run it with --seeds 2 or more, "
                             "or give an assumed --seed-sd POINTS")
         base = pilot.design(alpha)
-        print(f"pilot: {pilot.benchmark}, {', '.join(pilot.methods)}; {pilot.seeds} seed(s) per method, "
-              f"{pilot.clusters} clusters x {pilot.items_per_cluster:.3g} items, accuracy {100 * pilot.accuracy:.1f}%, "
+        print(f"pilot: {pilot.benchmark}, {', '.join(pilot.methods)}; {plural(pilot.seeds, 'seed')} per method, "
+              f"{plural(pilot.clusters, 'cluster')} x {power.items(pilot.items_per_cluster)}, accuracy {100 * pilot.accuracy:.1f}%, "
               f"icc {pilot.icc:.2f}" + (f", observed seed SD {100 * pilot.observed_sd:.2f} points -> "
                                         f"{100 * base.seed_sd:.2f} beyond its test sampling" if pilot.observed_sd is not None else ""))
     else:
@@ -89,11 +90,11 @@ def run(args) -> int:
         diff = args.diff / 100
         print(f"power at {args.diff:g} points: {100 * power.power(d, diff):.1f}%")
         s = power.seeds_needed(d, diff, target)
-        print(f"seeds per method needed at {d.clusters} clusters: "
+        print(f"seeds per method needed at {plural(d.clusters, 'cluster')}: "
               + (str(s) if s else f"more than {power.MAX_SEEDS}"))
         for seeds in sorted({2, 3, 5, 8, 10, 20, d.seeds} - {0, 1}):
             c = power.clusters_needed(d.with_(seeds=seeds), diff, target)
             print(f"  {seeds:>3} seeds per method: "
-                  + (f"{c} clusters of {d.items_per_cluster:g} items" if c else
+                  + (f"{plural(c, 'cluster')} of {power.items(d.items_per_cluster)}" if c else
                      "no number of clusters suffices (the seed noise alone is too large)"))
     return 0

@@ -6,7 +6,11 @@ HELP = "Train SFT / iw-SFT / per-step iw-SFT, evaluate them and the base model, 
 
 
 def add_arguments(p):
-    p.add_argument("--preset", default="tiny", help="evaluation suite in evals/: tiny (CPU laptop) or paper (8 x H100)")
+    from harness.paper import preset_names
+
+    p.add_argument("--preset", default="tiny",
+                   help=f"evaluation suite: a preset in evals/ ({', '.join(preset_names())}; tiny runs on a CPU "
+                        "laptop, paper needs 8 x H100) or the path of a suite YAML")
     p.add_argument("--seeds", type=int, default=None, help="repeat training with N seeds; report mean and spread "
                                                             "(default: the suite's seeds, 1 unless it says)")
     p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt, figures)")

@@ -45,7 +45,7 @@ def run(args) -> int:
         if cfg.model.strip().lower() not in ALIASES:   # as the real run refuses it (an alias converts on first use)
             resolve_model(cfg.model)
         if is_local(cfg.dataset):        # a hub dataset is checked when training loads it
-            check_rows(load_rows(cfg.dataset, cfg.dataset_split), cfg)
+            check_rows(load_rows(cfg.dataset, cfg.dataset_split, getattr(cfg, "_recipe_dir", None)), cfg)
 
         console.print(escape(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
         from harness.training import memory_plan

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
-from harness.core.stats import ALPHA
+from harness.core.stats import ALPHA, plural
 
 POWER = 0.80
 MAX_SEEDS = 1000
@@ -162,6 +162,12 @@ def simulate_power(d: Design, diff: float, sims: int = 2000, seed: int = 0) -> f
     return float(np.mean(p < d.alpha))
 
 
+def items(m: float) -> str:
+    """'1 item', '2 items', '11.1 items': a (mean) number of items per cluster, to one decimal."""
+    text = str(int(m)) if float(m).is_integer() else f"{m:.1f}"
+    return f"{text} item{'' if text == '1' else 's'}"
+
+
 def describe(d: Design) -> str:
-    return (f"{d.clusters} clusters x {d.items_per_cluster:g} items, {d.seeds} seed{'s' if d.seeds != 1 else ''} per arm, "
+    return (f"{plural(d.clusters, 'cluster')} x {items(d.items_per_cluster)}, {plural(d.seeds, 'seed')} per arm, "
             f"accuracy {100 * d.accuracy:.0f}%, icc {d.icc:.2f}, seed SD {100 * d.seed_sd:.1f} points, alpha {d.alpha:g}")

@@ -334,9 +334,20 @@ def find_runs(path: Path) -> dict[str, Run]:
         by_bench[r.benchmark].append(r)
     for bench, rs in by_bench.items():
         if len(rs) > 1:
+            differ = ", ".join(setting_names(differing_settings([r.path for r in rs]))) or "see their settings.json"
             raise UserError(f"{path} holds {len(rs)} finished {bench} runs with different settings "
-                            f"({', '.join(differing_settings([r.path for r in rs])) or 'see their settings.json'}); give one run folder, e.g. {rs[0].path}")
+                            f"({differ}); give one run folder, e.g. {rs[0].path}")
     return {b: rs[0] for b, rs in by_bench.items()}
+
+
+# settings.json keys that `iwsft eval` sets under another name: the flag users know
+SETTING_FLAGS = {"max_new_tokens": "--total-budget", "prompt": "--system/--delimiters/--chat-template-kwargs"}
+
+
+def setting_names(keys: list[str]) -> list[str]:
+    """settings.json keys as a user knows them: a key set by a flag of another name is given as that
+    flag, its key beside it (`--total-budget (max_new_tokens)`); the others as they are."""
+    return [f"{SETTING_FLAGS[k]} ({k} in settings.json)" if k in SETTING_FLAGS else k for k in keys]
 
 
 def differing_settings(run_dirs: list[Path], ignore: tuple[str, ...] = ()) -> list[str]:

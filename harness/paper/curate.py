@@ -94,8 +94,13 @@ def curate(model: str, task: str, samples: int, out_file: Path, *, temperature: 
                      "source_model": model, "task": task, "temperature": temperature,
                      "hit_cap": bool(row.get("hit_cap")), "answer_finish": row.get("finish_reason")})
     if not kept:
+        fixes = ["raise --samples"] + (["raise --limit (more problems)"] if limit is not None else [])
+        if n_forced_out:
+            fixes.append(f"drop --require-natural-close (it dropped {n_forced_out} correct samples)")
+        fixes += [f"lower --temperature (now {temperature:g})"] if temperature > 0 else []
+        fixes += [f"raise --thinking-budget (now {thinking_budget})"]
         raise UserError(f"no correct samples from {model} on {task} ({metrics['n']} problems x {samples}); "
-                        "raise --samples or use an easier level")
+                        f"{', '.join(fixes[:-1])} or {fixes[-1]}")
     kept.sort(key=lambda r: (r["problem_id"], r["sample_index"]))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_file, "".join(json.dumps(r) + "\n" for r in kept))

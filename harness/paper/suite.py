@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 from harness.core.errors import UserError
+from harness.paper import preset_names
 from harness.evaluation.config import EvalConfig, validate_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,8 +125,7 @@ def suite_path(preset: str) -> Path:
 def load_suite(preset: str) -> Suite:
     path = suite_path(preset)
     if not path.is_file():
-        known = sorted(p.stem for p in (ROOT / "evals").glob("*.yaml"))
-        raise UserError(f"no evaluation suite {preset!r} ({path}); presets: {', '.join(known)}")
+        raise UserError(f"no evaluation suite {preset!r} ({path}); presets: {', '.join(preset_names())}")
     from harness.core.io import load_yaml_file
 
     data = load_yaml_file(path, "suite") or {}

@@ -432,6 +432,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     data: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            inside = sorted(str(p) for p in path.glob("*.y*ml"))
+            raise UserError(f"recipe {path} is a folder; a recipe is a YAML file"
+                            + (f", e.g. {', '.join(inside[:3])}" if inside else " (e.g. recipes/tiny/iw-sft.yaml)"))
         if not path.is_file():
             raise UserError(f"recipe {path} does not exist; shipped recipes are under recipes/ (e.g. recipes/tiny/iw-sft.yaml)")
         from harness.core.io import load_yaml_file
@@ -447,9 +451,13 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             f = data.get(key)
             if isinstance(f, str) and not Path(f).is_absolute() and (path.parent / f).is_file():
                 data[key] = str((path.parent / f).resolve())
+    from_recipe = data.get("dataset")
     for k, v in parse_overrides(list(overrides)):
         _apply(data, k, v, "the command line")
-    return validate(TrainConfig(**data))
+    cfg = validate(TrainConfig(**data))
+    if path is not None and from_recipe is not None and cfg.dataset == from_recipe:
+        cfg._recipe_dir = path.parent.resolve()     # where a relative dataset path was looked up, for its error
+    return cfg
 
 
 def field_docs() -> dict[str, str]:

@@ -66,11 +66,16 @@ def is_local(dataset: str) -> bool:
     return path.suffix in (".jsonl", ".json", ".parquet") or path.exists()
 
 
-def load_rows(dataset: str, split: str = "train") -> list[dict]:
-    """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (users have the hub)."""
+def load_rows(dataset: str, split: str = "train", recipe_dir: Path | None = None) -> list[dict]:
+    """Rows of a local .jsonl/.json/.parquet file, or of a hub dataset (users have the hub). recipe_dir:
+    the folder of the recipe that named the dataset, where a relative path was looked up first."""
     path = Path(dataset)
     if is_local(dataset):
         if not path.is_file():
+            if recipe_dir is not None and not path.is_absolute():
+                raise UserError(f"dataset file {path} does not exist: a recipe's relative path is resolved against "
+                                f"the recipe's folder {recipe_dir}/ (then the current folder {Path.cwd()}/); put the "
+                                f"file at {recipe_dir / path}, or give dataset=PATH")
             raise UserError(f"dataset file {path} does not exist; give a .jsonl/.parquet path or a hub id")
         if path.suffix == ".parquet":
             import pyarrow as pa

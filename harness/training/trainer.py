@@ -306,7 +306,7 @@ class Trainer:
         from harness.training.data import load_rows, prepare
 
         cfg = self.cfg
-        rows = load_rows(cfg.dataset, cfg.dataset_split)
+        rows = load_rows(cfg.dataset, cfg.dataset_split, getattr(cfg, "_recipe_dir", None))
         self.tokenizer = load_tokenizer(cfg.model)
         self.data = prepare(rows, self.tokenizer, cfg)
         s = self.data.summary()

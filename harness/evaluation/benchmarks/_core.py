@@ -112,12 +112,21 @@ def title(name: str) -> str:
     return _REGISTRY[name].display if name in _REGISTRY else name
 
 
+def lmeval_name_hint(name) -> str:
+    """'; ...' naming the benchmark behind an lm-eval task name (iwsft_arith -> arith), else ''."""
+    _discover()
+    if isinstance(name, str) and name.startswith("iwsft_") and name[len("iwsft_"):] in _REGISTRY:
+        return f"; use {name[len('iwsft_'):]!r} ({name} is the lm-eval task's name)"
+    return ""
+
+
 def get_benchmark(name: str) -> Benchmark:
     _discover()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
+        hint = lmeval_name_hint(name)
+        raise UserError(f"unknown benchmark {name!r}{hint or '; known: ' + ', '.join(names())}") from None
 
 
 def clusters_for(name: str, problem_ids: Iterable[str]) -> dict[str, str] | None:

@@ -42,12 +42,13 @@ def kind_of(benchmark: str) -> str:
     if benchmark in GRADER_KINDS:
         return benchmark
     from harness.evaluation.benchmarks import get_benchmark, names
+    from harness.evaluation.benchmarks._core import lmeval_name_hint
 
     try:
         return get_benchmark(benchmark).grader
     except (UserError, TypeError):
         valid = ", ".join(names() + list(GRADER_KINDS))
-        raise UserError(f"unknown benchmark {benchmark!r}; use one of: {valid}") from None
+        raise UserError(f"unknown benchmark {benchmark!r}{lmeval_name_hint(benchmark) or '; use one of: ' + valid}") from None
 
 
 def check_gold(benchmark: str, gold) -> str:
