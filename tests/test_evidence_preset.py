@@ -31,7 +31,7 @@ def _reduced(tmp_path, min_rows=4):
     from harness.paper.suite import suite_path
 
     text = suite_path("evidence").read_text()
-    for old, new in (("samples: 16", "samples: 2\n  limit: 12"), ("min_rows: 1000", f"min_rows: {min_rows}"),
+    for old, new in (("samples: 10", "samples: 2\n  limit: 12"), ("min_rows: 1000", f"min_rows: {min_rows}"),
                      ("seeds: 12", "seeds: 2"), ("sums: null", "sums: 12"), ("limit: 300", "limit: 6")):
         assert old in text, old
         text = text.replace(old, new, 1)
@@ -60,7 +60,7 @@ def test_evidence_preset_reduced_runs_every_step(tmp_path, monkeypatch, capsys, 
     _fake_trained(load_suite(str(suite)), 2, [])
     assert main(["reproduce-table1", "--preset", str(suite), "--out", "rep"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "runs" / "evidence" / "dplus-smollm2.jsonl").read_text().splitlines()]
-    assert len(rows) >= 4 and {r["task"] for r in rows} == {"sums"} and {r["temperature"] for r in rows} == {1.0}
+    assert len(rows) >= 4 and {r["task"] for r in rows} == {"sums"} and {r["temperature"] for r in rows} == {0.3}
     from harness.evaluation.benchmarks import load_benchmark
 
     held_out = {p.gold for p in load_benchmark("sums")}

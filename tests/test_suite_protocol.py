@@ -124,7 +124,9 @@ def test_data_notes_say_whether_a_curated_set_is_d_plus(tmp_path):
     assert notes[0] == ("Training data of a, b: 3 graded-correct samples of m on 2 arith training problems at temperature 1; "
                         "thinking and answer ended by themselves (only the format's delimiter inserted, masked): D+ as "
                         "the paper defines it.")
-    assert notes[1].startswith("Training data of c: 2 graded-correct samples of m on 2 arith training problems at "
-                               "temperature 1; 1 of them answered after a thinking cut at the cap: not D+")
-    assert "temperature 0.8; 0 of them" in notes[2] and "not D+" in notes[2]
+    assert notes[1] == ("Training data of c: 2 graded-correct samples of m on 2 arith training problems at "
+                        "temperature 1; not D+ as the paper defines it (unforced samples of pi_ref itself at temperature 1): "
+                        "1 of them answered after a thinking cut at the cap (the forced close is masked).")
+    assert "temperature 0.8; not D+" in notes[2] and "sampled at temperature 0.8, a sharpened pi_ref" in notes[2]
+    assert "thinking cut" not in notes[2]
     assert len(notes) == 3

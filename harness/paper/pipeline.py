@@ -182,10 +182,15 @@ def data_notes(trained: dict[str, dict]) -> list[str]:
         dplus = temps == [1.0] and capped == 0 and all(r.get("answer_finish") == "stop" for r in rows)
         head = (f"Training data of {', '.join(names)}: {len(rows)} graded-correct samples of {rows[0]['source_model']} "
                 f"on {problems} {rows[0].get('task', '')} training problems at temperature {'/'.join(f'{t:g}' for t in temps)}")
+        shape = "sharpened" if max(temps) < 1 else "flattened" if min(temps) > 1 else "tempered"
+        why = [*([f"sampled at temperature {'/'.join(f'{t:g}' for t in temps)}, a {shape} pi_ref (as the "
+                   "paper's experiments, whose D+ came from another model, are not on pi_ref's samples either)"]
+                 if temps != [1.0] else []),
+               *([f"{capped} of them answered after a thinking cut at the cap (the forced close is masked)"] if capped else [])]
         out.append(head + ("; thinking and answer ended by themselves (only the format's delimiter inserted, masked): "
                            "D+ as the paper defines it." if dplus else
-                           f"; {capped} of them answered after a thinking cut at the cap: not D+ as the paper defines it "
-                           "(unforced samples of pi_ref itself at temperature 1)."))
+                           f"; not D+ as the paper defines it (unforced samples of pi_ref itself at temperature 1): "
+                           f"{'; '.join(why) or 'an answer did not end by itself'}."))
     return out
 
 
