@@ -130,9 +130,11 @@ def plot(result: dict, path) -> None:
                 ax.plot([xi], [yi], marker="o", color=line.get_color(),
                         markerfacecolor=line.get_color() if extended else "white", markersize=7)
                 ax.annotate(f"{p['thinking_budget']}/W{p['wait']}", (xi, yi), textcoords="offset points",
-                            xytext=(4, 6 if k % 2 == 0 else -12), fontsize=7, color=line.get_color())
+                            xytext=(6, 7 if k % 2 == 0 else -13), fontsize=7, color=line.get_color(), zorder=5,
+                            bbox=dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.8))
             top = max(top, max(100 * p["ci95"][1] for p in pts))
         ax.set_ylim(floor, min(100, top + 5))
+        ax.margins(x=0.12)                     # room for the last point's label inside the axes
         ax.set_title(bench)
         ax.set_xlabel("average thinking tokens")
         ax.set_ylabel(f"accuracy % (axis from {floor:g}%; 95% CI)")
