@@ -40,6 +40,9 @@ def add_arguments(p):
                    help="no activation checkpointing (faster when the activations fit: 1.5B/8k on an H100)")
     p.add_argument("--fused-head", action="store_true",
                    help="log-probs from hidden states, chunked (harness/training/fused_head.py): no whole [tokens x vocab] logits")
+    p.add_argument("--fused-head-compile", action="store_true",
+                   help="with --fused-head: torch.compile each chunk's forward and backward math (the trainer's "
+                        "fused_head_compile=true)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each decoder layer in place (regional compilation; the trainer's "
                         "compile_layers=true)")
@@ -113,6 +116,8 @@ def run(args) -> int:
     from harness.perf.train_bench import check_attention
 
     check_attention(args.attention, "cuda" if __import__("torch").cuda.is_available() else "cpu")
+    if args.fused_head_compile and not args.fused_head:
+        raise UserError("--fused-head-compile compiles the fused head's chunks; add --fused-head")
     check_output_file(Path(args.out), "--out")
     n_cells = len(shapes) * len(seq_lens) * len(variants)
 
@@ -127,7 +132,7 @@ def run(args) -> int:
                               peak_tflops=args.peak_tflops, gradient_checkpointing=not args.no_checkpointing,
                               fused_head=args.fused_head, compile_layers=args.compile,
                               fused_optimizer=not args.foreach_optimizer, attention=args.attention,
-                              micro_batch=args.micro_batch, on_row=on_row)
+                              micro_batch=args.micro_batch, on_row=on_row, fused_head_compile=args.fused_head_compile)
     print_table(result, Console(width=None if sys.stdout.isatty() else 200))   # piped: not cut at 80
     write(result, Path(args.out))
     print(f"wrote {args.out}")

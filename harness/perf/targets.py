@@ -69,7 +69,8 @@ def recompute_mfu(r: dict, settings: dict, device: str) -> dict:
 
 
 def _options(s: dict) -> str:
-    opts = [name for key, name in (("fused_head", "fused head"), ("compile_layers", "compiled")) if s.get(key)]
+    opts = [name for key, name in (("fused_head", "fused head"), ("fused_head_compile", "compiled head"),
+                                   ("compile_layers", "compiled")) if s.get(key)]
     if s.get("gradient_checkpointing") is False:
         opts.append("no ckpt")
     if s.get("optimizer", "").endswith("for-each"):

@@ -105,8 +105,8 @@ def _batch(seq_len: int, vocab: int, device, seed: int = 0, rows: int = 1) -> Ba
 
 
 def run_variant(variant: str, model, batch: Batch, steps: int, warmup: int, autocast, fused_head: bool = False,
-                fused_optimizer: bool = True, compiled: bool = False) -> dict:
-    lp = lambda m: batch_logprobs(m, batch, fused_head)
+                fused_optimizer: bool = True, compiled: bool = False, fused_head_compile: bool = False) -> dict:
+    lp = lambda m: batch_logprobs(m, batch, fused_head, fused_head_compile)
     device = batch.input_ids.device
     spec = preset("sft" if variant == "sft" else "iw-sft")
     opt = adamw(model.parameters(), lr=1e-6, fused=fused_optimizer)
@@ -196,8 +196,14 @@ def _fast_vs_simple(lp, model, batch: Batch, ref: torch.Tensor, autocast) -> dic
 def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str], steps: int = 5, warmup: int = 2,
                      vocab: int = 151936, peak_tflops: float | None = None, device: str | None = None,
                      gradient_checkpointing: bool = True, fused_head: bool = False, compile_layers: bool = False,
-                     fused_optimizer: bool = True, attention: str = "sdpa", micro_batch: int = 1, on_row=None) -> dict:
-    """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows."""
+                     fused_optimizer: bool = True, attention: str = "sdpa", micro_batch: int = 1, on_row=None,
+                     fused_head_compile: bool = False) -> dict:
+    """`on_row(result_so_far)` after each cell, so a run cut short by a time limit keeps its rows.
+    fused_head_compile (needs fused_head): the fused head's chunk math through torch.compile."""
+    if fused_head_compile and not fused_head:
+        from harness.core.errors import UserError
+
+        raise UserError("--fused-head-compile compiles the fused head's chunks; add --fused-head")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_attention(attention, device)
     use_bf16 = device.type == "cuda"
@@ -217,7 +223,8 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                      "matmul_tflops": matmul_tflops(device) if device.type == "cuda" else None,
                      "mfu_convention": CONVENTION,
                      "precision": "fp32 master weights, bf16 autocast" if use_bf16 else "fp32",
-                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "compile_layers": compile_layers, "attention": attention,
+                     "gradient_checkpointing": gradient_checkpointing, "fused_head": fused_head, "fused_head_compile": fused_head_compile,
+                     "compile_layers": compile_layers, "attention": attention,
                      "optimizer": "AdamW, fused" if fused_optimizer else "AdamW, for-each",
                      "micro_batch": micro_batch},
         "rows": rows,
@@ -233,12 +240,13 @@ def bench_train_step(shapes: list[str], seq_lens: list[int], variants: list[str]
                 batch = _batch(T, vocab, device, rows=micro_batch)
                 try:
                     with attention_context(attention):
-                        r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer, compile_layers)
+                        r = run_variant(variant, model, batch, steps, warmup, autocast, fused_head, fused_optimizer, compile_layers,
+                                        fused_head_compile)
                     r["status"] = "ok"
                 except torch.OutOfMemoryError:
                     r = {"status": "oom", "step_time_s": None, "peak_mem_gib": None}
                 del model
-                if compile_layers:   # dynamo's caches keep the last compiled layers (and their weights) alive
+                if compile_layers or fused_head_compile:   # dynamo's caches keep the last compiled graphs (and weights) alive
                     torch._dynamo.reset()
                 gc.collect()
                 if device.type == "cuda":

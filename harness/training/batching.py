@@ -87,11 +87,12 @@ def packing_supported() -> bool:
     return True
 
 
-def batch_logprobs(model, batch: Batch, fused_head: bool = False) -> torch.Tensor:
+def batch_logprobs(model, batch: Batch, fused_head: bool = False, fused_head_compile: bool = False) -> torch.Tensor:
     """[B, L-1] float32 log-probs of each next token under `model` (0 where padded).
 
     fused_head: the model returns hidden states and harness.training.fused_head computes the log-probs
-    without materialising the logits (same numbers; see that module)."""
+    without materialising the logits (same numbers; see that module). fused_head_compile: its chunk loops'
+    math through torch.compile (the same numbers to rounding)."""
     kwargs = dict(input_ids=batch.input_ids, use_cache=False)
     if batch.packed:   # no attention mask: transformers reads the example boundaries from position_ids
         kwargs["position_ids"] = batch.position_ids
@@ -107,7 +108,7 @@ def batch_logprobs(model, batch: Batch, fused_head: bool = False) -> torch.Tenso
             warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
             hidden = model(**kwargs).logits
             weight = head.weight   # after the forward: FSDP2 keeps the root's parameters unsharded until backward
-        lp = fused_token_logprobs(hidden[:, :-1], weight, targets)
+        lp = fused_token_logprobs(hidden[:, :-1], weight, targets, compiled=fused_head_compile)
     else:
         lp = token_logprobs(model(**kwargs).logits[:, :-1], targets)
     return lp * batch.attention_mask[:, 1:].to(lp.dtype)

@@ -129,6 +129,12 @@ class TrainConfig:
     """Compute log-probs from the hidden states chunk by chunk (harness/training/fused_head.py): the
     [tokens x vocab] logits and their gradient never exist whole (20 GB at 32k x 152k in bf16), for
     one extra head matmul. Same numbers as the plain path; one process, DDP or FSDP2 (not FSDP1)."""
+    fused_head_compile: bool = False
+    """With fused_lm_head=true: torch.compile each chunk's forward (logits -> float32 log-sum-exp -> target)
+    and backward (softmax gradient -> hidden and head gradients) instead of eager's chain of float32
+    elementwise passes; the chunk loop stays (no [tokens x vocab] tensor is kept for backward). Same numbers to rounding (the
+    reference cache is its own); the first steps pay the compile time. Not measured on a GPU yet
+    (docs/performance.md)."""
     compile_layers: bool = False
     """torch.compile each decoder layer in place (regional compilation: one compiled graph serves
     every layer; parameter names and checkpoints unchanged). Fewer, fused kernels; the first steps
@@ -318,6 +324,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from harness.training.attention import check_name
 
     check_name(cfg.attention)     # whether this machine can run it is the trainer's check (--check plans for GPUs)
+    if cfg.fused_head_compile and not cfg.fused_lm_head:
+        raise UserError("fused_head_compile=true compiles the fused LM head's chunks; set fused_lm_head=true too, "
+                        "or fused_head_compile=false")
     if cfg.compile_layers and cfg.q_source != "lag0":
         raise UserError(f"compile_layers=true needs q_source=lag0 (a {cfg.q_source} q copy would run another graph "
                         "than the reference, and step-0 weights would not be exactly 1); set one of them back")
@@ -377,7 +386,7 @@ def _validate_lora(cfg: TrainConfig) -> None:
 
 
 # Settings that do not change what a run computes: a run may be resumed (or reused) under new values.
-# Not `attention`: like compile_layers and fused_lm_head it changes the numbers by rounding only, but a run
+# Not `attention`: like compile_layers, fused_lm_head and fused_head_compile it changes the numbers by rounding only, but a run
 # resumed under another kernel would no longer equal the uninterrupted one bit for bit.
 RESUMABLE_KEYS = {"output_dir", "lora_merge_on_save", "save_every", "keep_checkpoints", "resumable_checkpoints", "log_every",
                   "tensorboard", "log_with", "tracker_project",

@@ -350,7 +350,7 @@ class Trainer:
 
     def _logprobs(self, model, batch: Batch) -> torch.Tensor:
         """Policy, q and reference all go through here: one code path, so weights are 1 at step 0."""
-        return batch_logprobs(model, batch, self.cfg.fused_lm_head)
+        return batch_logprobs(model, batch, self.cfg.fused_lm_head, self.cfg.fused_head_compile)
 
     def _ref_for(self, batch: Batch, ref: dict[int, torch.Tensor]) -> torch.Tensor:
         out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
@@ -366,6 +366,7 @@ class Trainer:
             "block_size": cfg.block_size,
             "layout": [cfg.micro_batch_size, cfg.global_batch_size, self.acc.num_processes, cfg.seed, self.acc.mixed_precision]
                       + (["packed"] if cfg.packing else []) + (["fused-head"] if cfg.fused_lm_head else [])
+                      + (["fused-head-compiled"] if cfg.fused_head_compile else [])
                       + (["compiled"] if cfg.compile_layers else []) + (["lora-base"] if cfg.lora_rank else [])
                       + ([f"attention-{cfg.attention}"] if cfg.attention != "sdpa" else []),   # sdpa: the key as before
         }
