@@ -22,13 +22,52 @@ from test_report import _arith_runs, _write_run  # noqa: E402
     Design(clusters=28, items_per_cluster=11, seeds=3, accuracy=0.3, icc=0.4, seed_sd=0.03),   # tiny's arith
     Design(clusters=100, items_per_cluster=4, seeds=5, accuracy=0.5, icc=0.2, seed_sd=0.02),
     Design(clusters=200, items_per_cluster=2, seeds=8, accuracy=0.4, icc=0.3, seed_sd=0.01),
+    # the evidence pilot's shape: paired checkpoints disagreeing on 15% of 1,207 independent problems
+    Design(clusters=1207, items_per_cluster=1, seeds=12, accuracy=0.36, diff_sd=0.02, discordance=0.15),
 ])
 def test_simulated_power_at_the_mdd_is_80_percent(d):
     """3000 simulated experiments each (SE of a share near 0.8: 0.7 points): within 2.5 points of 80%.
-    A formula without the design effect (icc) or with a z for the t quantile misses by more."""
+    The simulation runs the report's own test (the paired t over seeds, S - 1 df); a formula without
+    the design effect (icc), with a z for the t quantile, or a two-sample t (2S - 2 df) misses by more."""
     x = power.mdd(d)
     assert power.power(d, x) == pytest.approx(0.8, abs=1e-4)
     assert power.simulate_power(d, x, sims=3000, seed=1) == pytest.approx(0.8, abs=0.025)
+
+
+def test_the_simulated_test_is_the_reports():
+    """simulate_power rejects with scipy's one-sample t; the report's seed_t_test gives the same p."""
+    from scipy import stats as st
+
+    from harness.core.stats import seed_t_test
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 7):
+        diffs = list(rng.normal(0.02, 0.03, size=n))
+        assert seed_t_test(diffs)[0] == pytest.approx(float(st.ttest_1samp(diffs, 0.0).pvalue), rel=1e-9)
+
+
+def test_two_seeds_plan_with_one_degree_of_freedom():
+    """The report pairs seed i of A with seed i of B: 2 seeds give a t with 1 df, not a two-sample t's 2.
+    At the old two-sample MDD the report's test has well under 80% power."""
+    from scipy import stats as st
+
+    d = Design(clusters=400, items_per_cluster=1, seeds=2, accuracy=0.36, diff_sd=0.02, discordance=0.3)
+    se = math.sqrt(d.diff_var(0.1) / 2)            # (E[Y^2] - d^2): the item variance at the true difference
+    assert power.power(d, 0.1) == pytest.approx(float(st.nct.sf(st.t.ppf(0.975, 1), 1, 0.1 / se)
+                                                      + st.nct.cdf(-st.t.ppf(0.975, 1), 1, 0.1 / se)), rel=1e-9)
+    se = math.sqrt(d.diff_var() / 2)
+    two_sample = st.t.ppf(0.975, 2) * se + st.norm.ppf(0.8) * se        # roughly what df = 2 would plan
+    assert power.simulate_power(d, two_sample, sims=3000, seed=4) < 0.5
+
+
+def test_shared_seed_noise_cancels_in_the_paired_plan():
+    """Checkpoints of one seed that agree on most items (low discordance) and move together over
+    seeds (small diff_sd) need far fewer seeds than independent arms with the same seed SD."""
+    indep = Design(clusters=1207, items_per_cluster=1, seeds=5, accuracy=0.36, seed_sd=0.13)
+    paired = indep.with_(diff_sd=0.02, discordance=0.15)
+    assert indep.pair_sd() == pytest.approx(math.sqrt(2) * 0.13)
+    assert power.mdd(paired) < power.mdd(indep) / 5
+    assert power.seeds_needed(paired, 0.03) < power.seeds_needed(indep, 0.03)
 
 
 def test_power_at_zero_is_alpha_and_grows():
@@ -60,8 +99,12 @@ def test_icc_estimate_recovers_a_simulated_correlation():
 
 def test_pilot_seed_noise_has_its_own_sampling_removed():
     d = Design(clusters=28, items_per_cluster=11, seeds=2, accuracy=0.3, icc=0.4)
-    assert power.seed_sd_from_pilot(math.sqrt(d.sampling_var()), d) == 0.0
-    assert power.seed_sd_from_pilot(math.sqrt(d.sampling_var() + 0.03 ** 2), d) == pytest.approx(0.03)
+    v = power.sampling_var_of_accuracy(d)
+    assert v == pytest.approx(0.3 * 0.7 * (1 + 10 * 0.4) / (28 * 11))
+    assert power.noise_sd_from_pilot(math.sqrt(v), v) == 0.0
+    assert power.noise_sd_from_pilot(math.sqrt(v + 0.03 ** 2), v) == pytest.approx(0.03)
+    # the paired difference's own sampling variance: (E[Y^2] - d^2) x design effect / items
+    assert d.with_(discordance=0.2).sampling_var(0.1) == pytest.approx((0.2 - 0.01) * 5 / 308)
 
 
 def test_cli_answers_both_questions(capsys):
@@ -72,6 +115,12 @@ def test_cli_answers_both_questions(capsys):
     assert f"minimum detectable difference (80% power): {100 * power.mdd(d):.2f} points" in out
     assert f"seeds per method needed at 400 clusters: {power.seeds_needed(d, 0.03)}" in out
     assert f"10 seeds per method: {power.clusters_needed(d.with_(seeds=10), 0.03)} clusters" in out
+    # the paired test's own noise, assumed: per-seed difference SD and discordance
+    assert main(["power", "--clusters", "1207", "--diff-sd", "2", "--discordance", "15", "--seeds", "12", "--diff", "3"]) == 0
+    out = capsys.readouterr().out
+    d = Design(clusters=1207, items_per_cluster=1, seeds=12, diff_sd=0.02, discordance=0.15)
+    assert "per-seed difference SD 2.0 points, discordance 15.0%," in out
+    assert f"minimum detectable difference (80% power): {100 * power.mdd(d):.2f} points" in out
 
 
 def test_cli_counts_agree_and_a_mean_item_count_is_rounded(capsys):
@@ -97,6 +146,7 @@ def test_cli_counts_agree_and_a_mean_item_count_is_rounded(capsys):
     (["--seed-sd", "2", "--clusters", "9", "--accuracy", "0.3", "--diff", "0"], "--diff must be"),
     (["--pilot", "/no/such/report"], "cannot read a Table 1 report"),
     (["--pilot", "x", "--pilot-runs", "y"], "not both"),
+    (["--diff-sd", "2", "--clusters", "9", "--discordance", "0"], "--discordance must be a percentage above 0"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, msg, capsys):
     assert main(["power", *argv]) == 2
@@ -127,6 +177,15 @@ def test_report_prints_the_mdd_of_its_own_design(tmp_path):
     assert p.icc > 0.9                 # every phrasing of a pair right or wrong together
     (line,) = [m for m in report["methods"] if m.startswith("Minimum detectable difference")]
     assert "2 seeds per method" in line and f"arith {100 * power.mdd(p.design()):.1f} points" in line
+    # the noise planned with is that of the report's own test: its per-seed differences, sampling removed
+    (over,) = report["methods_over_seeds"]
+    assert p.seed_diffs == pytest.approx(over["seed_diffs"]) and "paired t over seeds printed above (1 df)" in line
+    d = p.design()
+    mean = sum(p.seed_diffs) / 2
+    assert d.diff_sd == pytest.approx(power.noise_sd_from_pilot(abs(p.seed_diffs[1] - p.seed_diffs[0]) / math.sqrt(2),
+                                                                d.sampling_var(mean)))
+    pairs = [(runs["s1.1-sft"][i]["arith"].scores, runs["iw-sft"][i]["arith"].scores) for i in range(2)]
+    assert p.discordance == pytest.approx(np.mean([np.mean([(b[q] - a[q]) ** 2 for q in a]) for a, b in pairs]))
 
 
 def test_pilot_from_report_and_run_folders(tmp_path, capsys):

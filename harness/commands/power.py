@@ -4,7 +4,8 @@ difference needs (harness.core.power; the model is in docs/method.md#power)."""
 from __future__ import annotations
 
 HELP = ("Plan a comparison: the minimum difference detected with 80% power by a design (clusters, items, seeds "
-        "per arm), or the seeds and clusters a given difference needs, from a pilot or an assumed seed SD")
+        "per arm) under the report's paired t test over seeds, or the seeds and clusters a given difference needs, "
+        "from a pilot or an assumed seed SD")
 
 
 def add_arguments(p):
@@ -18,8 +19,13 @@ def add_arguments(p):
     des.add_argument("--seeds", type=int, help="training seeds per method (default: the pilot's, else 3)")
     des.add_argument("--accuracy", type=float, help="expected accuracy in %% (default: the pilot's, else 50, the worst case)")
     des.add_argument("--icc", type=float, help="intra-cluster correlation of outcomes, 0-1 (default: the pilot's, else 0)")
-    des.add_argument("--seed-sd", type=float, help="SD of accuracy between training seeds beyond test sampling, in points "
-                                                   "(default: the pilot's, its own sampling noise removed)")
+    des.add_argument("--seed-sd", type=float, help="SD of one method's accuracy between training seeds beyond test sampling, "
+                                                   "in points (default: the pilot's, its own sampling noise removed)")
+    des.add_argument("--diff-sd", type=float, help="SD of the per-seed difference B - A between training seeds beyond test "
+                                                   "sampling, in points: the noise of the report's paired test over seeds "
+                                                   "(default: the pilot's, else sqrt(2) x --seed-sd, arms sharing nothing)")
+    des.add_argument("--discordance", type=float, help="%% of items on which a checkpoint of A and one of B disagree "
+                                                       "(default: the pilot's, else 2p(1 - p), independent errors)")
     des.add_argument("--alpha", type=float, default=None, help="two-sided level (default: the report's, 0.05)")
     p.add_argument("--diff", type=float, help="a difference in points: print the seeds and clusters it needs (80%% power)")
     p.add_argument("--power", type=float, default=0.8, help="target power")
@@ -30,9 +36,9 @@ def _check(args) -> None:
 
     if args.pilot and args.pilot_runs:
         raise UserError("give --pilot REPORT or --pilot-runs DIR..., not both")
-    if not (args.pilot or args.pilot_runs) and args.seed_sd is None:
+    if not (args.pilot or args.pilot_runs) and args.seed_sd is None and args.diff_sd is None:
         raise UserError("no noise to plan with: give --pilot REPORT (a `--seeds N` report), --pilot-runs DIR..., "
-                        "or an assumed --seed-sd POINTS with --clusters")
+                        "or an assumed --seed-sd POINTS (or --diff-sd POINTS) with --clusters")
     if not (args.pilot or args.pilot_runs) and args.clusters is None:
         raise UserError("without a pilot the design needs --clusters N (and --items-per-cluster, --icc when items are correlated)")
     checks = [("--clusters", args.clusters, lambda x: x >= 1, ">= 1"),
@@ -41,6 +47,8 @@ def _check(args) -> None:
               ("--accuracy", args.accuracy, lambda x: 0 < x < 100, "a percentage strictly between 0 and 100"),
               ("--icc", args.icc, lambda x: 0 <= x <= 1, "between 0 and 1"),
               ("--seed-sd", args.seed_sd, lambda x: 0 <= x < 100, "points between 0 and 100"),
+              ("--diff-sd", args.diff_sd, lambda x: 0 <= x < 100, "points between 0 and 100"),
+              ("--discordance", args.discordance, lambda x: 0 < x <= 100, "a percentage above 0, at most 100"),
               ("--alpha", args.alpha, lambda x: 0 < x < 1, "between 0 and 1 (e.g. 0.05)"),
               ("--diff", args.diff, lambda x: 0 < x < 100, "points between 0 and 100 (e.g. 3)"),
               ("--power", args.power, lambda x: 0.5 <= x < 1, "between 0.5 and 1 (e.g. 0.8)")]
@@ -65,20 +73,29 @@ def run(args) -> int:
     elif args.pilot_runs:
         pilot = pilot_from_run_dirs(args.pilot_runs)
     if pilot is not None:
-        if args.seed_sd is None and pilot.observed_sd is None:
+        if args.seed_sd is None and args.diff_sd is None and pilot.observed_sd is None:
             raise UserError("the pilot has one seed per method, so no seed-to-seed noise; run it with --seeds 2 or more, "
-                            "or give an assumed --seed-sd POINTS")
+                            "or give an assumed --seed-sd POINTS (or --diff-sd POINTS)")
         base = pilot.design(alpha)
+        if args.seed_sd is not None and args.diff_sd is None:
+            base = base.with_(diff_sd=None)           # an assumed seed SD replaces the pilot's difference noise
         print(f"pilot: {pilot.benchmark}, {', '.join(pilot.methods)}; {plural(pilot.seeds, 'seed')} per method, "
               f"{plural(pilot.clusters, 'cluster')} x {power.items(pilot.items_per_cluster)}, accuracy {100 * pilot.accuracy:.1f}%, "
               f"icc {pilot.icc:.2f}" + (f", observed seed SD {100 * pilot.observed_sd:.2f} points -> "
                                         f"{100 * base.seed_sd:.2f} beyond its test sampling" if pilot.observed_sd is not None else ""))
+        if pilot.seed_diffs and len(pilot.seed_diffs) >= 2:
+            print(f"pilot's per-seed differences {pilot.methods[1]} - {pilot.methods[0]}: "
+                  + " ".join(f"{100 * x:+.1f}" for x in pilot.seed_diffs)
+                  + f" points; SD {100 * pilot.observed_diff_sd:.2f} -> {100 * base.pair_sd():.2f} beyond its test sampling "
+                  f"({len(pilot.seed_diffs) - 1} df: an SD from few seeds is itself uncertain)")
     else:
         base = power.Design(clusters=args.clusters, items_per_cluster=1.0, seeds=3, alpha=alpha)
     d = base.with_(**{k: v for k, v in {
         "clusters": args.clusters, "items_per_cluster": args.items_per_cluster, "seeds": args.seeds,
         "accuracy": None if args.accuracy is None else args.accuracy / 100, "icc": args.icc,
-        "seed_sd": None if args.seed_sd is None else args.seed_sd / 100}.items() if v is not None})
+        "seed_sd": None if args.seed_sd is None else args.seed_sd / 100,
+        "diff_sd": None if args.diff_sd is None else args.diff_sd / 100,
+        "discordance": None if args.discordance is None else args.discordance / 100}.items() if v is not None})
     target = args.power
     pct = f"{100 * target:.0f}%"
     print(f"design: {power.describe(d)}")

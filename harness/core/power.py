@@ -1,23 +1,26 @@
 """Power of a between-method comparison over training seeds (`iwsft power`, the report's MDD line).
 
-Model (docs/method.md#power). One training seed of one method scores accuracy
+The test planned is the one the report prints: the one-sample t test over training seeds of the
+per-seed paired differences B - A (seed i of A against seed i of B, S seeds, df = S - 1). Model
+(docs/method.md#power): seed i's observed difference is
 
-    acc = mu_method + seed effect + test-sampling error,
+    diff_i = d + seed-pair effect + test-sampling error of the paired difference,
 
-the seed effect with SD `seed_sd` (run-to-run noise of training), the sampling error that of a mean
-over C clusters of m correlated items each (intra-cluster correlation icc), variance
-p(1 - p)(1 + (m - 1) icc) / (C m): the design effect of a clustered proportion. The methods are
-compared by a two-sample t test over seeds (S per arm, df = 2S - 2) at level alpha; its power at a
-true difference d is the noncentral t's, with noncentrality d / sqrt(2 var / S). The two arms are
-treated as independent, so pairing on shared test items (which removes part of the item variance)
-is ignored: the planned design is, if anything, conservative. With one seed per arm there is no t
-test over seeds; the z approximation then gives the power of a test whose only noise is the
-test sample (seed noise unknown, so a lower bound on the real MDD).
+the seed-pair effect with SD `diff_sd` (how much the two methods' gap moves from one training seed
+to the next; sqrt(2) x `seed_sd` when the two arms' seeds share nothing), the sampling error that of
+a mean over C clusters of m items of the per-item difference Y = score_B - score_A, variance
+(E[Y^2] - d^2)(1 + (m - 1) icc) / (C m), where E[Y^2] is the `discordance` (for 0/1 scores the share
+of items the two checkpoints disagree on; 2p(1 - p) + d^2/2 when their errors are independent, arms at
+p -+ d/2) and
+(1 + (m - 1) icc) the design effect of correlated items. Power at d is the noncentral t's with
+noncentrality d / sqrt(var(diff_i) / S). With one seed per arm there is no t over seeds; the z
+approximation then gives the power of a test whose only noise is the stated one (a lower bound on
+the real MDD when the seed noise is unknown).
 
-A pilot with S >= 2 seeds gives the observed between-seed variance, which also holds the pilot's own
-sampling variance: seed_sd^2 = max(0, observed - sampling variance of the pilot's design) (method of
-moments). scipy's noncentral t is the well-kept implementation of the power function; the root
-finding on top of it is a few lines of brentq.
+A pilot with S >= 2 seeds gives the observed variance of its per-seed differences, which also holds
+the pilot's own sampling variance: diff_sd^2 = max(0, observed - sampling variance of the pilot's
+design) (method of moments). scipy's noncentral t is the well-kept implementation of the power
+function; the root finding on top of it is a few lines of brentq.
 """
 
 from __future__ import annotations
@@ -37,18 +40,29 @@ MAX_CLUSTERS = 10**6
 class Design:
     clusters: int            # independent units of the test set (e.g. arith's operand pairs)
     items_per_cluster: float
-    seeds: int               # training seeds per method
-    accuracy: float = 0.5    # expected accuracy (p(1 - p) is the per-item variance; 0.5 is the worst case)
-    icc: float = 0.0         # intra-cluster correlation of the items' outcomes
-    seed_sd: float = 0.0     # SD of accuracy between training seeds, beyond test sampling
+    seeds: int               # training seeds per method (paired: seed i of A with seed i of B)
+    accuracy: float = 0.5    # expected accuracy: sets the default discordance 2p(1 - p)
+    icc: float = 0.0         # intra-cluster correlation of the items (of their paired differences, from a pilot)
+    seed_sd: float = 0.0     # SD of one method's accuracy between training seeds, beyond test sampling
     alpha: float = ALPHA
+    diff_sd: float | None = None       # SD of the per-seed difference B - A beyond test sampling (None: sqrt(2) seed_sd)
+    discordance: float | None = None   # E[(score_B - score_A)^2] per item (None: 2p(1 - p), independent errors)
 
-    def sampling_var(self) -> float:
-        return sampling_var(self.accuracy, self.clusters, self.items_per_cluster, self.icc)
+    def pair_sd(self) -> float:
+        return math.sqrt(2) * self.seed_sd if self.diff_sd is None else self.diff_sd
 
-    def seed_var(self) -> float:
-        """Variance of one seed's accuracy: seed noise plus test sampling."""
-        return self.seed_sd ** 2 + self.sampling_var()
+    def disc(self, diff: float = 0.0) -> float:
+        """E[Y^2] per item; with independent errors (arms at p -+ diff/2) p_A(1 - p_B) + p_B(1 - p_A)."""
+        p = self.accuracy
+        return 2 * p * (1 - p) + diff ** 2 / 2 if self.discordance is None else self.discordance
+
+    def sampling_var(self, diff: float = 0.0) -> float:
+        """Test-sampling variance of one seed's paired difference at true difference `diff`."""
+        return pair_sampling_var(self.disc(diff), diff, self.clusters, self.items_per_cluster, self.icc)
+
+    def diff_var(self, diff: float = 0.0) -> float:
+        """Variance of one seed's observed difference B - A: seed-pair noise plus test sampling."""
+        return self.pair_sd() ** 2 + self.sampling_var(diff)
 
     def with_(self, **kw) -> "Design":
         from dataclasses import replace
@@ -56,25 +70,32 @@ class Design:
         return replace(self, **kw)
 
 
-def sampling_var(p: float, clusters: int, m: float, icc: float) -> float:
-    """Variance of a mean of C clusters x m items of a proportion p with intra-cluster correlation icc."""
-    return p * (1 - p) * (1 + (m - 1) * icc) / (clusters * m)
+def sampling_var_of_accuracy(d: Design) -> float:
+    """Test-sampling variance of one checkpoint's accuracy: p(1 - p)(1 + (m - 1) icc) / (C m)."""
+    m = d.items_per_cluster
+    return d.accuracy * (1 - d.accuracy) * (1 + (m - 1) * d.icc) / (d.clusters * m)
+
+
+def pair_sampling_var(disc: float, diff: float, clusters: int, m: float, icc: float) -> float:
+    """Variance of the mean over C clusters x m items of a per-item difference Y with E[Y^2] = disc,
+    E[Y] = diff and intra-cluster correlation icc."""
+    return max(disc - diff ** 2, 0.0) * (1 + (m - 1) * icc) / (clusters * m)
 
 
 def power(d: Design, diff: float) -> float:
-    """Two-sided power of the between-method test at true difference `diff` (accuracy units)."""
+    """Two-sided power of the paired test over seeds at true difference `diff` (accuracy units)."""
     from scipy import stats as st
 
-    se = math.sqrt(2 * d.seed_var() / d.seeds)
+    se = math.sqrt(d.diff_var(diff) / d.seeds)
     if se == 0:
         return 1.0 if diff else d.alpha
     delta = abs(diff) / se
     if delta > 40:      # power is 1 to double precision (and scipy's nct returns NaN out there)
         return 1.0
-    if d.seeds < 2:     # no t over seeds: z approximation, sampling noise only
+    if d.seeds < 2:     # no t over seeds: z approximation with the stated noise
         z = st.norm.ppf(1 - d.alpha / 2)
         return float(st.norm.sf(z - delta) + st.norm.cdf(-z - delta))
-    df = 2 * d.seeds - 2
+    df = d.seeds - 1
     t = st.t.ppf(1 - d.alpha / 2, df)
     lower = float(st.nct.cdf(-t, df, delta))      # the wrong-sign tail: NaN from scipy where it underflows
     return float(st.nct.sf(t, df, delta)) + (lower if math.isfinite(lower) else 0.0)
@@ -84,7 +105,7 @@ def mdd(d: Design, target: float = POWER) -> float:
     """Smallest true difference detected with probability `target` (accuracy units)."""
     from scipy.optimize import brentq
 
-    if d.seed_var() == 0:
+    if d.diff_var() == 0:
         return 0.0
     hi = 1.0
     while power(d, hi) < target:       # a very noisy design can need more than 100 points
@@ -133,32 +154,36 @@ def icc_anova(values: Sequence[float], clusters: Sequence[Hashable]) -> float:
     return 0.0 if den <= 0 else min(1.0, max(0.0, (msb - msw) / den))
 
 
-def seed_sd_from_pilot(observed_sd: float, pilot: Design) -> float:
-    """The seed component of a pilot's observed between-seed SD (its own test-sampling variance removed)."""
-    return math.sqrt(max(0.0, observed_sd ** 2 - pilot.sampling_var()))
+def noise_sd_from_pilot(observed_sd: float, sampling_var: float) -> float:
+    """The seed component of a pilot's observed SD over seeds (its own test-sampling variance removed,
+    floored at 0): of one method's accuracy (seed_sd), or of the per-seed differences (diff_sd)."""
+    return math.sqrt(max(0.0, observed_sd ** 2 - sampling_var))
 
 
 def simulate_power(d: Design, diff: float, sims: int = 2000, seed: int = 0) -> float:
-    """Share of simulated experiments (the model above, clusters as beta-binomial draws with the
-    design's icc) in which the two-sample t test over seeds rejects at d.alpha."""
+    """Share of simulated experiments in which the report's test (the one-sample t over seeds of the
+    per-seed differences, harness.core.stats.seed_t_test) rejects at d.alpha. Each seed's difference
+    is diff + a Gaussian seed-pair effect (SD d.pair_sd()) + the mean of a per-item Y in {-1, 0, 1}
+    (P(1) - P(-1) = diff, P(1) + P(-1) = discordance) over clusters whose m items share one draw with
+    probability icc, else draw independently: a model whose items correlate exactly icc in a cluster."""
     import numpy as np
     from scipy import stats as st
 
+    if d.seeds < 2:
+        raise ValueError("the test over seeds needs 2 or more seeds per arm")
     rng = np.random.default_rng(seed)
     m = int(round(d.items_per_cluster))
-
-    def arm(p: float) -> "np.ndarray":            # sims x seeds accuracies
-        if d.icc > 0:
-            a = p * (1 / d.icc - 1)
-            b = (1 - p) * (1 / d.icc - 1)
-            pc = rng.beta(a, b, size=(sims, d.seeds, d.clusters))
-        else:
-            pc = np.full((sims, d.seeds, d.clusters), p)
-        acc = rng.binomial(m, pc).sum(axis=2) / (d.clusters * m)
-        return acc + rng.normal(0.0, d.seed_sd, size=(sims, d.seeds))
-
-    x, y = arm(d.accuracy - diff / 2), arm(d.accuracy + diff / 2)
-    p = st.ttest_ind(y, x, axis=1).pvalue
+    disc = d.disc(diff)
+    if disc < abs(diff):
+        raise ValueError(f"discordance {disc} cannot carry a difference of {diff}")
+    probs = [(disc + diff) / 2, (disc - diff) / 2, 1 - disc]          # Y = +1, -1, 0
+    shape = (sims, d.seeds, d.clusters)
+    counts = rng.multinomial(m, probs, size=shape)
+    independent = counts[..., 0] - counts[..., 1]
+    one = rng.choice([1, -1, 0], p=probs, size=shape) * m
+    cluster_sums = np.where(rng.random(shape) < d.icc, one, independent)
+    diffs = cluster_sums.sum(axis=2) / (d.clusters * m) + rng.normal(0.0, d.pair_sd(), size=shape[:2])
+    p = st.ttest_1samp(diffs, 0.0, axis=1).pvalue
     return float(np.mean(p < d.alpha))
 
 
@@ -169,5 +194,8 @@ def items(m: float) -> str:
 
 
 def describe(d: Design) -> str:
+    noise = (f"seed SD {100 * d.seed_sd:.1f} points" if d.diff_sd is None else "")
     return (f"{plural(d.clusters, 'cluster')} x {items(d.items_per_cluster)}, {plural(d.seeds, 'seed')} per arm, "
-            f"accuracy {100 * d.accuracy:.0f}%, icc {d.icc:.2f}, seed SD {100 * d.seed_sd:.1f} points, alpha {d.alpha:g}")
+            f"accuracy {100 * d.accuracy:.0f}%, icc {d.icc:.2f}, per-seed difference SD {100 * d.pair_sd():.1f} points"
+            f"{' (sqrt(2) x ' + noise + ')' if noise else ''}, discordance {100 * d.disc():.1f}%"
+            f"{' (independent errors)' if d.discordance is None else ''}, alpha {d.alpha:g}")

@@ -23,15 +23,33 @@ class Pilot:
     seeds: int                         # seeds per method in the pilot
     observed_sd: float | None          # pooled SD of accuracy between seeds (None with one seed)
     methods: list[str]
+    discordance: float | None = None   # mean E[(score_B - score_A)^2] per item over the paired checkpoints
+    pair_icc: float | None = None      # intra-cluster correlation of the items' paired differences
+    seed_diffs: list[float] | None = None   # per-seed differences B - A (the report's test's data)
+
+    @property
+    def observed_diff_sd(self) -> float | None:
+        return statistics.stdev(self.seed_diffs) if self.seed_diffs and len(self.seed_diffs) >= 2 else None
 
     def design(self, alpha: float = power.ALPHA) -> power.Design:
         # at 0% or 100% the binomial variance vanishes and any difference would look detectable:
-        # move the accuracy half an item inward (the usual continuity correction)
-        half = 0.5 / (self.clusters * self.items_per_cluster)
-        p = min(max(self.accuracy, half), 1 - half)
-        d = power.Design(self.clusters, self.items_per_cluster, max(1, self.seeds), p, self.icc, 0.0, alpha)
-        sd = 0.0 if self.observed_sd is None else power.seed_sd_from_pilot(self.observed_sd, d)
-        return d.with_(seed_sd=sd)
+        # move the accuracy half an item inward (the usual continuity correction); likewise a pilot
+        # whose checkpoints agree on every item plans as if one item disagreed
+        n = self.clusters * self.items_per_cluster
+        p = min(max(self.accuracy, 0.5 / n), 1 - 0.5 / n)
+        one = power.Design(self.clusters, self.items_per_cluster, max(1, self.seeds), p, self.icc, alpha=alpha)
+        seed_sd = (0.0 if self.observed_sd is None else
+                   power.noise_sd_from_pilot(self.observed_sd, power.sampling_var_of_accuracy(one)))
+        d = one.with_(seed_sd=seed_sd)
+        if self.discordance is None:
+            return d
+        d = d.with_(discordance=max(self.discordance, 1 / n), icc=self.icc if self.pair_icc is None else self.pair_icc)
+        if self.observed_diff_sd is not None:
+            mean = statistics.fmean(self.seed_diffs)
+            d = d.with_(diff_sd=power.noise_sd_from_pilot(self.observed_diff_sd, d.sampling_var(mean)))
+        elif self.observed_sd is None:
+            d = d.with_(diff_sd=0.0)       # one seed: test sampling only (the report says: a lower bound)
+        return d
 
 
 def run_shape(run) -> tuple[int, float, float]:
@@ -56,11 +74,36 @@ def pilot_from_runs(benchmark: str, by_method: dict[str, list]) -> Pilot:
     # pooled within-method variance over seeds (each method's own mean removed)
     dof = sum(len(a) - 1 for a in multi)
     sd = (sum((len(a) - 1) * statistics.variance(a) for a in multi) / dof) ** 0.5 if dof else None
-    return Pilot(benchmark=benchmark, clusters=round(statistics.fmean(s[0] for s in shapes)),
-                 items_per_cluster=statistics.fmean(s[1] for s in shapes),
-                 accuracy=statistics.fmean(x for a in accs.values() for x in a),
-                 icc=statistics.fmean(s[2] for s in shapes), seeds=min(len(a) for a in accs.values()),
-                 observed_sd=sd, methods=list(by_method))
+    pilot = Pilot(benchmark=benchmark, clusters=round(statistics.fmean(s[0] for s in shapes)),
+                  items_per_cluster=statistics.fmean(s[1] for s in shapes),
+                  accuracy=statistics.fmean(x for a in accs.values() for x in a),
+                  icc=statistics.fmean(s[2] for s in shapes), seeds=min(len(a) for a in accs.values()),
+                  observed_sd=sd, methods=list(by_method))
+    # the report's pairs: seed i of the first method with seed i of the second; one method alone:
+    # its seeds with each other (how much two checkpoints disagree, no method difference to see)
+    lists = list(by_method.values())
+    pairs = (list(zip(lists[0], lists[1])) if len(lists) >= 2 else
+             [(x, y) for i, x in enumerate(lists[0]) for y in lists[0][i + 1:]])
+    stats = [s for s in (_paired(benchmark, a, b) for a, b in pairs) if s]
+    if stats:
+        pilot.discordance = statistics.fmean(s[1] for s in stats)
+        pilot.pair_icc = statistics.fmean(s[2] for s in stats)
+        if len(lists) >= 2:
+            pilot.seed_diffs = [s[0] for s in stats]
+    return pilot
+
+
+def _paired(benchmark: str, a, b) -> tuple[float, float, float] | None:
+    """(mean difference B - A, mean squared per-item difference, icc of the per-item differences) of
+    two runs on their common problems; None when they share none."""
+    from harness.evaluation.benchmarks import clusters_for
+
+    ids = sorted(set(a.scores) & set(b.scores))
+    if not ids:
+        return None
+    y = [float(b.scores[q]) - float(a.scores[q]) for q in ids]
+    keys = clusters_for(benchmark, ids) or {q: q for q in ids}
+    return statistics.fmean(y), statistics.fmean(v * v for v in y), power.icc_anova(y, [keys[q] for q in ids])
 
 
 def pilot_from_report(path: Path, benchmark: str | None = None) -> Pilot:
@@ -130,10 +173,11 @@ def mdd_lines(models: dict[str, list[dict]], alpha: float = power.ALPHA) -> list
         shape = (f"{d.clusters} cluster{'s' if d.clusters != 1 else ''} x {d.items_per_cluster:.3g} "
                  f"item{'s' if d.items_per_cluster != 1 else ''} each, icc {d.icc:.2f}")
         parts.append(f"{b} {100 * power.mdd(d):.1f} points ({shape}"
-                     + (f", seed SD {100 * d.seed_sd:.1f}" if seeds >= 2 else "") + ")")
+                     + (f", discordance {100 * d.disc():.1f}%" if p.discordance is not None else "")
+                     + (f", per-seed difference SD {100 * d.pair_sd():.1f}" if seeds >= 2 else "") + ")")
     if not parts:
         return []
-    how = (f"{seeds} seeds per method, two-sample t over seeds" if seeds >= 2 else
+    how = (f"{seeds} seeds per method, the paired t over seeds printed above ({seeds - 1} df)" if seeds >= 2 else
            "1 seed per method: test-sampling noise only (seed-to-seed noise unknown), so a lower bound")
     return [f"Minimum detectable difference between two methods (80% power, alpha {alpha:g}; {how}; "
             f"`iwsft power` for other designs): " + "; ".join(parts) + "."]
