@@ -10,6 +10,7 @@
 #   cudnn      1.5B / 8k with SDPA's cuDNN kernel, compiled layers, no checkpointing, fused head (the MFU candidate)
 #   flex       the same with FlexAttention
 #   head       the same with SDPA (torch's pick), plain head against fused head
+#   headc      the fused head with its chunk math through torch.compile (fused_head_compile), same options
 #   mb         0.5B / 4k at micro-batch 1 and 2 (compiled, no checkpointing): the 0.5B MFU target
 #   train      `iwsft bench-train`: `iwsft train` against `iwsft bench` at 1.5B / 8k, compiled, no checkpointing,
 #              fused head (the MFU target is judged on `iwsft train` itself; carried tokenizer; 240 s allowed)
@@ -27,9 +28,9 @@
 # Rehearsed on CPU at tiny shapes (tests/test_gpu_next_call.py) through the NC_* variables below.
 set -uo pipefail           # not -e: a failed part is logged and the next one runs
 cd "$(dirname "$0")/.."
-out=${1:?usage: gpu_next_call.sh OUT [card base profile cudnn flex head mb train 7B gen]}
+out=${1:?usage: gpu_next_call.sh OUT [card base profile cudnn flex head headc mb train 7B gen]}
 shift
-all="card base profile cudnn flex head mb train 7B gen"
+all="card base profile cudnn flex head headc mb train 7B gen"
 parts=${*:-$all}
 for p in $parts; do
   case " $all " in *" $p "*) ;; *) echo "error: unknown part '$p'; use: $all" >&2; exit 2 ;; esac
@@ -95,6 +96,8 @@ for p in $parts; do
             --out "$work/flex-train_step_${big}_flex.json" ;;
     head) part head bash -c "$(printf '%q ' "${bench[@]}") --shapes $big --seq-lens $seq ${best[*]} --out $work/head-train_step_${big}_plain_head.json \
             && $(printf '%q ' "${bench[@]}") --shapes $big --seq-lens $seq ${best[*]} --fused-head --out $work/head-train_step_${big}_fused_head.json" ;;
+    headc) part headc "${bench[@]}" --shapes "$big" --seq-lens "$seq" "${best[@]}" --fused-head --fused-head-compile \
+             --out "$work/headc-train_step_${big}_fused_head_compiled.json" ;;
     mb) part mb bash -c "$(printf '%q ' "${bench[@]}") --shapes $small --seq-lens $sseq ${best[*]} --micro-batch 1 --out $work/mb-train_step_${small}_mb1.json \
           && $(printf '%q ' "${bench[@]}") --shapes $small --seq-lens $sseq ${best[*]} --micro-batch 2 --out $work/mb-train_step_${small}_mb2.json" ;;
     train) tmo=${NC_TRAIN_TIMEOUT:-240} part train $py -m harness bench-train --shape "$big" --seq-len "$seq" \

@@ -170,3 +170,35 @@ def test_bench_help_documents_every_flag():
     bench.add_arguments(p)
     bare = [a.option_strings[0] for a in p._actions if a.option_strings and a.option_strings[0] != "-h" and not a.help]
     assert bare == [], bare
+
+
+def test_bench_train_runs_the_trainer_and_the_bench_on_one_shape(tmp_path, capsys):
+    """`iwsft bench-train` for real at a tiny shape on CPU: both processes run, with the options passed to both."""
+    from harness.core.models import load_tokenizer
+
+    tok = tmp_path / "tok"
+    load_tokenizer("smollm2-135m").save_pretrained(tok)
+    out = tmp_path / "tvb.json"
+    assert main(["bench-train", "--shape", "tiny", "--seq-len", "128", "--steps", "1", "--warmup", "0", "--tokenizer",
+                 str(tok), "--fused-head", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["settings"]["fused_head"] and res["settings"]["attention"] == "sdpa"
+    assert res["time_ratio"] == res["train"]["step_time_s"] / res["bench"]["step_time_s"] > 0
+    assert res["peak_ratio"] == res["train"]["peak_gib"] / res["bench"]["peak_gib"] > 0
+    log = (tmp_path / "w" / "train.log").read_text()
+    assert "attention sdpa" in log                                  # the trainer's own line names the kernel
+    assert "iwsft train vs iwsft bench" in capsys.readouterr().out
+
+
+def test_bench_train_refuses_what_it_cannot_run(tmp_path, capsys):
+    from harness.core.models import load_tokenizer
+
+    tok = tmp_path / "tok"
+    load_tokenizer("smollm2-135m").save_pretrained(tok)
+    base = ["bench-train", "--shape", "tiny", "--tokenizer", str(tok), "--out", str(tmp_path / "x.json")]
+    assert main([*base, "--fused-head-compile"]) == 2
+    assert "add --fused-head" in capsys.readouterr().err
+    assert main([*base, "--attention", "cudnn"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cudnn" in err
+    assert not (tmp_path / "x.json").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts/gpu_next_call.sh"
-ORDER = ["card", "base", "profile", "cudnn", "flex", "head", "mb", "train", "7B", "gen"]
+ORDER = ["card", "base", "profile", "cudnn", "flex", "head", "headc", "mb", "train", "7B", "gen"]
 
 _WRAPPER = """#!{python}
 import json, os, subprocess, sys
@@ -56,11 +56,13 @@ def test_every_part_in_order_into_one_json(tmp_path, cli_shim):
     card = res["card"]["card-header.json"]
     assert card["matmul_tflops"] > 0 and card["copy_gb_per_s"] > 0 and "torchtitan" in card["mfu_convention"]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [c[0] for c in calls] == ["bench", "profile", "bench", "bench", "bench", "bench", "bench", "bench",
+    assert [c[0] for c in calls] == ["bench", "profile", "bench", "bench", "bench", "bench", "bench", "bench", "bench",
                                      "bench-train", "bench-gen"]
     assert ["--attention", "cudnn"] == calls[2][calls[2].index("--attention"):][:2]
     assert ["--attention", "flex"] == calls[3][calls[3].index("--attention"):][:2]
-    assert [c[c.index("--micro-batch") + 1] for c in calls[6:8]] == ["1", "2"]
+    assert "--fused-head" not in calls[4] and "--fused-head" in calls[5] and "--fused-head-compile" not in calls[5]
+    assert {"--fused-head", "--fused-head-compile", "--compile"} <= set(calls[6])     # headc: the compiled head
+    assert [c[c.index("--micro-batch") + 1] for c in calls[7:9]] == ["1", "2"]
     assert "--repeats" in calls[-1] and calls[-1][calls[-1].index("--repeats") + 1] == "2"
     outs = [c[c.index("--out") + 1] for c in calls]
     assert len(set(outs)) == len(outs)                                      # no part overwrites another's file

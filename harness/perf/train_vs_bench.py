@@ -2,7 +2,8 @@
 as what the benchmark measured?
 
     iwsft bench-train --shape 1.5B --seq-len 8192 --tokenizer .gpu/tokenizer --out OUT.json
-        [--fused-head] [--no-checkpointing] [--compile] [--steps 5] [--warmup 2]
+        [--fused-head [--fused-head-compile]] [--no-checkpointing] [--compile] [--attention sdpa|cudnn|flex]
+        [--steps 5] [--warmup 2]
 
 Both run in their own process on a random-init Qwen2.5 shape (the model folder `first_light make-model` writes, so
 both have the tokenizer's vocabulary): the trainer through `python -m harness train` (iw-SFT, cached reference,
@@ -45,7 +46,8 @@ def _rows(seq_len: int, n: int) -> list[dict]:
 
 
 def compare(shape: str, seq_len: int, tokenizer: str, work: Path, steps: int = 5, warmup: int = 2,
-            fused_head: bool = False, checkpointing: bool = True, compile_layers: bool = False) -> dict:
+            fused_head: bool = False, checkpointing: bool = True, compile_layers: bool = False,
+            attention: str = "sdpa", fused_head_compile: bool = False) -> dict:
     import torch
 
     from harness.perf.first_light import make_model
@@ -63,7 +65,8 @@ def compare(shape: str, seq_len: int, tokenizer: str, work: Path, steps: int = 5
             "truncation=truncate", "weighting=iw-sft", "q_source=lag0", "micro_batch_size=1", "global_batch_size=1",
             f"max_steps={steps + warmup}", "learning_rate=1e-6", "warmup_ratio=0", "log_every=1", "save_every=null",
             f"gradient_checkpointing={str(checkpointing).lower()}", f"fused_lm_head={str(fused_head).lower()}",
-            f"compile_layers={str(compile_layers).lower()}", f"output_dir={run}", f"ref_cache_dir={work / 'ref'}"]
+            f"compile_layers={str(compile_layers).lower()}", f"attention={attention}",
+            f"fused_head_compile={str(fused_head_compile).lower()}", f"output_dir={run}", f"ref_cache_dir={work / 'ref'}"]
     import shutil
 
     shutil.rmtree(run, ignore_errors=True)
@@ -75,6 +78,7 @@ def compare(shape: str, seq_len: int, tokenizer: str, work: Path, steps: int = 5
     bench = [py, "-m", "harness", "bench", "--shapes", shape, "--seq-lens", str(seq_len), "--variants", "iw-cached",
              "--steps", str(steps), "--warmup", str(warmup), "--vocab", str(info["vocab"]), "--out", str(bench_json)]
     bench += ["--fused-head"] * fused_head + ["--no-checkpointing"] * (not checkpointing) + ["--compile"] * compile_layers
+    bench += ["--attention", attention] + ["--fused-head-compile"] * fused_head_compile
     bench_rss = _run(bench, work / "bench.log")
     b = json.loads(bench_json.read_text())["rows"][0]
     gpu = torch.cuda.is_available()
@@ -84,6 +88,7 @@ def compare(shape: str, seq_len: int, tokenizer: str, work: Path, steps: int = 5
     res = {**run_header(torch.device("cuda" if gpu else "cpu")),
            "settings": {"shape": shape, "seq_len": seq_len, "vocab": info["vocab"], "steps": steps, "warmup": warmup,
                         "fused_head": fused_head, "gradient_checkpointing": checkpointing, "compile_layers": compile_layers,
+                        "attention": attention, "fused_head_compile": fused_head_compile,
                         "variant": "iw-cached (trainer: weighting=iw-sft, q_source=lag0)", "micro_batch": 1,
                         "peak": "torch.cuda.max_memory_allocated" if gpu else "process max RSS (CPU: imports included)"},
            "train": {"step_time_s": t_train, "peak_gib": peak_train, "mfu": statistics.median(r["mfu"] for r in timed)
@@ -102,7 +107,11 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", default=".gpu/tokenizer", help="a tokenizer folder (the GPU scripts carry .gpu/tokenizer)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--fused-head", action="store_true")
+    p.add_argument("--fused-head", action="store_true", help="the chunked LM head and loss (trainer: fused_lm_head=true)")
+    p.add_argument("--fused-head-compile", action="store_true",
+                   help="the fused head's chunk math through torch.compile (trainer: fused_head_compile=true; needs --fused-head)")
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "cudnn", "flex"],
+                   help="attention kernel (trainer: attention=...; cudnn and flex need a CUDA GPU)")
     p.add_argument("--no-checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
@@ -120,9 +129,16 @@ def run(a) -> int:
     if not Path(a.tokenizer, "tokenizer_config.json").is_file():
         raise UserError(f"--tokenizer {a.tokenizer} is not a tokenizer folder; make one with: python -c \"from "
                         "harness.core.models import load_tokenizer as t; t('smollm2-135m').save_pretrained('.gpu/tokenizer')\"")
+    if a.fused_head_compile and not a.fused_head:
+        raise UserError("--fused-head-compile compiles the fused head's chunks; add --fused-head")
+    import torch
+
+    from harness.perf.train_bench import check_attention
+
+    check_attention(a.attention, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         res = compare(a.shape, a.seq_len, a.tokenizer, Path(a.work or tmp), a.steps, a.warmup, a.fused_head,
-                      not a.no_checkpointing, a.compile)
+                      not a.no_checkpointing, a.compile, a.attention, a.fused_head_compile)
     from harness.core.io import atomic_write_text
 
     a.out.parent.mkdir(parents=True, exist_ok=True)
