@@ -542,3 +542,67 @@ def test_pipeline_reuses_only_a_whole_final(trained, tmp_path, monkeypatch):
     _cut(tmp_path / "run" / "final" / "model.safetensors")
     pipeline.train_recipe(suite, name, 0, quiet, [f"output_dir={tmp_path / 'run'}"])
     assert len(calls) == 1 and "train" in calls[0]                       # damaged: trained again
+
+
+def test_ctrl_c_in_the_reference_pass_keeps_its_micro_batches(tiny_dir, trained, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT/SIGTERM raise KeyboardInterrupt) in the reference log-prob pass: the micro-batches done
+    are kept in a partial file; the re-run skips them and its cache is byte-for-byte the uninterrupted one."""
+    from harness.training import refcache
+    from harness.training.trainer import Trainer
+
+    real, calls = Trainer._logprobs, []
+
+    def interrupted(self, model, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, model, batch)
+
+    monkeypatch.setattr(Trainer, "_logprobs", interrupted)
+    rc, out, err = _run(_train_args(tiny_dir, tmp_path / "run", tmp_path / "ref"))
+    assert rc == 130, err[-2000:]
+    (partial,) = (tmp_path / "ref").glob("*.partial.safetensors")
+    assert not [p for p in (tmp_path / "ref").glob("*.safetensors") if p != partial]   # no cache yet
+    _said(out, "2 micro-batches kept in", "re-run to resume the pass")
+    monkeypatch.setattr(Trainer, "_logprobs", real)
+    rc, out, err = _run(_train_args(tiny_dir, tmp_path / "run", tmp_path / "ref"))
+    assert rc == 0, err[-2000:]
+    _said(out, "resuming after 2 micro-batches done before")
+    assert not partial.exists()
+    (cache,) = (tmp_path / "ref").glob("*.safetensors")
+    (want,) = (trained / "ref").glob("*.safetensors")
+    assert cache.name == want.name and cache.read_bytes() == want.read_bytes()
+    _same_weights(trained / "run" / "final", tmp_path / "run" / "final")
+    # a partial file made for other settings is not used: the pass starts again
+    bad = refcache.partial_path(cache)
+    refcache.save_cache(bad, {}, {"model": "other", refcache.PARTIAL_KEY: 5})
+    with pytest.raises(refcache.DamagedCache):
+        refcache.load_partial(bad, {"model": "m"})
+
+
+def test_reference_pass_saves_as_it_goes(tmp_path):
+    """A pass killed outright (no Python handler runs: kill -9, power loss) keeps what the last periodic save held."""
+    from types import SimpleNamespace
+
+    from harness.training import refcache
+
+    acc = SimpleNamespace(num_processes=1, is_main_process=True, wait_for_everyone=lambda: None)
+    batches = [SimpleNamespace(example_ids=[k], spans=lambda: [(0, 0, 4)], k=k) for k in range(5)]
+    meta, path = {"model": "m", "data": "d", "block_size": 8}, tmp_path / "c.safetensors"
+    partial = refcache.partial_path(path)
+    seen = []
+
+    def lp(b):
+        seen.append(b.k)
+        if b.k == 3:
+            assert refcache.load_partial(partial, meta)[1] == 3     # saved after each of 0, 1, 2 (every_s=0)
+            raise RuntimeError("killed")                            # not KeyboardInterrupt: no save on the way out
+        return torch.full((1, 4), float(b.k))
+
+    with pytest.raises(RuntimeError):
+        refcache.collect(batches, lp, acc, path, meta, partial, every_s=0)
+    seen.clear()
+    ref = refcache.collect(batches, lambda b: (seen.append(b.k), torch.full((1, 4), float(b.k)))[1], acc, path, meta,
+                           partial, every_s=0)
+    assert seen == [3, 4] and not partial.exists() and path.is_file()
+    assert {k: v.tolist() for k, v in ref.items()} == {k: [float(k)] * 3 for k in range(5)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -48,18 +49,53 @@ def cache_path(folder: str | Path | None, meta: dict) -> Path:
     return (Path(folder) if folder else default_dir()) / f"{cache_key(meta)}.safetensors"
 
 
-def collect(batches: Iterable, logprobs: Callable, acc, path: Path, meta: dict) -> dict[int, torch.Tensor]:
+def partial_path(path: Path) -> Path:
+    """Where an unfinished pass keeps the micro-batches it has done (beside the cache it will become)."""
+    return path.with_name(path.stem + ".partial.safetensors")
+
+
+def collect(batches: Iterable, logprobs: Callable, acc, path: Path, meta: dict, partial: Path | None = None,
+            every_s: float = 60.0, say: Callable[[str], None] | None = None) -> dict[int, torch.Tensor]:
     """Collective. Reference log-probs of every example in `batches` (this process's micro-batches of the
     first epoch), merged over processes, saved on rank 0 and returned on every rank.
 
     `logprobs(batch)` is the policy's [rows, tokens] log-probs of the batch's next tokens; each example
     keeps the n - 1 values of its own span (`batch.spans()`), first sighting wins (an example seen twice
-    in one epoch gets identical values anyway)."""
+    in one epoch gets identical values anyway).
+
+    `partial` (one process): the values so far are saved there every `every_s` seconds and when the
+    pass is interrupted (Ctrl-C, SIGTERM), and a re-run skips the micro-batches it holds: the pass is a
+    fixed sequence of independent forwards, so the resumed cache equals an uninterrupted one."""
     ref: dict[int, torch.Tensor] = {}
-    for b in batches:
-        lp = logprobs(b).detach().float().cpu()
-        for i, (row, start, n) in zip(b.example_ids, b.spans()):
-            ref.setdefault(i, lp[row, start : start + n - 1].clone())
+    skip = 0
+    if partial is not None and partial.is_file():
+        try:
+            ref, skip = load_partial(partial, meta)
+        except (DamagedCache, UserError) as e:
+            ref, skip = {}, 0
+            if say:
+                say(f"reference log-probs: partial file {partial} not used ({e}); starting the pass again")
+        else:
+            if say:
+                say(f"reference log-probs: resuming after {skip} micro-batches done before ({partial})")
+    done, last = skip, time.monotonic()
+    try:
+        for k, b in enumerate(batches):
+            if k < skip:
+                continue
+            lp = logprobs(b).detach().float().cpu()
+            for i, (row, start, n) in zip(b.example_ids, b.spans()):
+                ref.setdefault(i, lp[row, start : start + n - 1].clone())
+            done = k + 1
+            if partial is not None and time.monotonic() - last >= every_s:
+                save_cache(partial, ref, {**meta, PARTIAL_KEY: done})
+                last = time.monotonic()
+    except KeyboardInterrupt:
+        if partial is not None and done > skip:
+            save_cache(partial, ref, {**meta, PARTIAL_KEY: done})
+            if say:
+                say(f"reference log-probs: {done} micro-batches kept in {partial}; re-run to resume the pass")
+        raise
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -70,8 +106,28 @@ def collect(batches: Iterable, logprobs: Callable, acc, path: Path, meta: dict) 
         ref = merged
     if acc.is_main_process:
         save_cache(path, ref, meta)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     acc.wait_for_everyone()
     return ref
+
+
+PARTIAL_KEY = "partial_micro_batches"
+
+
+def load_partial(path: Path, meta: dict) -> tuple[dict[int, torch.Tensor], int]:
+    """(values, micro-batches done) of an unfinished pass for exactly `meta`; DamagedCache otherwise."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            saved = json.loads((f.metadata() or {}).get("meta", "{}"))
+    except Exception as e:
+        raise DamagedCache(f"{type(e).__name__}") from None
+    done = saved.pop(PARTIAL_KEY, None) if isinstance(saved, dict) else None
+    if not isinstance(done, int) or done < 0 or json.dumps(saved, sort_keys=True) != json.dumps(meta, sort_keys=True):
+        raise DamagedCache("made for other settings")
+    return load_cache(path, {**meta, PARTIAL_KEY: done}), done
 
 
 def save_cache(path: Path, logprobs: dict[int, torch.Tensor], meta: dict) -> None:

@@ -397,7 +397,11 @@ class Trainer:
         # the training graph, its output detached, gives what step 0's policy forward will give.
         no_sync = self.acc.no_sync(model) if cfg.compile_layers else contextlib.nullcontext()   # no backward follows
         with torch.set_grad_enabled(cfg.compile_layers), no_sync, self.acc.autocast():
-            ref = refcache.collect(batches, lambda b: self._logprobs(model, b), self.acc, path, meta)
+            # one process, eager: the pass resumes from a partial file (compiled graphs may recompile
+            # differently after a restart, and ranks would need to agree: those start the pass again)
+            partial = refcache.partial_path(path) if self.acc.num_processes == 1 and not cfg.compile_layers else None
+            say = lambda m: self.console.print(m, style="yellow", markup=False, highlight=False)  # noqa: E731
+            ref = refcache.collect(batches, lambda b: self._logprobs(model, b), self.acc, path, meta, partial, say=say)
         self.console.print(f"reference log-probs: computed for {len(ref)} examples in {time.time() - t0:.1f}s -> {path}")
         return ref
 
