@@ -23,6 +23,11 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is one line, as every other bad input is: the problem, and where the usage is
     (`--help` still prints the full usage). Sub-parsers are made of this class too."""
 
+    def __init__(self, *args, **kwargs):
+        # no prefix matching: `--seed 3` must not quietly become `--seeds 3` (a 3-seed training job)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 

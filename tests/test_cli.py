@@ -227,3 +227,14 @@ def test_a_usage_error_is_one_line_naming_the_help(argv, needle, capsys):
     assert e.value.code == 2
     out = capsys.readouterr()
     assert out.out == "" and out.err.count("\n") == 1 and out.err.startswith("error: ") and needle in out.err, out.err
+
+
+def test_flags_are_never_prefix_matched(capsys):
+    """argparse's default would take `--seed 3` as `--seeds 3` and start a 3-seed training job."""
+    from harness.cli import main
+
+    for argv, flag in ((["reproduce-table1", "--seed", "3"], "--seed 3"), (["power", "--clust", "9", "--seed-sd", "2"], "--clust")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and f"unrecognized arguments: {flag}" in err, err
