@@ -122,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # the reader went away (`iwsft power | head`): stop quietly, as `yes | head` does (128 + SIGPIPE);
         # stdout to devnull so the interpreter's last flush does not raise again (Python's signal docs)
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except BaseException as e:
@@ -133,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (signals or isinstance(e, KeyboardInterrupt)):
             raise
         hint = getattr(args, "_interrupt_hint", None)    # a command that does not resume says what it keeps
-        print(hint(args) if hint else "interrupted; finished work is kept, re-run the same command to resume",
-              file=sys.stderr)
+        if not os.environ.get("IWSFT_CHILD_OF_JOB"):     # a job's training child: the job says it, once
+            print(hint(args) if hint else "interrupted; finished work is kept, re-run the same command to resume",
+                  file=sys.stderr)
         return 130
     finally:
         restore()

@@ -238,3 +238,21 @@ def test_flags_are_never_prefix_matched(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count("\n") == 1 and f"unrecognized arguments: {flag}" in err, err
+
+
+def test_a_jobs_training_child_leaves_the_interrupted_line_to_the_job(monkeypatch, capsys):
+    """reproduce-table1 runs `iwsft train` as a child: on Ctrl-C both would print the line; only the job does."""
+    import harness.commands.toy as toy
+    from harness.cli import main
+
+    def run(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toy, "run", run)
+    monkeypatch.setenv("IWSFT_CHILD_OF_JOB", "1")
+    assert main(["toy"]) == 130 and "interrupted" not in capsys.readouterr().err
+    monkeypatch.delenv("IWSFT_CHILD_OF_JOB")
+    assert main(["toy"]) == 130 and "interrupted; finished work is kept" in capsys.readouterr().err
+    from harness.paper import pipeline
+
+    assert '"IWSFT_CHILD_OF_JOB": "1"' in open(pipeline.__file__).read()      # the job marks its training child

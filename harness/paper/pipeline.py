@@ -77,7 +77,8 @@ def train_recipe(suite: Suite, name: str, seed_offset: int, console: Console,
         cmd = ["accelerate", "launch", "--config_file", str(ROOT / suite.accelerate_config), "-m", "harness", "train", str(recipe), *overrides]
     else:
         cmd = [sys.executable, "-m", "harness", "train", str(recipe), *overrides]
-    proc = subprocess.Popen(cmd)
+    # the child says what it saved; the "interrupted ... re-run" line is this process's to print, once
+    proc = subprocess.Popen(cmd, env={**os.environ, "IWSFT_CHILD_OF_JOB": "1"})
     try:
         rc = proc.wait()
     except KeyboardInterrupt:   # not subprocess.run, which kills the child 0.25 s later: it saves its step first
