@@ -262,3 +262,12 @@ def test_think_tokens_pool_benchmarks_by_their_samples():
     assert _think_text(row) == "12"
     row["benchmarks"]["aime24"]["samples_per_problem"] = 312          # K samples count as samples
     assert _think_text(row) == "36"                                  # (12 x 312 + 48 x 624) / 936
+
+
+def test_a_bound_that_rounds_to_zero_keeps_its_sign():
+    """'+4.5 [+0.0, +22.9]' beside p = 0.0498 read as an interval touching 0; it excludes it."""
+    from harness.core.stats import points, points_interval
+
+    assert points_interval(0.0004, 0.229) == "[+0.04, +22.9]"
+    assert points(-0.00004) == "-0.004" and points(0.0) == "+0.0" and points(0.045) == "+4.5"
+    assert points_interval(-0.012, 0.0) == "[-1.2, +0.0]"

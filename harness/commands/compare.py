@@ -25,6 +25,7 @@ def run(args) -> int:
     from harness.core.io import atomic_write_json, atomic_write_text, check_writable_dir, ensure_writable_dir
     from harness.evaluation.benchmarks import clusters_for
     from harness.evaluation.metrics import PAIRED_UNIT_NOTE, accuracy_interval, n_text, paired_runs
+    from harness.core.stats import points_interval
     from harness.evaluation.store import differing_settings, find_runs, setting_names
 
     if len(args.runs) < 2:
@@ -109,7 +110,7 @@ def run(args) -> int:
                     else:
                         pcells[0] += _verdict(p, "p_mcnemar")
                     pt.add_row(na, nb, n_text(p["n_problems"], p["samples_per_problem"]),
-                               f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                               f"{100 * p['diff']:+.1f} {points_interval(lo, hi)}",
                                f"{p['only_a']} / {p['only_b']}", *pcells)
                     entry["paired"].append({"a": na, "b": nb, **p})
             console.print(pt)
@@ -174,6 +175,7 @@ class _Tee:
 
 def markdown(report: dict) -> str:
     """compare.md: the same tables as the terminal output, from the JSON report."""
+    from harness.core.stats import points_interval
     from harness.paper.report import _verdict
 
     def pct(x):
@@ -201,7 +203,7 @@ def markdown(report: dict) -> str:
                 ns = _verdict(p, "p_mcnemar")
                 cells = [f"{p['p_mcnemar']:.3g}"] + (["-" if p.get("p_holm") is None else f"{p['p_holm']:.3g}"] if holm else [])
                 cells[-1] += ns
-                out.append(f"| {p['a']} | {p['b']} | {n} | {100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                out.append(f"| {p['a']} | {p['b']} | {n} | {100 * p['diff']:+.1f} {points_interval(lo, hi)} | "
                            f"{p['only_a']} / {p['only_b']} | " + " | ".join(cells) + " |")
             out += ["", CHECKPOINTS_ONLY] + [f"Method: {m}" for m in sorted({p["method"] for p in e["paired"]})]
         if e["agreement"]:

@@ -385,3 +385,15 @@ def paired_compare(a: dict[str, float], b: dict[str, float], seed: int = 0,
         clusters=n_clusters,
         p_min=min_attainable_p(differing),
     )
+
+
+def points(x: float) -> str:
+    """A signed difference in points to one decimal; a bound that is not 0 but rounds to it keeps two
+    significant digits (+0.04, not +0.0), so an interval that excludes 0 never reads as touching it."""
+    v = 100 * x
+    text = f"{v:+.1f}"
+    return f"{v:+.2g}" if v != 0 and float(text) == 0 else text
+
+
+def points_interval(lo: float, hi: float) -> str:
+    return f"[{points(lo)}, {points(hi)}]"

@@ -651,6 +651,7 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
     from rich.table import Table
 
     from harness.core.io import atomic_write_json, ensure_writable_dir
+    from harness.core.stats import points_interval
     from harness.paper import figure2
 
     console = console or Console()
@@ -696,7 +697,7 @@ def budget_sweep(suite: Suite, models: dict[str, str], out: Path, console: Conso
         for p in result["paired"]:
             lo, hi = p["diff_ci95"]
             pt.add_row(p["a"], p["b"], p["benchmark"], str(p["thinking_budget"]), str(p["wait"]),
-                       f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", f"{p['p_mcnemar']:.3g}",
+                       f"{100 * p['diff']:+.1f} {points_interval(lo, hi)}", f"{p['p_mcnemar']:.3g}",
                        f"{p['p_holm']:.3g}")
         console.print(pt)
     for d in result["deviations"]:

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-from harness.core.stats import ALPHA, holm, plural, seed_t_test
+from harness.core.stats import ALPHA, holm, plural, points_interval, seed_t_test
 from harness.paper.power import mdd_lines
 from harness.evaluation.benchmarks import clusters_for, report_order
 from harness.evaluation.benchmarks import title as bench_title
@@ -274,7 +274,7 @@ def _think_text(row: dict) -> str:
 
 def _ci_text(d: dict) -> str:
     lo, hi = d["diff_ci95"] if d.get("diff_ci95") else (None, None)
-    return f"{100 * d['diff']:+.1f}" + ("" if lo is None else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+    return f"{100 * d['diff']:+.1f}" + ("" if lo is None else " " + points_interval(lo, hi))
 
 
 def _p_cells(t: dict, key: str, holm_col: bool) -> list[str]:
