@@ -229,3 +229,39 @@ def test_a_zero_accuracy_benchmark_has_no_zero_mdd(tmp_path):
     (line,) = mdd_lines({"base": [zero], "s1.1-sft": [zero], "iw-sft": [zero]})
     mdd = float(line.split("aime24 ")[1].split(" points")[0])
     assert mdd > 5
+
+
+def test_pilot_names_its_pair_and_the_test_and_a_pair_can_be_chosen(tmp_path, capsys):
+    from harness.paper.report import write_report
+
+    runs, report = _seeded_report(tmp_path)
+    write_report(report, tmp_path / "rep")
+    capsys.readouterr()
+    assert main(["power", "--pilot", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "pilot's per-seed differences iw-sft - s1.1-sft (seed i with seed i;" in out
+    assert "icc of outcomes" in out and "icc of the paired differences" in out
+    assert "test planned: the report's t test over training seeds of the per-seed paired differences B - A (1 df)" in out
+    assert main(["power", "--pilot", str(tmp_path / "rep"), "--pair", "iw-sft,s1.1-sft"]) == 0
+    assert "differences s1.1-sft - iw-sft" in capsys.readouterr().out
+    assert main(["power", "--pilot", str(tmp_path / "rep"), "--pair", "iw-sft,nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pair names nope" in err and "it has s1.1-sft, iw-sft" in err
+    # one method's model folders (an `iwsft eval --out` model folder each), not only run folders
+    model_dirs = [str(s["arith"].path.parent.parent) for s in runs["iw-sft"]]
+    assert main(["power", "--pilot-runs", *model_dirs, "--diff", "5"]) == 0
+    assert "pilot: arith, method; 2 seeds per method" in capsys.readouterr().out
+
+
+def test_seed_noise_planned_as_zero_is_flagged(tmp_path, capsys):
+    """Two seeds whose per-seed differences are equal: the SD beyond sampling floors at 0 and the plan says so."""
+    from harness.evaluation.store import load_run
+    from harness.paper.report import build_table, write_report
+
+    runs = {m: [{"arith": load_run(_arith_runs(tmp_path / f"{m}{s}", "m", set(range(k))))} for s, k in enumerate(ks)]
+            for m, ks in {"sft": (3, 5), "iw-sft": (4, 6)}.items()}
+    write_report(build_table(runs, [["sft", "iw-sft"]], [], "Zero"), tmp_path / "rep")
+    capsys.readouterr()
+    assert main(["power", "--pilot", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "+10.5 +10.5 points" in out and "planned as 0; from so few seeds that is weak evidence" in out

@@ -13,6 +13,8 @@ def add_arguments(p):
     src.add_argument("--pilot", metavar="REPORT", help="a finished `reproduce-table1 --seeds N` report: its folder or table1.json")
     src.add_argument("--pilot-runs", nargs="+", metavar="DIR", help="evaluation run folders of one method, one per training seed")
     src.add_argument("--benchmark", help="the pilot report's benchmark (default: its first clustered one, e.g. arith)")
+    src.add_argument("--pair", metavar="A,B", help="the two methods whose per-seed differences B - A give the noise "
+                                                  "(default: the report's first two trained rows)")
     des = p.add_argument_group("design (default: the pilot's)")
     des.add_argument("--clusters", type=int, help="independent clusters in the test set (default: the pilot's)")
     des.add_argument("--items-per-cluster", type=float, help="correlated items per cluster (default: the pilot's, else 1)")
@@ -69,9 +71,16 @@ def run(args) -> int:
     alpha = power.ALPHA if args.alpha is None else args.alpha
     pilot = None
     if args.pilot:
-        pilot = pilot_from_report(Path(args.pilot), args.benchmark)
+        pair = None
+        if args.pair:
+            pair = tuple(x.strip() for x in args.pair.split(","))
+            if len(pair) != 2 or not all(pair):
+                raise UserError(f"--pair takes two method names, A,B (e.g. sft,iw-sft), not {args.pair!r}")
+        pilot = pilot_from_report(Path(args.pilot), args.benchmark, pair)
     elif args.pilot_runs:
-        pilot = pilot_from_run_dirs(args.pilot_runs)
+        if args.pair:
+            raise UserError("--pair needs --pilot REPORT (--pilot-runs holds one method)")
+        pilot = pilot_from_run_dirs(args.pilot_runs, args.benchmark)
     if pilot is not None:
         if args.seed_sd is None and args.diff_sd is None and pilot.observed_sd is None:
             raise UserError("the pilot has one seed per method, so no seed-to-seed noise; run it with --seeds 2 or more, "
@@ -81,13 +90,21 @@ def run(args) -> int:
             base = base.with_(diff_sd=None)           # an assumed seed SD replaces the pilot's difference noise
         print(f"pilot: {pilot.benchmark}, {', '.join(pilot.methods)}; {plural(pilot.seeds, 'seed')} per method, "
               f"{plural(pilot.clusters, 'cluster')} x {power.items(pilot.items_per_cluster)}, accuracy {100 * pilot.accuracy:.1f}%, "
-              f"icc {pilot.icc:.2f}" + (f", observed seed SD {100 * pilot.observed_sd:.2f} points -> "
+              f"icc of outcomes {pilot.icc:.2f}" + (f", observed seed SD {100 * pilot.observed_sd:.2f} points -> "
                                         f"{100 * base.seed_sd:.2f} beyond its test sampling" if pilot.observed_sd is not None else ""))
         if pilot.seed_diffs and len(pilot.seed_diffs) >= 2:
-            print(f"pilot's per-seed differences {pilot.methods[1]} - {pilot.methods[0]}: "
+            a, b = pilot.pair
+            print(f"pilot's per-seed differences {b} - {a} (seed i with seed i; --pair A,B for another two): "
                   + " ".join(f"{100 * x:+.1f}" for x in pilot.seed_diffs)
                   + f" points; SD {100 * pilot.observed_diff_sd:.2f} -> {100 * base.pair_sd():.2f} beyond its test sampling "
-                  f"({len(pilot.seed_diffs) - 1} df: an SD from few seeds is itself uncertain)")
+                  f"({len(pilot.seed_diffs) - 1} df: an SD from few seeds is itself uncertain); discordance "
+                  f"{100 * base.disc():.1f}%, icc of the paired differences {base.icc:.2f}")
+            if base.diff_sd == 0 and args.diff_sd is None:
+                print("note: the per-seed differences vary no more than test sampling explains, so the seed noise is "
+                      "planned as 0; from so few seeds that is weak evidence: compare with an assumed --diff-sd")
+        elif pilot.observed_sd is not None and base.seed_sd == 0 and args.seed_sd is None and args.diff_sd is None:
+            print("note: the seeds' accuracies vary no more than test sampling explains, so the seed noise is planned "
+                  "as 0; from so few seeds that is weak evidence: compare with an assumed --seed-sd")
     else:
         base = power.Design(clusters=args.clusters, items_per_cluster=1.0, seeds=3, alpha=alpha)
     d = base.with_(**{k: v for k, v in {
@@ -99,6 +116,8 @@ def run(args) -> int:
     target = args.power
     pct = f"{100 * target:.0f}%"
     print(f"design: {power.describe(d)}")
+    print(f"test planned: the report's t test over training seeds of the per-seed paired differences B - A "
+          f"({max(d.seeds - 1, 0)} df), two-sided at {d.alpha:g}")
     if d.seeds < 2:
         print("note: with 1 seed per method no test over seeds exists; the figure is the z approximation's "
               "(test sampling and the stated seed SD)")

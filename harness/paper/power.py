@@ -26,6 +26,7 @@ class Pilot:
     discordance: float | None = None   # mean E[(score_B - score_A)^2] per item over the paired checkpoints
     pair_icc: float | None = None      # intra-cluster correlation of the items' paired differences
     seed_diffs: list[float] | None = None   # per-seed differences B - A (the report's test's data)
+    pair: tuple[str, str] | None = None     # (A, B) whose per-seed differences the pilot measured
 
     @property
     def observed_diff_sd(self) -> float | None:
@@ -65,8 +66,14 @@ def run_shape(run) -> tuple[int, float, float]:
     return k, len(ids) / k, power.icc_anova([run.scores[q] for q in ids], groups)
 
 
-def pilot_from_runs(benchmark: str, by_method: dict[str, list]) -> Pilot:
-    """A pilot from each method's runs (one Run per training seed) on one benchmark."""
+def pilot_from_runs(benchmark: str, by_method: dict[str, list], pair: tuple[str, str] | None = None) -> Pilot:
+    """A pilot from each method's runs (one Run per training seed) on one benchmark; `pair` (A, B) names
+    the two methods whose per-seed differences B - A are measured (default: the first two)."""
+    if pair is not None:
+        missing = [m for m in pair if m not in by_method]
+        if missing:
+            raise UserError(f"--pair names {', '.join(missing)}, not a trained row of the pilot on {benchmark}; "
+                            f"it has {', '.join(by_method)}")
     runs = [r for rs in by_method.values() for r in rs]
     shapes = [run_shape(r) for r in runs]
     accs = {m: [sum(r.scores.values()) / len(r.scores) for r in rs] for m, rs in by_method.items()}
@@ -81,7 +88,8 @@ def pilot_from_runs(benchmark: str, by_method: dict[str, list]) -> Pilot:
                   observed_sd=sd, methods=list(by_method))
     # the report's pairs: seed i of the first method with seed i of the second; one method alone:
     # its seeds with each other (how much two checkpoints disagree, no method difference to see)
-    lists = list(by_method.values())
+    names = list(pair) if pair is not None else list(by_method)[:2]
+    lists = [by_method[m] for m in names]
     pairs = (list(zip(lists[0], lists[1])) if len(lists) >= 2 else
              [(x, y) for i, x in enumerate(lists[0]) for y in lists[0][i + 1:]])
     stats = [s for s in (_paired(benchmark, a, b) for a, b in pairs) if s]
@@ -90,6 +98,7 @@ def pilot_from_runs(benchmark: str, by_method: dict[str, list]) -> Pilot:
         pilot.pair_icc = statistics.fmean(s[2] for s in stats)
         if len(lists) >= 2:
             pilot.seed_diffs = [s[0] for s in stats]
+            pilot.pair = (names[0], names[1])
     return pilot
 
 
@@ -106,7 +115,7 @@ def _paired(benchmark: str, a, b) -> tuple[float, float, float] | None:
     return statistics.fmean(y), statistics.fmean(v * v for v in y), power.icc_anova(y, [keys[q] for q in ids])
 
 
-def pilot_from_report(path: Path, benchmark: str | None = None) -> Pilot:
+def pilot_from_report(path: Path, benchmark: str | None = None, pair: tuple[str, str] | None = None) -> Pilot:
     """A pilot from a Table 1 report (table1.json, or the folder holding it) of a `--seeds N` run:
     the trained rows' per-seed runs on `benchmark` (default: the first benchmark with clusters)."""
     from harness.evaluation.store import load_run
@@ -141,18 +150,25 @@ def pilot_from_report(path: Path, benchmark: str | None = None) -> Pilot:
             raise UserError(f"{f}: the run folders of {r['model']} on {benchmark} are not readable here ({e}); run "
                             "`iwsft power` where the report was made, or give the design with --clusters, "
                             "--items-per-cluster, --icc and --seed-sd") from None
-    return pilot_from_runs(benchmark, by_method)
+    return pilot_from_runs(benchmark, by_method, pair)
 
 
-def pilot_from_run_dirs(dirs: list[str]) -> Pilot:
-    """A pilot from one method's evaluation run folders, one per training seed, on one benchmark."""
-    from harness.evaluation.store import load_run
+def pilot_from_run_dirs(dirs: list[str], benchmark: str | None = None) -> Pilot:
+    """A pilot from one method's evaluation folders, one per training seed: run folders, or model
+    folders of `iwsft eval --out` (then `benchmark` picks the run in each when they hold several)."""
+    from harness.evaluation.benchmarks import clusters_for
+    from harness.evaluation.store import find_runs
 
-    runs = [load_run(Path(d)) for d in dirs]
-    benches = {r.benchmark for r in runs}
-    if len(benches) > 1:
-        raise UserError(f"--pilot-runs mixes benchmarks ({', '.join(sorted(benches))}); give one benchmark's run folders")
-    return pilot_from_runs(runs[0].benchmark, {"method": runs})
+    found = [find_runs(Path(d)) for d in dirs]
+    common = [b for b in found[0] if all(b in f for f in found[1:])]
+    if benchmark is None:
+        if not common:
+            raise UserError(f"--pilot-runs share no benchmark ({'; '.join(', '.join(f) for f in found)}); give one "
+                            "benchmark's run folders")
+        benchmark = next((b for b in common if clusters_for(b, ["x"]) is not None), common[0])
+    elif benchmark not in common:
+        raise UserError(f"--benchmark {benchmark} is not in every --pilot-runs folder (all have: {', '.join(common) or 'none'})")
+    return pilot_from_runs(benchmark, {"method": [f[benchmark] for f in found]})
 
 
 def mdd_lines(models: dict[str, list[dict]], alpha: float = power.ALPHA) -> list[str]:
