@@ -52,11 +52,11 @@ vllm-env-present:
 vllm-env path="":
     bash .ci/vllm-env {{path}}
 
-# Mutation testing (mutmut; slow, not in CI) of the objective and its weights, budget forcing and the grader
-# (targets and tests: [tool.mutmut] in pyproject.toml); `just mutants harness.training.objective*` runs one module.
-# Review the survivors in docs/testing.md: each one killed by a new assertion or listed as harmless.
 # OMP_NUM_THREADS=1: mutmut forks each mutant from a process that already ran torch ops, and a forked
 # libgomp thread pool hangs at its first barrier (a survivor would then show as a "timeout", counted killed).
+# Targets and tests: [tool.mutmut] in pyproject.toml. Review the survivors in docs/testing.md: each one killed
+# by a new assertion or listed as harmless. `just mutants harness.training.objective*` runs one module.
+# Mutation testing (mutmut; slow, not in CI) of the objective and its weights, budget forcing and the grader
 mutants *names:
     @python -c "import mutmut" 2>/dev/null || python -m pip install -q "mutmut==3.8.1"
     OMP_NUM_THREADS=1 python -m mutmut run {{names}} || true

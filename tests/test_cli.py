@@ -256,3 +256,12 @@ def test_a_jobs_training_child_leaves_the_interrupted_line_to_the_job(monkeypatc
     from harness.paper import pipeline
 
     assert '"IWSFT_CHILD_OF_JOB": "1"' in open(pipeline.__file__).read()      # the job marks its training child
+
+
+def test_reproduce_table1_limit_fraction_is_answered(capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce-table1", "--limit", "0.1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "iwsft eval --limit 0.1" in err

@@ -98,6 +98,15 @@ def test_view_writes_one_page_and_refuses_bad_input(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["view", str(tmp_path / "empty")]) == 2 and not (tmp_path / "empty" / "view.html").exists()
+    capsys.readouterr()
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["view", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file; give a report folder" in err
+    # a report's own file means its folder
+    (tmp_path / "evals" / "view.html").unlink()
+    (tmp_path / "evals" / "compare.md").write_text("# compare\n")
+    assert main(["view", str(tmp_path / "evals" / "compare.md")]) == 0 and (tmp_path / "evals" / "view.html").is_file()
 
 
 def test_gpqa_question_and_options_never_reach_the_page(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def _check(args) -> None:
               ("--diff-sd", args.diff_sd, lambda x: 0 <= x < 100, "points between 0 and 100"),
               ("--discordance", args.discordance, lambda x: 0 < x <= 100, "a percentage above 0, at most 100"),
               ("--alpha", args.alpha, lambda x: 0 < x < 1, "between 0 and 1 (e.g. 0.05)"),
-              ("--diff", args.diff, lambda x: 0 < x < 100, "points between 0 and 100 (e.g. 3)"),
+              ("--diff", args.diff, lambda x: 0 < x < 100, "points above 0 and below 100 (e.g. 3)"),
               ("--power", args.power, lambda x: 0.5 <= x < 1, "between 0.5 and 1 (e.g. 0.8)")]
     for flag, value, ok, want in checks:
         if value is not None and not ok(value):

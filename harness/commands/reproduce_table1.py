@@ -5,6 +5,18 @@ from __future__ import annotations
 HELP = "Train SFT / iw-SFT / per-step iw-SFT, evaluate them and the base model, print Table 1 beside the paper's"
 
 
+def _problems(text: str) -> int:
+    """A whole number of problems (eval's --limit also takes a fraction; a suite's subsets are counts)."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number of problems per benchmark, not {text!r} (a fraction "
+                                         "of each benchmark: iwsft eval --limit 0.1)") from None
+    return n                      # its range: check_arguments, with the other settings
+
+
 def add_arguments(p):
     from harness.paper import preset_names
 
@@ -14,7 +26,7 @@ def add_arguments(p):
     p.add_argument("--seeds", type=int, default=None, help="repeat training with N seeds; report mean and spread "
                                                             "(default: the suite's seeds, 1 unless it says)")
     p.add_argument("--out", default="reports/latest", help="report folder (table1.json/.md/.txt, figures)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most N problems per benchmark (smoke runs)")
+    p.add_argument("--limit", type=_problems, default=None, help="evaluate at most N problems per benchmark (smoke runs)")
     p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe key applied to every recipe, e.g. max_steps=2 (repeatable; smoke runs)")
 

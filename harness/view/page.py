@@ -39,6 +39,11 @@ def collect(paths: list[str | Path], warn=print) -> tuple[dict | None, dict | No
     for p in map(lambda x: Path(x).expanduser(), paths):
         if not p.exists():
             raise UserError(f"{p} does not exist; give a report folder (table1.json / figure2.json) or an `iwsft eval --out` folder")
+        if p.is_file():      # a report's own file (table1.md, figure2.json, ...): its folder is meant
+            if not (p.name.startswith(("table1.", "figure2.", "compare.")) or p.name == "view.html"):
+                raise UserError(f"{p} is a file; give a report folder (table1.json / figure2.json) or an `iwsft eval "
+                                "--out` folder, a model folder in it or a run folder")
+            p = p.parent
         t, f = report_files(p) if p.is_dir() else (None, None)
         table1, figure2 = table1 or t, figure2 or f
         for row in (t or {}).get("rows", []):
