@@ -271,3 +271,13 @@ def test_a_bound_that_rounds_to_zero_keeps_its_sign():
     assert points_interval(0.0004, 0.229) == "[+0.04, +22.9]"
     assert points(-0.00004) == "-0.004" and points(0.0) == "+0.0" and points(0.045) == "+4.5"
     assert points_interval(-0.012, 0.0) == "[-1.2, +0.0]"
+
+
+def test_compare_labels_a_bare_run_folder_by_its_model(tmp_path, capsys):
+    """A run folder's own name is a settings hash: the label is its model folder's name."""
+    a = _write_run(tmp_path / "x", "sft-matched--final-29afd8", "arith", A)
+    b = _write_run(tmp_path / "y", "iw-sft--final-dabeb9", "arith", B)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "rep")]) == 0
+    rep = json.loads((tmp_path / "rep" / "compare.json").read_text())
+    assert rep["runs"] == ["sft-matched--final-29afd8", "iw-sft--final-dabeb9"]
+    assert "…" not in capsys.readouterr().out                   # names fold over lines, never cut

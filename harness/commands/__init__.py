@@ -16,7 +16,10 @@ def labelled_paths(items: list[str], flag: str, require_name: bool = False) -> d
             raise UserError(f"{flag} takes {form}, got {item!r} (e.g. iw-sft=runs/tiny/iw-sft/final)")
         if not sep:
             path = item.strip()
-            name = Path(path).name or Path(path).resolve().name
+            full = Path(path).resolve()
+            # an evaluation run folder (OUT/<model>/<benchmark>/<settings hash>) is named by its model
+            run = (full / "metrics.json").is_file() and len(full.parents) > 2
+            name = full.parents[1].name if run else (Path(path).name or full.name)
         if name in out:
             first = out[name]
             a, b = Path(first).parent.name, Path(path).parent.name

@@ -64,7 +64,8 @@ def run(args) -> int:
         have = [(n, r[bench]) for n, r in labelled if bench in r]
         t = Table(title=f"{bench}", title_justify="left")
         for col in ("run", "n", "accuracy % [95% CI]", "mean thinking tokens", "weights"):
-            t.add_column(col, justify="left" if col in ("run", "weights") else "right")
+            t.add_column(col, justify="left" if col in ("run", "weights") else "right",
+                         overflow="fold" if col == "run" else "ellipsis")      # a run's name whole, over lines
         entry = {"runs": [], "paired": [], "agreement": {}}
         for n, r in have:
             k, np_ = r.samples_per_problem, len(r.outcomes)
@@ -97,7 +98,8 @@ def run(args) -> int:
                        caption_justify="left")
             for col in ("A", "B", "n", "diff % [95% CI]", "A only / B only", "p (exact)",    # both, neither: compare.json
                         *(["Holm p"] if holm_col else [])):
-                pt.add_column(col, justify="left" if col in ("A", "B") else "right")
+                pt.add_column(col, justify="left" if col in ("A", "B") else "right",
+                              overflow="fold" if col in ("A", "B") else "ellipsis")
             pairs = {}
             for i in range(len(have)):
                 for j in range(i + 1, len(have)):
