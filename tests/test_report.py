@@ -281,3 +281,24 @@ def test_compare_labels_a_bare_run_folder_by_its_model(tmp_path, capsys):
     rep = json.loads((tmp_path / "rep" / "compare.json").read_text())
     assert rep["runs"] == ["sft-matched--final-29afd8", "iw-sft--final-dabeb9"]
     assert "…" not in capsys.readouterr().out                   # names fold over lines, never cut
+
+
+def test_answer_reads_the_printed_tests(tmp_path):
+    """The answer line follows the p printed beside each test (Holm's in a family): a significant checkpoint
+    difference is named with its direction; with seeds the methods-over-seeds tests answer instead."""
+    from harness.paper.report import answer_lines
+
+    def t(a, b, bench, diff, p, holm, fam=True):
+        return {"a": a, "b": b, "benchmark": bench, "diff": diff, "p_mcnemar": p, "p": p, "p_holm": holm,
+                "in_holm_family": fam}
+
+    checks = [t("sft", "iw-sft", "arith", 0.05, 0.01, 0.02), t("sft", "iw-sft", "arith2", -0.10, 0.001, 0.004),
+              t("sft", "iw-sft", "aime24", 0.0, 1.0, None, fam=False), t("sft", "iw-sft", "math500", 0.02, 0.03, 0.09),
+              t("base", "iw-sft", "arith", 0.5, 1e-9, 1e-8)]
+    (line,) = answer_lines(checks, [])
+    assert line.startswith("iw-sft vs sft, one checkpoint each: this compares these two checkpoints, not the methods")
+    assert "iw-sft higher on arith; sft higher on arith2; aime24: too few differing problems" in line
+    assert "math500" not in line.split("aime24")[0]                   # raw p 0.03 but Holm 0.09: not significant
+    over = [t("sft", "iw-sft", "arith", 0.04, 0.2, 0.2) | {"seeds": 3}]
+    (line,) = answer_lines(checks, over)
+    assert line == "iw-sft vs sft, over 3 training seeds each (the methods' question): no significant difference on arith (family-wise 5%, Holm)."

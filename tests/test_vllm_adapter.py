@@ -204,3 +204,21 @@ def test_make_backend_kinds(monkeypatch, tmp_path, fake_vllm):
     b = gen.make_backend("vllm", str(tmp_path), tensor_parallel_size=2, dtype="bfloat16")
     assert b.name == "vllm" and rec.llm_kwargs["model"] == str(tmp_path.resolve())
     assert rec.llm_kwargs["tensor_parallel_size"] == 2 and rec.llm_kwargs["dtype"] == "bfloat16"
+
+
+def test_a_dead_engine_is_one_line_pointing_at_its_log(fake_vllm):
+    """vLLM's CPU build refuses some head sizes inside its engine process (EngineDeadError, cause in its log)."""
+    from harness.core.errors import UserError
+
+    class EngineDeadError(Exception):
+        pass
+
+    def dead(p, sp):
+        raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+
+    fake_vllm(dead)
+    with pytest.raises(UserError, match=r"vLLM's engine stopped .* --backend hf"):
+        _backend().generate([[1, 2]], GenParams(max_new_tokens=2))
+    fake_vllm(lambda p, sp: (_ for _ in ()).throw(ValueError("other")))
+    with pytest.raises(ValueError):                          # other errors are not relabelled
+        _backend().generate([[1, 2]], GenParams(max_new_tokens=2))

@@ -80,6 +80,7 @@ def build_table(models: dict[str, list[dict[str, Run]]], paired: list[list[str]]
     _holm_family(comparisons, "p_mcnemar")
     _holm_family(over_seeds, "p")
     return {"title": title, "rows": rows, "paired": comparisons, "methods_over_seeds": over_seeds,
+            "answer": answer_lines(comparisons, over_seeds),
             "paper": paper_rows_for(models), "deviations": deviations + notes(rows),
             "methods": methods(rows, comparisons, over_seeds, max(len(v) for v in models.values()) if models else 0) + mdd_lines(models),
             **(extra or {})}
@@ -112,6 +113,41 @@ def methods_over_seeds(models: dict, paired: list[list[str]], benches: list[str]
             out.append({"a": a, "b": b, "benchmark": bench, "seeds": len(diffs), "seed_diffs": diffs,
                         "diff": sum(diffs) / len(diffs), "diff_ci95": list(ci) if ci else None, "p": p, "question": question,
                         "method": SEED_TEST.format(df=len(diffs) - 1)})
+    return out
+
+
+ANSWER_TITLE = "Answer: do the trained methods differ?"
+
+
+def answer_lines(comparisons: list[dict], over_seeds: list[dict]) -> list[str]:
+    """One line per pair of trained rows, read off the tests printed below it (the same p decides: Holm's where
+    the test is in a family): which benchmarks favour which row, and what the tests could and could not show.
+    With seeds the methods-over-seeds tests answer; with one seed the checkpoint tests, which say so."""
+    out = []
+    pairs = list(dict.fromkeys((t["a"], t["b"]) for t in comparisons if "base" not in (t["a"], t["b"])))
+    for a, b in pairs:
+        over = [t for t in over_seeds if (t["a"], t["b"]) == (a, b)]
+        tests, key = (over, "p") if over else ([t for t in comparisons if (t["a"], t["b"]) == (a, b)], "p_mcnemar")
+        if over:
+            unit = f"over {over[0]['seeds']} training seeds each (the methods' question)"
+        else:
+            unit = ("one checkpoint each: this compares these two checkpoints, not the methods "
+                    "(--seeds N for that)")
+        sig = [t for t in tests if _verdict(t, key) == ""]
+        up = [t["benchmark"] for t in sig if t["diff"] > 0]
+        down = [t["benchmark"] for t in sig if t["diff"] < 0]
+        never = [t["benchmark"] for t in tests if "in_holm_family" in t and not t["in_holm_family"]]
+        tested = [t["benchmark"] for t in tests if t["benchmark"] not in never]
+        parts = []
+        if up:
+            parts.append(f"{b} higher on {', '.join(up)}")
+        if down:
+            parts.append(f"{a} higher on {', '.join(down)}")
+        if not (up or down):
+            parts.append(f"no significant difference on {', '.join(tested)}" if tested else "no test could reject")
+        if never:
+            parts.append(f"{', '.join(never)}: too few differing problems for any test to reject")
+        out.append(f"{b} vs {a}, {unit}: " + "; ".join(parts) + " (family-wise 5%, Holm).")
     return out
 
 
@@ -232,6 +268,10 @@ def render(report: dict, console: Console) -> None:
     for r in report["rows"]:
         t.add_row(f"[bold]{r['model']}[/]", *(_cell_text(r["benchmarks"].get(b)) for b in benches), _think_text(r))
     console.print(t)
+    if report.get("answer"):
+        console.print(f"[bold]{ANSWER_TITLE}[/]")
+        for line in report["answer"]:
+            console.print(f"  • {escape(line)}")
 
     paper = Table(title=PAPER_TITLE, title_justify="left")
     paper.add_column("model")
@@ -329,6 +369,8 @@ def markdown(report: dict) -> str:
            "|---|" + "---|" * len(benches) + "---|"]
     for r in report["rows"]:
         out.append(f"| {r['model']} | " + " | ".join(_cell_text(r["benchmarks"].get(b)) for b in benches) + f" | {_think_text(r)} |")
+    if report.get("answer"):
+        out += ["", f"## {ANSWER_TITLE}", ""] + [f"- {line}" for line in report["answer"]]
     out += ["", f"## {PAPER_TITLE}", "", "| model | AIME24 | MATH500 | GPQA Diamond |", "|---|---|---|---|"]
     for r in report["paper"]:
         out.append(f"| {r['model']}{_ours(r)} | " + " | ".join("-" if r.get(b) is None else f"{r[b]:.1f}" for b in ("aime24", "math500", "gpqa_diamond")) + " |")

@@ -310,7 +310,16 @@ class VLLMBackend:
             sps = [self.sampling_params(plist[i]) for i in send]
             lora = {} if self.lora_request is None else {"lora_request": self.lora_request}
             # no bar of vLLM's own: its documented use_tqdm hook feeds the harness's live token counter instead
-            outs = self.llm.generate(reqs, sps, use_tqdm=True if self.use_tqdm else self._live_counter, **lora)
+            try:
+                outs = self.llm.generate(reqs, sps, use_tqdm=True if self.use_tqdm else self._live_counter, **lora)
+            except Exception as e:
+                if type(e).__name__ != "EngineDeadError":
+                    raise
+                # the cause is in the engine's own log above (e.g. the CPU build's "Unsupported CPU attention
+                # configuration: head_dim=8"): one line that points there and to the backend that runs anything
+                raise UserError("vLLM's engine stopped while generating (its log above names the cause, e.g. a "
+                                "head size its CPU build does not support); re-run with --backend hf (suite key "
+                                "backend: hf)") from None
             if len(outs) != len(send):
                 raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(send)} prompts")
             for i, o in zip(send, outs):
