@@ -53,15 +53,20 @@ class Pilot:
         return d
 
 
-def run_shape(run) -> tuple[int, float, float]:
-    """(clusters, items per cluster, icc) of one evaluation run (harness.evaluation.store.Run)."""
+def _groups(benchmark: str, ids: list[str]) -> list:
+    """Each problem's cluster (its own id where the benchmark has no clusters)."""
     from harness.evaluation.benchmarks import clusters_for
 
+    keys = clusters_for(benchmark, ids) or {q: q for q in ids}
+    return [keys[q] for q in ids]
+
+
+def run_shape(run) -> tuple[int, float, float]:
+    """(clusters, items per cluster, icc) of one evaluation run (harness.evaluation.store.Run)."""
     ids = list(run.scores)
     if not ids:
         raise UserError(f"{run.path} has no scored problem; a pilot needs a finished evaluation")
-    keys = clusters_for(run.benchmark, ids) or {q: q for q in ids}
-    groups = [keys[q] for q in ids]
+    groups = _groups(run.benchmark, ids)
     k = len(set(groups))
     return k, len(ids) / k, power.icc_anova([run.scores[q] for q in ids], groups)
 
@@ -105,14 +110,18 @@ def pilot_from_runs(benchmark: str, by_method: dict[str, list], pair: tuple[str,
 def _paired(benchmark: str, a, b) -> tuple[float, float, float] | None:
     """(mean difference B - A, mean squared per-item difference, icc of the per-item differences) of
     two runs on their common problems; None when they share none."""
-    from harness.evaluation.benchmarks import clusters_for
-
     ids = sorted(set(a.scores) & set(b.scores))
     if not ids:
         return None
     y = [float(b.scores[q]) - float(a.scores[q]) for q in ids]
-    keys = clusters_for(benchmark, ids) or {q: q for q in ids}
-    return statistics.fmean(y), statistics.fmean(v * v for v in y), power.icc_anova(y, [keys[q] for q in ids])
+    return statistics.fmean(y), statistics.fmean(v * v for v in y), power.icc_anova(y, _groups(benchmark, ids))
+
+
+def _first_clustered(benches: list[str]) -> str:
+    """A pilot's default benchmark: the first whose problems come in clusters (e.g. arith), else the first."""
+    from harness.evaluation.benchmarks import clusters_for
+
+    return next((b for b in benches if clusters_for(b, ["x"]) is not None), benches[0])
 
 
 def pilot_from_report(path: Path, benchmark: str | None = None, pair: tuple[str, str] | None = None) -> Pilot:
@@ -133,9 +142,7 @@ def pilot_from_report(path: Path, benchmark: str | None = None, pair: tuple[str,
     if not benches:
         raise UserError(f"{f} has no trained row to take a pilot from; run `iwsft reproduce-table1 --seeds N` first")
     if benchmark is None:
-        from harness.evaluation.benchmarks import clusters_for
-
-        benchmark = next((b for b in benches if clusters_for(b, ["x"]) is not None), benches[0])
+        benchmark = _first_clustered(benches)
     if benchmark not in benches:
         raise UserError(f"{f} has no benchmark {benchmark!r}; it has {', '.join(benches)} (--benchmark)")
     by_method = {}
@@ -156,7 +163,6 @@ def pilot_from_report(path: Path, benchmark: str | None = None, pair: tuple[str,
 def pilot_from_run_dirs(dirs: list[str], benchmark: str | None = None) -> Pilot:
     """A pilot from one method's evaluation folders, one per training seed: run folders, or model
     folders of `iwsft eval --out` (then `benchmark` picks the run in each when they hold several)."""
-    from harness.evaluation.benchmarks import clusters_for
     from harness.evaluation.store import find_runs
 
     found = [find_runs(Path(d)) for d in dirs]
@@ -165,7 +171,7 @@ def pilot_from_run_dirs(dirs: list[str], benchmark: str | None = None) -> Pilot:
         if not common:
             raise UserError(f"--pilot-runs share no benchmark ({'; '.join(', '.join(f) for f in found)}); give one "
                             "benchmark's run folders")
-        benchmark = next((b for b in common if clusters_for(b, ["x"]) is not None), common[0])
+        benchmark = _first_clustered(common)
     elif benchmark not in common:
         raise UserError(f"--benchmark {benchmark} is not in every --pilot-runs folder (all have: {', '.join(common) or 'none'})")
     return pilot_from_runs(benchmark, {"method": [f[benchmark] for f in found]})

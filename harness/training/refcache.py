@@ -79,6 +79,7 @@ def collect(batches: Iterable, logprobs: Callable, acc, path: Path, meta: dict, 
             if say:
                 say(f"reference log-probs: resuming after {skip} micro-batches done before ({partial})")
     done, last = skip, time.monotonic()
+    keep = lambda: save_cache(partial, ref, {**meta, PARTIAL_KEY: done})  # noqa: E731
     try:
         for k, b in enumerate(batches):
             if k < skip:
@@ -88,11 +89,11 @@ def collect(batches: Iterable, logprobs: Callable, acc, path: Path, meta: dict, 
                 ref.setdefault(i, lp[row, start : start + n - 1].clone())
             done = k + 1
             if partial is not None and time.monotonic() - last >= every_s:
-                save_cache(partial, ref, {**meta, PARTIAL_KEY: done})
+                keep()
                 last = time.monotonic()
     except KeyboardInterrupt:
         if partial is not None and done > skip:
-            save_cache(partial, ref, {**meta, PARTIAL_KEY: done})
+            keep()
             if say:
                 say(f"reference log-probs: {done} micro-batches kept in {partial}; re-run to resume the pass")
         raise
